@@ -1,0 +1,407 @@
+"""Load and validate a cohort folder (the data contract) or a regional-volume table.
+
+Every check raises :class:`CohortError` with a message naming the cohort and the subject, file or column
+at fault, so a clinician can fix the input without reading code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from src.data.contract import (
+    DEFAULT_SPACE,
+    IMAGE_NAME,
+    IMAGE_PATH_COLUMNS,
+    MADRS_RANGE,
+    PARTICIPANT_ID,
+    REQUIRED_COLUMNS,
+    SEXES,
+    TREATMENTS,
+    image_relpath,
+)
+
+log = logging.getLogger(__name__)
+_NA = ["n/a", "N/A", "NA", "nan", "NaN", ""]
+
+
+class CohortError(ValueError):
+    """Invalid cohort input. The message names the cohort and the subject, file or column at fault."""
+
+
+@dataclass(frozen=True)
+class OutcomeSpec:
+    """How the binary response label is derived from the clinical table.
+
+    Parameters
+    ----------
+    baseline, followup : str
+        Columns holding the pre-treatment and 24-h MADRS scores.
+    threshold : float
+        Minimum relative reduction, (baseline - followup) / baseline, that counts as response.
+    positive : {"responder", "non-responder"}
+        Which group is labelled 1.
+    """
+
+    baseline: str = "madrs_baseline"
+    followup: str = "madrs_24h"
+    threshold: float = 0.5
+    positive: str = "responder"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"outcome threshold must be in (0, 1], got {self.threshold}")
+        if self.positive not in ("responder", "non-responder"):
+            raise ValueError(f"outcome positive must be 'responder' or 'non-responder', got {self.positive!r}")
+
+
+@dataclass
+class Cohort:
+    """A validated cohort: one row per kept subject, and the image of each subject per tissue.
+
+    Attributes
+    ----------
+    name : str
+        Cohort name (the folder name unless given).
+    root : Path
+        The cohort folder.
+    participants : DataFrame
+        Sorted by ``participant_id``; contract columns plus ``response`` (0/1) and, if present, ``tiv``.
+    images : dict
+        tissue -> list of image paths aligned with ``participants`` (empty when features come from a table).
+    excluded : list of str
+        Subjects dropped because their outcome is missing.
+    reference_affine, reference_shape
+        The grid every image is on (or is resampled to, with ``on_grid_mismatch="resample"``).
+    """
+
+    name: str
+    root: Path
+    participants: pd.DataFrame
+    images: dict[str, list[Path]] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+    reference_affine: np.ndarray | None = None
+    reference_shape: tuple[int, ...] | None = None
+    off_grid: list[str] = field(default_factory=list)
+
+    @property
+    def participant_ids(self) -> list[str]:
+        return self.participants["participant_id"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.participants)
+
+
+def load_cohort(
+    root: str | Path,
+    *,
+    name: str | None = None,
+    pipeline: str | None = None,
+    space: str = DEFAULT_SPACE,
+    tissues: tuple[str, ...] = ("GM",),
+    outcome: OutcomeSpec | None = None,
+    on_grid_mismatch: str = "error",
+    with_images: bool = True,
+) -> Cohort:
+    """Read ``participants.tsv`` and the tissue maps of a BIDS-style cohort folder and validate them.
+
+    Parameters
+    ----------
+    root : path
+        Cohort folder holding ``participants.tsv`` and ``derivatives/<pipeline>/``.
+    name : str, optional
+        Cohort name used in messages and outputs; defaults to the folder name.
+    pipeline : str, optional
+        Derivatives sub-folder; detected when the cohort has exactly one.
+    space : str
+        The ``space-`` entity of the image file names.
+    tissues : tuple of str
+        Tissue maps every kept subject must have (``GM``, ``WM``, ``CSF``).
+    outcome : OutcomeSpec, optional
+        How the response label is derived; the contract default when omitted.
+    on_grid_mismatch : {"error", "resample"}
+        An image whose grid (shape, affine) differs from the cohort's reference (the first subject's GM
+        map) is rejected (default), or kept with a warning and resampled by the feature step.
+    with_images : bool
+        False when the features come from a regional table: no image is looked for.
+
+    Returns
+    -------
+    Cohort
+    """
+    root = Path(root)
+    name = name or root.name
+    outcome = outcome or OutcomeSpec()
+    if on_grid_mismatch not in ("error", "resample"):
+        raise ValueError(f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}")
+    table_path = root / "participants.tsv"
+    if not table_path.is_file():
+        raise CohortError(f"cohort {name!r}: {table_path} not found (every cohort needs a participants.tsv)")
+    try:
+        raw = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False, na_values=_NA)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise CohortError(f"cohort {name!r}: cannot parse {table_path}: {err}") from err
+    raw.columns = [str(c).strip() for c in raw.columns]
+    participants, excluded = _validate_participants(raw, name, table_path, outcome)
+    cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
+    if with_images:
+        _attach_images(cohort, raw, pipeline, space, tissues, on_grid_mismatch)
+    log.info(
+        "cohort %s: %d subjects (%d responders), %d excluded for missing outcome",
+        name, len(participants), int(participants["response"].sum()), len(excluded),
+    )
+    return cohort
+
+
+def _validate_participants(
+    raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec
+) -> tuple[pd.DataFrame, list[str]]:
+    required = [c for c in REQUIRED_COLUMNS if c not in (outcome.baseline, outcome.followup)]
+    required += [outcome.baseline, outcome.followup]
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise CohortError(f"cohort {name!r}: {path} is missing required column(s) {missing}")
+    if raw.empty:
+        raise CohortError(f"cohort {name!r}: {path} has no participants (empty cohort)")
+    df = raw.copy()
+    ids = df["participant_id"]
+    if ids.isna().any():
+        rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
+        raise CohortError(f"cohort {name!r}: empty participant_id on line(s) {rows} of {path}")
+    bad = [pid for pid in ids if not PARTICIPANT_ID.match(pid)]
+    if bad:
+        raise CohortError(
+            f"cohort {name!r}: malformed participant_id {bad[:5]} in {path} (expected 'sub-<alphanumeric>')"
+        )
+    dup = sorted(ids[ids.duplicated()].unique())
+    if dup:
+        raise CohortError(f"cohort {name!r}: duplicate participant_id {dup[:5]} in {path}")
+
+    for column, allowed in (("sex", SEXES), ("treatment", TREATMENTS)):
+        values = df[column].str.strip()
+        wrong = df.loc[~values.isin(allowed), ["participant_id", column]]
+        if len(wrong):
+            pid, value = wrong.iloc[0]
+            raise CohortError(
+                f"cohort {name!r}: subject {pid} has unknown {column} code {value!r} in column "
+                f"'{column}' (allowed: {list(allowed)}); {len(wrong)} subject(s) affected"
+            )
+        df[column] = values
+    df["site"] = df["site"].fillna("").str.strip()
+    if (df["site"] == "").any():
+        pid = df.loc[df["site"] == "", "participant_id"].iloc[0]
+        raise CohortError(f"cohort {name!r}: subject {pid} has an empty 'site'")
+
+    df["age"] = _numeric(df, "age", name, allow_missing=False)
+    out_of_range = df[(df["age"] < 0) | (df["age"] > 120)]
+    if len(out_of_range):
+        pid, age = out_of_range.iloc[0][["participant_id", "age"]]
+        raise CohortError(f"cohort {name!r}: subject {pid} has age {age} in column 'age' (expected 0-120)")
+    if "tiv" in df.columns:
+        df["tiv"] = _numeric(df, "tiv", name, allow_missing=False)
+        if (df["tiv"] <= 0).any():
+            pid = df.loc[df["tiv"] <= 0, "participant_id"].iloc[0]
+            raise CohortError(f"cohort {name!r}: subject {pid} has a non-positive 'tiv'")
+
+    lo, hi = MADRS_RANGE
+    for column in (outcome.baseline, outcome.followup):
+        df[column] = _numeric(df, column, name, allow_missing=True)
+        bad_rows = df[(df[column] < lo) | (df[column] > hi)]
+        if len(bad_rows):
+            pid, value = bad_rows.iloc[0][["participant_id", column]]
+            raise CohortError(
+                f"cohort {name!r}: subject {pid} has MADRS {value} in column '{column}' "
+                f"(MADRS is {lo}-{hi})"
+            )
+    zero = df[df[outcome.baseline] == 0]
+    if len(zero):
+        raise CohortError(
+            f"cohort {name!r}: subject {zero['participant_id'].iloc[0]} has baseline MADRS 0 in column "
+            f"'{outcome.baseline}'; the relative reduction is undefined"
+        )
+
+    lacking = df[outcome.baseline].isna() | df[outcome.followup].isna()
+    excluded = sorted(df.loc[lacking, "participant_id"])
+    if excluded:
+        log.warning(
+            "cohort %s: %d subject(s) excluded for missing outcome (%s or %s): %s",
+            name, len(excluded), outcome.baseline, outcome.followup, ", ".join(excluded),
+        )
+    df = df.loc[~lacking].copy()
+    if df.empty:
+        raise CohortError(f"cohort {name!r}: no subject has both MADRS scores (empty cohort)")
+    reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
+    responder = reduction >= outcome.threshold - 1e-12
+    df["response"] = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
+    keep = list(REQUIRED_COLUMNS) + [c for c in (outcome.baseline, outcome.followup) if c not in REQUIRED_COLUMNS]
+    keep += [c for c in ("tiv",) if c in df.columns] + ["response"]
+    keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
+    df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
+    return df, excluded
+
+
+def _numeric(df: pd.DataFrame, column: str, name: str, *, allow_missing: bool) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        row = df[bad].iloc[0]
+        raise CohortError(
+            f"cohort {name!r}: subject {row['participant_id']} has non-numeric value "
+            f"{row[column]!r} in column '{column}'"
+        )
+    if not allow_missing and values.isna().any():
+        pid = df.loc[values.isna(), "participant_id"].iloc[0]
+        raise CohortError(f"cohort {name!r}: subject {pid} has no value in column '{column}'")
+    return values.astype(float)
+
+
+def _find_pipeline(root: Path, name: str, pipeline: str | None) -> Path:
+    derivatives = root / "derivatives"
+    if pipeline is not None:
+        folder = derivatives / pipeline
+        if not folder.is_dir():
+            raise CohortError(f"cohort {name!r}: derivatives folder {folder} not found")
+        return folder
+    found = sorted(p for p in derivatives.glob("*") if p.is_dir()) if derivatives.is_dir() else []
+    if len(found) != 1:
+        raise CohortError(
+            f"cohort {name!r}: cannot choose the derivatives pipeline in {derivatives} "
+            f"(found {[p.name for p in found]}); set data.pipeline"
+        )
+    return found[0]
+
+
+def _attach_images(
+    cohort: Cohort, raw: pd.DataFrame, pipeline: str | None, space: str, tissues: tuple[str, ...],
+    on_grid_mismatch: str,
+) -> None:
+    name, root = cohort.name, cohort.root
+    deriv = _find_pipeline(root, name, pipeline)
+    known = set(raw["participant_id"])
+    # An image nobody listed is as suspicious as a subject without an image: it may be a renamed
+    # subject whose row now points at nothing.
+    for path in sorted(deriv.glob("sub-*/anat/*_probseg.nii*")):
+        match = IMAGE_NAME.match(path.name)
+        if match and match.group(1) not in known and match.group(3) in tissues:
+            raise CohortError(
+                f"cohort {name!r}: image {path} has no row in participants.tsv "
+                f"(subject {match.group(1)} is not listed)"
+            )
+    for tissue in tissues:
+        paths: list[Path] = []
+        column = IMAGE_PATH_COLUMNS.get(tissue)
+        for _, row in cohort.participants.iterrows():
+            pid = row["participant_id"]
+            listed = column in row.index and isinstance(row[column], str) and row[column]
+            if listed:
+                path = root / str(row[column])
+                if not path.is_file():
+                    raise CohortError(
+                        f"cohort {name!r}: subject {pid}: image listed in column '{column}' is missing: {path}"
+                    )
+            else:
+                path = root / image_relpath(pid, tissue, deriv.name, space)
+                if not path.is_file():
+                    alt = path.with_suffix("")  # uncompressed .nii
+                    if not alt.is_file():
+                        raise CohortError(
+                            f"cohort {name!r}: subject {pid} is in participants.tsv but has no {tissue} "
+                            f"image: expected {path}"
+                        )
+                    path = alt
+            paths.append(path)
+        cohort.images[tissue] = paths
+    _check_headers(cohort, on_grid_mismatch)
+
+
+def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
+    """Open every image header: readable, 3-D, on the cohort's reference grid."""
+    for tissue, paths in cohort.images.items():
+        for pid, path in zip(cohort.participant_ids, paths, strict=True):
+            try:
+                img = nib.load(path)
+                shape = img.shape
+            except Exception as err:  # nibabel raises many types for corrupt files
+                raise CohortError(
+                    f"cohort {cohort.name!r}: subject {pid}: cannot read {tissue} image {path} "
+                    f"(unreadable or corrupt NIfTI: {err})"
+                ) from err
+            shape3 = shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+            if len(shape3) != 3:
+                raise CohortError(
+                    f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is not 3-D "
+                    f"(shape {tuple(shape)})"
+                )
+            if cohort.reference_affine is None:
+                cohort.reference_affine, cohort.reference_shape = img.affine.copy(), tuple(shape3)
+                continue
+            same = tuple(shape3) == cohort.reference_shape and np.allclose(
+                img.affine, cohort.reference_affine, atol=1e-3
+            )
+            if not same:
+                msg = (
+                    f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is on grid "
+                    f"{tuple(shape3)} with voxel size {tuple(np.round(img.header.get_zooms()[:3], 3))}, "
+                    f"the cohort reference (first GM image) is {cohort.reference_shape} with voxel size "
+                    f"{tuple(np.round(np.abs(np.diag(cohort.reference_affine)[:3]), 3))}"
+                )
+                if on_grid_mismatch == "error":
+                    raise CohortError(msg + "; set data.on_grid_mismatch=resample to resample it")
+                log.warning("%s; it will be resampled (continuous interpolation)", msg)
+                cohort.off_grid.append(pid)
+
+
+def load_regional_table(path: str | Path, cohort: Cohort) -> pd.DataFrame:
+    """Read a regional-volume table (participant_id + one numeric column per region, in ml).
+
+    The table must list exactly the cohort's subjects (excluded subjects may appear and are dropped).
+    Returns the feature columns aligned to ``cohort.participants``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CohortError(f"cohort {cohort.name!r}: regional table {path} not found")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=_NA)
+    table.columns = [str(c).strip() for c in table.columns]
+    if "participant_id" not in table.columns:
+        raise CohortError(f"cohort {cohort.name!r}: regional table {path} is missing column 'participant_id'")
+    dup = sorted(table.loc[table["participant_id"].duplicated(), "participant_id"].unique())
+    if dup:
+        raise CohortError(f"cohort {cohort.name!r}: duplicate participant_id {dup[:5]} in {path}")
+    features = [c for c in table.columns if c != "participant_id"]
+    if not features:
+        raise CohortError(f"cohort {cohort.name!r}: regional table {path} has no region columns")
+    clash = sorted(set(features) & {"age", "sex", "site", "tiv", "treatment", "response"})
+    if clash:
+        raise CohortError(f"cohort {cohort.name!r}: regional table {path} has covariate column(s) {clash}")
+    unknown = sorted(set(table["participant_id"]) - set(cohort.participant_ids) - set(cohort.excluded))
+    if unknown:
+        raise CohortError(
+            f"cohort {cohort.name!r}: regional table {path} has subject(s) {unknown[:5]} without a row in "
+            "participants.tsv"
+        )
+    table = table.set_index("participant_id")
+    absent = [pid for pid in cohort.participant_ids if pid not in table.index]
+    if absent:
+        raise CohortError(f"cohort {cohort.name!r}: subject(s) {absent[:5]} have no row in regional table {path}")
+    table = table.loc[cohort.participant_ids]
+    out = pd.DataFrame(index=table.index)
+    for column in features:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            pid = table.index[np.flatnonzero(bad.to_numpy())[0]]
+            raise CohortError(
+                f"cohort {cohort.name!r}: subject {pid} has non-numeric or missing value "
+                f"{table.loc[pid, column]!r} in column '{column}' of {path}"
+            )
+        if (values < 0).any():
+            pid = table.index[np.flatnonzero((values < 0).to_numpy())[0]]
+            raise CohortError(f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'")
+        out[column] = values.astype(float)
+    return out.reset_index(drop=True)

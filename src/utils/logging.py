@@ -1,0 +1,19 @@
+"""Logging set-up shared by the entry points: quiet by default, verbose on request."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Show warnings only (default) or every INFO line of the pipeline (``verbose=true``).
+
+    Third-party chatter (nilearn's resampling notices, MLflow/alembic set-up) stays at WARNING either way.
+    """
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("src").setLevel(level)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning, module="nilearn")
