@@ -57,7 +57,9 @@ class OutcomeSpec:
         if not 0 < self.threshold <= 1:
             raise ValueError(f"outcome threshold must be in (0, 1], got {self.threshold}")
         if self.positive not in ("responder", "non-responder"):
-            raise ValueError(f"outcome positive must be 'responder' or 'non-responder', got {self.positive!r}")
+            raise ValueError(
+                f"outcome positive must be 'responder' or 'non-responder', got {self.positive!r}"
+            )
 
 
 @dataclass
@@ -153,7 +155,10 @@ def load_cohort(
         _attach_images(cohort, raw, pipeline, space, tissues, on_grid_mismatch)
     log.info(
         "cohort %s: %d subjects (%d responders), %d excluded for missing outcome",
-        name, len(participants), int(participants["response"].sum()), len(excluded),
+        name,
+        len(participants),
+        int(participants["response"].sum()),
+        len(excluded),
     )
     return cohort
 
@@ -161,8 +166,11 @@ def load_cohort(
 def _validate_participants(
     raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec
 ) -> tuple[pd.DataFrame, list[str]]:
-    required = [c for c in REQUIRED_COLUMNS if c not in (outcome.baseline, outcome.followup)]
-    required += [outcome.baseline, outcome.followup]
+    # the configured outcome columns replace the contract's default MADRS column names
+    required = [c for c in REQUIRED_COLUMNS if not c.startswith("madrs_")] + [
+        outcome.baseline,
+        outcome.followup,
+    ]
     missing = [c for c in required if c not in raw.columns]
     if missing:
         raise CohortError(f"cohort {name!r}: {path} is missing required column(s) {missing}")
@@ -215,8 +223,7 @@ def _validate_participants(
         if len(bad_rows):
             pid, value = bad_rows.iloc[0][["participant_id", column]]
             raise CohortError(
-                f"cohort {name!r}: subject {pid} has MADRS {value} in column '{column}' "
-                f"(MADRS is {lo}-{hi})"
+                f"cohort {name!r}: subject {pid} has MADRS {value} in column '{column}' (MADRS is {lo}-{hi})"
             )
     zero = df[df[outcome.baseline] == 0]
     if len(zero):
@@ -230,7 +237,11 @@ def _validate_participants(
     if excluded:
         log.warning(
             "cohort %s: %d subject(s) excluded for missing outcome (%s or %s): %s",
-            name, len(excluded), outcome.baseline, outcome.followup, ", ".join(excluded),
+            name,
+            len(excluded),
+            outcome.baseline,
+            outcome.followup,
+            ", ".join(excluded),
         )
     df = df.loc[~lacking].copy()
     if df.empty:
@@ -238,8 +249,7 @@ def _validate_participants(
     reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
     responder = reduction >= outcome.threshold - 1e-12
     df["response"] = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
-    keep = list(REQUIRED_COLUMNS) + [c for c in (outcome.baseline, outcome.followup) if c not in REQUIRED_COLUMNS]
-    keep += [c for c in ("tiv",) if c in df.columns] + ["response"]
+    keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
     keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
     df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
     return df, excluded
@@ -277,7 +287,11 @@ def _find_pipeline(root: Path, name: str, pipeline: str | None) -> Path:
 
 
 def _attach_images(
-    cohort: Cohort, raw: pd.DataFrame, pipeline: str | None, space: str, tissues: tuple[str, ...],
+    cohort: Cohort,
+    raw: pd.DataFrame,
+    pipeline: str | None,
+    space: str,
+    tissues: tuple[str, ...],
     on_grid_mismatch: str,
 ) -> None:
     name, root = cohort.name, cohort.root
@@ -302,7 +316,8 @@ def _attach_images(
                 path = root / str(row[column])
                 if not path.is_file():
                     raise CohortError(
-                        f"cohort {name!r}: subject {pid}: image listed in column '{column}' is missing: {path}"
+                        f"cohort {name!r}: subject {pid}: image listed in column '{column}' "
+                        f"is missing: {path}"
                     )
             else:
                 path = root / image_relpath(pid, tissue, deriv.name, space)
@@ -319,13 +334,27 @@ def _attach_images(
     _check_headers(cohort, on_grid_mismatch)
 
 
+def _grid_key(shape: tuple[int, ...], affine: np.ndarray) -> tuple:
+    return tuple(shape), tuple(np.round(affine, 3).ravel())
+
+
+def _zooms(affine: np.ndarray) -> tuple[float, ...]:
+    return tuple(round(float(z), 3) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+
+
 def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
-    """Open every image header: readable, 3-D, on the cohort's reference grid."""
+    """Open every image header: readable, 3-D, on the cohort's reference grid.
+
+    The reference grid is the one most GM images share (the first such image on a tie), so a single
+    odd image is reported as the odd one whatever its position in participants.tsv.
+    """
+    headers: dict[str, list[tuple[str, Path, tuple[int, ...], np.ndarray]]] = {}
     for tissue, paths in cohort.images.items():
+        headers[tissue] = []
         for pid, path in zip(cohort.participant_ids, paths, strict=True):
             try:
                 img = nib.load(path)
-                shape = img.shape
+                shape = tuple(img.shape)
             except Exception as err:  # nibabel raises many types for corrupt files
                 raise CohortError(
                     f"cohort {cohort.name!r}: subject {pid}: cannot read {tissue} image {path} "
@@ -334,25 +363,29 @@ def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
             shape3 = shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
             if len(shape3) != 3:
                 raise CohortError(
-                    f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is not 3-D "
-                    f"(shape {tuple(shape)})"
+                    f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is not 3-D (shape {shape})"
                 )
-            if cohort.reference_affine is None:
-                cohort.reference_affine, cohort.reference_shape = img.affine.copy(), tuple(shape3)
+            headers[tissue].append((pid, path, shape3, img.affine.copy()))
+    first = headers.get("GM") or next(iter(headers.values()), [])
+    if not first:
+        return
+    keys = [_grid_key(shape, affine) for _, _, shape, affine in first]
+    best = max(keys, key=keys.count)
+    _, _, cohort.reference_shape, cohort.reference_affine = first[keys.index(best)]
+    ref_zooms = _zooms(cohort.reference_affine)
+    for tissue, rows in headers.items():
+        for pid, path, shape3, affine in rows:
+            if _grid_key(shape3, affine) == best:
                 continue
-            same = tuple(shape3) == cohort.reference_shape and np.allclose(
-                img.affine, cohort.reference_affine, atol=1e-3
+            msg = (
+                f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is on grid {shape3} with "
+                f"voxel size {_zooms(affine)} mm, the cohort reference grid (shared by most GM images) is "
+                f"{cohort.reference_shape} with voxel size {ref_zooms} mm"
             )
-            if not same:
-                msg = (
-                    f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is on grid "
-                    f"{tuple(shape3)} with voxel size {tuple(np.round(img.header.get_zooms()[:3], 3))}, "
-                    f"the cohort reference (first GM image) is {cohort.reference_shape} with voxel size "
-                    f"{tuple(np.round(np.abs(np.diag(cohort.reference_affine)[:3]), 3))}"
-                )
-                if on_grid_mismatch == "error":
-                    raise CohortError(msg + "; set data.on_grid_mismatch=resample to resample it")
-                log.warning("%s; it will be resampled (continuous interpolation)", msg)
+            if on_grid_mismatch == "error":
+                raise CohortError(msg + "; set data.on_grid_mismatch=resample to resample it")
+            log.warning("%s; it will be resampled (continuous interpolation)", msg)
+            if pid not in cohort.off_grid:
                 cohort.off_grid.append(pid)
 
 
@@ -388,7 +421,9 @@ def load_regional_table(path: str | Path, cohort: Cohort) -> pd.DataFrame:
     table = table.set_index("participant_id")
     absent = [pid for pid in cohort.participant_ids if pid not in table.index]
     if absent:
-        raise CohortError(f"cohort {cohort.name!r}: subject(s) {absent[:5]} have no row in regional table {path}")
+        raise CohortError(
+            f"cohort {cohort.name!r}: subject(s) {absent[:5]} have no row in regional table {path}"
+        )
     table = table.loc[cohort.participant_ids]
     out = pd.DataFrame(index=table.index)
     for column in features:
@@ -402,6 +437,8 @@ def load_regional_table(path: str | Path, cohort: Cohort) -> pd.DataFrame:
             )
         if (values < 0).any():
             pid = table.index[np.flatnonzero((values < 0).to_numpy())[0]]
-            raise CohortError(f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'")
+            raise CohortError(
+                f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'"
+            )
         out[column] = values.astype(float)
     return out.reset_index(drop=True)

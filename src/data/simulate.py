@@ -71,8 +71,13 @@ def build_anatomy(resolution: float, atlas: str, anatomy_cfg: dict[str, Any]) ->
     template_tiv = float(sum(d.sum() for d in data.values()) * voxel_ml)
     corr = regional_correlation(labels["name"].tolist(), anatomy_cfg)
     return Anatomy(
-        resolution=float(resolution), affine=gm_img.affine, templates=data, region_index=region_index,
-        regions=labels, cholesky=np.linalg.cholesky(corr), template_tiv_ml=template_tiv,
+        resolution=float(resolution),
+        affine=gm_img.affine,
+        templates=data,
+        region_index=region_index,
+        regions=labels,
+        cholesky=np.linalg.cholesky(corr),
+        template_tiv_ml=template_tiv,
     )
 
 
@@ -108,12 +113,21 @@ def resolve_signature(regions: pd.DataFrame, signature_cfg: dict[str, Any]) -> p
     for spec in signature_cfg.get("regions", []):
         name, sign = str(spec["name"]), int(spec["sign"])
         if name not in names:
-            raise ValueError(f"planted region {name!r} is not an atlas region (or vanished at this resolution)")
+            raise ValueError(
+                f"planted region {name!r} is not an atlas region (or vanished at this resolution)"
+            )
         if sign not in (-1, 1):
             raise ValueError(f"planted region {name!r}: sign must be 1 or -1, got {sign}")
         effect = float(spec.get("effect_size", signature_cfg["effect_size"]))
-        rows.append({"position": names.index(name), "index": int(regions["index"].iloc[names.index(name)]),
-                     "name": name, "sign": sign, "effect_size": effect})
+        rows.append(
+            {
+                "position": names.index(name),
+                "index": int(regions["index"].iloc[names.index(name)]),
+                "name": name,
+                "sign": sign,
+                "effect_size": effect,
+            }
+        )
     return pd.DataFrame(rows, columns=["position", "index", "name", "sign", "effect_size"])
 
 
@@ -135,7 +149,9 @@ def simulate_participants(name: str, spec: dict[str, Any], sim: dict[str, Any]) 
     anat = sim["anatomy"]
     n, n_resp = int(spec["n"]), int(spec["responders"])
     if not 0 <= n_resp <= n or n < 1:
-        raise ValueError(f"cohort {name}: need 0 <= responders <= n and n >= 1, got n={n}, responders={n_resp}")
+        raise ValueError(
+            f"cohort {name}: need 0 <= responders <= n and n >= 1, got n={n}, responders={n_resp}"
+        )
     rng = np.random.default_rng(_stable_seed(sim["seed"], "participants", name))
     response = rng.permutation(np.r_[np.ones(n_resp, int), np.zeros(n - n_resp, int)])
     sex = np.where(rng.random(n) < float(demo["female_fraction"]), "F", "M")
@@ -145,24 +161,42 @@ def simulate_participants(name: str, spec: dict[str, Any], sim: dict[str, Any]) 
     site = np.array(sites)[rng.integers(0, len(sites), n)] if len(sites) > 1 else np.full(n, sites[0])
     tiv_mean = np.where(sex == "M", anat["tiv_female_ml"] * anat["tiv_male_ratio"], anat["tiv_female_ml"])
     tiv = tiv_mean * np.exp(rng.normal(0.0, anat["tiv_sd_ml"] / anat["tiv_female_ml"], n))
-    baseline = np.clip(np.rint(rng.normal(demo["madrs_baseline_mean"], demo["madrs_baseline_sd"], n)),
-                       demo["madrs_baseline_min"], 60).astype(int)
+    baseline = np.clip(
+        np.rint(rng.normal(demo["madrs_baseline_mean"], demo["madrs_baseline_sd"], n)),
+        demo["madrs_baseline_min"],
+        60,
+    ).astype(int)
     # relative reduction: responders 50-100 %, non-responders -20 to 49 %
-    reduction = np.where(response == 1, 0.5 + 0.5 * rng.beta(2.0, 3.0, n), -0.2 + 0.69 * rng.beta(2.5, 2.0, n))
+    reduction = np.where(
+        response == 1, 0.5 + 0.5 * rng.beta(2.0, 3.0, n), -0.2 + 0.69 * rng.beta(2.5, 2.0, n)
+    )
     followup = np.clip(np.rint(baseline * (1.0 - reduction)), 0, 60).astype(int)
     # rounding must not flip the label: responders need 2 (b - f) >= b, i.e. f <= floor(b / 2)
     half = baseline // 2
     followup = np.where(response == 1, np.minimum(followup, half), np.maximum(followup, half + 1))
     ids = [f"sub-{spec.get('id_prefix', name[:2])}{i + 1:03d}" for i in range(n)]
-    return pd.DataFrame({
-        "participant_id": ids, "age": age, "sex": sex, "site": site, "treatment": spec["treatment"],
-        "madrs_baseline": baseline, "madrs_24h": followup, "response": response, "tiv_true": np.round(tiv, 2),
-    })
+    return pd.DataFrame(
+        {
+            "participant_id": ids,
+            "age": age,
+            "sex": sex,
+            "site": site,
+            "treatment": spec["treatment"],
+            "madrs_baseline": baseline,
+            "madrs_24h": followup,
+            "response": response,
+            "tiv_true": np.round(tiv, 2),
+        }
+    )
 
 
 def regional_log_effects(
-    participants: pd.DataFrame, spec: dict[str, Any], sim: dict[str, Any], anatomy: Anatomy,
-    signature: pd.DataFrame, cohort: str,
+    participants: pd.DataFrame,
+    spec: dict[str, Any],
+    sim: dict[str, Any],
+    anatomy: Anatomy,
+    signature: pd.DataFrame,
+    cohort: str,
 ) -> dict[str, np.ndarray]:
     """Per-subject, per-region log-scale GM and WM effects (biology, age, site, planted signature)."""
     anat = sim["anatomy"]
@@ -188,8 +222,13 @@ def regional_log_effects(
 
 
 def subject_maps(
-    anatomy: Anatomy, gm_regions: np.ndarray, wm_regions: np.ndarray, tiv_ml: float, seed: list[int],
-    noise_sd: float, noise_fwhm_mm: float,
+    anatomy: Anatomy,
+    gm_regions: np.ndarray,
+    wm_regions: np.ndarray,
+    tiv_ml: float,
+    seed: list[int],
+    noise_sd: float,
+    noise_fwhm_mm: float,
 ) -> dict[str, np.ndarray]:
     """Modulated GM, WM and CSF maps (float32) of one subject from its regional effects."""
     rng = np.random.default_rng(seed)
@@ -219,8 +258,17 @@ def _nifti(data: np.ndarray, affine: np.ndarray, description: str) -> nib.Nifti1
 
 
 def _write_subject(
-    folder: Path, pid: str, anatomy: Anatomy, gm: np.ndarray, wm: np.ndarray, tiv: float, seed: list[int],
-    noise_sd: float, noise_fwhm: float, pipeline: str, space: str,
+    folder: Path,
+    pid: str,
+    anatomy: Anatomy,
+    gm: np.ndarray,
+    wm: np.ndarray,
+    tiv: float,
+    seed: list[int],
+    noise_sd: float,
+    noise_fwhm: float,
+    pipeline: str,
+    space: str,
 ) -> None:
     maps = subject_maps(anatomy, gm, wm, tiv, seed, noise_sd, noise_fwhm)
     for tissue, data in maps.items():
@@ -230,8 +278,14 @@ def _write_subject(
 
 
 def simulate_cohorts(
-    sim: dict[str, Any], root: str | Path, *, pipeline: str = "simvbm", space: str = DEFAULT_SPACE,
-    cohorts: list[str] | None = None, n_jobs: int = 1, progress: bool = True,
+    sim: dict[str, Any],
+    root: str | Path,
+    *,
+    pipeline: str = "simvbm",
+    space: str = DEFAULT_SPACE,
+    cohorts: list[str] | None = None,
+    n_jobs: int = 1,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Write the simulated cohorts under ``root`` and return the ground truth (also written to disk).
 
@@ -256,14 +310,17 @@ def simulate_cohorts(
     signature = resolve_signature(anatomy.regions, sim["signature"])
     names = cohorts or list(sim["cohorts"])
     truth: dict[str, Any] = {
-        "seed": int(sim["seed"]), "resolution_mm": anatomy.resolution, "atlas": sim["atlas"],
+        "seed": int(sim["seed"]),
+        "resolution_mm": anatomy.resolution,
+        "atlas": sim["atlas"],
         "signature": {
             "description": "log-scale GM shift of effect_size x regional_sd between responders and "
-                           "non-responders (sign +1: larger in responders), ketamine cohorts only",
+            "non-responders (sign +1: larger in responders), ketamine cohorts only",
             "regional_sd": float(sim["anatomy"]["regional_sd"]),
             "regions": signature.drop(columns="position").to_dict(orient="records"),
         },
-        "cohorts": {}, "config": sim,
+        "cohorts": {},
+        "config": sim,
     }
     for name in names:
         spec = sim["cohorts"][name]
@@ -272,9 +329,17 @@ def simulate_cohorts(
         with atomic_directory(root / name) as folder:
             jobs = (
                 delayed(_write_subject)(
-                    folder, pid, anatomy, effects["GM"][i], effects["WM"][i],
-                    float(participants["tiv_true"].iloc[i]), _stable_seed(sim["seed"], "voxels", name, i),
-                    float(sim["anatomy"]["noise_sd"]), float(sim["anatomy"]["noise_fwhm_mm"]), pipeline, space,
+                    folder,
+                    pid,
+                    anatomy,
+                    effects["GM"][i],
+                    effects["WM"][i],
+                    float(participants["tiv_true"].iloc[i]),
+                    _stable_seed(sim["seed"], "voxels", name, i),
+                    float(sim["anatomy"]["noise_sd"]),
+                    float(sim["anatomy"]["noise_fwhm_mm"]),
+                    pipeline,
+                    space,
                 )
                 for i, pid in enumerate(participants["participant_id"])
             )
@@ -284,37 +349,61 @@ def simulate_cohorts(
             bar.close()
             _write_cohort_metadata(folder, name, spec, participants, pipeline)
         truth["cohorts"][name] = {
-            "n": len(participants), "responders": int(participants["response"].sum()),
-            "treatment": spec["treatment"], "sites": sorted(participants["site"].unique().tolist()),
-            "signature_scale": float(spec.get("signature_scale", 1.0)) if spec["treatment"] == "ketamine" else 0.0,
+            "n": len(participants),
+            "responders": int(participants["response"].sum()),
+            "treatment": spec["treatment"],
+            "sites": sorted(participants["site"].unique().tolist()),
+            "signature_scale": float(spec.get("signature_scale", 1.0))
+            if spec["treatment"] == "ketamine"
+            else 0.0,
         }
-        log.info("simulated cohort %s: n=%d, responders=%d", name, len(participants),
-                 int(participants["response"].sum()))
+        log.info(
+            "simulated cohort %s: n=%d, responders=%d",
+            name,
+            len(participants),
+            int(participants["response"].sum()),
+        )
     write_json_atomic(root / "ground_truth.json", truth)
     return truth
 
 
-def _write_cohort_metadata(folder: Path, name: str, spec: dict[str, Any], participants: pd.DataFrame,
-                           pipeline: str) -> None:
-    write_json_atomic(folder / "dataset_description.json", {
-        "Name": f"Simulated ketamine TRD cohort: {name}", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "License": "CC0",
-    })
-    write_json_atomic(folder / "derivatives" / pipeline / "dataset_description.json", {
-        "Name": f"Simulated modulated tissue maps: {name}", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "src.data.simulate", "Description": "ketamine-trd-smri simulator"}],
-    })
+def _write_cohort_metadata(
+    folder: Path, name: str, spec: dict[str, Any], participants: pd.DataFrame, pipeline: str
+) -> None:
+    write_json_atomic(
+        folder / "dataset_description.json",
+        {
+            "Name": f"Simulated ketamine TRD cohort: {name}",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "raw",
+            "License": "CC0",
+        },
+    )
+    write_json_atomic(
+        folder / "derivatives" / pipeline / "dataset_description.json",
+        {
+            "Name": f"Simulated modulated tissue maps: {name}",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "src.data.simulate", "Description": "ketamine-trd-smri simulator"}],
+        },
+    )
     table = participants.drop(columns=["response", "tiv_true"])
     write_text_atomic(folder / "participants.tsv", table.to_csv(sep="\t", index=False, lineterminator="\n"))
-    write_json_atomic(folder / "participants.json", {
-        "age": {"Description": "age at baseline", "Units": "years"},
-        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
-        "site": {"Description": "scanner site"},
-        "treatment": {"Description": "single IV infusion", "Levels": {"ketamine": "ketamine 0.5 mg/kg",
-                                                                        "saline": "saline placebo"}},
-        "madrs_baseline": {"Description": "MADRS before infusion", "Units": "points (0-60)"},
-        "madrs_24h": {"Description": "MADRS 24 h after infusion", "Units": "points (0-60)"},
-    })
+    write_json_atomic(
+        folder / "participants.json",
+        {
+            "age": {"Description": "age at baseline", "Units": "years"},
+            "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
+            "site": {"Description": "scanner site"},
+            "treatment": {
+                "Description": "single IV infusion",
+                "Levels": {"ketamine": "ketamine 0.5 mg/kg", "saline": "saline placebo"},
+            },
+            "madrs_baseline": {"Description": "MADRS before infusion", "Units": "points (0-60)"},
+            "madrs_24h": {"Description": "MADRS 24 h after infusion", "Units": "points (0-60)"},
+        },
+    )
 
 
 def main() -> None:
@@ -330,8 +419,14 @@ def main() -> None:
         if "simulation" not in cfg.data:
             raise SystemExit(f"data={cfg.data.name} has no 'simulation' section: nothing to simulate")
         sim = OmegaConf.to_container(cfg.data.simulation, resolve=True)
-        simulate_cohorts(sim, cfg.data.root, pipeline=cfg.data.pipeline, space=cfg.data.space,
-                         cohorts=list(cfg.data.cohorts), n_jobs=int(cfg.n_jobs))
+        simulate_cohorts(
+            sim,
+            cfg.data.root,
+            pipeline=cfg.data.pipeline,
+            space=cfg.data.space,
+            cohorts=list(cfg.data.cohorts),
+            n_jobs=int(cfg.n_jobs),
+        )
 
     _run()
 

@@ -78,14 +78,25 @@ def load_tissue_templates(resolution: float) -> dict[str, nib.Nifti1Image]:
     for tissue, loader in loaders.items():
         img = loader(resolution=1)
         res = image.resample_img(
-            img, target_affine=affine, target_shape=shape, interpolation="continuous",
-            force_resample=True, copy_header=True,
+            img,
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="continuous",
+            force_resample=True,
+            copy_header=True,
         )
         out[tissue] = nib.Nifti1Image(np.clip(res.get_fdata(), 0, 1).astype(np.float32), affine)
-    mask = image.resample_img(
-        datasets.load_mni152_brain_mask(resolution=1), target_affine=affine, target_shape=shape,
-        interpolation="nearest", force_resample=True, copy_header=True,
-    ).get_fdata() > 0
+    mask = (
+        image.resample_img(
+            datasets.load_mni152_brain_mask(resolution=1),
+            target_affine=affine,
+            target_shape=shape,
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        ).get_fdata()
+        > 0
+    )
     gm, wm = out["GM"].get_fdata(), out["WM"].get_fdata()
     inside = mask | (gm + wm > 0)
     csf = np.where(inside, np.clip(1.0 - gm - wm, 0, 1), 0.0) * mask

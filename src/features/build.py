@@ -21,8 +21,9 @@ from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_te
 log = logging.getLogger(__name__)
 
 
-def build_feature_set(data: dict[str, Any], feature_set: FeatureSet, out_root: str | Path,
-                      n_jobs: int = 1) -> dict[str, Any]:
+def build_feature_set(
+    data: dict[str, Any], feature_set: FeatureSet, out_root: str | Path, n_jobs: int = 1
+) -> dict[str, Any]:
     """Build ``feature_set`` for every cohort of the ``data`` config; return the manifest.
 
     Parameters
@@ -46,22 +47,31 @@ def build_feature_set(data: dict[str, Any], feature_set: FeatureSet, out_root: s
     with atomic_directory(out_dir) as tmp:
         for name in data["cohorts"]:
             root = Path(data["root"]) / name
-            common = dict(name=name, pipeline=data.get("pipeline"), space=data.get("space", "MNI152NLin2009cSym"),
-                          outcome=outcome, on_grid_mismatch=data.get("on_grid_mismatch", "error"))
+            common = dict(
+                name=name,
+                pipeline=data.get("pipeline"),
+                space=data.get("space", "MNI152NLin2009cSym"),
+                outcome=outcome,
+                on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+            )
             first = load_cohort(root, with_images=False, **common)
             table_path = None
             if feature_set.kind == "table":
                 cohort = first
                 table_path = (data.get("tables") or {}).get(name)
                 if table_path is None:
-                    raise CohortError(f"cohort {name!r}: data.source=table but data.tables has no entry for it")
+                    raise CohortError(
+                        f"cohort {name!r}: data.source=table but data.tables has no entry for it"
+                    )
             else:
                 tissues = tuple(feature_set.tissues)
                 if "tiv" not in first.participants.columns:
                     tissues = tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF")))
                 cohort = load_cohort(root, tissues=tissues, **common)
             table, side = build_feature_table(cohort, feature_set, table_path=table_path, n_jobs=n_jobs)
-            features = [c for c in table.columns if c.startswith(("gm_", "wm_")) or feature_set.kind == "table"]
+            features = [
+                c for c in table.columns if c.startswith(("gm_", "wm_")) or feature_set.kind == "table"
+            ]
             if columns is None:
                 columns = list(table.columns)
             elif list(table.columns) != columns:
@@ -73,15 +83,25 @@ def build_feature_set(data: dict[str, Any], feature_set: FeatureSet, out_root: s
             path = tmp / f"{name}.parquet"
             table.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
             manifest["cohorts"][name] = {
-                "n": len(table), "responders": int(table["response"].sum()),
-                "excluded_missing_outcome": cohort.excluded, "n_features": table.shape[1] - 7,
-                "participants_md5": file_md5(root / "participants.tsv"), "table_md5": file_md5(path),
+                "n": len(table),
+                "responders": int(table["response"].sum()),
+                "excluded_missing_outcome": cohort.excluded,
+                "n_features": table.shape[1] - 7,
+                "participants_md5": file_md5(root / "participants.tsv"),
+                "table_md5": file_md5(path),
                 "source": str(table_path) if table_path else str(root),
             }
-            log.info("features %s / %s: %d subjects x %d features", feature_set.name, name, len(table),
-                     len(features))
+            log.info(
+                "features %s / %s: %d subjects x %d features",
+                feature_set.name,
+                name,
+                len(table),
+                len(features),
+            )
         if "regions" in side:
-            write_text_atomic(tmp / "regions.tsv", side["regions"].to_csv(sep="\t", index=False, lineterminator="\n"))
+            write_text_atomic(
+                tmp / "regions.tsv", side["regions"].to_csv(sep="\t", index=False, lineterminator="\n")
+            )
         if "mask" in side:
             nib.save(side["mask"], tmp / "mask.nii.gz")
         write_json_atomic(tmp / "manifest.json", manifest)
@@ -102,8 +122,10 @@ def main() -> None:
         feature_set = FeatureSet.from_config(OmegaConf.to_container(cfg.features, resolve=True))
         manifest = build_feature_set(data, feature_set, cfg.paths.features, n_jobs=int(cfg.n_jobs))
         for name, info in manifest["cohorts"].items():
-            print(f"{feature_set.name}/{name}: {info['n']} subjects ({info['responders']} responders) "
-                  f"x {info['n_features']} features")
+            print(
+                f"{feature_set.name}/{name}: {info['n']} subjects ({info['responders']} responders) "
+                f"x {info['n_features']} features"
+            )
 
     _run()
 

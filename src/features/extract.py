@@ -86,7 +86,10 @@ def _read_image(cohort: Cohort, tissue: str, i: int) -> nib.Nifti1Image:
     if not np.isfinite(data).all():
         raise CohortError(f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} contains NaN or inf")
     img = nib.Nifti1Image(data, img.affine)
-    if pid in cohort.off_grid:
+    on_grid = data.shape == tuple(cohort.reference_shape or ()) and np.allclose(
+        img.affine, cohort.reference_affine, atol=1e-3
+    )
+    if not on_grid:  # only reachable with on_grid_mismatch="resample": the loader rejects it otherwise
         img = image.resample_to_img(
             img, _reference(cohort), interpolation="continuous", force_resample=True, copy_header=True
         )
@@ -105,8 +108,9 @@ def region_columns(labels: pd.DataFrame, tissue: str) -> list[str]:
     return [f"{tissue.lower()}_{name}" for name in clean]
 
 
-def _subject_roi(cohort: Cohort, i: int, maskers: dict[str, NiftiLabelsMasker], tiv_tissues: tuple[str, ...]
-                 ) -> tuple[np.ndarray, float]:
+def _subject_roi(
+    cohort: Cohort, i: int, maskers: dict[str, NiftiLabelsMasker], tiv_tissues: tuple[str, ...]
+) -> tuple[np.ndarray, float]:
     values, tiv = [], 0.0
     loaded: dict[str, nib.Nifti1Image] = {}
     for tissue in dict.fromkeys((*maskers, *tiv_tissues)):
@@ -150,14 +154,20 @@ def roi_features(
     atlas_img, labels = atlas_on_grid(atlas, reference)
     dropped = labels.loc[labels["n_voxels"] == 0, "name"].tolist()
     if dropped:
-        log.warning("atlas %s: %d region(s) have no voxel on this grid and are left out: %s",
-                    atlas, len(dropped), ", ".join(dropped))
+        log.warning(
+            "atlas %s: %d region(s) have no voxel on this grid and are left out: %s",
+            atlas,
+            len(dropped),
+            ", ".join(dropped),
+        )
     labels = labels[labels["n_voxels"] > 0].reset_index(drop=True)
     maskers = {}
     for tissue in tissues:
         if tissue not in cohort.images:
             raise CohortError(f"cohort {cohort.name!r}: feature tissue {tissue} has no images")
-        masker = NiftiLabelsMasker(labels_img=atlas_img, strategy="sum", resampling_target=None, standardize=None)
+        masker = NiftiLabelsMasker(
+            labels_img=atlas_img, strategy="sum", resampling_target=None, standardize=None
+        )
         masker.fit()
         order = [masker.region_ids_[k] for k in sorted(k for k in masker.region_ids_ if k != "background")]
         if list(map(int, order)) != labels["index"].tolist():  # guard: nilearn's column order is ours
@@ -188,8 +198,9 @@ def voxel_mask(resolution: float, threshold: float) -> nib.Nifti1Image:
     return mask
 
 
-def _subject_voxels(cohort: Cohort, i: int, masker: NiftiMasker, fwhm: float | None,
-                    tiv_tissues: tuple[str, ...]) -> tuple[np.ndarray, float]:
+def _subject_voxels(
+    cohort: Cohort, i: int, masker: NiftiMasker, fwhm: float | None, tiv_tissues: tuple[str, ...]
+) -> tuple[np.ndarray, float]:
     img = _read_image(cohort, "GM", i)
     tiv = 0.0
     voxel_ml = _voxel_ml(cohort.reference_affine)
@@ -199,8 +210,9 @@ def _subject_voxels(cohort: Cohort, i: int, masker: NiftiMasker, fwhm: float | N
     if fwhm:
         img = image.smooth_img(img, fwhm)
     # density maps: interpolating to the coarser mask grid keeps "fraction of voxel that is GM"
-    img = image.resample_to_img(img, masker.mask_img_, interpolation="continuous",
-                                force_resample=True, copy_header=True)
+    img = image.resample_to_img(
+        img, masker.mask_img_, interpolation="continuous", force_resample=True, copy_header=True
+    )
     return np.asarray(masker.transform(img), dtype=np.float32).ravel(), tiv
 
 
@@ -242,16 +254,25 @@ def build_feature_table(
     side: dict[str, Any] = {}
     if feature_set.kind == "table":
         if table_path is None:
-            raise CohortError(f"cohort {cohort.name!r}: feature set {feature_set.name!r} needs a regional table")
+            raise CohortError(
+                f"cohort {cohort.name!r}: feature set {feature_set.name!r} needs a regional table"
+            )
         features = load_regional_table(table_path, cohort)
         if "tiv" not in cohort.participants.columns:
             raise CohortError(
                 f"cohort {cohort.name!r}: a regional table needs a 'tiv' column in participants.tsv"
             )
         tiv = cohort.participants["tiv"]
-        side["regions"] = pd.DataFrame({"column": features.columns, "tissue": "table", "atlas": "user",
-                                        "index": np.arange(1, features.shape[1] + 1), "name": features.columns,
-                                        "n_voxels": 0})
+        side["regions"] = pd.DataFrame(
+            {
+                "column": features.columns,
+                "tissue": "table",
+                "atlas": "user",
+                "index": np.arange(1, features.shape[1] + 1),
+                "name": features.columns,
+                "n_voxels": 0,
+            }
+        )
     elif feature_set.kind == "roi":
         features, tiv, side["regions"] = roi_features(cohort, feature_set.atlas, feature_set.tissues, n_jobs)
     else:

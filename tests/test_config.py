@@ -1,0 +1,71 @@
+"""Configuration: Hydra groups compose, params.yaml agrees with conf/, README and CI agree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, compose_config
+
+
+def test_params_yaml_agrees_with_hydra_defaults():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = compose_config()
+    assert params["seed"] == cfg["seed"] == cfg["data"]["simulation"]["seed"]
+    available = sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml"))
+    assert sorted(params["feature_sets"]) == available
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml")))
+def test_every_feature_set_composes(name):
+    cfg = compose_config([f"features={name}"])
+    assert cfg["features"]["name"] == name
+    assert cfg["features"]["kind"] in ("roi", "voxel", "table")
+
+
+def test_stable_keys_override():
+    cfg = compose_config(["seed=7", "n_jobs=2", "paths.data=/x", "data=bids"])
+    assert cfg["seed"] == 7 and cfg["n_jobs"] == 2 and cfg["data"]["root"] == "/x/bids"
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    first_section = text.split("\n## ", 2)[1]
+    return re.findall(r"```(?:bash|sh)\n(.*?)\n```", first_section, flags=re.S)
+
+
+def test_readme_first_section_has_two_commands_and_ci_runs_the_second():
+    commands = _readme_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci
+    assert "dvc repro" in commands[0]
+
+
+def test_entry_points_on_a_tiny_simulation(tmp_path):
+    """`python -m src.data.simulate` then `python -m src.features.build`, as a user runs them."""
+    overrides = [
+        f"paths.data={tmp_path}",
+        "data.cohorts=[discovery,saline]",
+        "data.simulation.resolution=8",
+        "data.simulation.cohorts.discovery.n=6",
+        "data.simulation.cohorts.discovery.responders=3",
+        "data.simulation.cohorts.saline.n=4",
+        "data.simulation.cohorts.saline.responders=1",
+        "n_jobs=1",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    run = dict(cwd=ROOT, capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-m", "src.data.simulate", *overrides], **run)
+    assert (Path(tmp_path) / "cohorts" / "ground_truth.json").is_file()
+    out = subprocess.run(
+        [sys.executable, "-m", "src.features.build", "features=gm_wm_roi", *overrides], **run
+    )
+    assert "gm_wm_roi/discovery: 6 subjects (3 responders) x 240 features" in out.stdout
+    table = pd.read_parquet(Path(tmp_path) / "features" / "gm_wm_roi" / "saline.parquet")
+    assert len(table) == 4 and set(table["treatment"]) == {"saline"}

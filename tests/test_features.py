@@ -1,0 +1,201 @@
+"""Feature tables: ROI volumes against hand sums, voxel tables and masks, user folders, atomic writes."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_cohort, rewrite_participants, write_image
+
+from src.data.contract import TABLE_META_COLUMNS, image_relpath
+from src.data.loader import CohortError, load_cohort
+from src.data.templates import atlas_on_grid, mni_grid
+from src.features.build import build_feature_set
+from src.features.extract import FeatureSet, build_feature_table
+
+DATA = {
+    "pipeline": None,
+    "space": "MNI152NLin2009cSym",
+    "source": "images",
+    "tables": {},
+    "outcome": {
+        "baseline": "madrs_baseline",
+        "followup": "madrs_24h",
+        "threshold": 0.5,
+        "positive": "responder",
+    },
+    "on_grid_mismatch": "error",
+}
+
+
+def test_roi_volume_equals_hand_computed_sum(tmp_path):
+    """Constant maps on a 4 mm MNI grid: region volume = value x voxels x 0.064 ml; TIV = all voxels."""
+    affine, shape = mni_grid(4.0)
+    root = tmp_path / "c"
+    make_cohort(root, n=2, tissues=())
+    gm_values = {"sub-t00": 0.5, "sub-t01": 0.25}
+    for pid, value in gm_values.items():
+        write_image(root / image_relpath(pid, "GM", "cat12"), np.full(shape, value), affine)
+        write_image(root / image_relpath(pid, "WM", "cat12"), np.full(shape, 0.3), affine)
+        write_image(root / image_relpath(pid, "CSF", "cat12"), np.full(shape, 1 - value - 0.3), affine)
+    cohort = load_cohort(root, tissues=("GM", "WM", "CSF"))
+    table, side = build_feature_table(cohort, FeatureSet(name="gm_roi", atlas="aal"))
+    atlas, labels = atlas_on_grid("aal", nib.Nifti1Image(np.zeros(shape), affine))
+    atlas_data = np.asarray(atlas.dataobj)
+    voxel_ml = 4.0**3 / 1000
+    for name, index in [("Frontal_Sup_2_L", 2101), ("Cerebelum_Crus1_R", 9002), ("Hippocampus_L", 4101)]:
+        n_voxels = int((atlas_data == index).sum())
+        assert n_voxels > 0
+        expected = [gm_values[p] * n_voxels * voxel_ml for p in ("sub-t00", "sub-t01")]
+        np.testing.assert_allclose(table[f"gm_{name}"], expected, rtol=1e-6)
+    np.testing.assert_allclose(table["tiv"], np.prod(shape) * voxel_ml, rtol=1e-6)
+    assert list(table.columns[:7]) == list(TABLE_META_COLUMNS)
+    assert table.shape[1] == 7 + len(labels) == 7 + 120  # every AAL region, cerebellum included
+    assert side["regions"].set_index("column").loc["gm_Cerebelum_6_L", "index"] == 9041
+
+
+def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
+    data = {
+        **DATA,
+        "root": str(tiny_simulated),
+        "cohorts": ["discovery", "external_a", "external_b", "saline"],
+    }
+    shapes = {}
+    for cfg in (
+        {"name": "gm_roi"},
+        {"name": "gm_wm_roi", "tissues": ["GM", "WM"]},
+        {"name": "gm_roi_nmm", "atlas": "neuromorphometrics"},
+        {"name": "gm_voxel", "kind": "voxel", "resolution": 8.0, "smoothing_fwhm": 8.0},
+    ):
+        manifest = build_feature_set(data, FeatureSet.from_config(cfg), tmp_path)
+        tables = {c: pd.read_parquet(tmp_path / cfg["name"] / f"{c}.parquet") for c in data["cohorts"]}
+        shapes[cfg["name"]] = tables["discovery"].shape
+        assert [len(t) for t in tables.values()] == [12, 5, 5, 6]
+        assert manifest["cohorts"]["discovery"]["responders"] == 6
+        for t in tables.values():
+            assert list(t.columns[:7]) == list(TABLE_META_COLUMNS)
+            assert (t.iloc[:, 7:].to_numpy() >= 0).all() and t.iloc[:, 7:].notna().all().all()
+    assert shapes["gm_wm_roi"][1] - 7 == 2 * (shapes["gm_roi"][1] - 7)
+    gm = pd.read_parquet(tmp_path / "gm_roi" / "discovery.parquet")
+    assert "gm_Frontal_Sup_2_L" in gm.columns and "gm_Cerebelum_Crus1_R" in gm.columns
+    nmm = pd.read_parquet(tmp_path / "gm_roi_nmm" / "discovery.parquet")
+    assert "gm_Right_Cerebellum_Exterior" in nmm.columns
+    # TIV from the GM + WM + CSF maps equals the simulated intracranial volume's order of magnitude
+    assert gm["tiv"].between(1000, 2200).all()
+    mask = nib.load(tmp_path / "gm_voxel" / "mask.nii.gz")
+    assert np.allclose(np.abs(np.diag(mask.affine)[:3]), 8.0)
+    assert shapes["gm_voxel"][1] - 7 == int(np.asarray(mask.dataobj).sum())
+
+
+def test_tables_are_deterministic(tmp_path, tiny_simulated):
+    data = {**DATA, "root": str(tiny_simulated), "cohorts": ["discovery"]}
+    fs = FeatureSet(name="gm_roi")
+    build_feature_set(data, fs, tmp_path / "a", n_jobs=1)
+    build_feature_set(data, fs, tmp_path / "b", n_jobs=2)
+    for name in ("discovery.parquet", "regions.tsv", "manifest.json"):
+        assert (tmp_path / "a/gm_roi" / name).read_bytes() == (tmp_path / "b/gm_roi" / name).read_bytes()
+
+
+def test_user_style_folder_gives_the_same_table(tmp_path, tiny_simulated):
+    """A CAT12-style folder (own file names listed in gm_file, uncompressed .nii, a tiv column, an extra
+    subject without outcome, extra clinical columns) yields the same features as the contract folder."""
+    src = tiny_simulated / "discovery"
+    reference = load_cohort(src, tissues=("GM", "WM", "CSF"))
+    expected, _ = build_feature_table(reference, FeatureSet(name="gm_roi"))
+    user = tmp_path / "mystudy"
+    user.mkdir()
+    participants = pd.read_csv(src / "participants.tsv", sep="\t", dtype=str)
+    files = []
+    for pid, gm_path in zip(reference.participant_ids, reference.images["GM"], strict=True):
+        target = user / "mri" / f"mwp1{pid.removeprefix('sub-')}.nii"
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(gzip.decompress(gm_path.read_bytes()))
+        files.append(f"mri/{target.name}")
+    participants["gm_file"] = files
+    participants["tiv"] = expected["tiv"].round(6).astype(str)
+    participants["hamd_baseline"] = "20"
+    extra = participants.iloc[[0]].assign(participant_id="sub-late", madrs_24h="n/a", gm_file="mri/none.nii")
+    pd.concat([participants, extra]).to_csv(user / "participants.tsv", sep="\t", index=False)
+    (user / "derivatives" / "cat12").mkdir(parents=True)
+    data = {**DATA, "root": str(tmp_path), "cohorts": ["mystudy"], "pipeline": "cat12"}
+    manifest = build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    got = pd.read_parquet(tmp_path / "features" / "gm_roi" / "mystudy.parquet")
+    assert manifest["cohorts"]["mystudy"]["excluded_missing_outcome"] == ["sub-late"]
+    pd.testing.assert_frame_equal(
+        got.drop(columns="tiv"), expected.drop(columns="tiv"), check_exact=False, rtol=1e-6
+    )
+    np.testing.assert_allclose(got["tiv"], expected["tiv"], rtol=1e-6)
+
+
+def test_regional_table_source(tmp_path):
+    root = make_cohort(tmp_path / "c", tissues=())
+    rewrite_participants(root, lambda df: df.assign(tiv=["1500", "1600", "1400", "1450"]))
+    pd.DataFrame(
+        {
+            "participant_id": [f"sub-t{i:02d}" for i in range(4)],
+            "lh_superiorfrontal": [10, 11, 12, 13],
+            "Left-Cerebellum-Cortex": [50, 51, 52, 53],
+        }
+    ).to_csv(tmp_path / "aseg.csv", index=False)
+    data = {
+        **DATA,
+        "root": str(tmp_path),
+        "cohorts": ["c"],
+        "source": "table",
+        "tables": {"c": str(tmp_path / "aseg.csv")},
+    }
+    build_feature_set(data, FeatureSet(name="user_roi"), tmp_path / "features")
+    table = pd.read_parquet(tmp_path / "features" / "user_roi" / "c.parquet")
+    assert list(table.columns[7:]) == ["lh_superiorfrontal", "Left-Cerebellum-Cortex"]
+    assert table["tiv"].tolist() == [1500, 1600, 1400, 1450]
+
+
+def test_tiv_needs_a_column_or_three_tissue_maps(tmp_path):
+    root = make_cohort(tmp_path / "c", tissues=("GM", "WM"))
+    cohort = load_cohort(root, tissues=("GM", "WM"))
+    with pytest.raises(CohortError, match=r"cannot compute TIV.*\['CSF'\]"):
+        build_feature_table(cohort, FeatureSet(name="gm_roi"))
+
+
+def test_corrupt_image_data_names_subject_and_leaves_nothing_behind(tmp_path, tiny_simulated):
+    root = tmp_path / "cohorts"
+    shutil.copytree(tiny_simulated, root)
+    gm = root / "saline" / image_relpath("sub-s002", "GM", "simvbm")
+    gm.write_bytes(gm.read_bytes()[:4000])  # truncated download: header fine, data cut
+    data = {**DATA, "root": str(root), "cohorts": ["discovery", "saline"]}
+    out = tmp_path / "features"
+    build_feature_set({**data, "cohorts": ["discovery"]}, FeatureSet(name="gm_roi"), out)
+    before = (out / "gm_roi" / "discovery.parquet").read_bytes()
+    with pytest.raises(CohortError, match=r"cohort 'saline': subject sub-s002: cannot read GM image"):
+        build_feature_set(data, FeatureSet(name="gm_roi"), out)
+    # the previous complete output is untouched and no temporary folder is left
+    assert (out / "gm_roi" / "discovery.parquet").read_bytes() == before
+    assert not (out / "gm_roi" / "saline.parquet").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["gm_roi"]
+
+
+def test_off_grid_image_is_resampled_when_allowed(tmp_path, tiny_simulated):
+    root = tmp_path / "cohorts"
+    shutil.copytree(tiny_simulated / "external_a", root / "external_a")
+    gm = root / "external_a" / image_relpath("sub-ea001", "GM", "simvbm")
+    img = nib.load(gm)
+    from nilearn import image
+
+    fine = image.resample_img(
+        img,
+        target_affine=np.diag([3.0, 3.0, 3.0]),
+        interpolation="continuous",
+        force_resample=True,
+        copy_header=True,
+    )
+    nib.save(fine, gm)
+    data = {**DATA, "root": str(root), "cohorts": ["external_a"], "on_grid_mismatch": "resample"}
+    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "f")
+    table = pd.read_parquet(tmp_path / "f" / "gm_roi" / "external_a.parquet")
+    assert table.filter(like="gm_").notna().all().all()
+    with pytest.raises(CohortError, match="sub-ea001: GM image .* is on grid"):
+        build_feature_set({**data, "on_grid_mismatch": "error"}, FeatureSet(name="gm_roi"), tmp_path / "g")
