@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import pandas as pd
 
 from src.data.loader import CohortError, OutcomeSpec, load_cohort
 from src.features.extract import FeatureSet, build_feature_table
@@ -131,5 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    pd.options.mode.copy_on_write = True
     main()

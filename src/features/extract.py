@@ -23,6 +23,7 @@ from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.templates import atlas_on_grid, load_tissue_templates
 
 log = logging.getLogger(__name__)
+_REPORTED_DROPS: set[tuple[str, tuple[str, ...]]] = set()  # warn once per process, not once per cohort
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ def roi_features(
     reference = _reference(cohort)
     atlas_img, labels = atlas_on_grid(atlas, reference)
     dropped = labels.loc[labels["n_voxels"] == 0, "name"].tolist()
-    if dropped:
+    if dropped and (atlas, tuple(dropped)) not in _REPORTED_DROPS:
+        _REPORTED_DROPS.add((atlas, tuple(dropped)))
         log.warning(
             "atlas %s: %d region(s) have no voxel on this grid and are left out: %s",
             atlas,
