@@ -1,0 +1,109 @@
+"""Covariate residualisation as a scikit-learn transformer, so a Pipeline fits it inside each split."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+log = logging.getLogger(__name__)
+
+
+class CovariateResidualizer(TransformerMixin, BaseEstimator):
+    """Regress covariates out of every feature (OLS fitted on the training rows only) and drop them.
+
+    The input is a DataFrame holding the covariate columns and the feature columns, so that any split
+    of the rows splits the covariates with them. ``fit`` solves, for all features at once, the least-
+    squares problem ``features ~ 1 + numeric covariates + one-hot(categorical covariates)`` on the rows
+    it is given; ``transform`` subtracts the fitted covariate part from new rows and returns the feature
+    residuals (covariate columns removed) as a float array.
+
+    Parameters
+    ----------
+    covariates : sequence of str
+        Covariate columns (default: age, sex, tiv, site). Empty: features pass through unchanged.
+    categorical : sequence of str
+        Covariates coded as categories (one-hot, first training level as reference).
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        All input columns seen in ``fit``.
+    feature_columns_ : list of str
+        The feature columns (input columns that are not covariates), in output order.
+    levels_ : dict
+        Training categories of each categorical covariate.
+    coef_ : ndarray of shape (n_design, n_features)
+        OLS coefficients (intercept first).
+
+    Notes
+    -----
+    A category absent from the training rows (e.g. a new scanner site) gets the reference level's
+    coefficients, with a warning: residualisation cannot estimate an unseen site's offset.
+    """
+
+    def __init__(
+        self,
+        covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
+        categorical: Sequence[str] = ("sex", "site"),
+    ) -> None:
+        self.covariates = covariates
+        self.categorical = categorical
+
+    def _design(self, X: pd.DataFrame, fitting: bool) -> np.ndarray:
+        columns = [np.ones(len(X))]
+        for name in self.covariates:
+            values = X[name]
+            if name in self.categorical:
+                levels = self.levels_[name]
+                if not fitting:
+                    unseen = sorted(set(values.astype(str)) - set(levels))
+                    if unseen:
+                        log.warning(
+                            "covariate %r: level(s) %s not seen in training; reference level used",
+                            name,
+                            unseen,
+                        )
+                for level in levels[1:]:
+                    columns.append((values.astype(str) == level).to_numpy(dtype=float))
+            else:
+                columns.append(values.to_numpy(dtype=float))
+        return np.column_stack(columns)
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> CovariateResidualizer:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("CovariateResidualizer needs a DataFrame holding covariate and feature columns")
+        missing = [c for c in self.covariates if c not in X.columns]
+        if missing:
+            raise ValueError(f"covariate column(s) {missing} missing from the input")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.feature_columns_ = [c for c in X.columns if c not in set(self.covariates)]
+        self.n_features_in_ = X.shape[1]
+        self.levels_ = {
+            c: sorted(X[c].astype(str).unique()) for c in self.covariates if c in self.categorical
+        }
+        features = X[self.feature_columns_].to_numpy(dtype=float)
+        if not len(self.covariates):
+            self.coef_ = np.zeros((0, features.shape[1]))
+            return self
+        design = self._design(X, fitting=True)
+        self.coef_ = np.linalg.lstsq(design, features, rcond=None)[0]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        missing = [c for c in self.feature_names_in_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"column(s) {missing[:5]} seen in fit are missing ({len(missing)} in all)")
+        features = X[self.feature_columns_].to_numpy(dtype=float)
+        if not len(self.covariates):
+            return features
+        return features - self._design(X, fitting=False) @ self.coef_
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return np.asarray(self.feature_columns_, dtype=object)

@@ -1,0 +1,76 @@
+"""Hyperparameter search spaces from config, translated to Optuna suggestions (and grids)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A model's search space: ``{param: spec}`` plus fixed parameters.
+
+    Each spec is one of ``{type: float, low, high, log}``, ``{type: int, low, high, log}`` or
+    ``{type: categorical, choices}``; an optional ``grid`` lists the values a GridSampler visits
+    (categoricals visit their choices). The value ``"none"`` in choices means Python ``None``.
+    Parameter names are the pipeline's: ``C``, ``gamma``, ``class_weight``, ``pca_variance``.
+    """
+
+    params: Mapping[str, Mapping[str, Any]]
+    fixed: Mapping[str, Any]
+
+    @classmethod
+    def from_config(cls, model_cfg: Mapping[str, Any]) -> SearchSpace:
+        space = dict(model_cfg.get("search_space") or {})
+        for name, spec in space.items():
+            kind = spec.get("type")
+            if kind not in ("float", "int", "categorical"):
+                raise ValueError(
+                    f"search space {name!r}: type must be float, int or categorical, got {kind!r}"
+                )
+            if kind == "categorical" and not spec.get("choices"):
+                raise ValueError(f"search space {name!r}: categorical needs 'choices'")
+            if kind != "categorical" and not spec["low"] <= spec["high"]:
+                raise ValueError(f"search space {name!r}: need low <= high")
+        return cls(params=space, fixed=dict(model_cfg.get("fixed") or {}))
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Draw one parameter set (fixed parameters included)."""
+        out: dict[str, Any] = dict(self.fixed)
+        for name, spec in self.params.items():
+            if spec["type"] == "float":
+                out[name] = trial.suggest_float(
+                    name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+                )
+            elif spec["type"] == "int":
+                out[name] = trial.suggest_int(
+                    name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False))
+                )
+            else:
+                out[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        return {k: _none(v) for k, v in out.items()}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The GridSampler search space; every non-categorical parameter needs a ``grid`` list."""
+        grid = {}
+        for name, spec in self.params.items():
+            if spec["type"] == "categorical":
+                grid[name] = list(spec.get("grid", spec["choices"]))
+            elif "grid" not in spec:
+                raise ValueError(f"sampler=grid needs a 'grid' list for parameter {name!r}")
+            else:
+                grid[name] = list(spec["grid"])
+        return grid
+
+    def grid_size(self) -> int:
+        size = 1
+        for values in self.grid().values():
+            size *= len(values)
+        return size
+
+
+def _none(value: Any) -> Any:
+    return None if isinstance(value, str) and value.lower() in ("none", "null") else value

@@ -1,0 +1,164 @@
+"""``python -m src.train +experiment=gm_only``: repeated nested CV of one experiment on the discovery cohort.
+
+Writes to ``${paths.run}`` (default ``outputs/<experiment>/``): ``metrics.json``, ``predictions.csv``
+(out-of-fold scores, one row per subject x repeat), ``folds.csv``, ``trials.csv``, ``permutation_null.csv``
+and ``model/`` (the locked ensemble with its resolved config).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.contract import TABLE_META_COLUMNS
+from src.models.search_space import SearchSpace
+from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.logging import configure_logging
+from src.utils.provenance import git_state, package_versions
+from src.validation.ensemble import EnsembleModel
+from src.validation.nested_cv import CVConfig, NestedCVResult, run_nested_cv
+from src.validation.permutation import PermutationResult, permutation_test
+
+log = logging.getLogger(__name__)
+
+
+def feature_table_path(cfg: DictConfig, cohort: str) -> Path:
+    return Path(cfg.paths.features) / cfg.features.name / f"{cohort}.parquet"
+
+
+def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(table, X = covariates + feature columns, y) of a feature table, with a clear error if it is absent."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"feature table {path} not found: build it with `dvc repro` or "
+            f"`python -m src.features.build features={path.parent.name}`"
+        )
+    table = pd.read_parquet(path)
+    features = [c for c in table.columns if c not in TABLE_META_COLUMNS]
+    missing = [c for c in covariates if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: covariate column(s) {missing} missing")
+    return table, table[[*covariates, *features]], table["response"].to_numpy(dtype=int)
+
+
+def convergence(trials: pd.DataFrame) -> dict[str, float]:
+    """Trial number at which each study first reached its best inner score: median and 90th percentile."""
+    reached = trials.groupby(["repeat", "fold"]).apply(
+        lambda t: int(t.loc[t["value"] == t["value"].max(), "number"].min()), include_groups=False
+    )
+    return {
+        "best_reached_at_median": float(reached.median()),
+        "best_reached_at_p90": float(reached.quantile(0.9)),
+    }
+
+
+def metrics_document(
+    cfg: DictConfig, result: NestedCVResult, perm: PermutationResult | None, table_md5: str
+) -> dict[str, Any]:
+    summary = result.summary()
+    return {
+        "experiment": cfg.name,
+        "cohort": cfg.data.cohorts[0],
+        "n": len(result.y),
+        "responders": int(result.y.sum()),
+        "n_features": len(result.feature_columns),
+        "cv": result.cv.__dict__,
+        "seed": int(cfg.seed),
+        "ensemble": summary["ensemble"],
+        "repeats": summary["repeats"],
+        "permutation": perm.to_dict() if perm is not None else None,
+        "trials": convergence(result.trials()),
+        "provenance": {"git": git_state(), "feature_table_md5": table_md5, "packages": package_versions()},
+    }
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure_logging(bool(cfg.verbose))
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
+    path = feature_table_path(cfg, cfg.data.cohorts[0])
+    table, X, y = load_training_data(path, covariates)
+    space = SearchSpace.from_config(model_cfg)
+    cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
+    progress = sys.stderr.isatty()
+    result = run_nested_cv(
+        X,
+        y,
+        space,
+        cv,
+        int(cfg.seed),
+        covariates=covariates,
+        categorical=categorical,
+        ids=table["participant_id"].tolist(),
+        n_jobs=int(cfg.n_jobs),
+        progress=progress,
+    )
+    perm = None
+    if int(cfg.permutation.n) > 0:
+        perm = permutation_test(
+            X,
+            y,
+            space,
+            cv,
+            int(cfg.seed),
+            int(cfg.permutation.n),
+            observed_decision=result.decision_matrix(),
+            covariates=covariates,
+            categorical=categorical,
+            repeats=cfg.permutation.repeats,
+            n_jobs=int(cfg.n_jobs),
+            progress=progress,
+        )
+    document = metrics_document(cfg, result, perm, file_md5(path))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    model = EnsembleModel.from_result(
+        result,
+        info={
+            "experiment": cfg.name,
+            "seed": int(cfg.seed),
+            "feature_table_md5": document["provenance"]["feature_table_md5"],
+        },
+    )
+    with atomic_directory(cfg.paths.run) as out:
+        write_json_atomic(out / "metrics.json", document)
+        write_text_atomic(out / "config.yaml", config_yaml)
+        result.oof.to_csv(out / "predictions.csv", index=False)
+        result.fold_table().to_csv(out / "folds.csv", index=False)
+        result.trials().to_csv(out / "trials.csv", index=False)
+        if perm is not None:
+            pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
+                out / "permutation_null.csv", index=False
+            )
+        model.save(out / "model", config_yaml)
+    ens, rep = document["ensemble"], document["repeats"]
+    print(
+        f"{cfg.name}: n={document['n']} ({document['responders']} responders), "
+        f"{cv.repeats}x{cv.outer_folds} outer x {cv.inner_folds} inner folds, {cv.n_trials} trials"
+    )
+    print(
+        f"  ensemble  BAC {ens['bac']:.3f}  sens {ens['sensitivity']:.3f}  spec {ens['specificity']:.3f}  "
+        f"AUC {ens['auc']:.3f}"
+    )
+    print(
+        f"  repeats   BAC {rep['bac']['mean']:.3f} ± {rep['bac']['sd']:.3f} "
+        f"[{rep['bac']['q025']:.3f}, {rep['bac']['q975']:.3f}]  AUC {rep['auc']['mean']:.3f}"
+    )
+    if perm is not None:
+        print(
+            f"  permutation p = {perm.p_value:.4f} (n = {len(perm.null)}, "
+            f"mean BAC over {perm.repeats} repeat(s))"
+        )
+    print(f"  outputs   {cfg.paths.run}")
+    return document
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Repeated nested cross-validation with Optuna in the inner loop (NeuroMiner's CV2 x CV1, in Python).
+
+For each repeat r and outer fold k (stratified): an Optuna study on the outer-training rows maximises the
+mean balanced accuracy over stratified inner folds; the best parameters are refitted on all outer-training
+rows and that pipeline scores the outer-test rows once. Nothing is fitted on rows outside the training
+part of a split, in the inner loop or in the outer refit.
+
+The fold loop is written out (not ``cross_val_predict(GridSearchCV)``) for speed: the residualiser and the
+scaler do not depend on the SVC's hyperparameters, so they are fitted once per inner split and reused by
+every trial, and PCA is fitted once per inner split with all components and truncated per trial. This is
+exactly what a Pipeline refitted per trial computes (tests/test_nested_cv.py checks it against sklearn).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.decomposition import PCA
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from src.models.pipeline import SVC_PARAMS, build_pipeline
+from src.models.search_space import SearchSpace
+from src.validation.metrics import METRICS, binary_metrics
+from src.validation.seeds import Stream, derive_seed
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """The nested CV scheme (``conf/cv/*.yaml``)."""
+
+    repeats: int = 10
+    outer_folds: int = 10
+    inner_folds: int = 5
+    n_trials: int = 30
+    sampler: str = "tpe"
+    n_startup_trials: int = 10
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> CVConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in cfg.items() if k in known})
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.outer_folds < 2 or self.inner_folds < 2 or self.n_trials < 1:
+            raise ValueError(f"invalid CV scheme {self}")
+        if self.sampler not in ("tpe", "random", "grid"):
+            raise ValueError(f"cv.sampler must be tpe, random or grid, got {self.sampler!r}")
+
+
+@dataclass
+class FoldResult:
+    """One (repeat, outer fold): test rows, their scores, the tuned parameters and the study's trials."""
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+    decision: np.ndarray
+    best_params: dict[str, Any]
+    inner_best: float
+    trials: pd.DataFrame
+    model: Pipeline | None
+    seconds: float
+
+
+def check_class_sizes(y: np.ndarray, n_splits: int, where: str) -> None:
+    """A clear error when a class is too small for stratified ``n_splits``-fold CV."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"{where}: only one class present (label {classes.tolist()}); cannot cross-validate")
+    if counts.min() < n_splits:
+        small = classes[counts.argmin()]
+        raise ValueError(
+            f"{where}: class {small} has {counts.min()} subject(s), fewer than the {n_splits} folds "
+            "requested; lower the number of folds"
+        )
+
+
+def outer_splits(y: np.ndarray, cv: CVConfig, seed: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(repeat, fold, train, test) of every outer split; repeat r shuffles with its own derived seed."""
+    check_class_sizes(y, cv.outer_folds, "outer CV")
+    out = []
+    for r in range(cv.repeats):
+        splitter = StratifiedKFold(
+            cv.outer_folds, shuffle=True, random_state=derive_seed(seed, Stream.OUTER_SPLIT, r)
+        )
+        for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
+            out.append((r, k, train, test))
+    return out
+
+
+def inner_splitter(cv: CVConfig, seed: int, repeat: int) -> StratifiedKFold:
+    """The inner CV of every outer fold of repeat ``repeat``.
+
+    One splitter per repeat (its folds still differ between outer folds, which hold different rows), so a
+    repeat is exactly ``cross_val_predict(GridSearchCV(cv=inner_splitter(...)), cv=outer splits)``.
+    """
+    return StratifiedKFold(
+        cv.inner_folds, shuffle=True, random_state=derive_seed(seed, Stream.INNER_SPLIT, repeat)
+    )
+
+
+def make_sampler(cv: CVConfig, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if cv.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if cv.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cv.n_startup_trials)
+
+
+class _InnerCache:
+    """Preprocessed inner-fold arrays of one outer-training part, shared by all trials of its study."""
+
+    def __init__(
+        self, X: pd.DataFrame, y: np.ndarray, splitter: StratifiedKFold, preprocess: Pipeline, use_pca: bool
+    ) -> None:
+        self.y = y
+        self.folds = []
+        for a, b in splitter.split(np.zeros(len(y)), y):
+            pre = clone(preprocess).fit(X.iloc[a], y[a])
+            za, zb = pre.transform(X.iloc[a]), pre.transform(X.iloc[b])
+            cumsum = None
+            if use_pca:
+                pca = PCA(svd_solver="full").fit(za)
+                za, zb = pca.transform(za), pca.transform(zb)
+                cumsum = np.cumsum(pca.explained_variance_ratio_)
+            self.folds.append((a, b, za, zb, cumsum))
+
+    def score(self, params: dict[str, Any]) -> list[float]:
+        from sklearn.svm import SVC
+
+        svc_params = {k: v for k, v in params.items() if k in SVC_PARAMS}
+        scores = []
+        for a, b, za, zb, cumsum in self.folds:
+            if cumsum is not None:
+                m = _n_components(params, cumsum, za.shape[1])
+                za, zb = za[:, :m], zb[:, :m]
+            svc = SVC(**svc_params).fit(za, self.y[a])
+            scores.append(float(balanced_accuracy_score(self.y[b], svc.predict(zb))))
+        return scores
+
+
+def _n_components(params: dict[str, Any], cumsum: np.ndarray, available: int) -> int:
+    """Components sklearn's PCA keeps for ``pca_variance`` (its ``_fit_full`` rule) or ``pca_components``."""
+    if params.get("pca_variance") is not None:
+        return int(min(np.searchsorted(cumsum, float(params["pca_variance"]), side="right") + 1, available))
+    return int(min(int(params["pca_components"]), available))
+
+
+def select_best(trials: pd.DataFrame) -> pd.Series:
+    """Best trial: highest inner score; ties go to the most regularised model (smallest C, then smallest
+    gamma, then fewest PCA components/variance), then to the earliest trial."""
+    best = trials[trials["value"] == trials["value"].max()]
+    order = [
+        c
+        for c in ("params_C", "params_gamma", "params_pca_variance", "params_pca_components")
+        if c in best.columns
+    ]
+    return best.sort_values([*order, "number"], kind="stable").iloc[0]
+
+
+def fit_outer_fold(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    repeat: int,
+    fold: int,
+    train: np.ndarray,
+    test: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    covariates: Sequence[str],
+    categorical: Sequence[str],
+    keep_model: bool = True,
+) -> FoldResult:
+    """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once."""
+    start = time.perf_counter()
+    x_train, y_train = X.iloc[train], y[train]
+    check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
+    preprocess = build_pipeline(space.fixed, covariates, categorical)[:2]  # residualise + scale
+    uses_pca = any(p in space.params or p in space.fixed for p in ("pca_variance", "pca_components"))
+    cache = _InnerCache(x_train, y_train, inner_splitter(cv, seed, repeat), preprocess, uses_pca)
+
+    def objective(trial: optuna.Trial) -> float:
+        scores = cache.score(space.suggest(trial))
+        trial.set_user_attr("inner_scores", scores)
+        return float(np.mean(scores))
+
+    sampler = make_sampler(cv, space, derive_seed(seed, Stream.SAMPLER, repeat, fold))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    n_trials = min(cv.n_trials, space.grid_size()) if cv.sampler == "grid" else cv.n_trials
+    study.optimize(objective, n_trials=n_trials)
+    trials = study.trials_dataframe(attrs=("number", "value", "params", "duration", "user_attrs"))
+    trials["duration"] = trials["duration"].dt.total_seconds()
+    best = select_best(trials)
+    best_params = {**space.fixed, **{name: _py(best[f"params_{name}"]) for name in space.params}}
+    best_params = {
+        k: (None if isinstance(v, str) and v.lower() in ("none", "null") else v)
+        for k, v in best_params.items()
+    }
+    model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
+    decision = model.decision_function(X.iloc[test])
+    trials.insert(0, "fold", fold)
+    trials.insert(0, "repeat", repeat)
+    return FoldResult(
+        repeat=repeat,
+        fold=fold,
+        train=train,
+        test=test,
+        decision=np.asarray(decision, float),
+        best_params=best_params,
+        inner_best=float(best["value"]),
+        trials=trials,
+        model=model if keep_model else None,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _py(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+@dataclass
+class NestedCVResult:
+    """Everything a repeated nested CV produced.
+
+    Attributes
+    ----------
+    ids : list of str
+        Subject identifiers, in the order of ``y``.
+    y : ndarray
+        Labels (1 = positive class).
+    folds : list of FoldResult
+        One per (repeat, outer fold), in that order.
+    cv, seed : the scheme and the run seed.
+    feature_columns, covariates, categorical : the model's inputs.
+    """
+
+    ids: list[str]
+    y: np.ndarray
+    folds: list[FoldResult]
+    cv: CVConfig
+    seed: int
+    feature_columns: list[str]
+    covariates: list[str]
+    categorical: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def oof(self) -> pd.DataFrame:
+        """Out-of-fold decision scores and predictions: one row per subject x repeat."""
+        rows = []
+        for f in self.folds:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "participant_id": np.asarray(self.ids)[f.test],
+                        "repeat": f.repeat,
+                        "fold": f.fold,
+                        "y_true": self.y[f.test],
+                        "decision": f.decision,
+                        "prediction": (f.decision > 0).astype(int),
+                    }
+                )
+            )
+        return pd.concat(rows, ignore_index=True).sort_values(["repeat", "participant_id"], ignore_index=True)
+
+    def decision_matrix(self) -> np.ndarray:
+        """(n_subjects, repeats) out-of-fold decision scores."""
+        out = np.full((len(self.y), self.cv.repeats), np.nan)
+        for f in self.folds:
+            out[f.test, f.repeat] = f.decision
+        return out
+
+    def per_repeat(self) -> pd.DataFrame:
+        """Metrics of each repeat's out-of-fold predictions."""
+        scores = self.decision_matrix()
+        return pd.DataFrame(
+            [{"repeat": r, **binary_metrics(self.y, scores[:, r])} for r in range(self.cv.repeats)]
+        )
+
+    def ensemble_scores(self) -> np.ndarray:
+        """Mean out-of-fold decision score per subject across repeats (NeuroMiner's reporting)."""
+        return self.decision_matrix().mean(axis=1)
+
+    def ensemble_metrics(self) -> dict[str, float]:
+        return binary_metrics(self.y, self.ensemble_scores())
+
+    def summary(self) -> dict[str, Any]:
+        """Ensemble metrics, and the mean, SD and 2.5-97.5 % range of per-repeat metrics."""
+        per = self.per_repeat()
+        out: dict[str, Any] = {"ensemble": self.ensemble_metrics(), "repeats": {}}
+        for metric in METRICS:
+            values = per[metric].to_numpy()
+            out["repeats"][metric] = {
+                "mean": float(np.nanmean(values)),
+                "sd": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
+                "q025": float(np.nanpercentile(values, 2.5)),
+                "q975": float(np.nanpercentile(values, 97.5)),
+            }
+        return out
+
+    def fold_table(self) -> pd.DataFrame:
+        """Per outer fold: sizes, best parameters, inner best BAC, outer-fold metrics, time."""
+        rows = []
+        for f in self.folds:
+            metrics = binary_metrics(self.y[f.test], f.decision)
+            rows.append(
+                {
+                    "repeat": f.repeat,
+                    "fold": f.fold,
+                    "n_train": len(f.train),
+                    "n_test": len(f.test),
+                    **{f"best_{k}": "none" if v is None else v for k, v in f.best_params.items()},
+                    "inner_best_bac": f.inner_best,
+                    **{f"outer_{k}": v for k, v in metrics.items()},
+                    "seconds": f.seconds,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def trials(self) -> pd.DataFrame:
+        """Every trial of every study: repeat, fold, number, value (mean inner BAC), params, duration."""
+        return pd.concat([f.trials for f in self.folds], ignore_index=True)
+
+    @property
+    def models(self) -> list[Pipeline]:
+        return [f.model for f in self.folds if f.model is not None]
+
+
+def run_nested_cv(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    *,
+    covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
+    categorical: Sequence[str] = ("sex", "site"),
+    ids: Sequence[str] | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    keep_models: bool = True,
+) -> NestedCVResult:
+    """Run repeated nested CV.
+
+    Parameters
+    ----------
+    X : DataFrame
+        Covariate columns and feature columns (covariates are consumed by the residualiser).
+    y : array of {0, 1}
+    space : SearchSpace
+    cv : CVConfig
+    seed : int
+        Run seed; splits and samplers derive their seeds from it and the (repeat, fold) coordinates.
+    n_jobs : int
+        Workers over outer folds; results are identical for any value.
+    progress : bool
+        Show a progress bar over outer folds.
+    keep_models : bool
+        Keep the R x K fitted pipelines (needed for the final ensemble; not for permutations).
+    """
+    from tqdm.auto import tqdm
+
+    y = np.asarray(y).astype(int)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    X = X.reset_index(drop=True)
+    splits = outer_splits(y, cv, seed)
+    jobs = (
+        delayed(fit_outer_fold)(
+            X, y, r, k, train, test, space, cv, seed, covariates, categorical, keep_models
+        )
+        for r, k, train, test in splits
+    )
+    folds = []
+    with tqdm(total=len(splits), desc="outer folds", disable=not progress, leave=False) as bar:
+        for fold in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+            folds.append(fold)
+            bar.update()
+    feature_columns = [c for c in X.columns if c not in set(covariates)]
+    return NestedCVResult(
+        ids=list(ids) if ids is not None else [str(i) for i in range(len(y))],
+        y=y,
+        folds=folds,
+        cv=cv,
+        seed=seed,
+        feature_columns=feature_columns,
+        covariates=list(covariates),
+        categorical=list(categorical),
+    )

@@ -1,0 +1,116 @@
+"""Label-permutation test of the whole nested-CV procedure (labels permuted, everything re-tuned)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from src.models.search_space import SearchSpace
+from src.validation.nested_cv import CVConfig, run_nested_cv
+from src.validation.seeds import Stream, derive_seed
+
+
+@dataclass
+class PermutationResult:
+    """Observed statistic, null distribution and p = (1 + #{null >= observed}) / (1 + n)."""
+
+    statistic: str
+    observed: float
+    null: np.ndarray
+    repeats: int
+
+    @property
+    def p_value(self) -> float:
+        return float((1 + np.sum(self.null >= self.observed - 1e-12)) / (1 + len(self.null)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "statistic": self.statistic,
+            "observed": self.observed,
+            "n": int(len(self.null)),
+            "repeats": self.repeats,
+            "p_value": self.p_value,
+            "null_mean": float(np.mean(self.null)) if len(self.null) else float("nan"),
+            "null_q95": float(np.quantile(self.null, 0.95)) if len(self.null) else float("nan"),
+        }
+
+
+def _statistic(y: np.ndarray, decision: np.ndarray) -> float:
+    from src.validation.metrics import binary_metrics
+
+    return float(np.mean([binary_metrics(y, decision[:, r])["bac"] for r in range(decision.shape[1])]))
+
+
+def _one_permutation(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    i: int,
+    covariates: Sequence[str],
+    categorical: Sequence[str],
+) -> float:
+    y_perm = np.random.default_rng(derive_seed(seed, Stream.PERMUTATION, i)).permutation(y)
+    result = run_nested_cv(
+        X,
+        y_perm,
+        space,
+        cv,
+        seed,
+        covariates=covariates,
+        categorical=categorical,
+        n_jobs=1,
+        keep_models=False,
+    )
+    return _statistic(y_perm, result.decision_matrix())
+
+
+def permutation_test(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    n: int,
+    *,
+    observed_decision: np.ndarray,
+    covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
+    categorical: Sequence[str] = ("sex", "site"),
+    repeats: int | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> PermutationResult:
+    """Permutation test of the mean per-repeat BAC of repeated nested CV.
+
+    Each permutation re-runs the whole procedure (splits, tuning, refit) on permuted labels with the same
+    seeds. ``repeats`` (default: all of ``cv.repeats``) lets the null use fewer CV repeats; the observed
+    statistic is then computed from the first ``repeats`` repeats of the real run, which use the same splits.
+
+    Parameters
+    ----------
+    observed_decision : ndarray (n_subjects, cv.repeats)
+        Out-of-fold decision scores of the real run (:meth:`NestedCVResult.decision_matrix`).
+    """
+    from tqdm.auto import tqdm
+
+    y = np.asarray(y).astype(int)
+    repeats = int(repeats or cv.repeats)
+    if repeats > cv.repeats:
+        raise ValueError(f"permutation.repeats ({repeats}) exceeds cv.repeats ({cv.repeats})")
+    cv_perm = CVConfig(**{**cv.__dict__, "repeats": repeats})
+    observed = _statistic(y, observed_decision[:, :repeats])
+    jobs = (
+        delayed(_one_permutation)(X, y, space, cv_perm, seed, i, covariates, categorical) for i in range(n)
+    )
+    null = []
+    with tqdm(total=n, desc="permutations", disable=not progress, leave=False) as bar:
+        for value in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+            null.append(value)
+            bar.update()
+    return PermutationResult(statistic="mean_bac", observed=observed, null=np.asarray(null), repeats=repeats)

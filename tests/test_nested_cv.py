@@ -1,0 +1,259 @@
+"""Validity of the nested-CV engine: exactness vs scikit-learn, null, leakage probe, recovery, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_simulation
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from src.data.loader import load_cohort
+from src.data.simulate import simulate_cohorts
+from src.features.extract import FeatureSet, build_feature_table
+from src.interpretation.weights import feature_weights
+from src.models.pipeline import build_pipeline
+from src.models.residualize import CovariateResidualizer
+from src.models.search_space import SearchSpace
+from src.validation.nested_cv import CVConfig, _InnerCache, inner_splitter, outer_splits, run_nested_cv
+
+C_GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+
+
+def linear_grid_space(grid=C_GRID) -> SearchSpace:
+    return SearchSpace.from_config(
+        {
+            "search_space": {
+                "C": {"type": "float", "low": min(grid), "high": max(grid), "log": True, "grid": grid}
+            },
+            "fixed": {"kernel": "linear"},
+        }
+    )
+
+
+def test_exactness_against_sklearn_gridsearch_on_breast_cancer():
+    """(a) With a fixed C grid, each repeat's out-of-fold scores equal cross_val_predict(GridSearchCV)."""
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    y = y.to_numpy()
+    cv = CVConfig(repeats=2, outer_folds=5, inner_folds=3, n_trials=len(C_GRID), sampler="grid")
+    result = run_nested_cv(X, y, linear_grid_space(), cv, seed=3, covariates=[], categorical=[])
+    splits = outer_splits(y, cv, seed=3)
+    for r in range(cv.repeats):
+        search = GridSearchCV(
+            Pipeline([("scale", StandardScaler()), ("svc", SVC(kernel="linear"))]),
+            {"svc__C": C_GRID},
+            cv=inner_splitter(cv, 3, r),
+            scoring="balanced_accuracy",
+        )
+        repeat_splits = [(train, test) for rr, _, train, test in splits if rr == r]
+        expected = cross_val_predict(search, X, y, cv=repeat_splits, method="decision_function")
+        np.testing.assert_array_equal(result.decision_matrix()[:, r], expected)
+    # and the tuned C of every fold is GridSearchCV's
+    train, _ = repeat_splits[0]
+    best_c = search.fit(X.iloc[train], y[train]).best_params_["svc__C"]
+    assert result.folds[cv.outer_folds].best_params["C"] == best_c
+
+
+def _covariates_frame(n: int, rng: np.random.Generator, sites: np.ndarray | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "age": rng.normal(34, 10, n),
+            "sex": rng.choice(["F", "M"], n),
+            "tiv": rng.normal(1500, 120, n),
+            "site": sites if sites is not None else rng.choice(["a", "b"], n),
+        }
+    )
+
+
+def test_inner_cache_equals_refitting_the_pipeline_per_trial():
+    """The per-split cache (residualiser, scaler, full PCA truncated per trial) is a Pipeline refit."""
+    rng = np.random.default_rng(0)
+    n = 60
+    X = pd.concat(
+        [_covariates_frame(n, rng), pd.DataFrame(rng.normal(size=(n, 40))).add_prefix("gm_")], axis=1
+    )
+    X["gm_0"] += 0.05 * X["age"]
+    y = rng.integers(0, 2, n)
+    splitter = StratifiedKFold(4, shuffle=True, random_state=1)
+    pre = build_pipeline({"kernel": "linear"})[:2]
+    for params, use_pca in [
+        ({"kernel": "linear", "C": 0.1}, False),
+        ({"kernel": "rbf", "C": 10.0, "gamma": 0.01, "class_weight": "balanced"}, False),
+        ({"kernel": "linear", "C": 1.0, "pca_variance": 0.8}, True),
+        ({"kernel": "linear", "C": 1.0, "pca_variance": 0.35}, True),
+    ]:
+        cache = _InnerCache(X, y, splitter, pre, use_pca)
+        expected = cross_val_score(build_pipeline(params), X, y, cv=splitter, scoring="balanced_accuracy")
+        np.testing.assert_allclose(cache.score(params), expected, rtol=0, atol=1e-12)
+
+
+PCA_GRID = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+
+
+def test_null_pure_noise_is_chance_while_non_nested_is_optimistic():
+    """(b) p >> n pure noise: nested BAC ~ 0.5 over seeds, while choosing the number of PCA components on
+    the outer test folds themselves (no nesting) reports a clearly higher BAC."""
+    space = SearchSpace.from_config(
+        {
+            "search_space": {"pca_components": {"type": "int", "low": 1, "high": 32, "grid": PCA_GRID}},
+            "fixed": {"kernel": "linear", "C": 1.0},
+        }
+    )
+    cv = CVConfig(repeats=1, outer_folds=5, inner_folds=4, n_trials=len(PCA_GRID), sampler="grid")
+    nested, optimistic = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        X = pd.DataFrame(rng.normal(size=(50, 500))).add_prefix("gm_")
+        y = rng.permutation(np.r_[np.ones(25, int), np.zeros(25, int)])
+        result = run_nested_cv(X, y, space, cv, seed=seed, covariates=[], categorical=[])
+        nested.append(result.per_repeat()["bac"].iloc[0])
+        splits = [(tr, te) for _, _, tr, te in outer_splits(y, cv, seed)]
+        optimistic.append(
+            max(
+                cross_val_score(
+                    build_pipeline(
+                        {"kernel": "linear", "C": 1.0, "pca_components": m}, covariates=[], categorical=[]
+                    ),
+                    X,
+                    y,
+                    cv=splits,
+                    scoring="balanced_accuracy",
+                ).mean()
+                for m in PCA_GRID
+            )
+        )
+    assert abs(np.mean(nested) - 0.5) < 0.05, nested
+    assert np.mean(optimistic) > np.mean(nested) + 0.05 and np.mean(optimistic) > 0.56, (optimistic, nested)
+
+
+def _site_leakage_data(seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Pure-noise features; 40 sites of two subjects, one of each class. A site mean fitted on all rows makes
+    a test subject's residual the exact negative of its training partner's, which reveals its label."""
+    rng = np.random.default_rng(seed)
+    sites = np.repeat([f"s{i:02d}" for i in range(40)], 2)
+    y = np.tile([1, 0], 40)
+    noise = pd.DataFrame(rng.normal(size=(len(y), 300))).add_prefix("gm_")
+    return pd.concat([_covariates_frame(len(y), rng, sites), noise], axis=1), y
+
+
+def test_leakage_probe_residualiser_fitted_inside_folds(caplog):
+    """(c) The engine stays at chance; the same data residualised on all rows first is strongly inflated."""
+    cv = CVConfig(repeats=1, outer_folds=10, inner_folds=3, n_trials=1, sampler="grid")
+    space = linear_grid_space([1.0])
+    honest, leaky = [], []
+    for seed in range(3):
+        X, y = _site_leakage_data(seed)
+        result = run_nested_cv(X, y, space, cv, seed=seed)
+        honest.append(result.per_repeat()["bac"].iloc[0])
+        residuals = CovariateResidualizer().fit(X).transform(X)  # fitted on ALL rows: the leak
+        X_leaky = pd.DataFrame(residuals).add_prefix("gm_")
+        leaky_result = run_nested_cv(X_leaky, y, space, cv, seed=seed, covariates=[], categorical=[])
+        leaky.append(leaky_result.per_repeat()["bac"].iloc[0])
+    assert np.mean(leaky) > 0.8, leaky  # the probe has power
+    assert np.mean(honest) < 0.6, honest
+    assert "not seen in training" in caplog.text  # a test subject's site absent from training is reported
+
+
+def test_residualiser_uses_training_rows_only():
+    rng = np.random.default_rng(1)
+    X = pd.concat(
+        [_covariates_frame(30, rng), pd.DataFrame(rng.normal(size=(30, 3))).add_prefix("gm_")], axis=1
+    )
+    train, test = X.iloc[:20], X.iloc[20:]
+    fitted = CovariateResidualizer().fit(train)
+    design = np.column_stack(
+        [np.ones(20), train["age"], train["sex"] == "M", train["tiv"], train["site"] == "b"]
+    )
+    coef = np.linalg.lstsq(design.astype(float), train.filter(like="gm_").to_numpy(), rcond=None)[0]
+    test_design = np.column_stack(
+        [np.ones(10), test["age"], test["sex"] == "M", test["tiv"], test["site"] == "b"]
+    )
+    np.testing.assert_allclose(
+        fitted.transform(test), test.filter(like="gm_").to_numpy() - test_design.astype(float) @ coef
+    )
+    # changing the test rows changes nothing fitted
+    moved = test.assign(gm_0=test["gm_0"] + 100)
+    np.testing.assert_allclose(CovariateResidualizer().fit(train).coef_, fitted.coef_)
+    assert np.allclose(fitted.transform(moved)[:, 0] - fitted.transform(test)[:, 0], 100)
+
+
+def test_determinism_and_worker_count(tmp_path):
+    """(e) Same config -> identical scores, parameters and trials, with 1 or 2 workers."""
+    rng = np.random.default_rng(5)
+    X = pd.concat(
+        [_covariates_frame(40, rng), pd.DataFrame(rng.normal(size=(40, 20))).add_prefix("gm_")], axis=1
+    )
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    X.loc[y == 1, "gm_1"] += 1.0
+    space = SearchSpace.from_config(
+        {
+            "search_space": {
+                "C": {"type": "float", "low": 1e-3, "high": 10, "log": True},
+                "class_weight": {"type": "categorical", "choices": ["balanced", "none"]},
+            },
+            "fixed": {"kernel": "linear"},
+        }
+    )
+    cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=6)
+    a = run_nested_cv(X, y, space, cv, seed=9, n_jobs=1)
+    b = run_nested_cv(X, y, space, cv, seed=9, n_jobs=2)
+    c = run_nested_cv(X, y, space, cv, seed=10, n_jobs=1)
+    pd.testing.assert_frame_equal(a.oof, b.oof)
+    pd.testing.assert_frame_equal(a.trials().drop(columns="duration"), b.trials().drop(columns="duration"))
+    assert [f.best_params for f in a.folds] == [f.best_params for f in b.folds]
+    assert not np.array_equal(a.decision_matrix(), c.decision_matrix())
+
+
+def test_class_too_small_for_folds_is_a_clear_error():
+    X = pd.DataFrame({"gm_a": np.arange(12.0)})
+    y = np.r_[np.ones(3, int), np.zeros(9, int)]
+    cv = CVConfig(repeats=1, outer_folds=5, inner_folds=3, n_trials=1)
+    with pytest.raises(ValueError, match="outer CV: class 1 has 3 subject"):
+        run_nested_cv(X, y, linear_grid_space(), cv, seed=0, covariates=[], categorical=[])
+    y = np.r_[np.ones(4, int), np.zeros(8, int)]
+    with pytest.raises(ValueError, match=r"inner CV of repeat 0, fold \d: class 1 has [23] subject"):
+        run_nested_cv(
+            X,
+            y,
+            linear_grid_space(),
+            CVConfig(repeats=1, outer_folds=2, inner_folds=3, n_trials=1),
+            seed=0,
+            covariates=[],
+            categorical=[],
+        )
+
+
+@pytest.fixture(scope="module")
+def recovery_table(tmp_path_factory, default_config):
+    root = tmp_path_factory.mktemp("recovery")
+    sim = small_simulation(default_config, {"discovery": (160, 80)}, resolution=6.0, seed=21)
+    simulate_cohorts(sim, root, n_jobs=2, progress=False)
+    cohort = load_cohort(root / "discovery", tissues=("GM", "WM", "CSF"))
+    table, _ = build_feature_table(cohort, FeatureSet(name="gm_roi"), n_jobs=2)
+    return table, sim
+
+
+def test_recovery_of_the_planted_signature(recovery_table, default_config):
+    """(d) Default model config on simulated data: the planted regions carry the largest weights,
+    with the planted signs (frontal +, cerebellar -), once back-projected through the scaling."""
+    table, sim = recovery_table
+    model_cfg = default_config["model"]
+    features = [c for c in table.columns if c.startswith("gm_")]
+    X = table[[*model_cfg["covariates"], *features]]
+    cv = CVConfig(repeats=2, outer_folds=5, inner_folds=3, n_trials=12)
+    result = run_nested_cv(
+        X, table["response"].to_numpy(), SearchSpace.from_config(model_cfg), cv, seed=4, n_jobs=2
+    )
+    weights = pd.Series(np.mean([feature_weights(m) for m in result.models], axis=0), index=features)
+    # weight x feature SD: comparable across regions of different size
+    importance = weights * table[features].std()
+    planted = {f"gm_{r['name']}": r["sign"] for r in sim["signature"]["regions"]}
+    top = importance.abs().sort_values(ascending=False).index[: len(planted)]
+    assert len(set(top) & set(planted)) >= 7, list(top)
+    for column, sign in planted.items():
+        assert np.sign(importance[column]) == sign, (column, importance[column])
+    assert result.ensemble_metrics()["bac"] > 0.6
