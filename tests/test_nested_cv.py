@@ -257,3 +257,19 @@ def test_recovery_of_the_planted_signature(recovery_table, default_config):
     for column, sign in planted.items():
         assert np.sign(importance[column]) == sign, (column, importance[column])
     assert result.ensemble_metrics()["bac"] > 0.6
+
+
+def test_fast_balanced_accuracy_equals_sklearn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from src.validation.nested_cv import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 30))
+        y_true, y_pred = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        if rng.random() < 0.2:
+            y_pred[:] = y_pred[0]  # a constant prediction
+        if len(np.unique(y_true)) < 2:
+            continue
+        assert balanced_accuracy(y_true, y_pred) == balanced_accuracy_score(y_true, y_pred)
