@@ -1,8 +1,8 @@
 """``python -m src.train +experiment=gm_only``: repeated nested CV of one experiment on the discovery cohort.
 
-Writes to ``${paths.run}`` (default ``outputs/<experiment>/``): ``metrics.json``, ``predictions.csv``
-(out-of-fold scores, one row per subject x repeat), ``folds.csv``, ``trials.csv``, ``permutation_null.csv``
-and ``model/`` (the locked ensemble with its resolved config).
+Writes to ``${paths.run}/train`` (default ``outputs/<experiment>/train/``): ``metrics.json``,
+``predictions.csv`` (out-of-fold scores, one row per subject x repeat), ``folds.csv``, ``trials.csv``,
+``permutation_null.csv`` and ``model/`` (the locked ensemble with its resolved config).
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "feature_table_md5": document["provenance"]["feature_table_md5"],
         },
     )
-    with atomic_directory(cfg.paths.run) as out:
+    out_dir = Path(cfg.paths.run) / "train"
+    with atomic_directory(out_dir) as out:
         write_json_atomic(out / "metrics.json", document)
         write_text_atomic(out / "config.yaml", config_yaml)
         result.oof.to_csv(out / "predictions.csv", index=False)
@@ -156,7 +157,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"  permutation p = {perm.p_value:.4f} (n = {len(perm.null)}, "
             f"mean BAC over {perm.repeats} repeat(s))"
         )
-    print(f"  outputs   {cfg.paths.run}")
+    print(f"  outputs   {out_dir}")
     return document
 
 

@@ -19,6 +19,9 @@ def test_params_yaml_agrees_with_hydra_defaults():
     assert params["seed"] == cfg["seed"] == cfg["data"]["simulation"]["seed"]
     available = sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml"))
     assert sorted(params["feature_sets"]) == available
+    assert params["permutation"]["n"] == cfg["permutation"]["n"]
+    for name, spec in params["experiments"].items():
+        assert compose_config([f"+experiment={name}"])["features"]["name"] == spec["features"], name
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml")))

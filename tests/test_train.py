@@ -138,7 +138,7 @@ def test_train_entry_point(tmp_path):
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "gm_only: n=36 (18 responders)" in run.stdout
-    folder = out / "gm_only"
+    folder = out / "gm_only" / "train"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["permutation"]["n"] == 3 and metrics["cv"]["repeats"] == 2
     assert set(metrics["ensemble"]) == {"bac", "sensitivity", "specificity", "auc", "ppv", "npv"}
