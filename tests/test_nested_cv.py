@@ -273,3 +273,27 @@ def test_fast_balanced_accuracy_equals_sklearn():
         if len(np.unique(y_true)) < 2:
             continue
         assert balanced_accuracy(y_true, y_pred) == balanced_accuracy_score(y_true, y_pred)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"kernel": "linear", "C": 0.1},
+        {"kernel": "linear", "C": 1.0, "pca_variance": 0.8, "class_weight": "balanced"},
+    ],
+)
+def test_affine_form_reproduces_the_pipeline(params):
+    from src.models.linear import AffineDecision
+
+    rng = np.random.default_rng(2)
+    X = pd.concat(
+        [_covariates_frame(50, rng), pd.DataFrame(rng.normal(size=(50, 30))).add_prefix("gm_")], axis=1
+    )
+    y = rng.integers(0, 2, 50)
+    pipe = build_pipeline(params).fit(X.iloc[:40], y[:40])
+    affine = AffineDecision.from_pipeline(pipe)
+    new = X.iloc[40:].assign(site=["a", "b", "c", "a", "b", "a", "b", "a", "a", "b"])  # "c": unseen site
+    np.testing.assert_allclose(
+        affine.decision_function(new), pipe.decision_function(new), rtol=1e-10, atol=1e-10
+    )
+    assert affine.weights.shape == (30,) and affine.residualizer.coef_.size == 0

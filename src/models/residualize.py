@@ -55,6 +55,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         self.categorical = categorical
 
     def _design(self, X: pd.DataFrame, fitting: bool) -> np.ndarray:
+        """Design matrix [1, numeric covariates, one-hot categorical covariates] of ``X``'s rows."""
         columns = [np.ones(len(X))]
         for name in self.covariates:
             values = X[name]

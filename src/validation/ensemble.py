@@ -26,8 +26,9 @@ class EnsembleModel:
 
     Parameters
     ----------
-    models : list of Pipeline
-        The outer-fold pipelines (each: residualise -> scale -> [PCA] -> SVC).
+    models : list of Pipeline or AffineDecision
+        The outer-fold models (each: residualise -> scale -> [PCA] -> SVC; linear ones in their exact
+        affine form).
     feature_columns, covariates : list of str
         Columns every table to score must hold (other columns, e.g. participant_id, are ignored; an
         unknown feature column is an error, so a table from another atlas cannot be scored by mistake).

@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
+from src.models.linear import AffineDecision
 from src.models.pipeline import SVC_PARAMS, build_pipeline
 from src.models.search_space import SearchSpace
 from src.validation.metrics import METRICS, binary_metrics
@@ -74,7 +75,7 @@ class FoldResult:
     best_params: dict[str, Any]
     inner_best: float
     trials: pd.DataFrame
-    model: Pipeline | None
+    model: Pipeline | AffineDecision | None
     seconds: float
 
 
@@ -227,6 +228,7 @@ def fit_outer_fold(
     }
     model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
     decision = model.decision_function(X.iloc[test])
+    # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
     trials.insert(0, "fold", fold)
     trials.insert(0, "repeat", repeat)
     return FoldResult(
@@ -351,7 +353,7 @@ class NestedCVResult:
         return pd.concat([f.trials for f in self.folds], ignore_index=True)
 
     @property
-    def models(self) -> list[Pipeline]:
+    def models(self) -> list[Pipeline | AffineDecision]:
         return [f.model for f in self.folds if f.model is not None]
 
 
