@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 log = logging.getLogger(__name__)
+_REPORTED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class CovariateResidualizer(TransformerMixin, BaseEstimator):
@@ -63,7 +64,8 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
                 levels = self.levels_[name]
                 if not fitting:
                     unseen = sorted(set(values.astype(str)) - set(levels))
-                    if unseen:
+                    if unseen and (name, tuple(unseen)) not in _REPORTED:
+                        _REPORTED.add((name, tuple(unseen)))  # once per process, not once per fold model
                         log.warning(
                             "covariate %r: level(s) %s not seen in training; reference level used",
                             name,

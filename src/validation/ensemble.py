@@ -57,6 +57,9 @@ class EnsembleModel:
         """Lock a :func:`run_nested_cv` result: its fold models, Platt-fitted on OOF ensemble scores."""
         scores = result.ensemble_scores().reshape(-1, 1)
         platt = LogisticRegression(C=np.inf).fit(scores, result.y)
+        ids = np.asarray(result.ids)
+        # which subjects each fold model never saw: needed for out-of-fold permutation importance
+        info = {**(info or {}), "fold_test_ids": [ids[f.test].tolist() for f in result.folds]}
         return cls(
             result.models,
             result.feature_columns,

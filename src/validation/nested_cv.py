@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
-from src.models.linear import AffineDecision
+from src.models.linear import AffineDecision, compact
 from src.models.pipeline import SVC_PARAMS, build_pipeline
 from src.models.search_space import SearchSpace
 from src.validation.metrics import METRICS, binary_metrics
@@ -240,7 +240,7 @@ def fit_outer_fold(
         best_params=best_params,
         inner_best=float(best["value"]),
         trials=trials,
-        model=model if keep_model else None,
+        model=compact(model) if keep_model else None,
         seconds=time.perf_counter() - start,
     )
 

@@ -1,0 +1,349 @@
+"""``python -m src.evaluate +experiment=gm_only``: the locked model on the external and saline cohorts.
+
+Reads ``${paths.run}/train/model`` and the evaluation cohorts' feature tables; writes
+``${paths.run}/evaluate/``: ``metrics.json`` (every cohort, with and without site alignment, CIs,
+permutation p-values, treatment specificity), ``paper_table.csv``/``.md``, ``predictions.csv``,
+``regions.csv`` (weights, CVR, sign consistency), ``calibration.csv``, ``decision_curve.csv``, figures, and
+for voxel features ``weights.nii.gz``/``cvr.nii.gz``. The model is never refitted or re-tuned here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import matplotlib
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from src.evaluation.clinical import calibration_table, decision_curve
+from src.evaluation.harmonize import SiteAligner
+from src.evaluation.specificity import auc_difference_test, interaction_test
+from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
+from src.interpretation.regions import voxel_maps, weight_summary
+from src.models.linear import AffineDecision
+from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.logging import configure_logging
+from src.utils.provenance import git_state
+from src.validation.ensemble import EnsembleModel, load_model
+from src.validation.metrics import binary_metrics
+
+matplotlib.use("Agg")
+log = logging.getLogger(__name__)
+
+
+def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
+    frames = []
+    for name in cohorts:
+        path = features_dir / f"{name}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"feature table {path} not found (cohort {name!r}); run `dvc repro` first"
+            )
+        frames.append(pd.read_parquet(path).assign(_cohort=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_cohort(
+    model: EnsembleModel, table: pd.DataFrame, n_perm: int, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Metrics, permutation p-values (predictions fixed) and stratified bootstrap CIs of one cohort."""
+    y = table["response"].to_numpy(int)
+    scores = model.decision_function(table.drop(columns="_cohort"))
+    out: dict[str, Any] = {"n": len(y), "responders": int(y.sum()), **binary_metrics(y, scores)}
+    out.update(permutation_pvalues(y, scores, n=n_perm, seed=seed))
+    out["ci95"] = bootstrap_ci(y, scores, n=n_boot, seed=seed)
+    return out
+
+
+def paper_table(results: dict[str, dict[str, Any]], reference: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, r in results.items():
+        ref = reference.get(name, {})
+        ci = r.get("ci95", {})
+        rows.append(
+            {
+                "cohort": name,
+                "n": r["n"],
+                "responders": r["responders"],
+                "BAC": 100 * r["bac"],
+                "BAC 95% CI": _ci(ci.get("bac"), 100),
+                "sens": 100 * r["sensitivity"],
+                "spec": 100 * r["specificity"],
+                "AUC": r["auc"],
+                "AUC 95% CI": _ci(ci.get("auc"), 1),
+                "p (BAC)": r.get("p_bac"),
+                "paper n": ref.get("n"),
+                "paper BAC": ref.get("bac"),
+                "paper sens": ref.get("sensitivity"),
+                "paper spec": ref.get("specificity"),
+                "paper AUC": ref.get("auc"),
+                "paper p": ref.get("p"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ci(ci: tuple[float, float] | None, scale: float) -> str:
+    return (
+        ""
+        if ci is None
+        else f"{scale * ci[0]:.{1 if scale == 100 else 2}f}-{scale * ci[1]:.{1 if scale == 100 else 2}f}"
+    )
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """Plain markdown (no tabulate dependency): floats to 1 or 2 decimals, missing as '–'."""
+
+    def fmt(value: Any, column: str) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        if isinstance(value, float):
+            return (
+                f"{value:.3f}"
+                if column.startswith("p")
+                else f"{value:.2f}"
+                if "AUC" in column
+                else f"{value:.1f}"
+            )
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(fmt(v, c) for c, v in row.items()) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def interpretation(model: EnsembleModel, train: pd.DataFrame, features_dir: Path, seed: int) -> pd.DataFrame:
+    """Weights (linear) or out-of-fold permutation importance (other kernels) per feature."""
+    regions_path = features_dir / "regions.tsv"
+    regions = pd.read_csv(regions_path, sep="\t") if regions_path.is_file() else None
+    if all(isinstance(m, AffineDecision) for m in model.models):
+        return weight_summary(model.models, model.feature_columns, train, regions)
+    from sklearn.inspection import permutation_importance
+
+    rows = []
+    ids = train["participant_id"].to_numpy()
+    for i, (fold_model, test_ids) in enumerate(zip(model.models, model.info["fold_test_ids"], strict=True)):
+        test = train[np.isin(ids, test_ids)]
+        result = permutation_importance(
+            fold_model,
+            test[model.input_columns],
+            test["response"],
+            scoring="roc_auc",
+            n_repeats=5,
+            random_state=seed + i,
+        )
+        rows.append(result.importances_mean[len(model.covariates) :])
+    imp = np.vstack(rows)
+    table = pd.DataFrame(
+        {
+            "feature": model.feature_columns,
+            "auc_drop_mean": imp.mean(0),
+            "auc_drop_se": imp.std(0, ddof=1) / np.sqrt(len(imp)),
+        }
+    )
+    table = table.sort_values("auc_drop_mean", ascending=False, ignore_index=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+def _figures(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    dca_rows, cal_rows = [], []
+    for name, (y, scores, proba) in curves.items():
+        fpr, tpr, _ = roc_curve(y, scores)
+        axes[0].plot(fpr, tpr, label=name)
+        cal, brier = calibration_table(y, proba)
+        axes[1].plot(
+            cal["mean_predicted"], cal["observed_fraction"], marker="o", label=f"{name} (Brier {brier:.3f})"
+        )
+        cal_rows.append(cal.assign(cohort=name, brier=brier))
+        dca = decision_curve(y, proba).assign(cohort=name)
+        axes[2].plot(dca["threshold"], dca["net_benefit_model"], label=f"{name}: model")
+        axes[2].plot(
+            dca["threshold"], dca["net_benefit_treat_all"], linestyle=":", label=f"{name}: treat all"
+        )
+        dca_rows.append(dca)
+    axes[0].plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    axes[1].plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    axes[1].set(xlabel="predicted P(response)", ylabel="observed response rate", title="Calibration")
+    axes[2].axhline(0, color="grey", linewidth=0.5, label="treat none")
+    axes[2].set(
+        xlabel="threshold probability", ylabel="net benefit", title="Decision curve", ylim=(-0.3, 0.6)
+    )
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    pd.concat(cal_rows, ignore_index=True).to_csv(out / "calibration.csv", index=False)
+    dca = pd.concat(dca_rows, ignore_index=True)
+    dca.to_csv(out / "decision_curve.csv", index=False)
+    return dca
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure_logging(bool(cfg.verbose))
+    ev = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    run = Path(cfg.paths.run)
+    model = load_model(run / "train" / "model")
+    features_dir = Path(cfg.paths.features) / cfg.features.name
+    discovery = cfg.data.cohorts[0]
+    train = read_tables(features_dir, [discovery])
+    seed = int(cfg.seed)
+
+    # discovery: the out-of-fold ensemble scores of the nested CV (never the locked model on its own data)
+    oof = pd.read_csv(run / "train" / "predictions.csv")
+    ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
+    train_metrics = OmegaConf.to_container(OmegaConf.load(run / "train" / "config.yaml"))  # provenance only
+    results: dict[str, dict[str, Any]] = {
+        "discovery": {
+            "n": len(ens),
+            "responders": int(ens["y"].sum()),
+            **binary_metrics(ens["y"], ens["decision"]),
+            "ci95": bootstrap_ci(ens["y"], ens["decision"], n=int(ev["n_bootstrap"]), seed=seed),
+            "p_bac": _train_p(run),
+        }
+    }
+    aligned: dict[str, dict[str, Any]] = {}
+    scored: dict[str, pd.DataFrame] = {}
+    aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
+    for name, members in ev["cohorts"].items():
+        table = read_tables(features_dir, list(members))
+        model.check_columns(table.drop(columns="_cohort"))
+        results[name] = evaluate_cohort(model, table, int(ev["n_permutations"]), int(ev["n_bootstrap"]), seed)
+        scored[name] = table.assign(
+            decision=model.decision_function(table.drop(columns="_cohort")),
+            probability=model.predict_proba(table.drop(columns="_cohort"))[:, 1],
+        )
+        if aligner is not None:
+            aligned[name] = evaluate_cohort(
+                model, aligner.transform(table), int(ev["n_permutations"]), int(ev["n_bootstrap"]), seed
+            )
+
+    ket, ctl = scored[ev["ketamine"]], scored[ev["control"]]
+    specificity = {
+        "auc_difference": auc_difference_test(
+            ket["response"],
+            ket["decision"],
+            ctl["response"],
+            ctl["decision"],
+            n=int(ev["n_permutations"]) // 5,
+            seed=seed,
+        ),
+        "interaction": interaction_test(
+            np.r_[ket["response"], ctl["response"]],
+            np.r_[ket["decision"], ctl["decision"]],
+            np.r_[np.ones(len(ket)), np.zeros(len(ctl))],
+        ),
+    }
+    regions = interpretation(model, train, features_dir, seed)
+    table = paper_table(results, ev["reference"])
+    document = {
+        "experiment": cfg.name,
+        "positive_weight_means": "larger feature value -> predicted response",
+        "cohorts": results,
+        "cohorts_site_aligned": aligned,
+        "treatment_specificity": specificity,
+        "provenance": {
+            "git": git_state(),
+            "model_md5": file_md5(run / "train" / "model" / "model.joblib"),
+            "train_seed": train_metrics.get("seed"),
+        },
+    }
+    with atomic_directory(run / "evaluate") as out:
+        write_json_atomic(out / "metrics.json", document)
+        table.to_csv(out / "paper_table.csv", index=False)
+        write_text_atomic(out / "paper_table.md", markdown_table(table))
+        pd.concat(scored.values(), ignore_index=True).drop_duplicates("participant_id")[
+            ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]
+        ].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
+        regions.to_csv(out / "regions.csv", index=False)
+        slope, intercept = model.calibration
+        oof_proba = 1 / (1 + np.exp(-(slope * ens["decision"].to_numpy() + intercept)))
+        curves = {"discovery (OOF)": (ens["y"].to_numpy(), ens["decision"].to_numpy(), oof_proba)}
+        curves.update(
+            {
+                n: (
+                    scored[n]["response"].to_numpy(),
+                    scored[n]["decision"].to_numpy(),
+                    scored[n]["probability"].to_numpy(),
+                )
+                for n in (ev["ketamine"], ev["control"])
+            }
+        )
+        _figures(out, curves)
+        if (features_dir / "mask.nii.gz").is_file() and "cvr" in regions:
+            _voxel_outputs(out, regions, features_dir / "mask.nii.gz")
+    _print(cfg.name, table, specificity, aligned)
+    return document
+
+
+def _train_p(run: Path) -> float | None:
+    import json
+
+    perm = json.loads((run / "train" / "metrics.json").read_text()).get("permutation")
+    return None if perm is None else perm["p_value"]
+
+
+def _voxel_outputs(out: Path, regions: pd.DataFrame, mask_path: Path) -> None:
+    import nibabel as nib
+    from nilearn import plotting
+
+    maps = voxel_maps(regions, nib.load(mask_path))
+    for name, img in maps.items():
+        nib.save(img, out / f"{name}.nii.gz")
+    display = plotting.plot_stat_map(
+        maps["cvr"],
+        threshold=2.0,
+        display_mode="z",
+        cut_coords=6,
+        title="CV-ratio (positive: towards response)",
+    )
+    display.savefig(str(out / "cvr_map.png"), dpi=120)
+    display.close()
+
+
+def _print(name: str, table: pd.DataFrame, specificity: dict[str, Any], aligned: dict[str, Any]) -> None:
+    print(f"{name}: locked model on the evaluation cohorts")
+    print(
+        markdown_table(
+            table[
+                [
+                    "cohort",
+                    "n",
+                    "responders",
+                    "BAC",
+                    "BAC 95% CI",
+                    "sens",
+                    "spec",
+                    "AUC",
+                    "p (BAC)",
+                    "paper BAC",
+                    "paper AUC",
+                ]
+            ]
+        )
+    )
+    diff = specificity["auc_difference"]
+    print(
+        f"treatment specificity: AUC ketamine {diff['auc_a']:.3f} vs saline {diff['auc_b']:.3f}, "
+        f"difference {diff['difference']:.3f}, permutation p = {diff['p_value']:.4f}; "
+        f"score x treatment LR p = {specificity['interaction']['p_value']:.4f}"
+    )
+    for cohort, r in aligned.items():
+        print(
+            f"  site-aligned {cohort}: BAC {100 * r['bac']:.1f}, AUC {r['auc']:.3f}, p(BAC) {r['p_bac']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

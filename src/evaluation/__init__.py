@@ -1,0 +1,2 @@
+"""Evaluation of a locked model on independent cohorts: statistics, treatment specificity, harmonisation,
+calibration and decision curves."""
