@@ -96,19 +96,18 @@ def _ci(ci: tuple[float, float] | None, scale: float) -> str:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """Plain markdown (no tabulate dependency): floats to 1 or 2 decimals, missing as '–'."""
+    """Plain markdown (no tabulate dependency): counts as integers, BAC/sens/spec to 1 decimal, AUC to 2,
+    p-values to 3; missing as '–'."""
 
     def fmt(value: Any, column: str) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return "–"
+        if column in ("p (BAC)", "paper p"):
+            return f"{float(value):.3f}"
+        if column in ("n", "responders", "paper n"):
+            return str(int(value))
         if isinstance(value, float):
-            return (
-                f"{value:.3f}"
-                if column.startswith("p")
-                else f"{value:.2f}"
-                if "AUC" in column
-                else f"{value:.1f}"
-            )
+            return f"{value:.2f}" if "AUC" in column else f"{value:.1f}"
         return str(value)
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
