@@ -98,6 +98,7 @@ def test_site_alignment_never_reads_outcomes_and_matches_training_distribution()
     new = contract_table(n=30, seed=6).assign(site="newsite", madrs_baseline=30, madrs_24h=10)
     features = [c for c in train.columns if c.startswith("gm_")]
     new[features] = new[features] * 1.3 + 2.0  # a scanner effect
+    new[features] = new[features].astype("float32")  # as voxel tables are stored
     aligner = SiteAligner(features).fit(train)
     aligned = aligner.transform(new)
     scrambled = new.assign(response=1 - new["response"], madrs_24h=np.arange(30), madrs_baseline=60)

@@ -64,6 +64,7 @@ class SiteAligner(TransformerMixin, BaseEstimator):
     def transform(self, table: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``table`` with each site's feature columns aligned."""
         out = table.copy()
+        out[self.feature_columns] = out[self.feature_columns].astype(float)  # voxel tables are float32
         X = self._inputs(table)
         residuals = self.residualizer_.transform(X)
         covariate_part = X[self.feature_columns].to_numpy(float) - residuals

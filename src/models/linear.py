@@ -68,8 +68,13 @@ class AffineDecision:
     def feature_columns(self) -> list[str]:
         return list(self.residualizer.feature_columns_)
 
-    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-        out = X[self.feature_columns].to_numpy(dtype=float) @ self.weights + self.intercept
+    def decision_function(self, X: pd.DataFrame, features: np.ndarray | None = None) -> np.ndarray:
+        """Decision scores of ``X``'s rows; ``features`` may pass ``X[feature_columns]`` already as an array
+        (an ensemble of 100 fold models over 22k voxel columns then selects the columns once, not 100 times).
+        """
+        if features is None:
+            features = X[self.feature_columns].to_numpy(dtype=float)
+        out = features @ self.weights + self.intercept
         if self.covariate_weights.size:
             out -= self.residualizer._design(X, fitting=False) @ self.covariate_weights
         return out

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from src.models.linear import AffineDecision
 from src.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 MODEL_FILE = "model.joblib"
@@ -87,7 +88,13 @@ class EnsembleModel:
 
     def decision_matrix(self, table: pd.DataFrame) -> np.ndarray:
         X = self.check_columns(table)
-        return np.column_stack([m.decision_function(X) for m in self.models])
+        features = X[self.feature_columns].to_numpy(dtype=float)
+        return np.column_stack(
+            [
+                m.decision_function(X, features) if isinstance(m, AffineDecision) else m.decision_function(X)
+                for m in self.models
+            ]
+        )
 
     def decision_function(self, table: pd.DataFrame) -> np.ndarray:
         """Mean decision score of the fold models (> 0: positive class)."""
