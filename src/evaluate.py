@@ -202,7 +202,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     # discovery: the out-of-fold ensemble scores of the nested CV (never the locked model on its own data)
     oof = pd.read_csv(run / "train" / "predictions.csv")
     ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
-    train_metrics = OmegaConf.to_container(OmegaConf.load(run / "train" / "config.yaml"))  # provenance only
+    train_config = OmegaConf.to_container(OmegaConf.load(run / "train" / "config.yaml"))  # provenance only
     results: dict[str, dict[str, Any]] = {
         "discovery": {
             "n": len(ens),
@@ -255,7 +255,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "provenance": {
             "git": git_state(),
             "model_md5": file_md5(run / "train" / "model" / "model.joblib"),
-            "train_seed": train_metrics.get("seed"),
+            "train_seed": train_config.get("seed"),
         },
     }
     with atomic_directory(run / "evaluate") as out:

@@ -50,8 +50,3 @@ def build_pipeline(
             ("svc", svc),
         ]
     )
-
-
-def split_pipeline(pipeline: Pipeline) -> tuple[Pipeline, Any]:
-    """(preprocessing steps, final estimator): the preprocessing does not depend on SVC parameters."""
-    return pipeline[:-1], pipeline[-1]
