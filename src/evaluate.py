@@ -47,12 +47,9 @@ def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_cohort(
-    model: EnsembleModel, table: pd.DataFrame, n_perm: int, n_boot: int, seed: int
-) -> dict[str, Any]:
+def evaluate_cohort(y: np.ndarray, scores: np.ndarray, n_perm: int, n_boot: int, seed: int) -> dict[str, Any]:
     """Metrics, permutation p-values (predictions fixed) and stratified bootstrap CIs of one cohort."""
-    y = table["response"].to_numpy(int)
-    scores = model.decision_function(table.drop(columns="_cohort"))
+    y = np.asarray(y, int)
     out: dict[str, Any] = {"n": len(y), "responders": int(y.sum()), **binary_metrics(y, scores)}
     out.update(permutation_pvalues(y, scores, n=n_perm, seed=seed))
     out["ci95"] = bootstrap_ci(y, scores, n=n_boot, seed=seed)
@@ -217,15 +214,14 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
     for name, members in ev["cohorts"].items():
         table = read_tables(features_dir, list(members))
-        model.check_columns(table.drop(columns="_cohort"))
-        results[name] = evaluate_cohort(model, table, int(ev["n_permutations"]), int(ev["n_bootstrap"]), seed)
-        scored[name] = table.assign(
-            decision=model.decision_function(table.drop(columns="_cohort")),
-            probability=model.predict_proba(table.drop(columns="_cohort"))[:, 1],
-        )
+        decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
+        n_perm, n_boot = int(ev["n_permutations"]), int(ev["n_bootstrap"])
+        results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)
+        scored[name] = table.assign(decision=decision, probability=model.calibrate(decision))
         if aligner is not None:
+            aligned_table = aligner.transform(table).drop(columns="_cohort")
             aligned[name] = evaluate_cohort(
-                model, aligner.transform(table), int(ev["n_permutations"]), int(ev["n_bootstrap"]), seed
+                table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
             )
 
     ket, ctl = scored[ev["ketamine"]], scored[ev["control"]]
@@ -266,8 +262,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]
         ].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
         regions.to_csv(out / "regions.csv", index=False)
-        slope, intercept = model.calibration
-        oof_proba = 1 / (1 + np.exp(-(slope * ens["decision"].to_numpy() + intercept)))
+        oof_proba = model.calibrate(ens["decision"].to_numpy())
         curves = {"discovery (OOF)": (ens["y"].to_numpy(), ens["decision"].to_numpy(), oof_proba)}
         curves.update(
             {

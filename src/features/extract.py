@@ -109,18 +109,22 @@ def region_columns(labels: pd.DataFrame, tissue: str) -> list[str]:
     return [f"{tissue.lower()}_{name}" for name in clean]
 
 
+def _tiv_ml(images: list[nib.Nifti1Image], voxel_ml: float) -> float:
+    """TIV in ml: the summed GM + WM + CSF densities times the voxel volume."""
+    return float(sum(np.asarray(img.dataobj).sum() for img in images)) * voxel_ml
+
+
 def _subject_roi(
     cohort: Cohort, i: int, maskers: dict[str, NiftiLabelsMasker], tiv_tissues: tuple[str, ...]
 ) -> tuple[np.ndarray, float]:
-    values, tiv = [], 0.0
+    values = []
     loaded: dict[str, nib.Nifti1Image] = {}
     for tissue in dict.fromkeys((*maskers, *tiv_tissues)):
         loaded[tissue] = _read_image(cohort, tissue, i)
     for tissue, masker in maskers.items():
         values.append(np.asarray(masker.transform(loaded[tissue]), dtype=np.float64).ravel())
     voxel_ml = _voxel_ml(cohort.reference_affine)
-    for tissue in tiv_tissues:
-        tiv += float(np.asarray(loaded[tissue].dataobj).sum()) * voxel_ml
+    tiv = _tiv_ml([loaded[t] for t in tiv_tissues], voxel_ml)
     return np.concatenate(values) * voxel_ml, tiv
 
 
@@ -204,11 +208,10 @@ def _subject_voxels(
     cohort: Cohort, i: int, masker: NiftiMasker, fwhm: float | None, tiv_tissues: tuple[str, ...]
 ) -> tuple[np.ndarray, float]:
     img = _read_image(cohort, "GM", i)
-    tiv = 0.0
-    voxel_ml = _voxel_ml(cohort.reference_affine)
-    for tissue in tiv_tissues:
-        other = img if tissue == "GM" else _read_image(cohort, tissue, i)
-        tiv += float(np.asarray(other.dataobj).sum()) * voxel_ml
+    tiv = _tiv_ml(
+        [img if t == "GM" else _read_image(cohort, t, i) for t in tiv_tissues],
+        _voxel_ml(cohort.reference_affine),
+    )
     if fwhm:
         img = image.smooth_img(img, fwhm)
     # density maps: interpolating to the coarser mask grid keeps "fraction of voxel that is GM"

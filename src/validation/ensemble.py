@@ -102,9 +102,13 @@ class EnsembleModel:
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """Platt-calibrated probability of the positive class, shape (n, 2) as in scikit-learn."""
-        slope, intercept = self.calibration
-        p = 1.0 / (1.0 + np.exp(-(slope * self.decision_function(table) + intercept)))
+        p = self.calibrate(self.decision_function(table))
         return np.column_stack([1 - p, p])
+
+    def calibrate(self, decision: np.ndarray) -> np.ndarray:
+        """Platt probability of the positive class for ensemble decision scores already computed."""
+        slope, intercept = self.calibration
+        return 1.0 / (1.0 + np.exp(-(slope * np.asarray(decision, dtype=float) + intercept)))
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(table) > 0).astype(int)
