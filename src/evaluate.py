@@ -1,10 +1,13 @@
 """``python -m src.evaluate +experiment=gm_only``: the locked model on the external and saline cohorts.
 
-Reads ``${paths.run}/train/model`` and the evaluation cohorts' feature tables; writes
+Loads the locked model from the MLflow model registry (the version ``src.train`` registered, recorded in
+``${paths.run}/train/tracking.json``), or from the DVC-versioned ``${paths.run}/train/model`` when tracking is
+off or the store does not hold that run, and the evaluation cohorts' feature tables; writes
 ``${paths.run}/evaluate/``: ``metrics.json`` (every cohort, with and without site alignment, CIs,
 permutation p-values, treatment specificity), ``paper_table.csv``/``.md``, ``predictions.csv``,
 ``regions.csv`` (weights, CVR, sign consistency), ``calibration.csv``, ``decision_curve.csv``, figures, and
-for voxel features ``weights.nii.gz``/``cvr.nii.gz``. The model is never refitted or re-tuned here.
+for voxel features ``weights.nii.gz``/``cvr.nii.gz``. The model is never refitted or re-tuned here. With
+tracking on, every evaluation cohort becomes an MLflow run nested under the training run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
 from src.interpretation.regions import voxel_maps, weight_summary
 from src.models.linear import AffineDecision
+from src.tracking.store import TrackingSettings
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
@@ -190,7 +194,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     ev = OmegaConf.to_container(cfg.evaluation, resolve=True)
     run = Path(cfg.paths.run)
-    model = load_model(run / "train" / "model")
+    settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
+    model, training_run, model_source = locked_model(settings, run / "train")
     features_dir = Path(cfg.paths.features) / cfg.features.name
     discovery = cfg.data.cohorts[0]
     train = read_tables(features_dir, [discovery])
@@ -251,6 +256,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "provenance": {
             "git": git_state(),
             "model_md5": file_md5(run / "train" / "model" / "model.joblib"),
+            "model_source": model_source,
+            "mlflow_training_run": None if training_run is None else training_run["run_id"],
             "train_seed": train_config.get("seed"),
         },
     }
@@ -277,8 +284,44 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         _figures(out, curves)
         if (features_dir / "mask.nii.gz").is_file() and "cvr" in regions:
             _voxel_outputs(out, regions, features_dir / "mask.nii.gz")
+        if training_run is not None:
+            from src.tracking.evaluation import log_evaluation
+
+            evaluation_runs = log_evaluation(
+                settings,
+                training_run,
+                results=results,
+                aligned=aligned,
+                tables=scored,
+                input_columns=model.input_columns,
+                specificity=specificity,
+                outputs=out,
+            )
+            write_json_atomic(out / "tracking.json", {"training": training_run, "evaluation_runs": evaluation_runs})
     _print(cfg.name, table, specificity, aligned)
     return document
+
+
+def locked_model(settings: TrackingSettings, train_dir: Path) -> tuple[EnsembleModel, dict | None, str]:
+    """(model, training run record or None, where the model came from).
+
+    With tracking on and a tracked training run, the model comes from the MLflow registry; if the store
+    does not hold that run (deleted ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used
+    with a warning and nothing is logged to MLflow.
+    """
+    if settings.enabled:
+        from src.tracking.evaluation import load_registered_model, read_training_run
+
+        training = read_training_run(train_dir)
+        if training is None:
+            log.warning("%s has no tracking.json (trained with tracking off): using %s", train_dir, train_dir / "model")
+        else:
+            try:
+                model = load_registered_model(settings, training)
+                return model, training, training.get("registry_uri") or training["model_uri"]
+            except LookupError as error:
+                log.warning("%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir)
+    return load_model(train_dir / "model"), None, str(train_dir / "model")
 
 
 def _train_p(run: Path) -> float | None:

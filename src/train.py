@@ -2,7 +2,8 @@
 
 Writes to ``${paths.run}/train`` (default ``outputs/<experiment>/train/``): ``metrics.json``,
 ``predictions.csv`` (out-of-fold scores, one row per subject x repeat), ``folds.csv``, ``trials.csv``,
-``permutation_null.csv`` and ``model/`` (the locked ensemble with its resolved config).
+``permutation_null.csv``, ``model/`` (the locked ensemble with its resolved config) and, when tracking is on,
+``tracking.json`` (the MLflow run and registered model version the evaluation loads).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.contract import TABLE_META_COLUMNS
+from src.interpretation.regions import weight_summary
+from src.models.linear import AffineDecision
 from src.models.search_space import SearchSpace
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
-from src.utils.provenance import git_state, package_versions
+from src.tracking.store import TrackingSettings
+from src.utils.provenance import dvc_output_md5, git_state, package_versions
 from src.validation.ensemble import EnsembleModel
 from src.validation.nested_cv import CVConfig, NestedCVResult, run_nested_cv
 from src.validation.permutation import PermutationResult, permutation_test
@@ -77,6 +81,42 @@ def metrics_document(
         "trials": convergence(result.trials()),
         "provenance": {"git": git_state(), "feature_table_md5": table_md5, "packages": package_versions()},
     }
+
+
+def track(
+    cfg: DictConfig,
+    settings: TrackingSettings,
+    document: dict[str, Any],
+    result: NestedCVResult,
+    model: EnsembleModel,
+    space: SearchSpace,
+    outputs: Path,
+    table: pd.DataFrame,
+    table_path: Path,
+    perm: PermutationResult | None,
+) -> Any:
+    """Hand the results to the MLflow layer (imported here: the engine runs without MLflow)."""
+    from src.tracking.training import log_training
+
+    regions = None
+    if all(isinstance(m, AffineDecision) for m in model.models):
+        regions_path = table_path.parent / "regions.tsv"
+        atlas = pd.read_csv(regions_path, sep="\t") if regions_path.is_file() else None
+        regions = weight_summary(model.models, model.feature_columns, table, atlas)
+    return log_training(
+        settings,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        document=document,
+        result=result,
+        model=model,
+        space=space,
+        outputs=outputs,
+        example=table[model.input_columns].head(5),
+        feature_tables={cfg.data.cohorts[0]: document["provenance"]["feature_table_md5"]},
+        dvc_md5=dvc_output_md5(table_path.parent),
+        regions=regions,
+        permutation_null=None if perm is None else perm.null,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -139,6 +179,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 out / "permutation_null.csv", index=False
             )
         model.save(out / "model", config_yaml)
+        settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
+        if settings.enabled:
+            tracked = track(cfg, settings, document, result, model, space, out, table, path, perm)
+            write_json_atomic(out / "tracking.json", tracked.to_dict())
     ens, rep = document["ensemble"], document["repeats"]
     print(
         f"{cfg.name}: n={document['n']} ({document['responders']} responders), "
@@ -158,6 +202,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"mean BAC over {perm.repeats} repeat(s))"
         )
     print(f"  outputs   {out_dir}")
+    if settings.enabled:
+        print(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")
     return document
 
 

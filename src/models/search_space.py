@@ -53,6 +53,19 @@ class SearchSpace:
                 out[name] = trial.suggest_categorical(name, list(spec["choices"]))
         return {k: _none(v) for k, v in out.items()}
 
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The Optuna distribution of every tuned parameter (to rebuild studies from stored trials)."""
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name, spec in self.params.items():
+            log = bool(spec.get("log", False))
+            if spec["type"] == "float":
+                out[name] = optuna.distributions.FloatDistribution(float(spec["low"]), float(spec["high"]), log=log)
+            elif spec["type"] == "int":
+                out[name] = optuna.distributions.IntDistribution(int(spec["low"]), int(spec["high"]), log=log)
+            else:
+                out[name] = optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        return out
+
     def grid(self) -> dict[str, list[Any]]:
         """The GridSampler search space; every non-categorical parameter needs a ``grid`` list."""
         grid = {}

@@ -15,5 +15,11 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("src").setLevel(level)
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    # MLflow installs its own handler at INFO (database migrations, "registered model ..." lines)
+    logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning, module="nilearn")
+        # pickle-based MLflow models are the only format that holds the ensemble's own classes (skops needs
+        # every type whitelisted); the warning is said once here, in the README, not on every run
+        logging.getLogger("mlflow.sklearn").addFilter(lambda record: "pickle" not in record.getMessage())

@@ -39,11 +39,30 @@ def git_state(cwd: str | Path = ".") -> dict[str, object]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def dvc_output_md5(path: str | Path, lock: str | Path = "dvc.lock") -> str | None:
+    """The md5 DVC recorded for an output (file or directory) in ``dvc.lock``; None if DVC does not track it.
+
+    Read from the lock file rather than recomputed: it is the hash ``dvc status``/``dvc diff`` compare.
+    """
+    lock = Path(lock)
+    if not lock.is_file():
+        return None
+    import yaml
+
+    target = Path(path).resolve()
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if (lock.parent / out["path"]).resolve() == target:
+                return out.get("md5")
+    return None

@@ -1,0 +1,142 @@
+"""Evaluation runs in MLflow: the locked model loaded from the registry, one run per evaluation cohort
+(nested under the training run and tagged with the model version), and the headline numbers copied onto the
+training run so the UI's compare view shows discovery, external and saline side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.tracking.store import TrackingSettings, open_experiment, quiet_stderr
+from src.tracking.training import EVALUATION, ROLE_TAG
+from src.validation.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+TRACKING_FILE = "tracking.json"
+
+
+def read_training_run(train_dir: Path) -> dict[str, Any] | None:
+    """The ``tracking.json`` written by a tracked ``src.train`` run (None when it was not tracked)."""
+    path = train_dir / TRACKING_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_registered_model(settings: TrackingSettings, training: Mapping[str, Any]) -> Any:
+    """The locked ensemble from the model registry (or the run's logged model when not registered).
+
+    Raises a clear error when the store does not hold the training run (e.g. ``mlruns/`` was deleted or
+    ``tracking.uri`` points elsewhere): the caller decides whether to fall back to the DVC-versioned copy.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    open_experiment(settings)
+    uri = training.get("registry_uri") or training["model_uri"]
+    try:
+        mlflow.tracking.MlflowClient().get_run(training["run_id"])
+        return mlflow.sklearn.load_model(uri)
+    except MlflowException as error:
+        raise LookupError(
+            f"training run {training['run_id']} / model {uri} not found in {settings.tracking_uri}: "
+            f"{error.message.splitlines()[0]}"
+        ) from error
+
+
+def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
+    """One evaluation cohort's numbers as flat MLflow metrics (same keys for every cohort/experiment)."""
+    out = {m: result[m] for m in METRICS}
+    out.update({k: result[k] for k in ("p_bac", "p_auc") if k in result})
+    for metric, (low, high) in result.get("ci95", {}).items():
+        out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = low, high
+    if aligned:
+        out.update({f"site_aligned_{m}": aligned[m] for m in ("bac", "auc", "p_bac") if m in aligned})
+    out["n"], out["responders"] = result["n"], result["responders"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def log_evaluation(
+    settings: TrackingSettings,
+    training: Mapping[str, Any],
+    *,
+    results: Mapping[str, Mapping[str, Any]],
+    aligned: Mapping[str, Mapping[str, Any]],
+    tables: Mapping[str, pd.DataFrame],
+    input_columns: list[str],
+    specificity: Mapping[str, Any],
+    outputs: Path,
+) -> dict[str, str]:
+    """Log every evaluation cohort as its own run and summarise them on the training run.
+
+    Each cohort run holds MLflow's classifier evaluation of the registered model (``mlflow.models.evaluate``:
+    accuracy, precision, recall, F1, ROC AUC, log loss, ROC/PR/calibration/confusion plots, the dataset as a
+    run input) plus this project's metrics (BAC, sensitivity, specificity, PPV, NPV, permutation p, bootstrap
+    CIs, site-aligned results). Returns ``{cohort: run_id}``.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+
+    experiment_id = open_experiment(settings)
+    client = mlflow.tracking.MlflowClient()
+    model_uri = training.get("registry_uri") or training["model_uri"]
+    with quiet_stderr():
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    group = time.strftime("%Y%m%dT%H%M%S")
+    tags = {
+        ROLE_TAG: EVALUATION,
+        "mlflow.parentRunId": training["run_id"],
+        "training_run_id": training["run_id"],
+        "model_uri": model_uri,
+        "registered_model": str(training.get("registered_model")),
+        "model_version": str(training.get("model_version")),
+        "evaluation_id": group,
+    }
+    run_ids: dict[str, str] = {}
+    for cohort, table in tables.items():
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"evaluate {cohort}", tags={**tags, "cohort": cohort}
+        ) as run:
+            data = table[[*input_columns, "response"]].reset_index(drop=True)
+            with warnings.catch_warnings(), quiet_stderr():
+                warnings.simplefilter("ignore")
+                mlflow.models.evaluate(
+                    pyfunc,
+                    data,
+                    targets="response",
+                    model_type="classifier",
+                    evaluator_config={"pos_label": 1, "label_list": [0, 1], "log_model_explainability": False},
+                )
+            mlflow.log_metrics(cohort_metrics(results[cohort], aligned.get(cohort)))
+            mlflow.log_table(
+                table[["participant_id", "site", "treatment", "response", "decision", "probability"]],
+                "predictions.json",
+            )
+            run_ids[cohort] = run.info.run_id
+
+    now = int(time.time() * 1000)
+    summary = {
+        f"{cohort}_{k}": v
+        for cohort in tables
+        for k, v in cohort_metrics(results[cohort], aligned.get(cohort)).items()
+        if k in ("bac", "auc", "sensitivity", "specificity", "p_bac", "p_auc", "site_aligned_bac")
+    }
+    summary["specificity_auc_difference"] = specificity["auc_difference"]["difference"]
+    summary["specificity_p"] = specificity["auc_difference"]["p_value"]
+    summary["specificity_interaction_p"] = specificity["interaction"]["p_value"]
+    client.log_batch(
+        training["run_id"],
+        metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if np.isfinite(v)],
+    )
+    client.set_tag(training["run_id"], "last_evaluation_id", group)
+    for path in sorted(outputs.iterdir()):
+        if path.is_file():
+            client.log_artifact(training["run_id"], str(path), "evaluate")
+    return run_ids

@@ -1,0 +1,109 @@
+"""Where runs go: the project's ``mlruns/`` store by default, any tracking server on request."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """The ``tracking`` config group.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: nothing is logged (quick runs, or no MLflow wanted); entry points still write their files.
+    uri : str or None
+        Tracking URI. None: ``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<root>/mlflow.db``.
+    root : str
+        The local store folder (default the top-level ``mlruns/``): the SQLite database and every
+        experiment's artifacts live inside it, whatever the current directory.
+    experiment : str
+        MLflow experiment (default: the Hydra experiment's name).
+    register_model : bool
+        Register the locked ensemble in the model registry as ``model_name``.
+    model_name : str
+        Registered model name.
+    """
+
+    enabled: bool = True
+    uri: str | None = None
+    root: str = "mlruns"
+    experiment: str = "default"
+    register_model: bool = True
+    model_name: str = "ketamine-trd"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrackingSettings:
+        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        return cls(**known)
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.uri:
+            return str(self.uri)
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{self.root_path / 'mlflow.db'}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
+
+
+def open_experiment(settings: TrackingSettings) -> str:
+    """Point MLflow at the store and return the id of ``settings.experiment`` (created if absent).
+
+    MLflow's client-side default artifact root for a SQLite store is ``./mlruns`` relative to the current
+    directory; new experiments of a local store therefore get an explicit location inside ``root`` so that
+    database and artifacts stay together. A server decides the artifact location itself.
+    """
+    import mlflow
+
+    if settings.is_local:
+        settings.root_path.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.is_local:
+        location = (settings.root_path / "artifacts" / settings.experiment).as_uri()
+    log.info("creating MLflow experiment %r in %s", settings.experiment, settings.tracking_uri)
+    return mlflow.create_experiment(settings.experiment, artifact_location=location)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"model.search_space.C.low": "0.0001", ...}`` for MLflow params (lists as text)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Swallow MLflow's unconditional stderr prints (model registration) into the INFO log."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        yield
+    if buffer.getvalue().strip():
+        log.info("%s", buffer.getvalue().strip())

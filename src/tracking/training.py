@@ -1,0 +1,241 @@
+"""A training run in MLflow: one parent run per ``src.train`` invocation, one child run per outer fold
+(with each inner-loop trial as a stepped metric), and the locked ensemble as a registered model."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.models.search_space import SearchSpace
+from src.tracking.figures import ensemble_figures, optuna_figures
+from src.tracking.store import TrackingSettings, flatten, open_experiment, quiet_stderr
+from src.utils.provenance import git_state, package_versions
+from src.validation.metrics import METRICS, binary_metrics
+
+log = logging.getLogger(__name__)
+
+# Tag/metric keys shared by every experiment, so runs table side by side in the UI and in search_runs.
+PROJECT_DISTRIBUTION = "ketamine-trd-smri"
+ROLE_TAG = "run_role"
+TRAINING, OUTER_FOLD, EVALUATION = "training", "outer_fold", "evaluation"
+OUTER_METRICS = ("bac", "auc", "sensitivity", "specificity")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where a training run and its model went (written to ``train/tracking.json`` for the evaluation)."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    model_uri: str
+    registered_model: str | None
+    model_version: str | None
+
+    @property
+    def registry_uri(self) -> str | None:
+        if self.registered_model is None:
+            return None
+        return f"models:/{self.registered_model}/{self.model_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "registry_uri": self.registry_uri}
+
+
+def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
+    """Parent-run metrics from the train ``metrics.json`` document: ``discovery_<m>`` (OOF ensemble),
+    ``discovery_repeat_<m>_mean``/``_sd``, ``permutation_p``."""
+    out = {f"discovery_{m}": document["ensemble"][m] for m in METRICS}
+    for m in METRICS:
+        out[f"discovery_repeat_{m}_mean"] = document["repeats"][m]["mean"]
+        out[f"discovery_repeat_{m}_sd"] = document["repeats"][m]["sd"]
+    if document.get("permutation"):
+        out["permutation_p"] = document["permutation"]["p_value"]
+        out["permutation_null_mean"] = document["permutation"]["null_mean"]
+    out["n_subjects"] = document["n"]
+    out["n_features"] = document["n_features"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def provenance_tags(
+    config: Mapping[str, Any], feature_tables: Mapping[str, str], dvc_md5: str | None
+) -> dict[str, str]:
+    git = git_state()
+    tags = {
+        ROLE_TAG: TRAINING,
+        "experiment": str(config.get("name")),
+        "features": str(config.get("features", {}).get("name")),
+        "model": str(config.get("model", {}).get("name")),
+        "seed": str(config.get("seed")),
+        "host": platform.node(),
+        "git_commit": str(git["commit"]),
+        "git_dirty": str(git["dirty"]),
+        **{f"data_md5.{cohort}": md5 for cohort, md5 in feature_tables.items()},
+        **{f"pkg.{name}": version for name, version in package_versions().items()},
+    }
+    if git["commit"]:
+        tags["mlflow.source.git.commit"] = str(git["commit"])
+    if dvc_md5:
+        tags["data_dvc_md5"] = dvc_md5
+    return tags
+
+
+def log_training(
+    settings: TrackingSettings,
+    *,
+    config: Mapping[str, Any],
+    document: Mapping[str, Any],
+    result: Any,
+    model: Any,
+    space: SearchSpace,
+    outputs: Path,
+    example: pd.DataFrame,
+    feature_tables: Mapping[str, str],
+    dvc_md5: str | None = None,
+    regions: pd.DataFrame | None = None,
+    permutation_null: np.ndarray | None = None,
+) -> TrainingRun:
+    """Log one nested-CV run: parent (config, provenance, metrics, artifacts, model) + R x K fold runs.
+
+    Parameters
+    ----------
+    config : resolved Hydra config (plain dict); flattened into the parent's params.
+    document : the train ``metrics.json`` document.
+    result : :class:`~src.validation.nested_cv.NestedCVResult`.
+    model : the locked :class:`~src.validation.ensemble.EnsembleModel`.
+    outputs : folder holding the train outputs (tables, config.yaml); its files become artifacts.
+    example : a few rows of the training table (the model's input example and signature).
+    feature_tables : ``{cohort: md5}`` of the input feature tables.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = open_experiment(settings)
+    client = MlflowClient()
+    name = str(config.get("name"))
+    tags = provenance_tags(config, feature_tables, dvc_md5)
+    start = time.perf_counter()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(flatten(config))
+        mlflow.log_metrics(training_metrics(document))
+        per_repeat = result.per_repeat()
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[
+                mlflow.entities.Metric(f"repeat_{m}", float(row[m]), now, int(row["repeat"]))
+                for _, row in per_repeat.iterrows()
+                for m in OUTER_METRICS
+                if np.isfinite(row[m])
+            ],
+        )
+        _log_fold_runs(client, experiment_id, run_id, result)
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = Path(tmp)
+            ensemble_figures(result.y, result.ensemble_scores(), figures, name)
+            optuna_figures(result.trials(), space, figures)
+            if regions is not None:
+                regions.to_csv(figures / "weights.csv", index=False)
+            if permutation_null is not None and len(permutation_null):
+                _null_figure(permutation_null, document["permutation"]["observed"], figures)
+            mlflow.log_artifacts(str(figures), "figures")
+        for path in sorted(outputs.iterdir()):
+            if path.is_file():
+                mlflow.log_artifact(str(path), "train")
+        info = _log_model(settings, model, example, name)
+    log.info("MLflow: logged run %s in %.1f s", run_id, time.perf_counter() - start)
+    version = getattr(info, "registered_model_version", None)
+    return TrainingRun(
+        tracking_uri=mlflow.get_tracking_uri(),
+        experiment_id=experiment_id,
+        run_id=run_id,
+        model_uri=info.model_uri,
+        registered_model=settings.model_name if settings.register_model else None,
+        model_version=None if version is None else str(version),
+    )
+
+
+def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any) -> None:
+    """One child run per (repeat, outer fold). Each trial's mean inner BAC is the stepped metric
+    ``inner_bac`` (step = trial number) so the UI draws every study's optimisation history; all of a
+    fold's values go in one ``log_batch`` call, sent asynchronously and awaited at the end."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    operations = []
+    for fold in result.folds:
+        child = client.create_run(
+            experiment_id,
+            run_name=f"repeat {fold.repeat:02d} fold {fold.fold:02d}",
+            tags={"mlflow.parentRunId": parent_id, ROLE_TAG: OUTER_FOLD},
+        )
+        now = int(time.time() * 1000)
+        trials = fold.trials.sort_values("number")
+        metrics = [Metric("inner_bac", float(v), now, int(n)) for n, v in zip(trials["number"], trials["value"])]
+        outer = binary_metrics(result.y[fold.test], fold.decision)
+        metrics += [Metric(f"outer_{m}", outer[m], now, 0) for m in OUTER_METRICS if np.isfinite(outer[m])]
+        metrics.append(Metric("inner_best_bac", float(fold.inner_best), now, 0))
+        metrics.append(Metric("seconds", float(fold.seconds), now, 0))
+        params = [Param(k, "none" if v is None else str(v)) for k, v in fold.best_params.items()]
+        params += [
+            Param("repeat", str(fold.repeat)),
+            Param("fold", str(fold.fold)),
+            Param("n_train", str(len(fold.train))),
+            Param("n_test", str(len(fold.test))),
+        ]
+        tags = [RunTag("repeat", str(fold.repeat)), RunTag("fold", str(fold.fold))]
+        operations.append(
+            (child.info.run_id, client.log_batch(child.info.run_id, metrics, params, tags, synchronous=False))
+        )
+    for run_id, operation in operations:
+        operation.wait()
+        client.set_terminated(run_id)
+
+
+def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, name: str) -> Any:
+    """The locked ensemble as an MLflow scikit-learn model (``predict`` = labels, ``predict_proba`` = Platt
+    probabilities; ``mlflow.sklearn.load_model`` gives back the ensemble with ``decision_function``).
+
+    Requirements are listed instead of inferred: inference re-loads the model in a subprocess (seconds).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    versions = package_versions(("numpy", "pandas", "scikit-learn", "scipy", "joblib", PROJECT_DISTRIBUTION))
+    # the ensemble's classes live in this project: it is a requirement when installed as a distribution
+    requirements = [f"{pkg}=={v}" for pkg, v in versions.items() if pkg != "python" and v != "not installed"]
+    signature = infer_signature(example, model.predict(example))
+    with quiet_stderr():  # the registry prints "Successfully registered model ..." to stderr unconditionally
+        return mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="cloudpickle",
+            pip_requirements=requirements,
+            registered_model_name=settings.model_name if settings.register_model else None,
+            tags={"experiment": name},
+        )
+
+
+def _null_figure(null: np.ndarray, observed: float, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(null, bins=30, color="grey")
+    ax.axvline(observed, color="crimson", label=f"observed {observed:.3f}")
+    ax.set(xlabel="mean BAC under permuted labels", ylabel="permutations", title="Permutation null")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "permutation_null.png", dpi=110)
+    plt.close(fig)
+    pd.DataFrame({"mean_bac": null}).to_csv(out / "permutation_null.csv", index=False)
