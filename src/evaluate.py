@@ -284,6 +284,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         _figures(out, curves)
         if (features_dir / "mask.nii.gz").is_file() and "cvr" in regions:
             _voxel_outputs(out, regions, features_dir / "mask.nii.gz")
+        evaluation_runs: dict[str, str] = {}
         if training_run is not None:
             from src.tracking.evaluation import log_evaluation
 
@@ -297,7 +298,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 specificity=specificity,
                 outputs=out,
             )
-            write_json_atomic(out / "tracking.json", {"training": training_run, "evaluation_runs": evaluation_runs})
+        write_json_atomic(
+            out / "tracking.json",
+            {"model_source": model_source, "training": training_run, "evaluation_runs": evaluation_runs},
+        )
     _print(cfg.name, table, specificity, aligned)
     return document
 
@@ -314,13 +318,15 @@ def locked_model(settings: TrackingSettings, train_dir: Path) -> tuple[EnsembleM
 
         training = read_training_run(train_dir)
         if training is None:
-            log.warning("%s has no tracking.json (trained with tracking off): using %s", train_dir, train_dir / "model")
+            log.warning("%s was trained with tracking off: using %s", train_dir, train_dir / "model")
         else:
             try:
                 model = load_registered_model(settings, training)
                 return model, training, training.get("registry_uri") or training["model_uri"]
             except LookupError as error:
-                log.warning("%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir)
+                log.warning(
+                    "%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir
+                )
     return load_model(train_dir / "model"), None, str(train_dir / "model")
 
 

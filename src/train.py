@@ -2,8 +2,8 @@
 
 Writes to ``${paths.run}/train`` (default ``outputs/<experiment>/train/``): ``metrics.json``,
 ``predictions.csv`` (out-of-fold scores, one row per subject x repeat), ``folds.csv``, ``trials.csv``,
-``permutation_null.csv``, ``model/`` (the locked ensemble with its resolved config) and, when tracking is on,
-``tracking.json`` (the MLflow run and registered model version the evaluation loads).
+``permutation_null.csv``, ``model/`` (the locked ensemble with its resolved config) and ``tracking.json`` (the
+MLflow run and registered model version the evaluation loads; null when tracking is off).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from src.data.contract import TABLE_META_COLUMNS
 from src.interpretation.regions import weight_summary
 from src.models.linear import AffineDecision
 from src.models.search_space import SearchSpace
+from src.tracking.store import TrackingSettings
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
-from src.tracking.store import TrackingSettings
 from src.utils.provenance import dvc_output_md5, git_state, package_versions
 from src.validation.ensemble import EnsembleModel
 from src.validation.nested_cv import CVConfig, NestedCVResult, run_nested_cv
@@ -180,9 +180,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             )
         model.save(out / "model", config_yaml)
         settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
-        if settings.enabled:
-            tracked = track(cfg, settings, document, result, model, space, out, table, path, perm)
-            write_json_atomic(out / "tracking.json", tracked.to_dict())
+        tracked = (
+            track(cfg, settings, document, result, model, space, out, table, path, perm)
+            if settings.enabled
+            else None
+        )
+        # always written (a DVC output): the run and model version the evaluation loads, or null
+        write_json_atomic(out / "tracking.json", None if tracked is None else tracked.to_dict())
     ens, rep = document["ensemble"], document["repeats"]
     print(
         f"{cfg.name}: n={document['n']} ({document['responders']} responders), "
@@ -202,7 +206,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"mean BAC over {perm.repeats} repeat(s))"
         )
     print(f"  outputs   {out_dir}")
-    if settings.enabled:
+    if tracked is not None:
         print(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")
     return document
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ from src.data.simulate import simulate_cohorts
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for entry points run as subprocesses from any directory: the project importable, no
+    tracking server inherited from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return {**env, **extra}
 
 
 def compose_config(overrides: list[str] | None = None) -> dict[str, Any]:

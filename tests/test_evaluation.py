@@ -167,6 +167,7 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
         f"paths.features={tmp_path / 'features'}",
         f"paths.output={tmp_path / 'out'}",
         "n_jobs=1",
+        "tracking.enabled=false",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
     run = dict(cwd=ROOT, capture_output=True, text=True)

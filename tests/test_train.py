@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, compose_config
+from conftest import compose_config, subprocess_env
 
 from src.models.search_space import SearchSpace
 from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
@@ -133,9 +133,10 @@ def test_train_entry_point(tmp_path):
         "cv.n_trials=3",
         "permutation.n=3",
         "n_jobs=1",
+        "tracking.enabled=false",
         f"hydra.run.dir={tmp_path}/hydra",
     ]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "gm_only: n=36 (18 responders)" in run.stdout
     folder = out / "gm_only" / "train"
@@ -148,8 +149,15 @@ def test_train_entry_point(tmp_path):
     model = load_model(folder / "model")
     assert len(model.models) == 6 and (folder / "model" / "config.yaml").is_file()
     assert model.decision_function(table).shape == (36,)
+    # tracking off: the run record says so and no MLflow store appears anywhere
+    assert json.loads((folder / "tracking.json").read_text()) is None
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
     missing = subprocess.run(
-        [*cmd[:-1], "paths.features=/nonexistent"], cwd=ROOT, capture_output=True, text=True
+        [*cmd[:-1], "paths.features=/nonexistent"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
     )
     assert (
         missing.returncode != 0

@@ -59,7 +59,9 @@ class SearchSpace:
         for name, spec in self.params.items():
             log = bool(spec.get("log", False))
             if spec["type"] == "float":
-                out[name] = optuna.distributions.FloatDistribution(float(spec["low"]), float(spec["high"]), log=log)
+                out[name] = optuna.distributions.FloatDistribution(
+                    float(spec["low"]), float(spec["high"]), log=log
+                )
             elif spec["type"] == "int":
                 out[name] = optuna.distributions.IntDistribution(int(spec["low"]), int(spec["high"]), log=log)
             else:

@@ -27,7 +27,7 @@ TRACKING_FILE = "tracking.json"
 def read_training_run(train_dir: Path) -> dict[str, Any] | None:
     """The ``tracking.json`` written by a tracked ``src.train`` run (None when it was not tracked)."""
     path = train_dir / TRACKING_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None  # the file holds null when untracked
 
 
 def load_registered_model(settings: TrackingSettings, training: Mapping[str, Any]) -> Any:
@@ -112,7 +112,11 @@ def log_evaluation(
                     data,
                     targets="response",
                     model_type="classifier",
-                    evaluator_config={"pos_label": 1, "label_list": [0, 1], "log_model_explainability": False},
+                    evaluator_config={
+                        "pos_label": 1,
+                        "label_list": [0, 1],
+                        "log_model_explainability": False,
+                    },
                 )
             mlflow.log_metrics(cohort_metrics(results[cohort], aligned.get(cohort)))
             mlflow.log_table(

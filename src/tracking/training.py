@@ -124,7 +124,9 @@ def log_training(
     name = str(config.get("name"))
     tags = provenance_tags(config, feature_tables, dvc_md5)
     start = time.perf_counter()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
+    ) as run:
         run_id = run.info.run_id
         mlflow.log_params(flatten(config))
         mlflow.log_metrics(training_metrics(document))
@@ -180,7 +182,10 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         )
         now = int(time.time() * 1000)
         trials = fold.trials.sort_values("number")
-        metrics = [Metric("inner_bac", float(v), now, int(n)) for n, v in zip(trials["number"], trials["value"])]
+        metrics = [
+            Metric("inner_bac", float(v), now, int(n))
+            for n, v in zip(trials["number"], trials["value"], strict=True)
+        ]
         outer = binary_metrics(result.y[fold.test], fold.decision)
         metrics += [Metric(f"outer_{m}", outer[m], now, 0) for m in OUTER_METRICS if np.isfinite(outer[m])]
         metrics.append(Metric("inner_best_bac", float(fold.inner_best), now, 0))

@@ -21,8 +21,12 @@ PACKAGES = (
 )
 
 
-def git_state(cwd: str | Path = ".") -> dict[str, object]:
-    """Current commit and whether the work tree has uncommitted changes (None outside a git checkout)."""
+# the checkout this code runs from (not the current directory: runs may start anywhere)
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_state(cwd: str | Path = CODE_ROOT) -> dict[str, object]:
+    """Commit of the code's checkout and whether it has uncommitted changes (None outside a git checkout)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

@@ -1,0 +1,312 @@
+"""MLflow tracking against the real store (SQLite under mlruns/) and a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import subprocess_env
+from mlflow.tracking import MlflowClient
+from test_train import contract_table
+
+from src.tracking.store import TrackingSettings, flatten
+from src.utils.io import file_md5
+from src.validation.ensemble import load_model
+
+COHORTS = ("discovery", "external_a", "external_b", "saline")
+EVALUATION_COHORTS = {"external", "external_a", "external_b", "saline"}
+MODEL = "ketamine-trd-gm_only"
+
+
+def write_cohorts(features: Path) -> None:
+    features.mkdir(parents=True)
+    for i, name in enumerate(COHORTS):
+        table = contract_table(n=36 if i == 0 else 20, seed=20 + i, signal=0.0 if name == "saline" else 2.0)
+        table.assign(site=name, treatment="saline" if name == "saline" else "ketamine").to_parquet(
+            features / f"{name}.parquet", index=False
+        )
+
+
+def run_pipeline(work: Path, repeats: int, folds: int, tracking: list[str]) -> None:
+    """`python -m src.train` then `python -m src.evaluate` on the contract cohorts, run from ``work``."""
+    common = [
+        "+experiment=gm_only",
+        f"paths.features={work / 'features'}",
+        f"paths.output={work / 'out'}",
+        "n_jobs=1",
+        f"hydra.run.dir={work}/hydra",
+        *tracking,
+    ]
+    train = [
+        f"cv.repeats={repeats}",
+        f"cv.outer_folds={folds}",
+        "cv.inner_folds=3",
+        "cv.n_trials=4",
+        "permutation.n=3",
+    ]
+    evaluate = ["evaluation.n_permutations=200", "evaluation.n_bootstrap=100"]
+    for module, extra in (("src.train", train), ("src.evaluate", evaluate)):
+        done = subprocess.run(
+            [sys.executable, "-m", module, *common, *extra],
+            cwd=work,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory) -> Path:
+    """Train (2 x 3 outer folds) and evaluate with the default tracking settings, from a fresh directory."""
+    work = tmp_path_factory.mktemp("tracked")
+    write_cohorts(work / "features" / "gm_roi")
+    run_pipeline(work, repeats=2, folds=3, tracking=[])
+    return work
+
+
+@pytest.fixture()
+def client(local_store) -> Iterator[MlflowClient]:
+    uri = f"sqlite:///{local_store / 'mlruns' / 'mlflow.db'}"
+    with tracking_uri(uri):
+        yield MlflowClient(uri, uri)
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """Point the fluent API (tracking and registry) at ``uri`` for the block, then restore the defaults."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def runs(client: MlflowClient, role: str) -> list:
+    experiment = client.get_experiment_by_name("gm_only")
+    return client.search_runs([experiment.experiment_id], f"tags.run_role = '{role}'", max_results=1000)
+
+
+def test_store_lives_in_mlruns(local_store, client):
+    assert (local_store / "mlruns" / "mlflow.db").is_file()
+    experiment = client.get_experiment_by_name("gm_only")
+    assert experiment.artifact_location == (local_store / "mlruns" / "artifacts" / "gm_only").as_uri()
+    # MLflow's own defaults (./mlflow.db, ./mlruns/<id>) are not used beside it
+    assert not (local_store / "mlflow.db").exists()
+    assert sorted(p.name for p in (local_store / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
+
+
+def test_parent_run_params_tags_metrics_artifacts(local_store, client):
+    (parent,) = runs(client, "training")
+    train = local_store / "out" / "gm_only" / "train"
+    document = json.loads((train / "metrics.json").read_text())
+    tracking = json.loads((train / "tracking.json").read_text())
+    assert tracking["run_id"] == parent.info.run_id and tracking["model_version"] == "1"
+
+    params = parent.data.params
+    assert params["cv.repeats"] == "2" and params["cv.outer_folds"] == "3" and params["seed"] == "2026"
+    assert params["model.search_space.C.low"] == "0.0001" and params["features.name"] == "gm_roi"
+    tags = parent.data.tags
+    assert tags["data_md5.discovery"] == file_md5(local_store / "features" / "gm_roi" / "discovery.parquet")
+    assert tags["git_commit"] == document["provenance"]["git"]["commit"]
+    assert {"git_dirty", "host", "seed", "pkg.scikit-learn", "pkg.mlflow", "pkg.optuna"} <= set(tags)
+    metrics = parent.data.metrics
+    for m in ("bac", "sensitivity", "specificity", "auc", "ppv", "npv"):
+        assert metrics[f"discovery_{m}"] == pytest.approx(document["ensemble"][m])
+        assert metrics[f"discovery_repeat_{m}_mean"] == pytest.approx(document["repeats"][m]["mean"])
+        assert f"discovery_repeat_{m}_sd" in metrics
+    assert metrics["permutation_p"] == pytest.approx(document["permutation"]["p_value"])
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "repeat_bac")] == [0, 1]
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    artifacts |= {a.path for a in client.list_artifacts(parent.info.run_id, "train")}
+    for name in (
+        "figures/roc_curve.png",
+        "figures/confusion_matrix.png",
+        "figures/optuna_history.png",
+        "figures/optuna_param_importances.png",
+        "figures/weights.csv",
+        "figures/permutation_null.png",
+        "train/predictions.csv",
+        "train/trials.csv",
+        "train/config.yaml",
+    ):
+        assert name in artifacts, name
+
+
+def test_one_child_run_per_outer_fold_with_trial_history(local_store, client):
+    (parent,) = runs(client, "training")
+    children = runs(client, "outer_fold")
+    assert len(children) == 2 * 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    folds = pd.read_csv(local_store / "out" / "gm_only" / "train" / "folds.csv")
+    trials = pd.read_csv(local_store / "out" / "gm_only" / "train" / "trials.csv")
+    for child in children:
+        r, k = int(child.data.params["repeat"]), int(child.data.params["fold"])
+        row = folds[(folds["repeat"] == r) & (folds["fold"] == k)].iloc[0]
+        assert float(child.data.params["C"]) == pytest.approx(row["best_C"])
+        assert child.data.params["class_weight"] == str(row["best_class_weight"])
+        assert int(child.data.params["n_train"]) + int(child.data.params["n_test"]) == 36
+        assert child.data.metrics["inner_best_bac"] == pytest.approx(row["inner_best_bac"])
+        assert child.data.metrics["outer_bac"] == pytest.approx(row["outer_bac"])
+        history = client.get_metric_history(child.info.run_id, "inner_bac")
+        study = trials[(trials["repeat"] == r) & (trials["fold"] == k)].sort_values("number")
+        assert [h.step for h in history] == study["number"].tolist() == [0, 1, 2, 3]
+        np.testing.assert_allclose([h.value for h in history], study["value"])
+        assert child.info.status == "FINISHED"
+
+
+def test_registered_model_reproduces_the_ensemble(local_store, client):
+    (parent,) = runs(client, "training")
+    (version,) = client.search_model_versions(f"name = '{MODEL}'")
+    assert str(version.version) == "1" and version.run_id == parent.info.run_id
+    table = pd.read_parquet(local_store / "features" / "gm_roi" / "external_a.parquet")
+    side_file = load_model(local_store / "out" / "gm_only" / "train" / "model")
+    registered = mlflow.sklearn.load_model(f"models:/{MODEL}/1")
+    np.testing.assert_array_equal(registered.decision_function(table), side_file.decision_function(table))
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    assert pyfunc.metadata.signature is not None
+    labels = np.asarray(pyfunc.predict(table[side_file.input_columns]))
+    np.testing.assert_array_equal(labels, side_file.decision_function(table) > 0)
+
+
+def test_evaluation_runs_linked_to_training_and_model(local_store, client):
+    (parent,) = runs(client, "training")
+    evaluations = runs(client, "evaluation")
+    assert {e.data.tags["cohort"] for e in evaluations} == EVALUATION_COHORTS
+    document = json.loads((local_store / "out" / "gm_only" / "evaluate" / "metrics.json").read_text())
+    assert document["provenance"]["model_source"] == f"models:/{MODEL}/1"
+    for run in evaluations:
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["training_run_id"] == tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["registered_model"] == MODEL and tags["model_version"] == "1"
+        ours = document["cohorts"][tags["cohort"]]
+        assert metrics["bac"] == pytest.approx(ours["bac"]) and metrics["p_bac"] == pytest.approx(
+            ours["p_bac"]
+        )
+        assert metrics["bac_ci_low"] == pytest.approx(ours["ci95"]["bac"][0])
+        # MLflow's own classifier evaluation of the registered model agrees with ours
+        assert metrics["roc_auc"] == pytest.approx(ours["auc"])
+        assert metrics["recall_score"] == pytest.approx(ours["sensitivity"])
+        assert {"roc_curve_plot.png", "confusion_matrix.png"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)
+        }
+        assert run.inputs.dataset_inputs, "the evaluation dataset is logged as a run input"
+    summary = client.get_run(parent.info.run_id).data.metrics
+    for cohort in EVALUATION_COHORTS:
+        assert summary[f"{cohort}_bac"] == pytest.approx(document["cohorts"][cohort]["bac"])
+    assert summary["specificity_p"] == pytest.approx(
+        document["treatment_specificity"]["auc_difference"]["p_value"]
+    )
+    assert "evaluate/paper_table.md" in {
+        a.path for a in client.list_artifacts(parent.info.run_id, "evaluate")
+    }
+
+
+def test_search_runs_tables_experiments_side_by_side(local_store, client):
+    table = mlflow.search_runs(experiment_names=["gm_only"], filter_string="tags.run_role = 'training'")
+    assert len(table) == 1
+    for column in (
+        "metrics.discovery_bac",
+        "metrics.external_bac",
+        "metrics.saline_bac",
+        "params.cv.repeats",
+    ):
+        assert column in table.columns
+
+
+def test_settings_resolve_store_and_flatten(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = TrackingSettings(root=str(tmp_path / "store"))
+    assert settings.tracking_uri == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}" and settings.is_local
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert settings.tracking_uri == "http://127.0.0.1:5999" and not settings.is_local
+    assert TrackingSettings(uri="http://h:1").tracking_uri == "http://h:1"
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 at a free port; stopped after use."""
+    port = free_port()
+    root.mkdir(parents=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below, after the server stops
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_tracking_to_a_real_mlflow_server(tmp_path):
+    write_cohorts(tmp_path / "features" / "gm_roi")
+    with mlflow_server(tmp_path / "server") as url:
+        run_pipeline(tmp_path, repeats=1, folds=3, tracking=[f"tracking.uri={url}"])
+        client = MlflowClient(url, url)
+        experiment = client.get_experiment_by_name("gm_only")
+        found = client.search_runs([experiment.experiment_id], max_results=1000)
+        roles = pd.Series([r.data.tags["run_role"] for r in found]).value_counts().to_dict()
+        assert roles == {"training": 1, "outer_fold": 3, "evaluation": 4}
+        (parent,) = [r for r in found if r.data.tags["run_role"] == "training"]
+        child = next(r for r in found if r.data.tags["run_role"] == "outer_fold")
+        assert len(client.get_metric_history(child.info.run_id, "inner_bac")) == 4
+        assert "external_bac" in client.get_run(parent.info.run_id).data.metrics
+        with tracking_uri(url):
+            registered = mlflow.sklearn.load_model(f"models:/{MODEL}/1")
+        table = pd.read_parquet(tmp_path / "features" / "gm_roi" / "saline.parquet")
+        side_file = load_model(tmp_path / "out" / "gm_only" / "train" / "model")
+        np.testing.assert_array_equal(registered.decision_function(table), side_file.decision_function(table))
+    # nothing went to a local store
+    assert not (tmp_path / "mlruns").exists()
