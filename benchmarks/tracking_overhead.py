@@ -1,5 +1,5 @@
-"""Wall time that MLflow tracking adds to `python -m src.train` (the default nested CV: 10 x 10 x 5, 30 trials,
-so 100 child runs with 30-step trial histories, the model registered, figures and tables logged).
+"""Wall time that MLflow tracking adds to `python -m src.train` (the default nested CV: 10 x 10 x 5,
+30 trials, so 100 child runs with 30-step trial histories, the model registered, figures and tables logged).
 
 The entry point runs in fresh processes, alternately with ``tracking.enabled=false`` and with tracking into a
 store under a temporary directory: the first tracked run creates the SQLite store (schema migrations), the
@@ -26,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train(features: Path, out: Path, tracking: list[str], n_jobs: int, experiment: str) -> tuple[float, float]:
+def run_train(
+    features: Path, out: Path, tracking: list[str], n_jobs: int, experiment: str
+) -> tuple[float, float]:
     """(wall seconds of the process, seconds inside the tracking layer or 0)."""
     command = [
         sys.executable,
@@ -46,12 +48,15 @@ def run_train(features: Path, out: Path, tracking: list[str], n_jobs: int, exper
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(done.stderr)
-    logged = re.search(r"MLflow: logged run \w+ in ([\d.]+) s", done.stderr)
+    # Hydra's console log handler writes to stdout
+    logged = re.search(r"MLflow: logged run \w+ in ([\d.]+) s", done.stdout + done.stderr)
     return wall, float(logged.group(1)) if logged else 0.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--features", type=Path, default=ROOT / "data" / "features")
     parser.add_argument("--experiment", default="gm_only")
     parser.add_argument("--rounds", type=int, default=2)
@@ -62,7 +67,9 @@ def main() -> None:
         store = Path(tmp) / "mlruns"
         off, on, inside = [], [], []
         for round_ in range(args.rounds):
-            wall, _ = run_train(features, Path(tmp) / "off", ["tracking.enabled=false"], args.n_jobs, args.experiment)
+            wall, _ = run_train(
+                features, Path(tmp) / "off", ["tracking.enabled=false"], args.n_jobs, args.experiment
+            )
             off.append(wall)
             wall, logged = run_train(
                 features, Path(tmp) / "on", [f"tracking.root={store}"], args.n_jobs, args.experiment

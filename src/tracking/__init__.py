@@ -2,6 +2,12 @@
 the registry, and evaluation runs. The science code (``src.validation``, ``src.evaluation``) never imports
 this package."""
 
+import os
+
+# MLflow 3 sends usage telemetry by default; clinical servers are air-gapped and runs must not phone home.
+# Set MLFLOW_DISABLE_TELEMETRY=false explicitly to allow it.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from src.tracking.store import TrackingSettings, open_experiment
 
 __all__ = ["TrackingSettings", "open_experiment"]

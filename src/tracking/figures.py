@@ -22,6 +22,7 @@ def studies_from_trials(trials: pd.DataFrame, space: SearchSpace) -> list[optuna
     """In-memory Optuna studies rebuilt from the engine's trial table, one per (repeat, outer fold), so that
     Optuna's own visualisations can draw them (the engine keeps tables, not study objects)."""
     distributions = space.distributions()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" line per study otherwise
     studies = []
     for _, group in trials.groupby(["repeat", "fold"], sort=True):
         study = optuna.create_study(direction="maximize")
@@ -57,7 +58,8 @@ def ensemble_figures(y: np.ndarray, decision: np.ndarray, out: Path, title: str)
 
 def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[Path]:
     """Optimisation history over all inner-loop studies (mean ± SD of the best value so far) and the
-    parameter importances of the pooled trials (fANOVA)."""
+    parameter importances of the pooled trials (PED-ANOVA: milliseconds, where fANOVA's forest took ~25 s
+    on the 3000 trials of the default analysis)."""
     from optuna.visualization import matplotlib as ovm
 
     studies = studies_from_trials(trials, space)
@@ -70,9 +72,9 @@ def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[
         if len(space.params) > 1:
             pooled = optuna.create_study(direction="maximize")
             pooled.add_trials([t for s in studies for t in s.trials])
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
             ax = ovm.plot_param_importances(pooled, evaluator=evaluator, target_name="inner BAC")
-            ax.set_title("Hyperparameter importance (pooled trials, fANOVA)")
+            ax.set_title("Hyperparameter importance (pooled trials, PED-ANOVA)")
             paths.append(_save(ax.figure, out / "optuna_param_importances.png"))
     return paths
 

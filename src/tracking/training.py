@@ -119,11 +119,11 @@ def log_training(
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    start = time.perf_counter()
     experiment_id = open_experiment(settings)
     client = MlflowClient()
     name = str(config.get("name"))
     tags = provenance_tags(config, feature_tables, dvc_md5)
-    start = time.perf_counter()
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
     ) as run:
