@@ -33,7 +33,9 @@ def free_port() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", type=Path, default=ROOT / "mlruns")
     parser.add_argument("--experiments", nargs="+", default=["gm_only", "gm_wm"])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow_compare.png")

@@ -26,7 +26,7 @@ from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
-from src.interpretation.regions import voxel_maps, weight_summary
+from src.interpretation.regions import region_maps, voxel_maps, weight_summary
 from src.models.linear import AffineDecision
 from src.tracking.store import TrackingSettings
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
@@ -156,15 +156,23 @@ def _figures(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     dca_rows, cal_rows = [], []
+    plots = {kind: out / "plots" / kind for kind in ("roc", "calibration", "decision_curve")}
+    for folder in plots.values():
+        folder.mkdir(parents=True)
     for name, (y, scores, proba) in curves.items():
         fpr, tpr, _ = roc_curve(y, scores)
         axes[0].plot(fpr, tpr, label=name)
+        stem = name.split(" ")[0]
+        pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(plots["roc"] / f"{stem}.csv", index=False)
         cal, brier = calibration_table(y, proba)
+        cal.to_csv(plots["calibration"] / f"{stem}.csv", index=False)
         axes[1].plot(
             cal["mean_predicted"], cal["observed_fraction"], marker="o", label=f"{name} (Brier {brier:.3f})"
         )
         cal_rows.append(cal.assign(cohort=name, brier=brier))
-        dca = decision_curve(y, proba).assign(cohort=name)
+        dca = decision_curve(y, proba)
+        dca.to_csv(plots["decision_curve"] / f"{stem}.csv", index=False)
+        dca = dca.assign(cohort=name)
         axes[2].plot(dca["threshold"], dca["net_benefit_model"], label=f"{name}: model")
         axes[2].plot(
             dca["threshold"], dca["net_benefit_treat_all"], linestyle=":", label=f"{name}: treat all"
@@ -282,8 +290,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             }
         )
         _figures(out, curves)
-        if (features_dir / "mask.nii.gz").is_file() and "cvr" in regions:
-            _voxel_outputs(out, regions, features_dir / "mask.nii.gz")
+        # always created (a DVC output), empty when the model has no weight map (non-linear kernels)
+        (out / "maps").mkdir()
+        maps = weight_maps(regions, features_dir)
+        if maps:
+            _map_outputs(out / "maps", maps)
         evaluation_runs: dict[str, str] = {}
         if training_run is not None:
             from src.tracking.evaluation import log_evaluation
@@ -337,19 +348,39 @@ def _train_p(run: Path) -> float | None:
     return None if perm is None else perm["p_value"]
 
 
-def _voxel_outputs(out: Path, regions: pd.DataFrame, mask_path: Path) -> None:
+def weight_maps(regions: pd.DataFrame, features_dir: Path) -> dict[str, Any]:
+    """Mean-weight and CVR brain maps of linear models: voxel features through their mask, regional features
+    painted onto their atlas (GM regions). Empty for non-linear models or features without a map."""
+    import nibabel as nib
+
+    from src.data.templates import load_atlas
+
+    if "cvr" not in regions:
+        return {}
+    if (features_dir / "mask.nii.gz").is_file():
+        return voxel_maps(regions, nib.load(features_dir / "mask.nii.gz"))
+    atlas_table = features_dir / "regions.tsv"
+    if not atlas_table.is_file():
+        return {}
+    atlas_regions = pd.read_csv(atlas_table, sep="\t")
+    if "index" not in atlas_regions or atlas_regions["atlas"].nunique() != 1:
+        return {}
+    atlas, _ = load_atlas(str(atlas_regions["atlas"].iloc[0]))
+    return region_maps(regions, atlas_regions, atlas)
+
+
+def _map_outputs(out: Path, maps: dict[str, Any]) -> None:
     import nibabel as nib
     from nilearn import plotting
 
-    maps = voxel_maps(regions, nib.load(mask_path))
     for name, img in maps.items():
         nib.save(img, out / f"{name}.nii.gz")
     display = plotting.plot_stat_map(
         maps["cvr"],
         threshold=2.0,
         display_mode="z",
-        cut_coords=6,
-        title="CV-ratio (positive: towards response)",
+        cut_coords=7,
+        title="CV-ratio |CVR| > 2 (red: towards response, blue: towards non-response)",
     )
     display.savefig(str(out / "cvr_map.png"), dpi=120)
     display.close()

@@ -13,15 +13,47 @@ import yaml
 from conftest import ROOT, compose_config
 
 
+def _hydra_default(group: str) -> str:
+    defaults = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
+    return next(d[group] for d in defaults if isinstance(d, dict) and group in d)
+
+
 def test_params_yaml_agrees_with_hydra_defaults():
+    """params.yaml (what DVC runs) and conf/ (what a bare `python -m src.<stage>` runs) say the same."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     cfg = compose_config()
     assert params["seed"] == cfg["seed"] == cfg["data"]["simulation"]["seed"]
+    assert params["data"] == _hydra_default("data") == cfg["data"]["name"]
+    assert params["cv"] == _hydra_default("cv")
     available = sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml"))
     assert sorted(params["feature_sets"]) == available
     assert params["permutation"]["n"] == cfg["permutation"]["n"]
     for name, spec in params["experiments"].items():
-        assert compose_config([f"+experiment={name}"])["features"]["name"] == spec["features"], name
+        composed = compose_config([f"+experiment={name}"])
+        assert composed["name"] == name
+        assert composed["features"]["name"] == spec["features"], name
+        assert composed["model"]["name"] == spec["model"], name
+
+
+def test_every_dvc_stage_passes_its_params_to_hydra():
+    """Each parameter a stage uses reaches Hydra as an override, so params.yaml always wins at run time."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    expected = {
+        "cohorts": ["data=${data}", "seed=${seed}"],
+        "features": ["data=${data}", "features=${item}", "seed=${seed}"],
+        "train": [
+            "+experiment=${key}",
+            "data=${data}",
+            "cv=${cv}",
+            "seed=${seed}",
+            "permutation.n=${permutation.n}",
+        ],
+        "evaluate": ["+experiment=${key}", "data=${data}", "cv=${cv}", "seed=${seed}"],
+    }
+    for stage, overrides in expected.items():
+        cmd = (stages[stage].get("do") or stages[stage])["cmd"]
+        for override in overrides:
+            assert override in cmd.split(), (stage, override)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "features").glob("*.yaml")))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn.maskers import NiftiMasker
+from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 
 from src.interpretation.weights import feature_weights
 
@@ -108,3 +108,27 @@ def voxel_maps(table: pd.DataFrame, mask: nib.Nifti1Image) -> dict[str, nib.Nift
         "weight": masker.inverse_transform(order["mean_weight"].to_numpy()),
         "cvr": masker.inverse_transform(order["cvr"].fillna(0).to_numpy()),
     }
+
+
+def region_maps(
+    table: pd.DataFrame, atlas_regions: pd.DataFrame, atlas: nib.Nifti1Image, tissue: str = "GM"
+) -> dict[str, nib.Nifti1Image]:
+    """Mean-weight and CVR painted onto the atlas regions of one tissue (0 elsewhere).
+
+    Parameters
+    ----------
+    table : output of :func:`weight_summary` (``feature``, ``mean_weight``, ``cvr``).
+    atlas_regions : the feature set's ``regions.tsv`` (``column``, ``tissue``, ``index``).
+    atlas : the atlas label image the features were extracted with.
+    """
+    regions = atlas_regions[atlas_regions["tissue"] == tissue].merge(
+        table, left_on="column", right_on="feature", how="inner"
+    )
+    masker = NiftiLabelsMasker(labels_img=atlas).fit()
+    # one value per atlas label, in the masker's label order (labels without a feature stay 0)
+    order = [int(v) for v in masker.labels_ if int(v) != 0]
+    out = {}
+    for name, column in (("weight", "mean_weight"), ("cvr", "cvr")):
+        values = pd.Series(regions[column].fillna(0).to_numpy(), index=regions["index"].astype(int))
+        out[name] = masker.inverse_transform(values.reindex(order, fill_value=0.0).to_numpy()[None, :])
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.tracking.store import TrackingSettings, open_experiment, quiet_stderr
+from src.tracking.store import TrackingSettings, connect, quiet_stderr
 from src.tracking.training import EVALUATION, ROLE_TAG
 from src.validation.metrics import METRICS
 
@@ -39,7 +39,7 @@ def load_registered_model(settings: TrackingSettings, training: Mapping[str, Any
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    open_experiment(settings)
+    connect(settings)
     uri = training.get("registry_uri") or training["model_uri"]
     try:
         mlflow.tracking.MlflowClient().get_run(training["run_id"])
@@ -84,7 +84,10 @@ def log_evaluation(
     import mlflow
     from mlflow.entities import Metric
 
-    experiment_id = open_experiment(settings)
+    connect(settings)
+    experiment_id = training[
+        "experiment_id"
+    ]  # beside the training run, whatever tracking.experiment says now
     client = mlflow.tracking.MlflowClient()
     model_uri = training.get("registry_uri") or training["model_uri"]
     with quiet_stderr():

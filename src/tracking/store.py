@@ -64,6 +64,16 @@ class TrackingSettings:
         return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
 
 
+def connect(settings: TrackingSettings) -> None:
+    """Point MLflow's tracking and registry at the configured store (creating the local folder)."""
+    import mlflow
+
+    if settings.is_local:
+        settings.root_path.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+
+
 def open_experiment(settings: TrackingSettings) -> str:
     """Point MLflow at the store and return the id of ``settings.experiment`` (created if absent).
 
@@ -73,10 +83,7 @@ def open_experiment(settings: TrackingSettings) -> str:
     """
     import mlflow
 
-    if settings.is_local:
-        settings.root_path.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
+    connect(settings)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is not None:
         return experiment.experiment_id

@@ -1,0 +1,64 @@
+"""``python -m src.report``: one report across experiments, from what train and evaluate wrote.
+
+Writes ``${report.dir}/report.html`` (self-contained: figures inlined), ``report.md`` with ``figures/``, and
+``summary.csv``; attaches the HTML to each experiment's MLflow training run when tracking is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
+from src.tracking.store import TrackingSettings
+from src.utils.io import atomic_directory, write_text_atomic
+from src.utils.logging import configure_logging
+from src.utils.provenance import dvc_output_md5
+
+log = logging.getLogger(__name__)
+
+
+def report_experiments(cfg: DictConfig) -> list[str]:
+    """``report.experiments``, or (null) the experiments ``params.yaml`` lists — those `dvc repro` trains."""
+    if cfg.report.experiments:
+        return list(cfg.report.experiments)
+    params = Path(cfg.report.params_file)
+    if not params.is_file():
+        raise FileNotFoundError(f"{params} not found: set report.experiments=[name,...]")
+    experiments = (yaml.safe_load(params.read_text()) or {}).get("experiments")
+    if not experiments:
+        raise ValueError(f"{params} lists no experiments: set report.experiments=[name,...]")
+    return list(experiments)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure_logging(bool(cfg.verbose))
+    names = report_experiments(cfg)
+    experiments = [ExperimentResults.load(name, Path(cfg.paths.output) / name) for name in names]
+    feature_sets = {e.config["features"]["name"] for e in experiments}
+    dvc_hashes = {name: dvc_output_md5(Path(cfg.paths.features) / name) for name in feature_sets}
+    out_dir = Path(cfg.report.dir)
+    with atomic_directory(out_dir) as out:
+        write_text_atomic(out / "report.md", render_markdown(experiments, dvc_hashes, out))
+        write_text_atomic(out / "report.html", render_html(experiments, dvc_hashes))
+        summary = summary_table(experiments)
+        summary.to_csv(out / "summary.csv", index=False)
+    settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
+    run_ids = [e.training_run_id for e in experiments if e.training_run_id]
+    if settings.enabled and run_ids:
+        from src.tracking.report import log_report
+
+        log_report(settings, run_ids, out_dir / "report.html")
+    print(f"report of {len(experiments)} experiment(s): {out_dir / 'report.html'}, {out_dir / 'report.md'}")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return {"experiments": names}
+
+
+if __name__ == "__main__":
+    main()

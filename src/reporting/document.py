@@ -1,0 +1,293 @@
+"""The cross-experiment report: paper-style tables beside the published numbers, curves, region tables and
+weight maps, treatment specificity, provenance and a TRIPOD+AI methods section — as one self-contained HTML
+file (figures inlined) and a markdown file (figures beside it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+import pandas as pd
+import yaml
+
+from src.reporting.methods import tripod_ai_methods
+
+REGION_COLUMNS = [
+    "rank",
+    "region",
+    "hemisphere",
+    "lobe",
+    "mean_weight",
+    "cvr",
+    "sign_consistency",
+    "direction",
+]
+FIGURES = {
+    "curves.png": "ROC, calibration and decision curves",
+    "maps/cvr_map.png": "CV-ratio map of the weights",
+}
+
+
+@dataclass
+class ExperimentResults:
+    """Everything the train and evaluate stages wrote for one experiment."""
+
+    name: str
+    config: dict[str, Any]
+    train: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    paper_table: pd.DataFrame | None
+    regions: pd.DataFrame | None
+    figures: dict[str, Path] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name: str, run_dir: Path) -> ExperimentResults:
+        train_dir, eval_dir = run_dir / "train", run_dir / "evaluate"
+        if not (train_dir / "metrics.json").is_file():
+            raise FileNotFoundError(
+                f"experiment {name!r}: {train_dir / 'metrics.json'} not found; run "
+                f"`python -m src.train +experiment={name}` (or `dvc repro`) first"
+            )
+        evaluated = (eval_dir / "metrics.json").is_file()
+        return cls(
+            name=name,
+            config=yaml.safe_load((train_dir / "config.yaml").read_text()),
+            train=json.loads((train_dir / "metrics.json").read_text()),
+            evaluation=json.loads((eval_dir / "metrics.json").read_text()) if evaluated else None,
+            paper_table=pd.read_csv(eval_dir / "paper_table.csv") if evaluated else None,
+            regions=pd.read_csv(eval_dir / "regions.csv") if (eval_dir / "regions.csv").is_file() else None,
+            figures={f: eval_dir / f for f in FIGURES if (eval_dir / f).is_file()},
+            tracking={
+                "train": _json_or_none(train_dir / "tracking.json"),
+                "evaluate": _json_or_none(eval_dir / "tracking.json"),
+            },
+        )
+
+    @property
+    def training_run_id(self) -> str | None:
+        return (self.tracking.get("train") or {}).get("run_id")
+
+
+def _json_or_none(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
+    """One row per experiment: discovery, external and saline BAC/AUC, p-values, treatment specificity."""
+    rows = []
+    for e in experiments:
+        row: dict[str, Any] = {"experiment": e.name, "features": e.config["features"]["name"]}
+        row["model"] = e.config["model"]["name"]
+        row["discovery BAC"] = 100 * e.train["ensemble"]["bac"]
+        row["discovery AUC"] = e.train["ensemble"]["auc"]
+        row["permutation p"] = (e.train.get("permutation") or {}).get("p_value")
+        ev = e.evaluation or {}
+        ketamine = e.config["evaluation"]["ketamine"]
+        control = e.config["evaluation"]["control"]
+        for label, cohort in (("external", ketamine), ("saline", control)):
+            result = ev.get("cohorts", {}).get(cohort, {})
+            row[f"{label} BAC"] = 100 * result["bac"] if result else None
+            row[f"{label} AUC"] = result.get("auc")
+            row[f"{label} p (BAC)"] = result.get("p_bac")
+        specificity = ev.get("treatment_specificity", {}).get("auc_difference", {})
+        row["specificity p"] = specificity.get("p_value")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    p = e.train.get("provenance", {})
+    git = p.get("git", {})
+    tracking = e.tracking.get("train") or {}
+    evaluation = e.tracking.get("evaluate") or {}
+    packages = ", ".join(f"{k} {v}" for k, v in p.get("packages", {}).items())
+    return [
+        ("git commit", f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")),
+        ("seed", str(e.config.get("seed"))),
+        ("discovery feature table md5", str(p.get("feature_table_md5"))),
+        ("feature folder (DVC md5)", str(dvc_hashes.get(e.config["features"]["name"]))),
+        ("MLflow tracking URI", str(tracking.get("tracking_uri"))),
+        ("MLflow training run", str(tracking.get("run_id"))),
+        ("registered model", str(tracking.get("registry_uri") or tracking.get("model_uri"))),
+        (
+            "MLflow evaluation runs",
+            ", ".join(f"{k}: {v}" for k, v in (evaluation.get("evaluation_runs") or {}).items()) or "None",
+        ),
+        ("model loaded from", str(evaluation.get("model_source"))),
+        ("packages", packages),
+    ]
+
+
+INTEGER_COLUMNS = frozenset({"n", "responders", "paper n", "rank"})
+
+
+def _fmt(value: Any, column: str) -> str:
+    """Counts as integers, p-values to 3 decimals, AUCs to 2, weights to 3 significant digits, percentages
+    and CV-ratios to 1 decimal; missing as '–'."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    if column in INTEGER_COLUMNS:
+        return str(int(value))
+    if column.endswith(" p") or " p " in f"{column} " or column.startswith("p "):
+        return f"{value:.3f}"
+    if "AUC" in column:
+        return f"{value:.2f}"
+    if column in ("mean_weight", "sign_consistency", "standardised_weight", "se"):
+        return f"{value:.3g}"
+    return f"{value:.1f}"
+
+
+def _formatted(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({c: [_fmt(v, c) for v in table[c]] for c in table.columns})
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    t = _formatted(table)
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in t.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def html_table(table: pd.DataFrame) -> str:
+    return _formatted(table).to_html(index=False, border=0, classes="table", escape=True)
+
+
+def _specificity_text(e: ExperimentResults) -> str:
+    spec = (e.evaluation or {}).get("treatment_specificity")
+    if not spec:
+        return "Not evaluated."
+    d, lr = spec["auc_difference"], spec["interaction"]
+    return (
+        f"AUC ketamine {d['auc_a']:.3f} vs saline {d['auc_b']:.3f}: difference {d['difference']:.3f}, "
+        f"permutation p = {d['p_value']:.4f}; score × treatment likelihood-ratio test p = {lr['p_value']:.4f}."
+    )
+
+
+def _sections(e: ExperimentResults) -> dict[str, Any]:
+    regions = None
+    if e.regions is not None:
+        columns = [c for c in REGION_COLUMNS if c in e.regions.columns] or list(e.regions.columns[:8])
+        regions = e.regions[columns].head(15)
+    return {
+        "name": e.name,
+        "summary": (
+            f"features {e.config['features']['name']}, model {e.config['model']['name']}, "
+            f"{e.config['cv']['repeats']} × {e.config['cv']['outer_folds']} outer × "
+            f"{e.config['cv']['inner_folds']} inner folds, {e.config['cv']['n_trials']} Optuna trials, "
+            f"seed {e.config['seed']}"
+        ),
+        "paper_table": e.paper_table,
+        "regions": regions,
+        "specificity": _specificity_text(e),
+        "methods": tripod_ai_methods(e.config, e.train, e.evaluation),
+    }
+
+
+def render_markdown(
+    experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[str, str | None], out: Path
+) -> str:
+    """The report as markdown; figures are copied to ``out/figures/``."""
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    lines = ["# Ketamine response from structural MRI — report", ""]
+    lines += ["## Summary", "", markdown_table(summary_table(experiments)), ""]
+    for e in experiments:
+        s = _sections(e)
+        lines += [f"## Experiment `{e.name}`", "", s["summary"], ""]
+        if s["paper_table"] is not None:
+            lines += [
+                "### Paper-style table (published numbers beside ours)",
+                "",
+                markdown_table(s["paper_table"]),
+                "",
+            ]
+        lines += ["### Treatment specificity", "", s["specificity"], ""]
+        for filename, title in FIGURES.items():
+            if filename in e.figures:
+                target = out / "figures" / f"{e.name}_{Path(filename).name}"
+                shutil.copyfile(e.figures[filename], target)
+                lines += [f"### {title}", "", f"![{title}](figures/{target.name})", ""]
+        if s["regions"] is not None:
+            lines += [
+                "### Top regions (positive weight: larger volume → response)",
+                "",
+                markdown_table(s["regions"]),
+                "",
+            ]
+        lines += ["### Provenance", ""]
+        lines += [f"- **{k}**: {v}" for k, v in provenance(e, dvc_hashes)]
+        lines += ["", "### Methods (TRIPOD+AI)", ""]
+        lines += [f"- **{item} {heading}.** {text}" for item, heading, text in s["methods"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+_TEMPLATE = jinja2.Template(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Ketamine response from structural MRI — report</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table.table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}
+table.table th,table.table td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}
+table.table th{background:#f3f3f3}
+img{max-width:100%} h2{border-bottom:2px solid #444;padding-bottom:4px;margin-top:2em}
+dl.methods dt{font-weight:600;margin-top:0.6em} code{background:#f3f3f3;padding:0 3px}
+nav a{margin-right:1em}
+</style></head><body>
+<h1>Ketamine response from structural MRI — report</h1>
+<nav>{% for e in experiments %}<a href="#{{ e.name }}">{{ e.name }}</a>{% endfor %}</nav>
+<h2>Summary</h2>
+{{ summary }}
+{% for e in experiments %}
+<h2 id="{{ e.name }}">Experiment <code>{{ e.name }}</code></h2>
+<p>{{ e.summary }}</p>
+{% if e.paper_table %}<h3>Paper-style table (published numbers beside ours)</h3>{{ e.paper_table }}{% endif %}
+<h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
+{% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
+{% if e.regions %}<h3>Top regions (positive weight: larger volume → response)</h3>{{ e.regions }}{% endif %}
+<h3>Provenance</h3><table class="table">{% for k, v in e.provenance %}<tr><th>{{ k }}</th><td style="text-align:left">{{ v }}</td></tr>{% endfor %}</table>
+<h3>Methods (TRIPOD+AI)</h3><dl class="methods">{% for item, heading, text in e.methods %}<dt>{{ item }} {{ heading }}</dt><dd>{{ text }}</dd>{% endfor %}</dl>
+{% endfor %}
+</body></html>
+""",
+    autoescape=True,
+)
+
+
+def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[str, str | None]) -> str:
+    """The report as one self-contained HTML file (figures inlined as base64 PNG, no external resources)."""
+    blocks = []
+    for e in experiments:
+        s = _sections(e)
+        blocks.append(
+            {
+                "name": e.name,
+                "summary": s["summary"],
+                "paper_table": None if s["paper_table"] is None else _markup(html_table(s["paper_table"])),
+                "regions": None if s["regions"] is None else _markup(html_table(s["regions"])),
+                "specificity": s["specificity"],
+                "figures": [
+                    (title, base64.b64encode(e.figures[f].read_bytes()).decode())
+                    for f, title in FIGURES.items()
+                    if f in e.figures
+                ],
+                "provenance": provenance(e, dvc_hashes),
+                "methods": s["methods"],
+            }
+        )
+    return _TEMPLATE.render(summary=_markup(html_table(summary_table(experiments))), experiments=blocks)
+
+
+def _markup(fragment: str) -> markupsafe.Markup:
+    """HTML produced by pandas (cell text already escaped) passed through Jinja's autoescaping unchanged."""
+    return markupsafe.Markup(fragment)

@@ -1,0 +1,149 @@
+"""The DVC pipeline end to end, with real DVC in a temporary git repository and a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, subprocess_env
+
+TINY_DATA = """\
+# tiny simulated cohorts for the pipeline test
+defaults:
+  - simulated
+  - _self_
+name: tiny
+simulation:
+  resolution: 6.0
+  cohorts:
+    discovery: {n: 24, responders: 12}
+    external_a: {n: 8, responders: 4}
+    external_b: {n: 8, responders: 4}
+    saline: {n: 10, responders: 4}
+"""
+TINY_CV = """\
+repeats: 2
+outer_folds: 3
+inner_folds: 3
+n_trials: 3
+sampler: tpe
+n_startup_trials: 2
+"""
+PARAMS = {
+    "seed": 2026,
+    "data": "tiny",
+    "cv": "tiny",
+    "feature_sets": ["gm_roi"],
+    "experiments": {
+        "gm_only": {"features": "gm_roi", "model": "svc_linear"},
+        "gm_rbf": {"features": "gm_roi", "model": "svc_rbf"},
+    },
+    "permutation": {"n": 3},
+}
+
+
+def run(repo: Path, *args: str) -> str:
+    done = subprocess.run(args, cwd=repo, env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the project (code, conf, dvc.yaml) in a fresh git + DVC repository, with tiny params."""
+    repo = tmp_path_factory.mktemp("dvc") / "project"
+    repo.mkdir()
+    for folder in ("src", "conf"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "data" / "bids").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "bids" / "README.md", repo / "data" / "bids" / "README.md")
+    (repo / "mlruns").mkdir()
+    shutil.copy(ROOT / "mlruns" / ".gitignore", repo / "mlruns" / ".gitignore")
+    (repo / "conf" / "data" / "tiny.yaml").write_text(TINY_DATA)
+    (repo / "conf" / "cv" / "tiny.yaml").write_text(TINY_CV)
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.email", "test@example.org")
+    run(repo, "git", "config", "user.name", "test")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "config", "core.analytics", "false")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "tiny pipeline")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo) -> str:
+    return run(repo, "dvc", "repro")
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
+    assert ran_stages(first_repro) == {
+        "cohorts",
+        "features@gm_roi",
+        "train@gm_only",
+        "train@gm_rbf",
+        "evaluate@gm_only",
+        "evaluate@gm_rbf",
+        "report",
+    }
+    for experiment in PARAMS["experiments"]:
+        assert (repo / "outputs" / experiment / "train" / "model" / "model.joblib").is_file()
+        assert (repo / "outputs" / experiment / "evaluate" / "paper_table.md").is_file()
+        for kind in ("roc", "calibration", "decision_curve"):
+            assert sorted(
+                p.name for p in (repo / "outputs" / experiment / "evaluate" / "plots" / kind).iterdir()
+            ) == [
+                "discovery.csv",
+                "external.csv",
+                "saline.csv",
+            ]
+    assert (repo / "outputs" / "gm_only" / "evaluate" / "maps" / "cvr_map.png").is_file()  # linear: a map
+    assert not any((repo / "outputs" / "gm_rbf" / "evaluate" / "maps").iterdir())  # RBF: none
+    report = (repo / "reports" / "report.html").read_text()
+    for experiment in PARAMS["experiments"]:
+        assert f"Experiment <code>{experiment}</code>" in report
+    assert "paper BAC" in report and "TRIPOD+AI" in report and "12c Model type and tuning" in report
+    assert 'src="http' not in report and "<script" not in report  # self-contained
+    assert "## Experiment `gm_rbf`" in (repo / "reports" / "report.md").read_text()
+    assert (repo / "mlruns" / "mlflow.db").is_file()
+
+
+def test_second_repro_is_a_no_op(repo, first_repro):
+    output = run(repo, "dvc", "repro")
+    assert ran_stages(output) == set() and "Data and pipelines are up to date" in output
+
+
+def test_metrics_show_lists_every_experiment(repo, first_repro):
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    metrics = {}
+    for workspace in shown.values():
+        for path, content in workspace["data"].items():
+            metrics[path] = content["data"]
+    for experiment in PARAMS["experiments"]:
+        train = metrics[f"outputs/{experiment}/train/metrics.json"]
+        assert {"bac", "auc", "sensitivity", "specificity"} <= set(train["ensemble"])
+        assert "p_value" in train["permutation"]
+        cohorts = metrics[f"outputs/{experiment}/evaluate/metrics.json"]["cohorts"]
+        assert {"discovery", "external", "saline"} <= set(cohorts) and "bac" in cohorts["saline"]
+
+
+def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):
+    path = repo / "conf" / "experiment" / "gm_rbf.yaml"
+    path.write_text(path.read_text() + "# changed\n")
+    try:
+        status = run(repo, "dvc", "status")
+        assert "train@gm_rbf" in status and "train@gm_only" not in status
+        assert ran_stages(run(repo, "dvc", "repro")) == {"train@gm_rbf", "evaluate@gm_rbf", "report"}
+    finally:
+        path.write_text(path.read_text().replace("# changed\n", ""))
