@@ -2,7 +2,8 @@
 
 Starts ``mlflow server`` on 127.0.0.1 at a free port against the project's store, opens the compare view of
 the newest ``run_role = training`` run of each experiment in headless Chromium, saves a PNG, and stops
-the server. Needs Chromium (Debian: ``apt-get install chromium``).
+the server. Needs Chromium (Debian: ``apt-get install chromium``) and Playwright's Python package
+(``pip install playwright``; it drives the system Chromium, no browser download).
 
 Usage::
 
@@ -17,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -32,6 +32,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def capture(browser: str, url: str, metrics: list[str], out: Path, size: str) -> None:
+    """Open the compare view, put ``metrics`` on its parallel-coordinates plot, and save a screenshot.
+
+    The metric picker is a virtualised list: options appear only when scrolled into view.
+    """
+    from playwright.sync_api import sync_playwright
+
+    width, height = (int(v) for v in size.split(","))
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_selector("text=Parameters", timeout=90_000)
+        picker = page.get_by_role("combobox").nth(1)
+        for metric in metrics:
+            picker.click()
+            page.wait_for_timeout(400)
+            for _ in range(60):
+                option = page.locator(f".du-bois-light-select-item-option[title='{metric}']")
+                if option.count():
+                    if "selected" not in (option.first.get_attribute("class") or ""):
+                        option.first.click()
+                    break
+                page.locator(".rc-virtual-list-holder").last.evaluate("e => e.scrollTop += 120")
+                page.wait_for_timeout(100)
+            else:
+                raise SystemExit(f"metric {metric!r} not offered by the compare view")
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out))
+        chromium.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -39,7 +72,13 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=ROOT / "mlruns")
     parser.add_argument("--experiments", nargs="+", default=["gm_only", "gm_wm"])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow_compare.png")
-    parser.add_argument("--size", default="1600,2600", help="browser window width,height in pixels")
+    parser.add_argument("--size", default="1500,1100", help="browser window width,height in pixels")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["discovery_auc", "external_bac", "external_auc", "saline_bac", "saline_auc"],
+        help="metrics added to the parallel-coordinates plot (discovery_bac is there by default)",
+    )
     args = parser.parse_args()
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
@@ -82,26 +121,9 @@ def main() -> None:
                     raise SystemExit("mlflow server did not start") from None
                 time.sleep(0.5)
         query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps(experiment_ids)})
-        page = f"{url}/#/compare-runs?{query}"
-        with tempfile.TemporaryDirectory() as profile:
-            subprocess.run(
-                [
-                    browser,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--hide-scrollbars",
-                    f"--user-data-dir={profile}",
-                    f"--window-size={args.size}",
-                    "--virtual-time-budget=30000",
-                    f"--screenshot={args.out.resolve()}",
-                    page,
-                ],
-                check=True,
-                capture_output=True,
-                timeout=180,
-            )
-        print(f"{args.out} <- {page}")
+        page_url = f"{url}/#/compare-runs?{query}"
+        capture(browser, page_url, args.metrics, args.out.resolve(), args.size)
+        print(f"{args.out} <- {page_url}")
     finally:
         server.terminate()
         server.wait(timeout=20)

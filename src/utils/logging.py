@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 
@@ -15,7 +16,9 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("src").setLevel(level)
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    # MLflow installs its own handler at INFO (database migrations, "registered model ..." lines)
+    # MLflow installs its own handler at import, at MLFLOW_LOGGING_LEVEL (INFO by default: database
+    # migrations, "registered model ..." lines); it may be imported later, so set both
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
     logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
