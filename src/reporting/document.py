@@ -139,7 +139,7 @@ def _fmt(value: Any, column: str) -> str:
     if column in INTEGER_COLUMNS:
         return str(int(value))
     if column.endswith(" p") or " p " in f"{column} " or column.startswith("p "):
-        return f"{value:.3f}"
+        return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if "AUC" in column:
         return f"{value:.2f}"
     if column in ("mean_weight", "sign_consistency", "standardised_weight", "se"):
