@@ -77,6 +77,8 @@ def repo(tmp_path_factory) -> Path:
     run(repo, "git", "config", "user.name", "test")
     run(repo, "dvc", "init", "-q")
     run(repo, "dvc", "config", "core.analytics", "false")
+    shutil.copy(ROOT / ".dvc" / "plots_offline.html", repo / ".dvc" / "plots_offline.html")
+    run(repo, "dvc", "config", "plots.html_template", "plots_offline.html")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "tiny pipeline")
     return repo
@@ -147,3 +149,13 @@ def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):
         assert ran_stages(run(repo, "dvc", "repro")) == {"train@gm_rbf", "evaluate@gm_rbf", "report"}
     finally:
         path.write_text(path.read_text().replace("# changed\n", ""))
+
+
+def test_plots_render_offline(repo, first_repro):
+    """`dvc plots show` writes one page with the ROC/calibration/decision plots and no network resources."""
+    run(repo, "dvc", "plots", "show", "-o", "plots_html")
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    for experiment in PARAMS["experiments"]:
+        for kind in ("roc", "calibration", "decision_curve"):
+            assert f"outputs/{experiment}/evaluate/plots/{kind}/external.csv" in page

@@ -1,0 +1,45 @@
+"""The report's methods text follows the resolved config, and its tables format values for reading."""
+
+from __future__ import annotations
+
+import pandas as pd
+from conftest import compose_config
+
+from src.reporting.document import markdown_table
+from src.reporting.methods import tripod_ai_methods
+
+TRAIN = {"n": 99, "responders": 52, "n_features": 22764, "permutation": None, "provenance": {}}
+
+
+def test_methods_cover_tripod_ai_items_and_follow_the_config():
+    cfg = compose_config(["+experiment=gm_voxel", "cv.repeats=3", "cv.n_trials=12"])
+    items = {item: text for item, _, text in tripod_ai_methods(cfg, TRAIN, None)}
+    assert {"5a", "6a", "8a", "9a", "10", "11", "12a", "12b", "12c", "12d", "12e", "13", "17", "18"} <= set(
+        items
+    )
+    assert "3 repeats × 10 stratified outer folds" in items["12a"]
+    assert (
+        "12 trials per outer fold" in items["12c"] and "pca_variance uniform in [0.5, 0.99]" in items["12c"]
+    )
+    assert "PCA" in items["12b"]
+    assert "voxel values (22764 features)" in items["9a"] and "FWHM 8.0 mm" in items["9a"]
+    assert "no permutation test run" in items["12e"]
+    assert "≥ 0.5" in items["8a"] and "Simulated cohorts" in items["5a"]
+    rbf = {
+        item: text for item, _, text in tripod_ai_methods(compose_config(["+experiment=gm_rbf"]), TRAIN, None)
+    }
+    assert "kernel rbf" in rbf["12c"] and "gamma log-uniform" in rbf["12c"] and "PCA" not in rbf["12b"]
+
+
+def test_markdown_table_formats_counts_p_values_and_missing():
+    table = pd.DataFrame(
+        {
+            "cohort": ["a"],
+            "n": [51.0],
+            "BAC": [66.4321],
+            "AUC": [0.7734],
+            "p (BAC)": [0.0004],
+            "paper p": [None],
+        }
+    )
+    assert markdown_table(table).splitlines()[-1] == "| a | 51 | 66.4 | 0.77 | <0.001 | – |"
