@@ -104,3 +104,13 @@ def test_entry_points_on_a_tiny_simulation(tmp_path):
     assert "gm_wm_roi/discovery: 6 subjects (3 responders) x 240 features" in out.stdout
     table = pd.read_parquet(Path(tmp_path) / "features" / "gm_wm_roi" / "saline.parquet")
     assert len(table) == 4 and set(table["treatment"]) == {"saline"}
+
+
+def test_no_pipeline_output_is_committed_to_git():
+    """DVC refuses to write an output git already tracks (`dvc repro` on a fresh clone would fail)."""
+    outs = ["data/cohorts", "data/features", "outputs", "reports"]
+    listed = subprocess.run(["git", "ls-files", *outs], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [f for f in listed.stdout.splitlines() if not f.endswith("metrics.json")]
+    assert tracked == [], f"pipeline outputs committed to git: {tracked[:5]}"
