@@ -21,6 +21,8 @@ PACKAGES = (
 )
 
 
+DVC_WRITES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore", ":(exclude,glob)**/metrics.json")
+
 # the checkout this code runs from (not the current directory: runs may start anywhere)
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +34,9 @@ def git_state(cwd: str | Path = CODE_ROOT) -> dict[str, object]:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # what DVC itself stages while the pipeline runs (lock file, .gitignore entries, metrics) is
+            # not a change of the code
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *DVC_WRITES],
             cwd=cwd,
             capture_output=True,
             text=True,
