@@ -15,21 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT))  # the project's src/, also when it is not pip-installed
 
 
 def capture(browser: str, url: str, metrics: list[str], out: Path, size: str) -> None:
@@ -86,6 +77,8 @@ def main() -> None:
 
     from mlflow.tracking import MlflowClient
 
+    from src.tracking.server import mlflow_server
+
     uri = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
     client = MlflowClient(uri)
     runs, experiment_ids = [], []
@@ -102,31 +95,11 @@ def main() -> None:
         runs.append(run.info.run_id)
         experiment_ids.append(experiment.experiment_id)
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--backend-store-uri", uri, "--workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise SystemExit("mlflow server did not start") from None
-                time.sleep(0.5)
+    with mlflow_server(uri) as url:
         query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps(experiment_ids)})
         page_url = f"{url}/#/compare-runs?{query}"
         capture(browser, page_url, args.metrics, args.out.resolve(), args.size)
-        print(f"{args.out} <- {page_url}")
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    print(f"{args.out} <- {page_url}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from conftest import subprocess_env
 from mlflow.tracking import MlflowClient
 from test_train import contract_table
 
+from src.tracking.server import mlflow_server
 from src.tracking.store import TrackingSettings, flatten
 from src.utils.io import file_md5
 from src.validation.ensemble import load_model
@@ -238,61 +236,10 @@ def test_settings_resolve_store_and_flatten(tmp_path, monkeypatch):
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 at a free port; stopped after use."""
-    port = free_port()
-    root.mkdir(parents=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--workers",
-        "1",
-    ]
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below, after the server stops
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
 def test_tracking_to_a_real_mlflow_server(tmp_path):
     write_cohorts(tmp_path / "features" / "gm_roi")
-    with mlflow_server(tmp_path / "server") as url:
+    server = tmp_path / "server"
+    with mlflow_server(f"sqlite:///{server / 'server.db'}", server / "artifacts") as url:
         run_pipeline(tmp_path, repeats=1, folds=3, tracking=[f"tracking.uri={url}"])
         client = MlflowClient(url, url)
         experiment = client.get_experiment_by_name("gm_only")
