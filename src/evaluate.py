@@ -26,8 +26,9 @@ from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
-from src.interpretation.regions import region_maps, voxel_maps, weight_summary
+from src.interpretation.regions import read_feature_regions, region_maps, voxel_maps, weight_summary
 from src.models.linear import AffineDecision
+from src.reporting.document import markdown_table as report_markdown_table
 from src.tracking.store import TrackingSettings
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
@@ -97,29 +98,14 @@ def _ci(ci: tuple[float, float] | None, scale: float) -> str:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """Plain markdown (no tabulate dependency): counts as integers, BAC/sens/spec to 1 decimal, AUC to 2,
-    p-values to 3; missing as '–'."""
-
-    def fmt(value: Any, column: str) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return "–"
-        if column in ("p (BAC)", "paper p"):
-            return f"{float(value):.3f}"
-        if column in ("n", "responders", "paper n"):
-            return str(int(value))
-        if isinstance(value, float):
-            return f"{value:.2f}" if "AUC" in column else f"{value:.1f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(fmt(v, c) for c, v in row.items()) + " |" for _, row in table.iterrows()]
-    return "\n".join(lines) + "\n"
+    """The report's markdown table writer (counts as integers, BAC/sens/spec to 1 decimal, AUC to 2,
+    p-values to 3 or '<0.001'; missing as '–'), with a final newline for the file."""
+    return report_markdown_table(table) + "\n"
 
 
 def interpretation(model: EnsembleModel, train: pd.DataFrame, features_dir: Path, seed: int) -> pd.DataFrame:
     """Weights (linear) or out-of-fold permutation importance (other kernels) per feature."""
-    regions_path = features_dir / "regions.tsv"
-    regions = pd.read_csv(regions_path, sep="\t") if regions_path.is_file() else None
+    regions = read_feature_regions(features_dir)
     if all(isinstance(m, AffineDecision) for m in model.models):
         return weight_summary(model.models, model.feature_columns, train, regions)
     from sklearn.inspection import permutation_importance
@@ -359,11 +345,8 @@ def weight_maps(regions: pd.DataFrame, features_dir: Path) -> dict[str, Any]:
         return {}
     if (features_dir / "mask.nii.gz").is_file():
         return voxel_maps(regions, nib.load(features_dir / "mask.nii.gz"))
-    atlas_table = features_dir / "regions.tsv"
-    if not atlas_table.is_file():
-        return {}
-    atlas_regions = pd.read_csv(atlas_table, sep="\t")
-    if "index" not in atlas_regions or atlas_regions["atlas"].nunique() != 1:
+    atlas_regions = read_feature_regions(features_dir)
+    if atlas_regions is None or "index" not in atlas_regions or atlas_regions["atlas"].nunique() != 1:
         return {}
     atlas, _ = load_atlas(str(atlas_regions["atlas"].iloc[0]))
     return region_maps(regions, atlas_regions, atlas)

@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.contract import TABLE_META_COLUMNS
-from src.interpretation.regions import weight_summary
+from src.interpretation.regions import read_feature_regions, weight_summary
 from src.models.linear import AffineDecision
 from src.models.search_space import SearchSpace
 from src.tracking.store import TrackingSettings
@@ -100,8 +100,7 @@ def track(
 
     regions = None
     if all(isinstance(m, AffineDecision) for m in model.models):
-        regions_path = table_path.parent / "regions.tsv"
-        atlas = pd.read_csv(regions_path, sep="\t") if regions_path.is_file() else None
+        atlas = read_feature_regions(table_path.parent)
         regions = weight_summary(model.models, model.feature_columns, table, atlas)
     return log_training(
         settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -54,6 +55,13 @@ def lobe(name: str) -> str:
         if re.search(pattern, name, flags=re.IGNORECASE):
             return label
     return "other"
+
+
+def read_feature_regions(features_dir: str | Path) -> pd.DataFrame | None:
+    """The feature set's ``regions.tsv`` (column -> atlas, index, region name), or None for feature sets
+    without regions (voxels, user tables)."""
+    path = Path(features_dir) / "regions.tsv"
+    return pd.read_csv(path, sep="\t") if path.is_file() else None
 
 
 def weight_summary(

@@ -103,6 +103,7 @@ def log_evaluation(
         "evaluation_id": group,
     }
     run_ids: dict[str, str] = {}
+    numbers = {cohort: cohort_metrics(results[cohort], aligned.get(cohort)) for cohort in tables}
     for cohort, table in tables.items():
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"evaluate {cohort}", tags={**tags, "cohort": cohort}
@@ -121,7 +122,7 @@ def log_evaluation(
                         "log_model_explainability": False,
                     },
                 )
-            mlflow.log_metrics(cohort_metrics(results[cohort], aligned.get(cohort)))
+            mlflow.log_metrics(numbers[cohort])
             mlflow.log_table(
                 table[["participant_id", "site", "treatment", "response", "decision", "probability"]],
                 "predictions.json",
@@ -132,7 +133,7 @@ def log_evaluation(
     summary = {
         f"{cohort}_{k}": v
         for cohort in tables
-        for k, v in cohort_metrics(results[cohort], aligned.get(cohort)).items()
+        for k, v in numbers[cohort].items()
         if k in ("bac", "auc", "sensitivity", "specificity", "p_bac", "p_auc", "site_aligned_bac")
     }
     summary["specificity_auc_difference"] = specificity["auc_difference"]["difference"]

@@ -79,6 +79,17 @@ def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[
     return paths
 
 
+def permutation_figure(null: np.ndarray, observed: float, out: Path) -> list[Path]:
+    """Histogram of the permutation null with the observed statistic, and the null as a table."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(null, bins=30, color="grey")
+    ax.axvline(observed, color="crimson", label=f"observed {observed:.3f}")
+    ax.set(xlabel="mean BAC under permuted labels", ylabel="permutations", title="Permutation null")
+    ax.legend()
+    pd.DataFrame({"mean_bac": null}).to_csv(out / "permutation_null.csv", index=False)
+    return [_save(fig, out / "permutation_null.png"), out / "permutation_null.csv"]
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)

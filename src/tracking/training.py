@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.models.search_space import SearchSpace
-from src.tracking.figures import ensemble_figures, optuna_figures
+from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
 from src.tracking.store import TrackingSettings, flatten, open_experiment, quiet_stderr
 from src.utils.provenance import git_state, package_versions
 from src.validation.metrics import METRICS, binary_metrics
@@ -149,7 +149,7 @@ def log_training(
             if regions is not None:
                 regions.to_csv(figures / "weights.csv", index=False)
             if permutation_null is not None and len(permutation_null):
-                _null_figure(permutation_null, document["permutation"]["observed"], figures)
+                permutation_figure(permutation_null, document["permutation"]["observed"], figures)
             mlflow.log_artifacts(str(figures), "figures")
         for path in sorted(outputs.iterdir()):
             if path.is_file():
@@ -230,17 +230,3 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
             registered_model_name=settings.model_name if settings.register_model else None,
             tags={"experiment": name},
         )
-
-
-def _null_figure(null: np.ndarray, observed: float, out: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(null, bins=30, color="grey")
-    ax.axvline(observed, color="crimson", label=f"observed {observed:.3f}")
-    ax.set(xlabel="mean BAC under permuted labels", ylabel="permutations", title="Permutation null")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "permutation_null.png", dpi=110)
-    plt.close(fig)
-    pd.DataFrame({"mean_bac": null}).to_csv(out / "permutation_null.csv", index=False)
