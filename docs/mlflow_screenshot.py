@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument(
         "--metrics",
         nargs="+",
-        default=["discovery_auc", "external_bac", "external_auc", "saline_bac", "saline_auc"],
+        default=["discovery_auc", "external_bac", "external_auc", "control_bac", "control_auc"],
         help="metrics added to the parallel-coordinates plot (discovery_bac is there by default)",
     )
     args = parser.parse_args()

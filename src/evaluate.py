@@ -1,4 +1,4 @@
-"""``python -m src.evaluate +experiment=gm_only``: the locked model on the external and saline cohorts.
+"""``python -m src.evaluate +experiment=gm_only``: the locked model on the external and control cohorts.
 
 Loads the locked model from the MLflow model registry (the version ``src.train`` registered, recorded in
 ``${paths.run}/train/tracking.json``), or from the DVC-versioned ``${paths.run}/train/model`` when tracking is
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
 from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
@@ -46,7 +47,10 @@ def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
         path = features_dir / f"{name}.parquet"
         if not path.is_file():
             raise FileNotFoundError(
-                f"feature table {path} not found (cohort {name!r}); run `dvc repro` first"
+                f"feature table {path} not found (cohort {name!r} of the data config): build it with "
+                f"`python -m src.features.build features={features_dir.name}` (or `dvc repro`), with the "
+                "same "
+                "data= as training"
             )
         frames.append(pd.read_parquet(path).assign(_cohort=name))
     return pd.concat(frames, ignore_index=True)
@@ -59,6 +63,24 @@ def evaluate_cohort(y: np.ndarray, scores: np.ndarray, n_perm: int, n_boot: int,
     out.update(permutation_pvalues(y, scores, n=n_perm, seed=seed))
     out["ci95"] = bootstrap_ci(y, scores, n=n_boot, seed=seed)
     return out
+
+
+def treatment_specificity(scored: dict[str, pd.DataFrame], n_perm: int, seed: int) -> dict[str, Any]:
+    """AUC(external) - AUC(control) permutation test and the score x treatment interaction; empty when the
+    data config has no external or no control cohort."""
+    if "external" not in scored or "control" not in scored:
+        return {}
+    ket, ctl = scored["external"], scored["control"]
+    return {
+        "auc_difference": auc_difference_test(
+            ket["response"], ket["decision"], ctl["response"], ctl["decision"], n=n_perm, seed=seed
+        ),
+        "interaction": interaction_test(
+            np.r_[ket["response"], ctl["response"]],
+            np.r_[ket["decision"], ctl["decision"]],
+            np.r_[np.ones(len(ket)), np.zeros(len(ctl))],
+        ),
+    }
 
 
 def paper_table(results: dict[str, dict[str, Any]], reference: dict[str, Any]) -> pd.DataFrame:
@@ -191,8 +213,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
     model, training_run, model_source = locked_model(settings, run / "train")
     features_dir = Path(cfg.paths.features) / cfg.features.name
-    discovery = cfg.data.cohorts[0]
-    train = read_tables(features_dir, [discovery])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    groups = evaluation_groups(data)  # from the cohorts' roles: external, control (+ each alone)
+    train = read_tables(features_dir, [discovery_cohort(data)])
     seed = int(cfg.seed)
 
     # discovery: the out-of-fold ensemble scores of the nested CV (never the locked model on its own data)
@@ -211,7 +234,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     aligned: dict[str, dict[str, Any]] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
-    for name, members in ev["cohorts"].items():
+    for name, members in groups.items():
         table = read_tables(features_dir, list(members))
         decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
         n_perm, n_boot = int(ev["n_permutations"]), int(ev["n_bootstrap"])
@@ -223,30 +246,19 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
             )
 
-    ket, ctl = scored[ev["ketamine"]], scored[ev["control"]]
-    specificity = {
-        "auc_difference": auc_difference_test(
-            ket["response"],
-            ket["decision"],
-            ctl["response"],
-            ctl["decision"],
-            n=int(ev["n_permutations"]) // 5,
-            seed=seed,
-        ),
-        "interaction": interaction_test(
-            np.r_[ket["response"], ctl["response"]],
-            np.r_[ket["decision"], ctl["decision"]],
-            np.r_[np.ones(len(ket)), np.zeros(len(ctl))],
-        ),
-    }
+    specificity = treatment_specificity(scored, int(ev["n_permutations"]) // 5, seed)
     regions = interpretation(model, train, features_dir, seed)
+    maps, maps_note = weight_maps(regions, features_dir)
     table = paper_table(results, ev["reference"])
+    roles = {spec.name: spec.role for spec in cohort_specs(data)}
     document = {
         "experiment": cfg.name,
         "positive_weight_means": "larger feature value -> predicted response",
         "cohorts": results,
+        "groups": {name: {"role": roles[m[0]], "cohorts": m} for name, m in groups.items()},
         "cohorts_site_aligned": aligned,
         "treatment_specificity": specificity,
+        "maps_note": maps_note or None,
         "provenance": {
             "git": git_state(),
             "model_md5": file_md5(run / "train" / "model" / "model.joblib"),
@@ -272,15 +284,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                     scored[n]["decision"].to_numpy(),
                     scored[n]["probability"].to_numpy(),
                 )
-                for n in (ev["ketamine"], ev["control"])
+                for n in ("external", "control")
+                if n in scored
             }
         )
         _figures(out, curves)
-        # always created (a DVC output), empty when the model has no weight map (non-linear kernels)
+        # always created (a DVC output); without a map (non-linear kernels, user tables) a note says why
         (out / "maps").mkdir()
-        maps = weight_maps(regions, features_dir)
         if maps:
             _map_outputs(out / "maps", maps)
+        else:
+            write_text_atomic(out / "maps" / "README.txt", maps_note + "\n")
         evaluation_runs: dict[str, str] = {}
         if training_run is not None:
             from src.tracking.evaluation import log_evaluation
@@ -334,22 +348,28 @@ def _train_p(run: Path) -> float | None:
     return None if perm is None else perm["p_value"]
 
 
-def weight_maps(regions: pd.DataFrame, features_dir: Path) -> dict[str, Any]:
+def weight_maps(regions: pd.DataFrame, features_dir: Path) -> tuple[dict[str, Any], str]:
     """Mean-weight and CVR brain maps of linear models: voxel features through their mask, regional features
-    painted onto their atlas (GM regions). Empty for non-linear models or features without a map."""
+    painted onto their bundled atlas (GM regions). No maps (and a note saying why) for non-linear models or
+    features without an atlas image (a user's regional table)."""
     import nibabel as nib
 
-    from src.data.templates import load_atlas
+    from src.data.templates import ATLASES, load_atlas
 
     if "cvr" not in regions:
-        return {}
+        return {}, "no weight map: the model is not linear (see regions.csv for permutation importance)"
     if (features_dir / "mask.nii.gz").is_file():
-        return voxel_maps(regions, nib.load(features_dir / "mask.nii.gz"))
+        return voxel_maps(regions, nib.load(features_dir / "mask.nii.gz")), ""
     atlas_regions = read_feature_regions(features_dir)
-    if atlas_regions is None or "index" not in atlas_regions or atlas_regions["atlas"].nunique() != 1:
-        return {}
-    atlas, _ = load_atlas(str(atlas_regions["atlas"].iloc[0]))
-    return region_maps(regions, atlas_regions, atlas)
+    atlases = [] if atlas_regions is None else sorted(atlas_regions["atlas"].astype(str).unique())
+    if len(atlases) != 1 or atlases[0] not in ATLASES or "index" not in atlas_regions:
+        return {}, (
+            f"no weight map: the features come from {', '.join(atlases) or 'a table'} with no bundled atlas "
+            "image "
+            "to paint them on; regions.csv holds every feature's weight, CV-ratio and sign consistency"
+        )
+    atlas, _ = load_atlas(atlases[0])
+    return region_maps(regions, atlas_regions, atlas), ""
 
 
 def _map_outputs(out: Path, maps: dict[str, Any]) -> None:
@@ -390,12 +410,15 @@ def _print(name: str, table: pd.DataFrame, specificity: dict[str, Any], aligned:
             ]
         )
     )
-    diff = specificity["auc_difference"]
-    print(
-        f"treatment specificity: AUC ketamine {diff['auc_a']:.3f} vs saline {diff['auc_b']:.3f}, "
-        f"difference {diff['difference']:.3f}, permutation p = {diff['p_value']:.4f}; "
-        f"score x treatment LR p = {specificity['interaction']['p_value']:.4f}"
-    )
+    if not specificity:
+        print("treatment specificity: not tested (the data config has no external or no control cohort)")
+    else:
+        diff = specificity["auc_difference"]
+        print(
+            f"treatment specificity: AUC external {diff['auc_a']:.3f} vs control {diff['auc_b']:.3f}, "
+            f"difference {diff['difference']:.3f}, permutation p = {diff['p_value']:.4f}; "
+            f"score x treatment LR p = {specificity['interaction']['p_value']:.4f}"
+        )
     for cohort, r in aligned.items():
         print(
             f"  site-aligned {cohort}: BAC {100 * r['bac']:.1f}, AUC {r['auc']:.3f}, p(BAC) {r['p_bac']:.4f}"

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.cohorts import discovery_cohort
 from src.data.contract import TABLE_META_COLUMNS
 from src.interpretation.regions import read_feature_regions, weight_summary
 from src.models.linear import AffineDecision
@@ -31,6 +32,11 @@ from src.validation.nested_cv import CVConfig, NestedCVResult, run_nested_cv
 from src.validation.permutation import PermutationResult, permutation_test
 
 log = logging.getLogger(__name__)
+
+
+def discovery(cfg: DictConfig) -> str:
+    """The training cohort: the one whose role is ``discovery`` in the data config."""
+    return discovery_cohort(OmegaConf.to_container(cfg.data, resolve=True))
 
 
 def feature_table_path(cfg: DictConfig, cohort: str) -> Path:
@@ -69,7 +75,7 @@ def metrics_document(
     summary = result.summary()
     return {
         "experiment": cfg.name,
-        "cohort": cfg.data.cohorts[0],
+        "cohort": discovery(cfg),
         "n": len(result.y),
         "responders": int(result.y.sum()),
         "n_features": len(result.feature_columns),
@@ -111,7 +117,7 @@ def track(
         space=space,
         outputs=outputs,
         example=table[model.input_columns].head(5),
-        feature_tables={cfg.data.cohorts[0]: document["provenance"]["feature_table_md5"]},
+        feature_tables={discovery(cfg): document["provenance"]["feature_table_md5"]},
         dvc_md5=dvc_output_md5(table_path.parent),
         regions=regions,
         permutation_null=None if perm is None else perm.null,
@@ -123,7 +129,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
-    path = feature_table_path(cfg, cfg.data.cohorts[0])
+    path = feature_table_path(cfg, discovery(cfg))
     table, X, y = load_training_data(path, covariates)
     space = SearchSpace.from_config(model_cfg)
     cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))

@@ -108,10 +108,12 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
             ) == [
                 "discovery.csv",
                 "external.csv",
-                "saline.csv",
+                "control.csv",
             ]
     assert (repo / "outputs" / "gm_only" / "evaluate" / "maps" / "cvr_map.png").is_file()  # linear: a map
-    assert not any((repo / "outputs" / "gm_rbf" / "evaluate" / "maps").iterdir())  # RBF: none
+    rbf_maps = repo / "outputs" / "gm_rbf" / "evaluate" / "maps"
+    assert [p.name for p in rbf_maps.iterdir()] == ["README.txt"]  # RBF: no map, a note saying why
+    assert "not linear" in (rbf_maps / "README.txt").read_text()
     report = (repo / "reports" / "report.html").read_text()
     for experiment in PARAMS["experiments"]:
         assert f"Experiment <code>{experiment}</code>" in report
@@ -137,7 +139,7 @@ def test_metrics_show_lists_every_experiment(repo, first_repro):
         assert {"bac", "auc", "sensitivity", "specificity"} <= set(train["ensemble"])
         assert "p_value" in train["permutation"]
         cohorts = metrics[f"outputs/{experiment}/evaluate/metrics.json"]["cohorts"]
-        assert {"discovery", "external", "saline"} <= set(cohorts) and "bac" in cohorts["saline"]
+        assert {"discovery", "external", "control"} <= set(cohorts) and "bac" in cohorts["control"]
 
 
 def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):

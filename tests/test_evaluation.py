@@ -200,10 +200,12 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out" / "gm_only" / "evaluate"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["cohorts"]) == {"discovery", "external", "external_a", "external_b", "saline"}
-    assert metrics["cohorts"]["external"]["n"] == 48 and "ci95" in metrics["cohorts"]["saline"]
-    assert set(metrics["cohorts_site_aligned"]) == {"external", "external_a", "external_b", "saline"}
-    assert metrics["cohorts"]["external"]["auc"] > metrics["cohorts"]["saline"]["auc"]
+    # what is scored follows the roles of the data config: external pooled and alone, the control cohort
+    assert set(metrics["cohorts"]) == {"discovery", "external", "external_a", "external_b", "control"}
+    assert metrics["groups"]["control"] == {"role": "control", "cohorts": ["saline"]}
+    assert metrics["cohorts"]["external"]["n"] == 48 and "ci95" in metrics["cohorts"]["control"]
+    assert set(metrics["cohorts_site_aligned"]) == {"external", "external_a", "external_b", "control"}
+    assert metrics["cohorts"]["external"]["auc"] > metrics["cohorts"]["control"]["auc"]
     for name in (
         "paper_table.csv",
         "paper_table.md",

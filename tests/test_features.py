@@ -21,7 +21,6 @@ DATA = {
     "pipeline": None,
     "space": "MNI152NLin2009cSym",
     "source": "images",
-    "tables": {},
     "outcome": {
         "baseline": "madrs_baseline",
         "followup": "madrs_24h",
@@ -144,13 +143,12 @@ def test_regional_table_source(tmp_path):
     data = {
         **DATA,
         "root": str(tmp_path),
-        "cohorts": ["c"],
+        "cohorts": [{"name": "c", "role": "discovery", "table": str(tmp_path / "aseg.csv")}],
         "source": "table",
-        "tables": {"c": str(tmp_path / "aseg.csv")},
     }
     build_feature_set(data, FeatureSet(name="user_roi"), tmp_path / "features")
     table = pd.read_parquet(tmp_path / "features" / "user_roi" / "c.parquet")
-    assert list(table.columns[7:]) == ["lh_superiorfrontal", "Left-Cerebellum-Cortex"]
+    assert list(table.columns[7:]) == ["lh_superiorfrontal", "Left_Cerebellum_Cortex"]
     assert table["tiv"].tolist() == [1500, 1600, 1400, 1450]
 
 

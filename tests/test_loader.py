@@ -197,7 +197,8 @@ def test_regional_table_aligned_to_participants(tmp_path):
             for i in (3, 1, 0, 2)
         ],
     )
-    features = load_regional_table(table, cohort)
+    features, tiv = load_regional_table(table, cohort)
+    assert tiv is None  # a plain table carries no TIV
     assert features["Frontal_L"].tolist() == [10.0, 11.0, 12.0, 13.0]
 
 

@@ -23,7 +23,7 @@ from src.utils.io import file_md5
 from src.validation.ensemble import load_model
 
 COHORTS = ("discovery", "external_a", "external_b", "saline")
-EVALUATION_COHORTS = {"external", "external_a", "external_b", "saline"}
+EVALUATION_COHORTS = {"external", "external_a", "external_b", "control"}
 MODEL = "ketamine-trd-gm_only"
 
 
@@ -220,7 +220,7 @@ def test_search_runs_tables_experiments_side_by_side(local_store, client):
     for column in (
         "metrics.discovery_bac",
         "metrics.external_bac",
-        "metrics.saline_bac",
+        "metrics.control_bac",
         "params.cv.repeats",
     ):
         assert column in table.columns

@@ -7,6 +7,9 @@ at fault, so a clinician can fix the input without reading code.
 from __future__ import annotations
 
 import logging
+import re
+import xml.etree.ElementTree as ET
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,15 +19,14 @@ import pandas as pd
 
 from src.data.contract import (
     DEFAULT_SPACE,
-    IMAGE_NAME,
     IMAGE_PATH_COLUMNS,
     MADRS_RANGE,
     PARTICIPANT_ID,
     REQUIRED_COLUMNS,
     SEXES,
     TREATMENTS,
-    image_relpath,
 )
+from src.data.tables import TableFormatError, read_regional_table
 
 log = logging.getLogger(__name__)
 _NA = ["n/a", "N/A", "NA", "nan", "NaN", ""]
@@ -109,6 +111,8 @@ def load_cohort(
     outcome: OutcomeSpec | None = None,
     on_grid_mismatch: str = "error",
     with_images: bool = True,
+    layout: str = "bids",
+    treatment: str | None = None,
 ) -> Cohort:
     """Read ``participants.tsv`` and the tissue maps of a BIDS-style cohort folder and validate them.
 
@@ -131,6 +135,11 @@ def load_cohort(
         map) is rejected (default), or kept with a warning and resampled by the feature step.
     with_images : bool
         False when the features come from a regional table: no image is looked for.
+    layout : {"bids", "fmriprep", "smriprep", "cat12"}
+        How the images are named under ``derivatives/<pipeline>/`` (see :func:`scan_derivatives`).
+    treatment : str, optional
+        The treatment the data config declares for this cohort: fills a missing ``treatment`` column, and
+        a subject whose ``treatment`` differs is an error.
 
     Returns
     -------
@@ -139,6 +148,8 @@ def load_cohort(
     root = Path(root)
     name = name or root.name
     outcome = outcome or OutcomeSpec()
+    if layout not in LAYOUTS:
+        raise ValueError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
     if on_grid_mismatch not in ("error", "resample"):
         raise ValueError(f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}")
     table_path = root / "participants.tsv"
@@ -149,10 +160,24 @@ def load_cohort(
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise CohortError(f"cohort {name!r}: cannot parse {table_path}: {err}") from err
     raw.columns = [str(c).strip() for c in raw.columns]
+    if treatment is not None:
+        if "treatment" not in raw.columns:
+            raw["treatment"] = treatment
+        else:
+            differs = raw.loc[
+                raw["treatment"].fillna("").str.strip() != treatment, ["participant_id", "treatment"]
+            ]
+            if len(differs):
+                pid, value = differs.iloc[0]
+                raise CohortError(
+                    f"cohort {name!r}: subject {pid} has treatment {value!r} in {table_path}, but the data "
+                    "config "
+                    f"declares treatment {treatment!r} for this cohort; {len(differs)} subject(s) affected"
+                )
     participants, excluded = _validate_participants(raw, name, table_path, outcome)
     cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
     if with_images:
-        _attach_images(cohort, raw, pipeline, space, tissues, on_grid_mismatch)
+        _attach_images(cohort, pipeline, space, tissues, on_grid_mismatch, layout)
     log.info(
         "cohort %s: %d subjects (%d responders), %d excluded for missing outcome",
         name,
@@ -286,25 +311,87 @@ def _find_pipeline(root: Path, name: str, pipeline: str | None) -> Path:
     return found[0]
 
 
+LAYOUTS: tuple[str, ...] = ("bids", "fmriprep", "smriprep", "cat12")
+# CAT12 file-name prefixes of the modulated, normalised tissue maps (m = modulated, w = warped, p = partial)
+CAT12_PREFIX: dict[str, str] = {"GM": "mwp1", "WM": "mwp2", "CSF": "mwp3"}
+_CAT12_NAME = re.compile(r"^mwp([123])(?P<stem>.+?)\.nii(\.gz)?$")
+_BIDS_PROBSEG = re.compile(r"^(?P<sub>sub-[A-Za-z0-9]+)_.*_label-(?P<label>[A-Za-z]+)_probseg\.nii(\.gz)?$")
+_SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
+
+
+def scan_derivatives(deriv: Path, layout: str, space: str) -> dict[tuple[str, str], list[Path]]:
+    """Every tissue map under a derivatives folder: ``(participant_id, tissue) -> [paths]``.
+
+    - ``bids`` / ``fmriprep`` / ``smriprep``:
+      ``sub-<label>[_ses-..]..._space-<space>[_res-..]_label-<GM|WM|CSF>
+      _probseg.nii[.gz]`` anywhere below ``sub-<label>/`` (sessions included). ``space`` may carry more
+      entities (``MNI152NLin2009cAsym_res-2``) to choose among several outputs.
+    - ``cat12``: CAT12's own names anywhere below the folder, ``mri/mwp1<name>.nii`` (GM), ``mwp2`` (WM),
+      ``mwp3`` (CSF); the subject is the ``sub-<label>`` inside ``<name>``, else ``sub-`` + ``<name>`` up to
+      its first underscore.
+    """
+    found: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    if layout == "cat12":
+        for path in sorted(deriv.rglob("mwp[123]*.nii*")):
+            match = _CAT12_NAME.match(path.name)
+            if match and path.parent.name == "mri" and path.is_file():
+                tissue = ("GM", "WM", "CSF")[int(match.group(1)) - 1]
+                found[(_cat12_subject(match["stem"]), tissue)].append(path)
+        return found
+    for path in sorted(deriv.glob("sub-*/**/sub-*_probseg.nii*")):
+        match = _BIDS_PROBSEG.match(path.name)
+        if match and f"_space-{space}_" in path.name and path.is_file():
+            found[(match["sub"], match["label"])].append(path)
+    return found
+
+
+def _cat12_subject(stem: str) -> str:
+    match = _SUBJECT.search(stem)
+    return match.group(1) if match else "sub-" + stem.split("_")[0]
+
+
+def cat12_tiv(gm_image: Path) -> float | None:
+    """TIV (ml) from CAT12's ``report/cat_<name>.xml`` beside the ``mri/`` folder of ``mwp1<name>.nii``:
+    ``subjectmeasures/vol_TIV``, or the sum of ``vol_abs_CGW`` (CSF, GM, WM, WMH) in older versions.
+    None when there is no report. (ElementTree reads data only; expat refuses entity expansion bombs.)"""
+    match = _CAT12_NAME.match(gm_image.name)
+    if match is None:
+        return None
+    report = gm_image.parent.parent / "report" / f"cat_{match['stem']}.xml"
+    if not report.is_file():
+        return None
+    try:
+        root = ET.parse(report).getroot()
+    except ET.ParseError as err:
+        raise CohortError(f"cannot parse CAT12 report {report}: {err}") from err
+    node = root.find(".//subjectmeasures/vol_TIV")
+    if node is not None and node.text:
+        return float(node.text)
+    node = root.find(".//subjectmeasures/vol_abs_CGW")
+    if node is not None and node.text:
+        return float(sum(float(v) for v in re.findall(r"[-+0-9.eE]+", node.text)))
+    raise CohortError(f"CAT12 report {report} has neither subjectmeasures/vol_TIV nor vol_abs_CGW")
+
+
 def _attach_images(
     cohort: Cohort,
-    raw: pd.DataFrame,
     pipeline: str | None,
     space: str,
     tissues: tuple[str, ...],
     on_grid_mismatch: str,
+    layout: str = "bids",
 ) -> None:
     name, root = cohort.name, cohort.root
     deriv = _find_pipeline(root, name, pipeline)
-    known = set(raw["participant_id"])
+    found = scan_derivatives(deriv, layout, space)
+    known = set(cohort.participant_ids) | set(cohort.excluded)
     # An image nobody listed is as suspicious as a subject without an image: it may be a renamed
     # subject whose row now points at nothing.
-    for path in sorted(deriv.glob("sub-*/anat/*_probseg.nii*")):
-        match = IMAGE_NAME.match(path.name)
-        if match and match.group(1) not in known and match.group(3) in tissues:
+    for (pid, tissue), paths in sorted(found.items()):
+        if pid not in known and tissue in tissues:
             raise CohortError(
-                f"cohort {name!r}: image {path} has no row in participants.tsv "
-                f"(subject {match.group(1)} is not listed)"
+                f"cohort {name!r}: image {paths[0]} has no row in participants.tsv "
+                f"(subject {pid} is not listed)"
             )
     for tissue in tissues:
         paths: list[Path] = []
@@ -320,18 +407,47 @@ def _attach_images(
                         f"is missing: {path}"
                     )
             else:
-                path = root / image_relpath(pid, tissue, deriv.name, space)
-                if not path.is_file():
-                    alt = path.with_suffix("")  # uncompressed .nii
-                    if not alt.is_file():
-                        raise CohortError(
-                            f"cohort {name!r}: subject {pid} is in participants.tsv but has no {tissue} "
-                            f"image: expected {path}"
-                        )
-                    path = alt
+                candidates = found.get((pid, tissue), [])
+                if not candidates:
+                    raise CohortError(
+                        f"cohort {name!r}: subject {pid} is in participants.tsv but has no {tissue} "
+                        f"image: expected {_expected_image(deriv, pid, tissue, layout, space)}"
+                    )
+                if len(candidates) > 1:
+                    raise CohortError(
+                        f"cohort {name!r}: subject {pid} has {len(candidates)} {tissue} images "
+                        f"{[str(p) for p in candidates[:3]]}; choose one with data.space (e.g. add _res-2) "
+                        "or "
+                        f"list it in participants.tsv column '{column}'"
+                    )
+                path = candidates[0]
             paths.append(path)
         cohort.images[tissue] = paths
+    if layout == "cat12" and "tiv" not in cohort.participants.columns and "GM" in cohort.images:
+        _attach_cat12_tiv(cohort)
     _check_headers(cohort, on_grid_mismatch)
+
+
+def _expected_image(deriv: Path, pid: str, tissue: str, layout: str, space: str) -> str:
+    if layout == "cat12":
+        return f"{deriv}/**/mri/{CAT12_PREFIX[tissue]}{pid}*.nii"
+    return f"{deriv / pid}/[ses-*/]anat/{pid}_*space-{space}_*label-{tissue}_probseg.nii.gz"
+
+
+def _attach_cat12_tiv(cohort: Cohort) -> None:
+    """Fill ``tiv`` from CAT12's XML reports: all subjects or none (TIV from two sources would bias)."""
+    values = [cat12_tiv(path) for path in cohort.images["GM"]]
+    have = [v is not None for v in values]
+    if not any(have):
+        return
+    if not all(have):
+        pid = cohort.participant_ids[have.index(False)]
+        raise CohortError(
+            f"cohort {cohort.name!r}: subject {pid} has no CAT12 report (report/cat_<name>.xml) while "
+            f"{sum(have)} other subject(s) have one; add it or give TIV in a 'tiv' column of participants.tsv"
+        )
+    cohort.participants["tiv"] = np.asarray(values, dtype=float)
+    log.info("cohort %s: TIV read from %d CAT12 reports", cohort.name, len(values))
 
 
 def _grid_key(shape: tuple[int, ...], affine: np.ndarray) -> tuple:
@@ -389,18 +505,21 @@ def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
                 cohort.off_grid.append(pid)
 
 
-def load_regional_table(path: str | Path, cohort: Cohort) -> pd.DataFrame:
-    """Read a regional-volume table (participant_id + one numeric column per region, in ml).
+def load_regional_table(
+    path: str | Path, cohort: Cohort, table_format: str = "plain"
+) -> tuple[pd.DataFrame, pd.Series | None]:
+    """Read a regional-volume table in ``table_format`` (see :mod:`src.data.tables`), in ml.
 
     The table must list exactly the cohort's subjects (excluded subjects may appear and are dropped).
-    Returns the feature columns aligned to ``cohort.participants``.
+    Returns the feature columns aligned to ``cohort.participants`` and the TIV (ml) when the format
+    carries one (FreeSurfer's eTIV), else None.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CohortError(f"cohort {cohort.name!r}: regional table {path} not found")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=_NA)
-    table.columns = [str(c).strip() for c in table.columns]
+    try:
+        raw = read_regional_table(path, table_format, cohort.participant_ids)
+    except TableFormatError as err:
+        raise CohortError(f"cohort {cohort.name!r}: {err}") from err
+    table = raw.volumes
     if "participant_id" not in table.columns:
         raise CohortError(f"cohort {cohort.name!r}: regional table {path} is missing column 'participant_id'")
     dup = sorted(table.loc[table["participant_id"].duplicated(), "participant_id"].unique())
@@ -441,4 +560,5 @@ def load_regional_table(path: str | Path, cohort: Cohort) -> pd.DataFrame:
                 f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'"
             )
         out[column] = values.astype(float)
-    return out.reset_index(drop=True)
+    tiv = None if raw.tiv is None else raw.tiv.reindex(cohort.participant_ids).reset_index(drop=True)
+    return out.reset_index(drop=True), tiv

@@ -1,73 +1,199 @@
 """``python -m src.data.prepare``: the pipeline's first stage, for the embedded default and for a user's data.
 
 - ``data=simulated`` (default): writes the simulated cohorts to ``data.root`` (``data/cohorts``).
-- any other data config (e.g. ``data=bids``): validates every listed cohort under ``data.root`` (contract
-  columns, outcome, one image per subject and tissue, one grid) and writes ``${paths.cohorts}/validated.json``
-  with each cohort's subjects and image hashes, so the feature stage reruns exactly when the data change.
+- any other data config (e.g. ``data=bids``): validates every cohort of ``data.cohorts`` (roles, contract
+  columns, outcome, the images or regional tables, one grid) **and** checks that the data hold what the
+  pipeline will ask of them: every feature set that ``params.yaml`` builds or trains (``feature_sets``,
+  ``experiments``) finds its tissues (and GM + WM + CSF where there is no TIV) in every cohort. All problems
+  are reported at once, naming the experiment, the feature set, the cohort and the missing tissue, before
+  any feature is extracted. Writes ``${paths.cohorts}/validated.json`` with each cohort's role, subjects and
+  input hashes, so the feature stage reruns exactly when the data change.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.loader import OutcomeSpec, load_cohort
+from src.data.cohorts import CohortSpec, cohort_specs
+from src.data.contract import TISSUES
+from src.data.loader import Cohort, CohortError, OutcomeSpec, load_cohort, load_regional_table
 from src.data.simulate import simulate_cohorts
 from src.utils.io import file_md5, write_json_atomic
 from src.utils.logging import configure_logging
 
 log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def validate_cohorts(data: dict[str, Any]) -> dict[str, Any]:
-    """Load every cohort of ``data`` (raising a clear error naming the subject/file) and summarise it."""
+def pipeline_feature_sets(params_file: str | Path, current: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Feature sets the pipeline will build or train -> their config plus the experiments using them.
+
+    From ``params.yaml`` (``feature_sets`` and each experiment's ``features``) when it exists, else the
+    composed config's own feature set."""
+    params_path = Path(params_file)
+    if not params_path.is_file():
+        return {current["name"]: {**current, "experiments": []}}
+    params = yaml.safe_load(params_path.read_text()) or {}
+    plan: dict[str, dict[str, Any]] = {}
+    for name in params.get("feature_sets") or []:
+        plan.setdefault(name, {"experiments": []})
+    for experiment, spec in (params.get("experiments") or {}).items():
+        plan.setdefault(spec["features"], {"experiments": []})["experiments"].append(experiment)
+    for name, entry in plan.items():
+        path = CONF / "features" / f"{name}.yaml"
+        if not path.is_file():
+            raise CohortError(f"{params_path}: feature set {name!r} has no config {path}")
+        entry.update(yaml.safe_load(path.read_text()))
+    return plan
+
+
+def _load(spec: CohortSpec, data: Mapping[str, Any], tissues: tuple[str, ...], with_images: bool) -> Cohort:
+    return load_cohort(
+        spec.folder(data["root"]),
+        name=spec.name,
+        pipeline=data.get("pipeline"),
+        space=data.get("space", "MNI152NLin2009cSym"),
+        tissues=tissues,
+        outcome=OutcomeSpec(**data.get("outcome", {})),
+        on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+        with_images=with_images,
+        layout=data.get("layout", "bids"),
+        treatment=spec.treatment,
+    )
+
+
+def _user(experiments: list[str], feature_set: str) -> str:
+    used = f"experiment(s) {', '.join(experiments)} use" if experiments else "params.yaml builds"
+    return f"{used} feature set {feature_set!r}"
+
+
+def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Load every cohort of ``data`` (raising a clear error naming the subject/file), check the feature sets
+    of ``plan`` against what each cohort holds, and summarise the cohorts.
+
+    Raises
+    ------
+    CohortError
+        One message listing every (experiment, feature set, cohort, missing tissue or TIV) problem.
+    """
     summary: dict[str, Any] = {"root": str(data["root"]), "cohorts": {}}
-    tissues = ("GM",) if data.get("source", "images") == "images" else ()
-    for name in data["cohorts"]:
-        cohort = load_cohort(
-            Path(data["root"]) / name,
-            name=name,
-            pipeline=data.get("pipeline"),
-            space=data.get("space", "MNI152NLin2009cSym"),
-            tissues=tissues,
-            outcome=OutcomeSpec(**data.get("outcome", {})),
-            on_grid_mismatch=data.get("on_grid_mismatch", "error"),
-            with_images=bool(tissues),
+    source = data.get("source", "images")
+    table_format = data.get("table_format", "plain")
+    problems: list[str] = []
+    loaded: dict[str, Cohort] = {}
+    for spec in cohort_specs(data):
+        if source == "table":
+            cohort = _load(spec, data, (), with_images=False)
+            path = spec.table_path(data["root"])
+            if path is None:
+                raise CohortError(
+                    f"cohort {spec.name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
+                )
+            _, table_tiv = load_regional_table(path, cohort, spec.table_format or table_format)
+            for name, fs in plan.items():
+                if fs.get("kind") == "voxel":
+                    problems.append(
+                        f"{_user(fs['experiments'], name)}, voxel features: data.source=table has no images"
+                    )
+            if "tiv" not in cohort.participants.columns and table_tiv is None:
+                problems.append(
+                    f"cohort {spec.name!r}: no TIV: participants.tsv has no 'tiv' column and format "
+                    f"{spec.table_format or table_format!r} carries none"
+                )
+            loaded[spec.name] = cohort
+            summary["cohorts"][spec.name] = _summary(spec, cohort) | {"table_md5": _md5(path)}
+            continue
+        cohort = _load(spec, data, ("GM",), with_images=True)
+        available = {"GM": None}
+        for tissue in TISSUES[1:]:
+            try:
+                _load(spec, data, (tissue,), with_images=True)
+                available[tissue] = None
+            except CohortError as err:
+                available[tissue] = str(err)
+        has_tiv = "tiv" in cohort.participants.columns
+        needed: set[str] = {"GM"}
+        for name, fs in plan.items():
+            tissues = list(fs.get("tissues", ["GM"]))
+            for tissue in tissues:
+                if tissue not in available or available[tissue] is not None:
+                    problems.append(
+                        f"{_user(fs['experiments'], name)}, which needs {tissue} maps; cohort {spec.name!r} "
+                        f"has none ({available.get(tissue) or 'unknown tissue'})"
+                    )
+            if not has_tiv:
+                lacking = [t for t in TISSUES if available.get(t) is not None]
+                if lacking:
+                    problems.append(
+                        f"{_user(fs['experiments'], name)}: cohort {spec.name!r} has no TIV (no 'tiv' column "
+                        "in "
+                        f"participants.tsv, no CAT12 report) and no {'/'.join(lacking)} map(s) to compute "
+                        f"TIV = GM + WM + CSF ({available[lacking[0]]})"
+                    )
+            needed |= set(tissues) | (set() if has_tiv else set(TISSUES))
+        loaded[spec.name] = cohort
+        if not problems:
+            tissues = tuple(t for t in TISSUES if t in needed and available.get(t) is None)
+            full = _load(spec, data, tissues, with_images=True)
+            summary["cohorts"][spec.name] = _summary(spec, full) | {
+                "images_md5": {t: [file_md5(p) for p in paths] for t, paths in sorted(full.images.items())}
+            }
+    if problems:
+        raise CohortError(
+            "the data cannot support what params.yaml asks for:\n  - "
+            + "\n  - ".join(dict.fromkeys(problems))
+            + "\nRemove those experiments/feature sets from params.yaml (feature_sets, experiments), or add "
+            "the "
+            "missing maps or a 'tiv' column."
         )
-        summary["cohorts"][name] = {
-            "n": len(cohort.participants),
-            "responders": int(cohort.participants["response"].sum()),
-            "excluded_missing_outcome": cohort.excluded,
-            "participants_md5": file_md5(cohort.root / "participants.tsv"),
-            "images_md5": {
-                tissue: [file_md5(p) for p in paths] for tissue, paths in sorted(cohort.images.items())
-            },
-        }
     return summary
+
+
+def _md5(path: Path) -> str | dict[str, str]:
+    if path.is_dir():  # a FreeSurfer SUBJECTS_DIR: the aseg.stats files read
+        return {str(p.relative_to(path)): file_md5(p) for p in sorted(path.glob("*/stats/aseg.stats"))}
+    return file_md5(path)
+
+
+def _summary(spec: CohortSpec, cohort: Cohort) -> dict[str, Any]:
+    return {
+        "role": spec.role,
+        "treatment": sorted(cohort.participants["treatment"].unique().tolist()),
+        "n": len(cohort.participants),
+        "responders": int(cohort.participants["response"].sum()),
+        "excluded_missing_outcome": cohort.excluded,
+        "participants_md5": file_md5(cohort.root / "participants.tsv"),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     configure_logging(bool(cfg.verbose))
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    specs = cohort_specs(data)  # roles are checked before anything is simulated or read
     if "simulation" in data:
         simulate_cohorts(
             data["simulation"],
             data["root"],
             pipeline=data["pipeline"],
             space=data["space"],
-            cohorts=list(data["cohorts"]),
+            cohorts=[s.name for s in specs],
             n_jobs=int(cfg.n_jobs),
         )
         return
-    summary = validate_cohorts(data)
+    plan = pipeline_feature_sets(cfg.params_file, OmegaConf.to_container(cfg.features, resolve=True))
+    summary = validate_cohorts(data, plan)
     write_json_atomic(Path(cfg.paths.cohorts) / "validated.json", summary)
     for name, c in summary["cohorts"].items():
-        print(f"{name}: {c['n']} subjects ({c['responders']} responders) valid")
+        print(f"{name} ({c['role']}): {c['n']} subjects ({c['responders']} responders) valid")
+    print(f"feature sets supported by every cohort: {', '.join(plan)}")
 
 
 if __name__ == "__main__":

@@ -411,6 +411,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    from src.data.cohorts import cohort_names
     from src.utils.logging import configure_logging
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
@@ -424,7 +425,7 @@ def main() -> None:
             cfg.data.root,
             pipeline=cfg.data.pipeline,
             space=cfg.data.space,
-            cohorts=list(cfg.data.cohorts),
+            cohorts=cohort_names(OmegaConf.to_container(cfg.data, resolve=True)),
             n_jobs=int(cfg.n_jobs),
         )
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import nibabel as nib
 
+from src.data.cohorts import cohort_specs
+from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import CohortError, OutcomeSpec, load_cohort
 from src.features.extract import FeatureSet, build_feature_table
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
@@ -28,8 +30,8 @@ def build_feature_set(
     Parameters
     ----------
     data : dict
-        The resolved ``data`` config (root, pipeline, space, cohorts, source, tables, outcome,
-        on_grid_mismatch).
+        The resolved ``data`` config (root, layout, pipeline, space, cohorts with their roles, source,
+        table_format, outcome, on_grid_mismatch).
     feature_set : FeatureSet
     out_root : path
         Parent folder; the tables go to ``out_root/<feature set name>/``.
@@ -39,35 +41,46 @@ def build_feature_set(
     source = data.get("source", "images")
     if source not in ("images", "table"):
         raise ValueError(f"data.source must be 'images' or 'table', got {source!r}")
+    if source == "table" and feature_set.kind == "voxel":
+        raise CohortError(
+            f"feature set {feature_set.name!r} needs voxel images, but data.source=table (regional tables)"
+        )
     if source == "table" and feature_set.kind != "table":
         feature_set = FeatureSet(name=feature_set.name, kind="table")
+    specs = cohort_specs(data)
     manifest: dict[str, Any] = {"feature_set": feature_set.name, "kind": feature_set.kind, "cohorts": {}}
     columns: list[str] | None = None
     with atomic_directory(out_dir) as tmp:
-        for name in data["cohorts"]:
-            root = Path(data["root"]) / name
+        for spec in specs:
+            name, root = spec.name, spec.folder(data["root"])
             common = dict(
                 name=name,
                 pipeline=data.get("pipeline"),
                 space=data.get("space", "MNI152NLin2009cSym"),
                 outcome=outcome,
                 on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+                layout=data.get("layout", "bids"),
+                treatment=spec.treatment,
             )
             first = load_cohort(root, with_images=False, **common)
             table_path = None
             if feature_set.kind == "table":
                 cohort = first
-                table_path = (data.get("tables") or {}).get(name)
+                table_path = spec.table_path(data["root"])
                 if table_path is None:
                     raise CohortError(
-                        f"cohort {name!r}: data.source=table but data.tables has no entry for it"
+                        f"cohort {name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
                     )
             else:
                 tissues = tuple(feature_set.tissues)
-                if "tiv" not in first.participants.columns:
-                    tissues = tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF")))
                 cohort = load_cohort(root, tissues=tissues, **common)
-            table, side = build_feature_table(cohort, feature_set, table_path=table_path, n_jobs=n_jobs)
+                if "tiv" not in cohort.participants.columns:  # TIV = GM + WM + CSF from the maps
+                    tissues = tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF")))
+                    cohort = load_cohort(root, tissues=tissues, **common)
+            table_format = spec.table_format or data.get("table_format", "plain")
+            table, side = build_feature_table(
+                cohort, feature_set, table_path=table_path, table_format=table_format, n_jobs=n_jobs
+            )
             features = [
                 c for c in table.columns if c.startswith(("gm_", "wm_")) or feature_set.kind == "table"
             ]
@@ -76,7 +89,7 @@ def build_feature_set(
             elif list(table.columns) != columns:
                 diff = sorted(set(table.columns) ^ set(columns))
                 raise CohortError(
-                    f"cohort {name!r}: feature columns differ from cohort {data['cohorts'][0]!r} "
+                    f"cohort {name!r}: feature columns differ from cohort {specs[0].name!r} "
                     f"({len(diff)} column(s), e.g. {diff[:5]}); are the images on different grids?"
                 )
             path = tmp / f"{name}.parquet"
@@ -85,7 +98,8 @@ def build_feature_set(
                 "n": len(table),
                 "responders": int(table["response"].sum()),
                 "excluded_missing_outcome": cohort.excluded,
-                "n_features": table.shape[1] - 7,
+                "n_features": table.shape[1] - len(TABLE_META_COLUMNS),
+                "role": spec.role,
                 "participants_md5": file_md5(root / "participants.tsv"),
                 "table_md5": file_md5(path),
                 "source": str(table_path) if table_path else str(root),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -245,7 +246,12 @@ def assemble_table(cohort: Cohort, features: pd.DataFrame, tiv: pd.Series) -> pd
 
 
 def build_feature_table(
-    cohort: Cohort, feature_set: FeatureSet, *, table_path: str | None = None, n_jobs: int = 1
+    cohort: Cohort,
+    feature_set: FeatureSet,
+    *,
+    table_path: str | Path | None = None,
+    table_format: str = "plain",
+    n_jobs: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Feature table of one cohort for one feature set, plus side products (region table or mask).
 
@@ -262,17 +268,21 @@ def build_feature_table(
             raise CohortError(
                 f"cohort {cohort.name!r}: feature set {feature_set.name!r} needs a regional table"
             )
-        features = load_regional_table(table_path, cohort)
-        if "tiv" not in cohort.participants.columns:
+        features, table_tiv = load_regional_table(table_path, cohort, table_format)
+        if "tiv" in cohort.participants.columns:
+            tiv = cohort.participants["tiv"]
+        elif table_tiv is not None:
+            tiv = table_tiv
+        else:
             raise CohortError(
-                f"cohort {cohort.name!r}: a regional table needs a 'tiv' column in participants.tsv"
+                f"cohort {cohort.name!r}: a regional table in format {table_format!r} carries no TIV: add a "
+                "'tiv' column (ml) to participants.tsv"
             )
-        tiv = cohort.participants["tiv"]
         side["regions"] = pd.DataFrame(
             {
                 "column": features.columns,
                 "tissue": "table",
-                "atlas": "user",
+                "atlas": f"table:{table_format}",
                 "index": np.arange(1, features.shape[1] + 1),
                 "name": features.columns,
                 "n_voxels": 0,

@@ -81,7 +81,7 @@ def _json_or_none(path: Path) -> Any:
 
 
 def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
-    """One row per experiment: discovery, external and saline BAC/AUC, p-values, treatment specificity."""
+    """One row per experiment: discovery, external and control BAC/AUC, p-values, treatment specificity."""
     rows = []
     for e in experiments:
         row: dict[str, Any] = {"experiment": e.name, "features": e.config["features"]["name"]}
@@ -90,10 +90,8 @@ def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
         row["discovery AUC"] = e.train["ensemble"]["auc"]
         row["permutation p"] = (e.train.get("permutation") or {}).get("p_value")
         ev = e.evaluation or {}
-        ketamine = e.config["evaluation"]["ketamine"]
-        control = e.config["evaluation"]["control"]
-        for label, cohort in (("external", ketamine), ("saline", control)):
-            result = ev.get("cohorts", {}).get(cohort, {})
+        for label in ("external", "control"):  # the role groups of the evaluation
+            result = ev.get("cohorts", {}).get(label, {})
             row[f"{label} BAC"] = 100 * result["bac"] if result else None
             row[f"{label} AUC"] = result.get("auc")
             row[f"{label} p (BAC)"] = result.get("p_bac")
@@ -168,7 +166,7 @@ def _specificity_text(e: ExperimentResults) -> str:
         return "Not evaluated."
     d, lr = spec["auc_difference"], spec["interaction"]
     return (
-        f"AUC ketamine {d['auc_a']:.3f} vs saline {d['auc_b']:.3f}: difference {d['difference']:.3f}, "
+        f"AUC external {d['auc_a']:.3f} vs control {d['auc_b']:.3f}: difference {d['difference']:.3f}, "
         f"permutation p = {d['p_value']:.4f}; score × treatment likelihood-ratio test p = {lr['p_value']:.4f}."
     )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from src.data.cohorts import discovery_cohort
+
 
 def _space(model: Mapping[str, Any]) -> str:
     parts = []
@@ -55,13 +57,13 @@ def tripod_ai_methods(
     ev = config.get("evaluation", {})
     cohorts = (evaluation or {}).get("cohorts", {})
     simulated = data.get("name") == "simulated"
-    discovery = data["cohorts"][0]
+    discovery = train.get("cohort") or discovery_cohort(data)
     covariates = ", ".join(model.get("covariates", []))
     perm = train.get("permutation") or {}
     eval_cohorts = ", ".join(
         f"{name} (n = {cohorts[name]['n']}, {cohorts[name]['responders']} responders)"
-        for name in ev.get("cohorts", {})
-        if name in cohorts
+        for name in cohorts
+        if name != "discovery"
     )
     items = [
         (
@@ -168,7 +170,7 @@ def tripod_ai_methods(
                 else "no permutation test run"
             )
             + f"; evaluation cohorts: {ev.get('n_permutations')} label permutations with predictions fixed. "
-            "Treatment specificity: permutation test of AUC(ketamine) − AUC(saline) and the score × treatment "
+            "Treatment specificity: permutation test of AUC(external) − AUC(control) and the score × treatment "
             "likelihood-ratio test.",
         ),
         (

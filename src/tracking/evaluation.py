@@ -1,6 +1,6 @@
 """Evaluation runs in MLflow: the locked model loaded from the registry, one run per evaluation cohort
 (nested under the training run and tagged with the model version), and the headline numbers copied onto the
-training run so the UI's compare view shows discovery, external and saline side by side."""
+training run so the UI's compare view shows discovery, external and control side by side."""
 
 from __future__ import annotations
 

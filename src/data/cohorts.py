@@ -1,0 +1,178 @@
+"""Cohort roles: which cohort trains the model, which test it, which is the treatment control.
+
+The data config (``conf/data/<name>.yaml``) lists its cohorts once, each with a *role*; every stage (train,
+evaluate, report) reads the roles, never cohort names::
+
+    cohorts:
+      - {name: discovery,  role: discovery, treatment: ketamine}
+      - {name: hospital_b, role: external,  treatment: ketamine}
+      - {name: placebo,    role: control,   treatment: saline, table: tables/placebo.tsv}
+
+``discovery`` (exactly one) is the training cohort; ``external`` cohorts are independent cohorts given the
+same treatment (evaluated pooled, and each alone when there are several); ``control`` cohorts received the
+control treatment (the treatment-specificity test compares them with the external cohorts). A bare name
+(``cohorts: [siteA, siteB]``) is accepted too: the first is the discovery cohort, the others take their role
+from the ``treatment`` column of their participants.tsv (ketamine -> external, saline -> control).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from src.data.contract import TREATMENTS
+
+ROLES: tuple[str, ...] = ("discovery", "external", "control")
+# the treatment a role implies when a bare cohort name is given
+_ROLE_OF_TREATMENT = {"ketamine": "external", "saline": "control"}
+_KEYS = ("name", "role", "treatment", "path", "table", "table_format")
+
+
+class CohortConfigError(ValueError):
+    """The data config's ``cohorts`` list is inconsistent; the message names the cohort and the key."""
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """One cohort of the data config.
+
+    Parameters
+    ----------
+    name : str
+        Cohort name: its feature-table file name and its label in outputs.
+    role : {"discovery", "external", "control"}
+    treatment : str, optional
+        Treatment every subject received; checked against participants.tsv (and fills the column when
+        participants.tsv has none).
+    path : str, optional
+        Cohort folder; default ``<data.root>/<name>``.
+    table : str, optional
+        Regional-volume table (``data.source=table``); relative paths are relative to the cohort folder.
+    table_format : str, optional
+        Reader of ``table`` (default ``data.table_format``).
+    """
+
+    name: str
+    role: str
+    treatment: str | None = None
+    path: str | None = None
+    table: str | None = None
+    table_format: str | None = None
+
+    def folder(self, root: str | Path) -> Path:
+        return Path(self.path) if self.path else Path(root) / self.name
+
+    def table_path(self, root: str | Path) -> Path | None:
+        if not self.table:
+            return None
+        path = Path(self.table)
+        return path if path.is_absolute() else self.folder(root) / path
+
+
+def _declared_treatment(folder: Path, name: str) -> str:
+    path = folder / "participants.tsv"
+    if not path.is_file():
+        raise CohortConfigError(
+            f"cohort {name!r}: no role given and {path} not found to infer it; declare it in the data "
+            "config: "
+            f"{{name: {name}, role: external|control, treatment: ...}}"
+        )
+    values = pd.read_csv(path, sep="\t", dtype=str, usecols=lambda c: c.strip() == "treatment")
+    found = sorted(set(values.iloc[:, 0].dropna().str.strip())) if values.shape[1] else []
+    if len(found) != 1 or found[0] not in _ROLE_OF_TREATMENT:
+        raise CohortConfigError(
+            f"cohort {name!r}: no role given and its treatment column holds {found}, so the role cannot be "
+            f"inferred; declare it in the data config: {{name: {name}, role: external|control}}"
+        )
+    return found[0]
+
+
+def cohort_specs(data: Mapping[str, Any]) -> list[CohortSpec]:
+    """The validated cohorts of a resolved ``data`` config, in config order.
+
+    Raises
+    ------
+    CohortConfigError
+        Unknown key or role, duplicate name, not exactly one discovery cohort, a cohort name that clashes
+        with an evaluation group name (``external``/``control`` when that role has several cohorts).
+    """
+    raw: Sequence[Any] = data.get("cohorts") or []
+    if isinstance(raw, Mapping) or isinstance(raw, str):
+        raise CohortConfigError(
+            "data.cohorts must be a list, e.g. "
+            "[{name: discovery, role: discovery}, {name: ext, role: external}]"
+        )
+    specs: list[CohortSpec] = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, Mapping) or not entry.get("name"):
+            raise CohortConfigError(f"data.cohorts[{i}] needs a name: got {entry!r}")
+        entry = dict(entry)
+        name = str(entry["name"])
+        unknown = sorted(set(entry) - set(_KEYS))
+        if unknown:
+            raise CohortConfigError(f"cohort {name!r}: unknown key(s) {unknown} (allowed: {list(_KEYS)})")
+        if not entry.get("role"):
+            if i == 0:
+                entry["role"] = "discovery"
+            else:
+                simulated = (data.get("simulation") or {}).get("cohorts", {}).get(name, {})
+                folder = Path(entry["path"]) if entry.get("path") else Path(data["root"]) / name
+                treatment = simulated.get("treatment") or _declared_treatment(folder, name)
+                entry["role"] = _ROLE_OF_TREATMENT[treatment]
+        if entry["role"] not in ROLES:
+            raise CohortConfigError(f"cohort {name!r}: role {entry['role']!r} is not one of {list(ROLES)}")
+        if entry.get("treatment") is not None and entry["treatment"] not in TREATMENTS:
+            raise CohortConfigError(
+                f"cohort {name!r}: treatment {entry['treatment']!r} is not one of {list(TREATMENTS)}"
+            )
+        specs.append(CohortSpec(**{k: (None if v is None else str(v)) for k, v in entry.items()}))
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise CohortConfigError(f"data.cohorts lists cohort(s) {dup} more than once")
+    discovery = [s.name for s in specs if s.role == "discovery"]
+    if len(discovery) != 1:
+        raise CohortConfigError(
+            "data.cohorts needs exactly one cohort with role 'discovery' (the training cohort), "
+            f"found {discovery}"
+        )
+    for role in ("external", "control"):
+        members = [s.name for s in specs if s.role == role]
+        clash = sorted(set(members) & set(ROLES)) if len(members) > 1 else []
+        if clash:
+            raise CohortConfigError(
+                f"cohort {clash[0]!r}: a name that is also an evaluation group; rename it (role {role!r} has "
+                f"{len(members)} cohorts, evaluated pooled as {role!r} and each under its own name)"
+            )
+    return specs
+
+
+def discovery_cohort(data: Mapping[str, Any]) -> str:
+    """Name of the discovery (training) cohort."""
+    return next(s.name for s in cohort_specs(data) if s.role == "discovery")
+
+
+def cohort_names(data: Mapping[str, Any]) -> list[str]:
+    """Names of ``data.cohorts`` in config order (without resolving roles)."""
+    return [str(e if isinstance(e, str) else e["name"]) for e in data.get("cohorts") or []]
+
+
+def evaluation_groups(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """What the evaluation scores: ``external`` (all external cohorts pooled), ``control`` (all control
+    cohorts pooled) and, where a role has several cohorts, each cohort alone under its own name. Roles
+    without a cohort are absent."""
+    specs = cohort_specs(data)
+    groups: dict[str, list[str]] = {}
+    for role in ("external", "control"):
+        members = [s.name for s in specs if s.role == role]
+        if members:
+            groups[role] = members
+        if len(members) > 1:
+            groups.update({name: [name] for name in members})
+    return groups
