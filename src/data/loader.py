@@ -544,7 +544,7 @@ def load_regional_table(
             f"cohort {cohort.name!r}: subject(s) {absent[:5]} have no row in regional table {path}"
         )
     table = table.loc[cohort.participant_ids]
-    out = pd.DataFrame(index=table.index)
+    columns: dict[str, np.ndarray] = {}
     for column in features:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = values.isna()
@@ -559,6 +559,7 @@ def load_regional_table(
             raise CohortError(
                 f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'"
             )
-        out[column] = values.astype(float)
+        columns[column] = values.to_numpy(dtype=float)
+    out = pd.DataFrame(columns)
     tiv = None if raw.tiv is None else raw.tiv.reindex(cohort.participant_ids).reset_index(drop=True)
-    return out.reset_index(drop=True), tiv
+    return out, tiv

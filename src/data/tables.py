@@ -33,12 +33,13 @@ import pandas as pd
 TABLE_FORMATS: tuple[str, ...] = ("plain", "cat12_roi", "freesurfer_table", "freesurfer_aseg")
 _NA = ["n/a", "N/A", "NA", "nan", "NaN", ""]
 _SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
-# FreeSurfer whole-brain measures that asegstats2table/aparcstats2table append: not regions
+# FreeSurfer whole-brain measures that asegstats2table/aparcstats2table append: not regions (names as cleaned,
+# e.g. BrainSegVol-to-eTIV -> BrainSegVol_to_eTIV)
 _FREESURFER_TIV = ("EstimatedTotalIntraCranialVol", "eTIV")
 _FREESURFER_GLOBAL = re.compile(
     r"^(BrainSegVol|BrainSegVolNotVent|BrainSegVolNotVentSurf|MaskVol|SupraTentorialVol\w*|lhCortexVol|rhCortexVol"
     r"|CortexVol|lhCerebralWhiteMatterVol|rhCerebralWhiteMatterVol|CerebralWhiteMatterVol|SubCortGrayVol"
-    r"|TotalGrayVol|SurfaceHoles|lhSurfaceHoles|rhSurfaceHoles|VentricleChoroidVol|\w*-to-\w*)$"
+    r"|TotalGrayVol|SurfaceHoles|lhSurfaceHoles|rhSurfaceHoles|VentricleChoroidVol|\w+_to_eTIV)$"
 )
 
 

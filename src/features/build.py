@@ -50,6 +50,7 @@ def build_feature_set(
     specs = cohort_specs(data)
     manifest: dict[str, Any] = {"feature_set": feature_set.name, "kind": feature_set.kind, "cohorts": {}}
     columns: list[str] | None = None
+    side: dict[str, Any] = {}
     with atomic_directory(out_dir) as tmp:
         for spec in specs:
             name, root = spec.name, spec.folder(data["root"])
@@ -78,9 +79,11 @@ def build_feature_set(
                     tissues = tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF")))
                     cohort = load_cohort(root, tissues=tissues, **common)
             table_format = spec.table_format or data.get("table_format", "plain")
-            table, side = build_feature_table(
+            table, cohort_side = build_feature_table(
                 cohort, feature_set, table_path=table_path, table_format=table_format, n_jobs=n_jobs
             )
+            if spec.role == "discovery":  # the model's columns are the discovery cohort's
+                side = cohort_side
             features = [
                 c for c in table.columns if c.startswith(("gm_", "wm_")) or feature_set.kind == "table"
             ]
@@ -90,7 +93,12 @@ def build_feature_set(
                 diff = sorted(set(table.columns) ^ set(columns))
                 raise CohortError(
                     f"cohort {name!r}: feature columns differ from cohort {specs[0].name!r} "
-                    f"({len(diff)} column(s), e.g. {diff[:5]}); are the images on different grids?"
+                    f"({len(diff)} column(s), e.g. {diff[:5]}); "
+                    + (
+                        "do the regional tables hold the same regions?"
+                        if feature_set.kind == "table"
+                        else "are the images on different grids?"
+                    )
                 )
             path = tmp / f"{name}.parquet"
             table.to_parquet(path, index=False, engine="pyarrow", compression="zstd")

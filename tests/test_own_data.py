@@ -1,0 +1,209 @@
+"""Your own cohorts end to end, as a new user runs them (README, "Your own data").
+
+The cohorts come from ``tests/owndata.py``, which shares no code with the simulator: CAT12 file names on a
+LAS 4 mm grid with its own origin, three discovery sites, an unseen external site, other cohort/site/subject
+names, a missing outcome, an external cohort without a ``tiv`` column and without WM maps (TIV from CAT12's
+XML reports) and a control cohort without ``tiv`` (TIV = GM + WM + CSF), a signature planted in other regions
+(temporal/insula up, occipital down). Two runs:
+
+- a **null** set (no signal) through the README's individual commands, from regional tables in three tools'
+  formats (CAT12 ROI csv, FreeSurfer asegstats2table, FreeSurfer aseg.stats): everything at chance;
+- a **signal** set through ``dvc repro`` with ``data: mystudy`` in a temporary git repository: the planted
+  regions come out on top with the planted signs, the external cohort above chance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, subprocess_env
+from owndata import SIGNATURE, OwnCohort, write_aseg_stats, write_asegstats2table, write_cat12_roi_csv, write_cohorts
+
+pytestmark = pytest.mark.slow
+
+TINY_CV = ["cv.repeats=2", "cv.outer_folds=3", "cv.inner_folds=3", "cv.n_trials=5"]
+
+
+def cohorts() -> list[OwnCohort]:
+    return [
+        OwnCohort("hospitalA", "HA", 62, 31, ["north", "south", "east"], missing_outcome=2),
+        OwnCohort("hospitalB", "HB", 30, 15, ["oslo"], tiv_column=False, xml_reports=True),
+        OwnCohort("placebo", "PL", 30, 12, ["leiden"], treatment="saline", tiv_column=False, wm_csf=True),
+    ]
+
+
+def run(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=subprocess_env(), capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done
+
+
+def test_null_tables_through_the_readme_commands(tmp_path):
+    """Regional tables in three tools' formats, cohorts named on the command line: chance everywhere."""
+    root = tmp_path / "study"
+    own = cohorts()
+    write_cohorts(root, own, signal=0.0, seed=7, images=False)
+    hospital_a, hospital_b, placebo = own
+    write_cat12_roi_csv(root / "hospitalA" / "ROI_catROI_aal_Vgm.csv", hospital_a)  # TIV: participants.tsv
+    write_asegstats2table(root / "hospitalB" / "asegstats.tsv", hospital_b)  # TIV: eTIV column
+    write_aseg_stats(root / "placebo" / "freesurfer", placebo)  # TIV: eTIV of each aseg.stats
+    data = [
+        "data=bids",
+        f"data.root={root}",
+        "data.source=table",
+        "data.cohorts=[{name:hospitalA,role:discovery,treatment:ketamine,table:ROI_catROI_aal_Vgm.csv,"
+        "table_format:cat12_roi},{name:hospitalB,role:external,table:asegstats.tsv,table_format:freesurfer_table},"
+        "{name:placebo,role:control,treatment:saline,table:freesurfer,table_format:freesurfer_aseg}]",
+        f"paths.data={tmp_path / 'derived'}",
+        f"paths.output={tmp_path / 'outputs'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "n_jobs=2",
+    ]
+    prepared = run(tmp_path, sys.executable, "-m", "src.data.prepare", *data)
+    assert "hospitalA (discovery): 60 subjects" in prepared.stdout  # 2 without outcome excluded
+    assert "placebo (control): 30 subjects (12 responders) valid" in prepared.stdout
+    run(tmp_path, sys.executable, "-m", "src.features.build", "features=gm_roi", *data)
+    tables = {c.name: pd.read_parquet(tmp_path / "derived" / "features" / "gm_roi" / f"{c.name}.parquet") for c in own}
+    for cohort in own:  # every reader gives the generator's volumes (ml) and TIV
+        table = tables[cohort.name].set_index("participant_id")
+        truth = cohort.volumes.loc[table.index]
+        pd.testing.assert_frame_equal(table[truth.columns], truth, check_exact=False, rtol=1e-5, check_names=False)
+        pd.testing.assert_series_equal(table["tiv"], cohort.tiv.loc[table.index], rtol=1e-5, check_names=False)
+    run(
+        tmp_path,
+        sys.executable,
+        "-m",
+        "src.train",
+        "+experiment=gm_only",
+        *TINY_CV,
+        "permutation.n=19",
+        *data,
+    )
+    run(
+        tmp_path,
+        sys.executable,
+        "-m",
+        "src.evaluate",
+        "+experiment=gm_only",
+        "evaluation.n_permutations=2000",
+        "evaluation.n_bootstrap=200",
+        *data,
+    )
+    report = run(tmp_path, sys.executable, "-m", "src.report", "report.experiments=[gm_only]", *data)
+    assert "gm_only" in report.stdout
+    train = json.loads((tmp_path / "outputs" / "gm_only" / "train" / "metrics.json").read_text())
+    assert train["cohort"] == "hospitalA" and train["n"] == 60
+    assert abs(train["ensemble"]["bac"] - 0.5) < 0.15 and train["permutation"]["p_value"] > 0.05
+    evaluation = json.loads((tmp_path / "outputs" / "gm_only" / "evaluate" / "metrics.json").read_text())
+    assert set(evaluation["cohorts"]) == {"discovery", "external", "control"}
+    for name in ("external", "control"):
+        assert abs(evaluation["cohorts"][name]["bac"] - 0.5) < 0.2, name
+        assert evaluation["cohorts"][name]["p_bac"] > 0.05, name
+    # a user's table has no atlas image: no brain map, a note, every other result kept
+    assert "no bundled atlas" in evaluation["maps_note"]
+    maps = tmp_path / "outputs" / "gm_only" / "evaluate" / "maps"
+    assert [p.name for p in maps.iterdir()] == ["README.txt"]
+    regions = pd.read_csv(tmp_path / "outputs" / "gm_only" / "evaluate" / "regions.csv")
+    assert len(regions) == hospital_a.volumes.shape[1] and regions["atlas"].eq("table:cat12_roi").all()
+    html = (tmp_path / "reports" / "report.html").read_text()
+    assert "Experiment <code>gm_only</code>" in html
+
+
+MYSTUDY = """\
+# a user's cohorts: CAT12 outputs of three hospitals
+name: mystudy
+root: ${paths.data}/bids
+layout: cat12
+pipeline: CAT12.8
+space: MNI152NLin2009cSym
+cohorts:
+  - {name: hospitalA, role: discovery, treatment: ketamine}
+  - {name: hospitalB, role: external, treatment: ketamine}
+  - {name: placebo, role: control, treatment: saline}
+source: images
+table_format: plain
+outcome: {baseline: madrs_baseline, followup: madrs_24h, threshold: 0.5, positive: responder}
+on_grid_mismatch: error
+"""
+TINY_CV_FILE = "repeats: 2\nouter_folds: 3\ninner_folds: 3\nn_trials: 5\nsampler: tpe\nn_startup_trials: 3\n"
+
+
+def _project_copy(repo: Path) -> None:
+    repo.mkdir()
+    for folder in ("src", "conf"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "mlruns").mkdir()
+    shutil.copy(ROOT / "mlruns" / ".gitignore", repo / "mlruns" / ".gitignore")
+    (repo / "conf" / "data" / "mystudy.yaml").write_text(MYSTUDY)
+    (repo / "conf" / "cv" / "tiny.yaml").write_text(TINY_CV_FILE)
+
+
+def test_signal_images_through_dvc_repro(tmp_path):
+    """CAT12 images of three hospitals through `dvc repro` with `data: mystudy`: the planted regions win."""
+    repo = tmp_path / "project"
+    _project_copy(repo)
+    own = cohorts()
+    write_cohorts(repo / "data" / "bids", own, signal=2.5, seed=3)
+    params = {
+        "seed": 2026,
+        "data": "mystudy",
+        "cv": "tiny",
+        "feature_sets": ["gm_roi", "gm_wm_roi"],
+        "experiments": {"gm_only": {"features": "gm_roi", "model": "svc_linear"}},
+        "permutation": {"n": 9},
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run(repo, *args)
+    run(repo, "git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "init", "--allow-empty")
+    # GM+WM features asked of a hospital without WM maps: one message before any work, naming what is missing
+    refused = run(repo, "dvc", "repro", ok=False)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert "params.yaml builds feature set 'gm_wm_roi', which needs WM maps; cohort 'hospitalB' has none" in message
+    assert not (repo / "data" / "features").exists()
+    params["feature_sets"] = ["gm_roi"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(repo, "dvc", "repro").stdout
+    for stage in ("cohorts", "features@gm_roi", "train@gm_only", "evaluate@gm_only", "report"):
+        assert f"Running stage '{stage}'" in out, out
+    validated = json.loads((repo / "data" / "cohorts" / "validated.json").read_text())
+    assert {n: c["role"] for n, c in validated["cohorts"].items()} == {
+        "hospitalA": "discovery",
+        "hospitalB": "external",
+        "placebo": "control",
+    }
+    # the feature tables are the generator's volumes; TIV from participants.tsv, CAT12 XML, GM + WM + CSF
+    for cohort in own:
+        table = pd.read_parquet(repo / "data" / "features" / "gm_roi" / f"{cohort.name}.parquet")
+        table = table.set_index("participant_id")
+        truth = cohort.volumes.loc[table.index].add_prefix("gm_")
+        pd.testing.assert_frame_equal(table[truth.columns], truth, check_exact=False, rtol=1e-4, check_names=False)
+        pd.testing.assert_series_equal(table["tiv"], cohort.tiv.loc[table.index], rtol=1e-4, check_names=False)
+    evaluate = repo / "outputs" / "gm_only" / "evaluate"
+    regions = pd.read_csv(evaluate / "regions.csv").set_index("region")
+    # the six largest weights in SD units (weight x feature SD) are the planted regions, with the planted
+    # signs, in every fold model
+    by_size = regions.reindex(regions["standardised_weight"].abs().sort_values(ascending=False).index)
+    top = by_size.head(len(SIGNATURE))
+    assert set(top.index) == set(SIGNATURE), by_size.head(10)[["standardised_weight", "cvr"]]
+    for name, sign in SIGNATURE.items():
+        assert (top.loc[name, "mean_weight"] > 0) == (sign > 0), name
+        assert top.loc[name, "sign_consistency"] == 1.0 and abs(top.loc[name, "cvr"]) > 2, name
+    metrics = json.loads((evaluate / "metrics.json").read_text())
+    train = json.loads((repo / "outputs" / "gm_only" / "train" / "metrics.json").read_text())
+    assert train["ensemble"]["bac"] > 0.7
+    assert metrics["cohorts"]["external"]["bac"] > 0.65 and metrics["cohorts"]["external"]["p_bac"] < 0.05
+    assert abs(metrics["cohorts"]["control"]["bac"] - 0.5) < 0.2  # saline: the signature is ketamine's
+    assert (evaluate / "maps" / "cvr_map.png").is_file()  # AAL regions painted back onto the atlas
+    assert "Experiment <code>gm_only</code>" in (repo / "reports" / "report.html").read_text()
