@@ -83,17 +83,17 @@ def _read_delimited(path: Path) -> pd.DataFrame:
     return table.drop(columns=empty)
 
 
-def _by_subject(table: pd.DataFrame, id_column: str, path: Path, scale: float) -> pd.DataFrame:
+def _by_subject(table: pd.DataFrame, id_column: str, path: Path, divisor: float) -> pd.DataFrame:
     out = table.rename(columns={id_column: "participant_id"})
     out["participant_id"] = out["participant_id"].astype(str).str.strip().map(subject_id)
     dup = sorted(out.loc[out["participant_id"].duplicated(), "participant_id"].unique())
     if dup:
         raise TableFormatError(f"regional table {path}: subject(s) {dup[:5]} appear on more than one row")
     out = _clean_columns(out, path)
-    if scale != 1.0:
+    if divisor != 1.0:  # non-numeric cells are left as they are for the loader to name
         for column in out.columns.drop("participant_id"):
             values = pd.to_numeric(out[column], errors="coerce")
-            out[column] = np.where(values.isna(), out[column], values * scale)
+            out[column] = np.where(values.isna(), out[column], values / divisor)
     return out
 
 
@@ -148,7 +148,7 @@ def read_freesurfer_table(path: Path) -> RegionalTable:
         )
     tiv_column = next((c for c in _FREESURFER_TIV if c in table.columns), None)
     table = table.rename(columns={tiv_column: "eTIV"}) if tiv_column else table
-    out = _by_subject(table, first, path, 1.0 / 1000.0)  # mm³ -> ml
+    out = _by_subject(table, first, path, 1000.0)  # mm³ -> ml
     volumes, tiv = _split_tiv(out, path)
     return RegionalTable(volumes, tiv, path)
 
