@@ -105,11 +105,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         for kind in ("roc", "calibration", "decision_curve"):
             assert sorted(
                 p.name for p in (repo / "outputs" / experiment / "evaluate" / "plots" / kind).iterdir()
-            ) == [
-                "discovery.csv",
-                "external.csv",
-                "control.csv",
-            ]
+            ) == ["control.csv", "discovery.csv", "external.csv"]
     assert (repo / "outputs" / "gm_only" / "evaluate" / "maps" / "cvr_map.png").is_file()  # linear: a map
     rbf_maps = repo / "outputs" / "gm_rbf" / "evaluate" / "maps"
     assert [p.name for p in rbf_maps.iterdir()] == ["README.txt"]  # RBF: no map, a note saying why
