@@ -97,15 +97,21 @@ def write_cohorts(
         folder = root / cohort.name
         (folder / "derivatives" / PIPELINE / "mri").mkdir(parents=True)
         (folder / "derivatives" / PIPELINE / "report").mkdir(parents=True)
-        (folder / "dataset_description.json").write_text('{"Name": "%s", "BIDSVersion": "1.8.0"}\n' % cohort.name)
+        (folder / "dataset_description.json").write_text(
+            f'{{"Name": "{cohort.name}", "BIDSVersion": "1.8.0"}}\n'
+        )
         n = cohort.n
-        response = rng.permutation(np.r_[np.ones(cohort.responders, int), np.zeros(n - cohort.responders, int)])
+        response = rng.permutation(
+            np.r_[np.ones(cohort.responders, int), np.zeros(n - cohort.responders, int)]
+        )
         sex = rng.choice(["F", "M"], n)
         age = np.round(rng.uniform(21, 63, n), 1)
         site = np.array(cohort.sites)[rng.integers(0, len(cohort.sites), n)]
         tiv = rng.normal(1450, 110, n) * np.where(sex == "M", 1.1, 1.0)
         baseline = rng.integers(26, 44, n)
-        followup = np.where(response == 1, baseline // 2 - rng.integers(0, 6, n), baseline // 2 + 1 + rng.integers(0, 9, n))
+        followup = np.where(
+            response == 1, baseline // 2 - rng.integers(0, 6, n), baseline // 2 + 1 + rng.integers(0, 9, n)
+        )
         followup = np.clip(followup, 0, 60)  # responders: followup <= baseline / 2
         # log regional GM: individual variation, age, site, and the planted signature (ketamine only)
         log_gm = rng.normal(0, 0.09, (n, len(names))) - 0.004 * (age[:, None] - 40)
@@ -120,11 +126,16 @@ def write_cohorts(
             regional = 0.42 * scale * np.exp(log_gm[i])
             noise = 1 + 0.04 * rng.standard_normal(shape)
             density[inside] = np.clip(regional[region_of_voxel[inside]] * noise[inside], 0, 1)
-            volumes[i] = np.bincount(region_of_voxel[inside], weights=density[inside], minlength=len(names)) * voxel_ml
+            volumes[i] = (
+                np.bincount(region_of_voxel[inside], weights=density[inside], minlength=len(names)) * voxel_ml
+            )
             stem = f"{pid}_T1w"
             if not images:
                 continue
-            nib.save(nib.Nifti1Image(density, affine), folder / "derivatives" / PIPELINE / "mri" / f"mwp1{stem}.nii")
+            nib.save(
+                nib.Nifti1Image(density, affine),
+                folder / "derivatives" / PIPELINE / "mri" / f"mwp1{stem}.nii",
+            )
             if cohort.wm_csf:
                 # WM and CSF fill the rest of the intracranial volume (atlas voxels) so GM + WM + CSF = TIV
                 rest = tiv[i] / voxel_ml - density.sum()
@@ -132,14 +143,16 @@ def write_cohorts(
                 csf = np.where(inside, 0.4 * rest / inside.sum(), 0).astype(np.float32)
                 for k, tissue in ((2, wm), (3, csf)):
                     nib.save(
-                        nib.Nifti1Image(tissue, affine), folder / "derivatives" / PIPELINE / "mri" / f"mwp{k}{stem}.nii"
+                        nib.Nifti1Image(tissue, affine),
+                        folder / "derivatives" / PIPELINE / "mri" / f"mwp{k}{stem}.nii",
                     )
             if cohort.xml_reports:
                 (folder / "derivatives" / PIPELINE / "report" / f"cat_{stem}.xml").write_text(
-                    '<?xml version="1.0" encoding="utf-8"?>\n<S>\n  <filedata><fname>%s.nii</fname></filedata>\n'
-                    "  <subjectmeasures>\n    <vol_TIV>%.4f</vol_TIV>\n"
-                    "    <vol_abs_CGW>[%.2f %.2f %.2f 0.00]</vol_abs_CGW>\n  </subjectmeasures>\n</S>\n"
-                    % (stem, tiv[i], 0.2 * tiv[i], 0.45 * tiv[i], 0.35 * tiv[i])
+                    '<?xml version="1.0" encoding="utf-8"?>\n<S>\n'
+                    f"  <filedata><fname>{stem}.nii</fname></filedata>\n"
+                    f"  <subjectmeasures>\n    <vol_TIV>{tiv[i]:.4f}</vol_TIV>\n"
+                    f"    <vol_abs_CGW>[{0.2 * tiv[i]:.2f} {0.45 * tiv[i]:.2f} {0.35 * tiv[i]:.2f} 0.00]"
+                    "</vol_abs_CGW>\n  </subjectmeasures>\n</S>\n"
                 )
         table = pd.DataFrame(
             {
@@ -188,15 +201,17 @@ def write_aseg_stats(subjects_dir: Path, cohort: OwnCohort) -> None:
             "# Title Segmentation Statistics",
             "# generating_program mri_segstats",
             f"# subjectname {pid}",
-            "# Measure BrainSeg, BrainSegVol, Brain Segmentation Volume, %.6f, mm^3" % (row.sum() * 1000),
-            "# Measure EstimatedTotalIntraCranialVol, eTIV, Estimated Total Intracranial Volume, %.6f, mm^3"
-            % (cohort.tiv[pid] * 1000),
-            "# NRows %d" % len(row),
+            f"# Measure BrainSeg, BrainSegVol, Brain Segmentation Volume, {row.sum() * 1000:.6f}, mm^3",
+            "# Measure EstimatedTotalIntraCranialVol, eTIV, Estimated Total Intracranial Volume, "
+            f"{cohort.tiv[pid] * 1000:.6f}, mm^3",
+            f"# NRows {len(row)}",
             "# NTableCols 10",
-            "# ColHeaders  Index SegId NVoxels Volume_mm3 StructName normMean normStdDev normMin normMax normRange",
+            "# ColHeaders  Index SegId NVoxels Volume_mm3 StructName normMean normStdDev normMin normMax "
+            "normRange",
         ]
         body = [
-            f"{k + 1:3d} {k + 1:5d} {int(v * 1000 / 64):7d} {v * 1000:12.6f}  {name:<30s} 80.0 10.0 40.0 110.0 70.0"
+            f"{k + 1:3d} {k + 1:5d} {int(v * 1000 / 64):7d} {v * 1000:12.6f}  {name:<30s} "
+            "80.0 10.0 40.0 110.0 70.0"
             for k, (name, v) in enumerate(row.items())
         ]
         stats.write_text("\n".join(header + body) + "\n")

@@ -68,7 +68,11 @@ def test_bare_names_take_the_role_of_their_treatment(tmp_path):
     make_cohort(tmp_path / "pl", tissues=())
     rewrite_participants(tmp_path / "pl", lambda df: df.assign(treatment="saline"))
     specs = cohort_specs(_data(["site1", "site2", "pl"], tmp_path))
-    assert [(s.name, s.role) for s in specs] == [("site1", "discovery"), ("site2", "external"), ("pl", "control")]
+    assert [(s.name, s.role) for s in specs] == [
+        ("site1", "discovery"),
+        ("site2", "external"),
+        ("pl", "control"),
+    ]
     rewrite_participants(tmp_path / "pl", lambda df: df.assign(treatment=["saline", "ketamine"] * 2))
     with pytest.raises(CohortConfigError, match=r"cohort 'pl': no role given.*\['ketamine', 'saline'\]"):
         cohort_specs(_data(["site1", "pl"], tmp_path))
@@ -82,7 +86,9 @@ def test_declared_treatment_fills_or_checks_the_column(tmp_path):
     with pytest.raises(CohortError, match="required column"):
         load_cohort(root, with_images=False)  # no column and nothing declared
     rewrite_participants(root, lambda df: df.assign(treatment=["saline", "saline", "ketamine", "saline"]))
-    with pytest.raises(CohortError, match=r"subject sub-t02 has treatment 'ketamine'.*declares treatment 'saline'"):
+    with pytest.raises(
+        CohortError, match=r"subject sub-t02 has treatment 'ketamine'.*declares treatment 'saline'"
+    ):
         load_cohort(root, with_images=False, treatment="saline")
 
 
@@ -98,7 +104,9 @@ def test_fmriprep_layout_with_sessions_and_resolutions(tmp_path):
     for pid in pids:
         _fmriprep(root, pid, 2)
     cohort = load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym")
-    assert [p.name for p in cohort.images["GM"]][0] == "sub-t00_ses-1_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz"
+    assert [p.name for p in cohort.images["GM"]][
+        0
+    ] == "sub-t00_ses-1_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz"
     _fmriprep(root, "sub-t01", 1)  # a second resolution of one subject: ambiguous, unless the space says
     with pytest.raises(CohortError, match="subject sub-t01 has 2 GM images.*data.space"):
         load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym")
@@ -111,12 +119,14 @@ def test_fmriprep_layout_with_sessions_and_resolutions(tmp_path):
 
 def _cat12(root, pid, tissues=("1",), tiv=None):
     for k in tissues:
-        write_image(root / "derivatives" / "CAT12.8" / pid / "mri" / f"mwp{k}{pid}_T1w.nii", np.full(SHAPE, 0.3))
+        write_image(
+            root / "derivatives" / "CAT12.8" / pid / "mri" / f"mwp{k}{pid}_T1w.nii", np.full(SHAPE, 0.3)
+        )
     if tiv is not None:
         report = root / "derivatives" / "CAT12.8" / pid / "report" / f"cat_{pid}_T1w.xml"
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(
-            "<?xml version='1.0'?><S><subjectmeasures><vol_TIV>%s</vol_TIV></subjectmeasures></S>" % tiv
+            f"<?xml version='1.0'?><S><subjectmeasures><vol_TIV>{tiv}</vol_TIV></subjectmeasures></S>"
         )
 
 
@@ -156,7 +166,9 @@ def test_prepare_names_experiment_feature_set_cohort_and_tissue(tmp_path):
     with pytest.raises(CohortError) as error:
         validate_cohorts(data, plan)
     message = str(error.value)
-    assert "experiment(s) gm_wm use feature set 'gm_wm_roi', which needs WM maps; cohort 'b' has none" in message
+    assert (
+        "experiment(s) gm_wm use feature set 'gm_wm_roi', which needs WM maps; cohort 'b' has none" in message
+    )
     assert "experiment(s) gm_only use feature set 'gm_roi': cohort 'b' has no TIV" in message
     assert "cohort 'a'" not in message
     rewrite_participants(tmp_path / "b", lambda df: df.assign(tiv="1500"))  # TIV given: only WM is missing

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from conftest import ROOT, subprocess_env
 
+pytestmark = pytest.mark.slow
+
 TINY_DATA = """\
 # tiny simulated cohorts for the pipeline test
 defaults:

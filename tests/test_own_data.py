@@ -24,7 +24,14 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, subprocess_env
-from owndata import SIGNATURE, OwnCohort, write_aseg_stats, write_asegstats2table, write_cat12_roi_csv, write_cohorts
+from owndata import (
+    SIGNATURE,
+    OwnCohort,
+    write_aseg_stats,
+    write_asegstats2table,
+    write_cat12_roi_csv,
+    write_cohorts,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +78,19 @@ def test_null_tables_through_the_readme_commands(tmp_path):
     assert "hospitalA (discovery): 60 subjects" in prepared.stdout  # 2 without outcome excluded
     assert "placebo (control): 30 subjects (12 responders) valid" in prepared.stdout
     run(tmp_path, sys.executable, "-m", "src.features.build", "features=gm_roi", *data)
-    tables = {c.name: pd.read_parquet(tmp_path / "derived" / "features" / "gm_roi" / f"{c.name}.parquet") for c in own}
+    tables = {
+        c.name: pd.read_parquet(tmp_path / "derived" / "features" / "gm_roi" / f"{c.name}.parquet")
+        for c in own
+    }
     for cohort in own:  # every reader gives the generator's volumes (ml) and TIV
         table = tables[cohort.name].set_index("participant_id")
         truth = cohort.volumes.loc[table.index]
-        pd.testing.assert_frame_equal(table[truth.columns], truth, check_exact=False, rtol=1e-5, check_names=False)
-        pd.testing.assert_series_equal(table["tiv"], cohort.tiv.loc[table.index], rtol=1e-5, check_names=False)
+        pd.testing.assert_frame_equal(
+            table[truth.columns], truth, check_exact=False, rtol=1e-5, check_names=False
+        )
+        pd.testing.assert_series_equal(
+            table["tiv"], cohort.tiv.loc[table.index], rtol=1e-5, check_names=False
+        )
     run(
         tmp_path,
         sys.executable,
@@ -165,12 +179,26 @@ def test_signal_images_through_dvc_repro(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         run(repo, *args)
-    run(repo, "git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "init", "--allow-empty")
+    run(
+        repo,
+        "git",
+        "-c",
+        "user.email=t@example.org",
+        "-c",
+        "user.name=t",
+        "commit",
+        "-qm",
+        "init",
+        "--allow-empty",
+    )
     # GM+WM features asked of a hospital without WM maps: one message before any work, naming what is missing
     refused = run(repo, "dvc", "repro", ok=False)
     assert refused.returncode != 0
     message = refused.stdout + refused.stderr
-    assert "params.yaml builds feature set 'gm_wm_roi', which needs WM maps; cohort 'hospitalB' has none" in message
+    assert (
+        "params.yaml builds feature set 'gm_wm_roi', which needs WM maps; cohort 'hospitalB' has none"
+        in message
+    )
     assert not (repo / "data" / "features").exists()
     params["feature_sets"] = ["gm_roi"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -188,8 +216,12 @@ def test_signal_images_through_dvc_repro(tmp_path):
         table = pd.read_parquet(repo / "data" / "features" / "gm_roi" / f"{cohort.name}.parquet")
         table = table.set_index("participant_id")
         truth = cohort.volumes.loc[table.index].add_prefix("gm_")
-        pd.testing.assert_frame_equal(table[truth.columns], truth, check_exact=False, rtol=1e-4, check_names=False)
-        pd.testing.assert_series_equal(table["tiv"], cohort.tiv.loc[table.index], rtol=1e-4, check_names=False)
+        pd.testing.assert_frame_equal(
+            table[truth.columns], truth, check_exact=False, rtol=1e-4, check_names=False
+        )
+        pd.testing.assert_series_equal(
+            table["tiv"], cohort.tiv.loc[table.index], rtol=1e-4, check_names=False
+        )
     evaluate = repo / "outputs" / "gm_only" / "evaluate"
     regions = pd.read_csv(evaluate / "regions.csv").set_index("region")
     # the six largest weights in SD units (weight x feature SD) are the planted regions, with the planted

@@ -84,7 +84,9 @@ def test_aseg_stats_per_subject(tmp_path):
 def test_cat12_roi_export_with_trailing_separators(tmp_path):
     """cat_stat_ROI writes 'Name' + ROI names, a tab after every value and no final newline."""
     path = tmp_path / "ROI_catROI_neuromorphometrics_Vgm.csv"
-    lines = ["Name\tlACC\trACC\tlAmy\t"] + [f"{pid}_T1w\t{4 + i}.5\t4.25\t1.{i}\t" for i, pid in enumerate(IDS)]
+    lines = ["Name\tlACC\trACC\tlAmy\t"] + [
+        f"{pid}_T1w\t{4 + i}.5\t4.25\t1.{i}\t" for i, pid in enumerate(IDS)
+    ]
     path.write_text("\n".join(lines))
     table = read_regional_table(path, "cat12_roi", IDS)
     assert list(table.volumes.columns) == ["participant_id", "lACC", "rACC", "lAmy"]
@@ -116,7 +118,9 @@ def test_table_tiv_fills_a_missing_tiv_column(tmp_path):
     assert tiv.tolist() == [1500.0, 1600.0, 1400.0, 1450.0]
     data = {
         "root": str(tmp_path),
-        "cohorts": [{"name": "c", "role": "discovery", "table": "aseg.tsv", "table_format": "freesurfer_table"}],
+        "cohorts": [
+            {"name": "c", "role": "discovery", "table": "aseg.tsv", "table_format": "freesurfer_table"}
+        ],
         "source": "table",
         "pipeline": None,
         "outcome": {},
