@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from src.data.contract import TREATMENTS
+from src.data.contract import DEFAULT_SPACE, TREATMENTS
+from src.data.loader import Cohort, OutcomeSpec, load_cohort
 
 ROLES: tuple[str, ...] = ("discovery", "external", "control")
 # the treatment a role implies when a bare cohort name is given
@@ -176,3 +177,22 @@ def evaluation_groups(data: Mapping[str, Any]) -> dict[str, list[str]]:
         if len(members) > 1:
             groups.update({name: [name] for name in members})
     return groups
+
+
+def load_configured(
+    spec: CohortSpec, data: Mapping[str, Any], tissues: tuple[str, ...] = ("GM",), with_images: bool = True
+) -> Cohort:
+    """:func:`~src.data.loader.load_cohort` of one cohort of the data config, with the config's layout,
+    pipeline, space, outcome, grid policy and the cohort's declared treatment."""
+    return load_cohort(
+        spec.folder(data["root"]),
+        name=spec.name,
+        pipeline=data.get("pipeline"),
+        space=data.get("space", DEFAULT_SPACE),
+        tissues=tissues,
+        outcome=OutcomeSpec(**data.get("outcome", {})),
+        on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+        with_images=with_images,
+        layout=data.get("layout", "bids"),
+        treatment=spec.treatment,
+    )

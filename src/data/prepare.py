@@ -21,9 +21,9 @@ import hydra
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.cohorts import CohortSpec, cohort_specs
+from src.data.cohorts import CohortSpec, cohort_specs, load_configured
 from src.data.contract import TISSUES
-from src.data.loader import Cohort, CohortError, OutcomeSpec, load_cohort, load_regional_table
+from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.simulate import simulate_cohorts
 from src.utils.io import file_md5, write_json_atomic
 from src.utils.logging import configure_logging
@@ -54,21 +54,6 @@ def pipeline_feature_sets(params_file: str | Path, current: Mapping[str, Any]) -
     return plan
 
 
-def _load(spec: CohortSpec, data: Mapping[str, Any], tissues: tuple[str, ...], with_images: bool) -> Cohort:
-    return load_cohort(
-        spec.folder(data["root"]),
-        name=spec.name,
-        pipeline=data.get("pipeline"),
-        space=data.get("space", "MNI152NLin2009cSym"),
-        tissues=tissues,
-        outcome=OutcomeSpec(**data.get("outcome", {})),
-        on_grid_mismatch=data.get("on_grid_mismatch", "error"),
-        with_images=with_images,
-        layout=data.get("layout", "bids"),
-        treatment=spec.treatment,
-    )
-
-
 def _user(experiments: list[str], feature_set: str) -> str:
     used = f"experiment(s) {', '.join(experiments)} use" if experiments else "params.yaml builds"
     return f"{used} feature set {feature_set!r}"
@@ -90,7 +75,7 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
     loaded: dict[str, Cohort] = {}
     for spec in cohort_specs(data):
         if source == "table":
-            cohort = _load(spec, data, (), with_images=False)
+            cohort = load_configured(spec, data, (), with_images=False)
             path = spec.table_path(data["root"])
             if path is None:
                 raise CohortError(
@@ -110,11 +95,11 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
             loaded[spec.name] = cohort
             summary["cohorts"][spec.name] = _summary(spec, cohort) | {"table_md5": _md5(path)}
             continue
-        cohort = _load(spec, data, ("GM",), with_images=True)
+        cohort = load_configured(spec, data, ("GM",), with_images=True)
         available = {"GM": None}
         for tissue in TISSUES[1:]:
             try:
-                _load(spec, data, (tissue,), with_images=True)
+                load_configured(spec, data, (tissue,), with_images=True)
                 available[tissue] = None
             except CohortError as err:
                 available[tissue] = str(err)
@@ -141,7 +126,7 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
         loaded[spec.name] = cohort
         if not problems:
             tissues = tuple(t for t in TISSUES if t in needed and available.get(t) is None)
-            full = _load(spec, data, tissues, with_images=True)
+            full = load_configured(spec, data, tissues, with_images=True)
             summary["cohorts"][spec.name] = _summary(spec, full) | {
                 "images_md5": {t: [file_md5(p) for p in paths] for t, paths in sorted(full.images.items())}
             }

@@ -13,9 +13,9 @@ from typing import Any
 
 import nibabel as nib
 
-from src.data.cohorts import cohort_specs
+from src.data.cohorts import cohort_specs, load_configured
 from src.data.contract import TABLE_META_COLUMNS
-from src.data.loader import CohortError, OutcomeSpec, load_cohort
+from src.data.loader import CohortError
 from src.features.extract import FeatureSet, build_feature_table
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 
@@ -37,7 +37,6 @@ def build_feature_set(
         Parent folder; the tables go to ``out_root/<feature set name>/``.
     """
     out_dir = Path(out_root) / feature_set.name
-    outcome = OutcomeSpec(**data.get("outcome", {}))
     source = data.get("source", "images")
     if source not in ("images", "table"):
         raise ValueError(f"data.source must be 'images' or 'table', got {source!r}")
@@ -54,19 +53,9 @@ def build_feature_set(
     with atomic_directory(out_dir) as tmp:
         for spec in specs:
             name, root = spec.name, spec.folder(data["root"])
-            common = dict(
-                name=name,
-                pipeline=data.get("pipeline"),
-                space=data.get("space", "MNI152NLin2009cSym"),
-                outcome=outcome,
-                on_grid_mismatch=data.get("on_grid_mismatch", "error"),
-                layout=data.get("layout", "bids"),
-                treatment=spec.treatment,
-            )
-            first = load_cohort(root, with_images=False, **common)
             table_path = None
             if feature_set.kind == "table":
-                cohort = first
+                cohort = load_configured(spec, data, (), with_images=False)
                 table_path = spec.table_path(data["root"])
                 if table_path is None:
                     raise CohortError(
@@ -74,10 +63,9 @@ def build_feature_set(
                     )
             else:
                 tissues = tuple(feature_set.tissues)
-                cohort = load_cohort(root, tissues=tissues, **common)
+                cohort = load_configured(spec, data, tissues)
                 if "tiv" not in cohort.participants.columns:  # TIV = GM + WM + CSF from the maps
-                    tissues = tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF")))
-                    cohort = load_cohort(root, tissues=tissues, **common)
+                    cohort = load_configured(spec, data, tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF"))))
             table_format = spec.table_format or data.get("table_format", "plain")
             table, cohort_side = build_feature_table(
                 cohort, feature_set, table_path=table_path, table_format=table_format, n_jobs=n_jobs
