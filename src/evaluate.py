@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
+from src.data.cohorts import cohort_specs, evaluation_groups
 from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
@@ -49,8 +49,7 @@ def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
             raise FileNotFoundError(
                 f"feature table {path} not found (cohort {name!r} of the data config): build it with "
                 f"`python -m src.features.build features={features_dir.name}` (or `dvc repro`), with the "
-                "same "
-                "data= as training"
+                "same data= as training"
             )
         frames.append(pd.read_parquet(path).assign(_cohort=name))
     return pd.concat(frames, ignore_index=True)
@@ -213,9 +212,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
     model, training_run, model_source = locked_model(settings, run / "train")
     features_dir = Path(cfg.paths.features) / cfg.features.name
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    groups = evaluation_groups(data)  # from the cohorts' roles: external, control (+ each alone)
-    train = read_tables(features_dir, [discovery_cohort(data)])
+    specs = cohort_specs(OmegaConf.to_container(cfg.data, resolve=True))
+    roles = {spec.name: spec.role for spec in specs}
+    groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
+    train = read_tables(features_dir, [next(name for name, role in roles.items() if role == "discovery")])
     seed = int(cfg.seed)
 
     # discovery: the out-of-fold ensemble scores of the nested CV (never the locked model on its own data)
@@ -250,7 +250,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     regions = interpretation(model, train, features_dir, seed)
     maps, maps_note = weight_maps(regions, features_dir)
     table = paper_table(results, ev["reference"])
-    roles = {spec.name: spec.role for spec in cohort_specs(data)}
     document = {
         "experiment": cfg.name,
         "positive_weight_means": "larger feature value -> predicted response",

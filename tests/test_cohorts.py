@@ -27,14 +27,16 @@ def test_roles_define_discovery_and_evaluation_groups():
         ]
     )
     assert discovery_cohort(data) == "train_here"  # any position, any name
-    assert evaluation_groups(data) == {
+    assert evaluation_groups(cohort_specs(data)) == {
         "external": ["ext1", "ext2"],
         "ext1": ["ext1"],
         "ext2": ["ext2"],
         "control": ["placebo"],
     }
     only = _data([{"name": "a", "role": "discovery"}, {"name": "b", "role": "external"}])
-    assert evaluation_groups(only) == {"external": ["b"]}  # one external cohort, no control: no extra groups
+    assert evaluation_groups(cohort_specs(only)) == {
+        "external": ["b"]
+    }  # one external cohort, no control: no extra groups
 
 
 @pytest.mark.parametrize(

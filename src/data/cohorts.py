@@ -164,11 +164,10 @@ def cohort_names(data: Mapping[str, Any]) -> list[str]:
     return [str(e if isinstance(e, str) else e["name"]) for e in data.get("cohorts") or []]
 
 
-def evaluation_groups(data: Mapping[str, Any]) -> dict[str, list[str]]:
-    """What the evaluation scores: ``external`` (all external cohorts pooled), ``control`` (all control
-    cohorts pooled) and, where a role has several cohorts, each cohort alone under its own name. Roles
-    without a cohort are absent."""
-    specs = cohort_specs(data)
+def evaluation_groups(specs: Sequence[CohortSpec]) -> dict[str, list[str]]:
+    """What the evaluation scores, from the cohorts of :func:`cohort_specs`: ``external`` (all external
+    cohorts pooled), ``control`` (all control cohorts pooled) and, where a role has several cohorts, each
+    cohort alone under its own name. Roles without a cohort are absent."""
     groups: dict[str, list[str]] = {}
     for role in ("external", "control"):
         members = [s.name for s in specs if s.role == role]
