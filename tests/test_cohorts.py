@@ -140,6 +140,9 @@ def test_cat12_layout_names_and_xml_tiv(tmp_path):
     cohort = load_cohort(root, layout="cat12")
     assert cohort.images["GM"][2].name == "mwp1sub-t02_T1w.nii"
     assert cohort.participants["tiv"].tolist() == [1400.0, 1401.0, 1402.0, 1403.0]
+    _cat12(root, "sub-t01", tissues=(), tiv="nan")
+    with pytest.raises(CohortError, match="subject sub-t01 has TIV nan in its CAT12 report"):
+        load_cohort(root, layout="cat12")
     (root / "derivatives" / "CAT12.8" / "sub-t03" / "report" / "cat_sub-t03_T1w.xml").unlink()
     with pytest.raises(CohortError, match="subject sub-t03 has no CAT12 report"):
         load_cohort(root, layout="cat12")

@@ -446,7 +446,14 @@ def _attach_cat12_tiv(cohort: Cohort) -> None:
             f"cohort {cohort.name!r}: subject {pid} has no CAT12 report (report/cat_<name>.xml) while "
             f"{sum(have)} other subject(s) have one; add it or give TIV in a 'tiv' column of participants.tsv"
         )
-    cohort.participants["tiv"] = np.asarray(values, dtype=float)
+    tiv = np.asarray(values, dtype=float)
+    bad = ~np.isfinite(tiv) | (tiv <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CohortError(
+            f"cohort {cohort.name!r}: subject {cohort.participant_ids[i]} has TIV {tiv[i]} in its CAT12 report"
+        )
+    cohort.participants["tiv"] = tiv
     log.info("cohort %s: TIV read from %d CAT12 reports", cohort.name, len(values))
 
 
