@@ -451,7 +451,8 @@ def _attach_cat12_tiv(cohort: Cohort) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CohortError(
-            f"cohort {cohort.name!r}: subject {cohort.participant_ids[i]} has TIV {tiv[i]} in its CAT12 report"
+            f"cohort {cohort.name!r}: subject {cohort.participant_ids[i]} has TIV {tiv[i]} in its CAT12 "
+            "report"
         )
     cohort.participants["tiv"] = tiv
     log.info("cohort %s: TIV read from %d CAT12 reports", cohort.name, len(values))
