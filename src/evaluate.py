@@ -364,8 +364,7 @@ def weight_maps(regions: pd.DataFrame, features_dir: Path) -> tuple[dict[str, An
     if len(atlases) != 1 or atlases[0] not in ATLASES or "index" not in atlas_regions:
         return {}, (
             f"no weight map: the features come from {', '.join(atlases) or 'a table'} with no bundled atlas "
-            "image "
-            "to paint them on; regions.csv holds every feature's weight, CV-ratio and sign consistency"
+            "image to paint them on; regions.csv holds every feature's weight, CV-ratio and sign consistency"
         )
     atlas, _ = load_atlas(atlases[0])
     return region_maps(regions, atlas_regions, atlas), ""

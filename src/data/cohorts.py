@@ -79,8 +79,7 @@ def _declared_treatment(folder: Path, name: str) -> str:
     if not path.is_file():
         raise CohortConfigError(
             f"cohort {name!r}: no role given and {path} not found to infer it; declare it in the data "
-            "config: "
-            f"{{name: {name}, role: external|control, treatment: ...}}"
+            f"config: {{name: {name}, role: external|control, treatment: ...}}"
         )
     values = pd.read_csv(path, sep="\t", dtype=str, usecols=lambda c: c.strip() == "treatment")
     found = sorted(set(values.iloc[:, 0].dropna().str.strip())) if values.shape[1] else []

@@ -171,8 +171,8 @@ def load_cohort(
                 pid, value = differs.iloc[0]
                 raise CohortError(
                     f"cohort {name!r}: subject {pid} has treatment {value!r} in {table_path}, but the data "
-                    "config "
-                    f"declares treatment {treatment!r} for this cohort; {len(differs)} subject(s) affected"
+                    f"config declares treatment {treatment!r} for this cohort; {len(differs)} subject(s) "
+                    "affected"
                 )
     participants, excluded = _validate_participants(raw, name, table_path, outcome)
     cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
@@ -417,8 +417,7 @@ def _attach_images(
                     raise CohortError(
                         f"cohort {name!r}: subject {pid} has {len(candidates)} {tissue} images "
                         f"{[str(p) for p in candidates[:3]]}; choose one with data.space (e.g. add _res-2) "
-                        "or "
-                        f"list it in participants.tsv column '{column}'"
+                        f"or list it in participants.tsv column '{column}'"
                     )
                 path = candidates[0]
             paths.append(path)
@@ -451,8 +450,8 @@ def _attach_cat12_tiv(cohort: Cohort) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CohortError(
-            f"cohort {cohort.name!r}: subject {cohort.participant_ids[i]} has TIV {tiv[i]} in its CAT12 "
-            "report"
+            f"cohort {cohort.name!r}: subject {cohort.participant_ids[i]} has TIV {tiv[i]} in its "
+            "CAT12 report"
         )
     cohort.participants["tiv"] = tiv
     log.info("cohort %s: TIV read from %d CAT12 reports", cohort.name, len(values))

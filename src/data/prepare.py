@@ -72,7 +72,12 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
     source = data.get("source", "images")
     table_format = data.get("table_format", "plain")
     problems: list[str] = []
-    loaded: dict[str, Cohort] = {}
+    if source == "table":
+        problems += [
+            f"{_user(fs['experiments'], name)}, voxel features: data.source=table has no images"
+            for name, fs in plan.items()
+            if fs.get("kind") == "voxel"
+        ]
     for spec in cohort_specs(data):
         if source == "table":
             cohort = load_configured(spec, data, (), with_images=False)
@@ -82,17 +87,11 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
                     f"cohort {spec.name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
                 )
             _, table_tiv = load_regional_table(path, cohort, spec.table_format or table_format)
-            for name, fs in plan.items():
-                if fs.get("kind") == "voxel":
-                    problems.append(
-                        f"{_user(fs['experiments'], name)}, voxel features: data.source=table has no images"
-                    )
             if "tiv" not in cohort.participants.columns and table_tiv is None:
                 problems.append(
                     f"cohort {spec.name!r}: no TIV: participants.tsv has no 'tiv' column and format "
                     f"{spec.table_format or table_format!r} carries none"
                 )
-            loaded[spec.name] = cohort
             summary["cohorts"][spec.name] = _summary(spec, cohort) | {"table_md5": _md5(path)}
             continue
         cohort = load_configured(spec, data, ("GM",), with_images=True)
@@ -118,12 +117,10 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
                 if lacking:
                     problems.append(
                         f"{_user(fs['experiments'], name)}: cohort {spec.name!r} has no TIV (no 'tiv' column "
-                        "in "
-                        f"participants.tsv, no CAT12 report) and no {'/'.join(lacking)} map(s) to compute "
+                        f"in participants.tsv, no CAT12 report) and no {'/'.join(lacking)} map(s) to compute "
                         f"TIV = GM + WM + CSF ({available[lacking[0]]})"
                     )
             needed |= set(tissues) | (set() if has_tiv else set(TISSUES))
-        loaded[spec.name] = cohort
         if not problems:
             tissues = tuple(t for t in TISSUES if t in needed and available.get(t) is None)
             full = load_configured(spec, data, tissues, with_images=True)
@@ -135,8 +132,7 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
             "the data cannot support what params.yaml asks for:\n  - "
             + "\n  - ".join(dict.fromkeys(problems))
             + "\nRemove those experiments/feature sets from params.yaml (feature_sets, experiments), or add "
-            "the "
-            "missing maps or a 'tiv' column."
+            "the missing maps or a 'tiv' column."
         )
     return summary
 
