@@ -182,3 +182,28 @@ def test_prepare_names_experiment_feature_set_cohort_and_tissue(tmp_path):
     assert "no TIV" not in str(error.value)
     summary = validate_cohorts(data, {k: v for k, v in plan.items() if k == "gm_roi"})
     assert summary["cohorts"]["b"]["role"] == "external" and len(summary["cohorts"]["a"]["images_md5"]) == 3
+
+
+def test_each_cohort_can_have_its_own_layout_and_midazolam_is_a_control(tmp_path):
+    """A consortium: one site's maps in the BIDS contract's names, another's in CAT12's, a midazolam arm."""
+    make_cohort(tmp_path / "bids_site", tissues=("GM", "WM", "CSF"))
+    cat = make_cohort(tmp_path / "cat_site", tissues=())
+    rewrite_participants(cat, lambda df: df.assign(treatment="midazolam"))
+    for i in range(4):
+        _cat12(cat, f"sub-t{i:02d}", tiv=1500 + i)
+    data = _data(
+        [
+            {"name": "bids_site", "role": "discovery"},
+            {"name": "cat_site", "layout": "cat12", "pipeline": "CAT12.8"},  # role from the treatment
+        ],
+        tmp_path,
+        pipeline="cat12",
+    )
+    assert [s.role for s in cohort_specs(data)] == ["discovery", "control"]
+    summary = validate_cohorts(data, {"gm_roi": {"name": "gm_roi", "tissues": ["GM"], "experiments": []}})
+    assert summary["cohorts"]["cat_site"]["treatment"] == ["midazolam"]
+    assert list(summary["cohorts"]["cat_site"]["images_md5"]) == ["GM"]  # TIV from the CAT12 reports
+    assert list(summary["cohorts"]["bids_site"]["images_md5"]) == ["CSF", "GM", "WM"]  # TIV = GM + WM + CSF
+    data["cohorts"][1].pop("layout")
+    with pytest.raises(CohortError, match="cohort 'cat_site': subject sub-t00 .* no GM image"):
+        validate_cohorts(data, {"gm_roi": {"name": "gm_roi", "tissues": ["GM"], "experiments": []}})

@@ -12,7 +12,8 @@ evaluate, report) reads the roles, never cohort names::
 same treatment (evaluated pooled, and each alone when there are several); ``control`` cohorts received the
 control treatment (the treatment-specificity test compares them with the external cohorts). A bare name
 (``cohorts: [siteA, siteB]``) is accepted too: the first is the discovery cohort, the others take their role
-from the ``treatment`` column of their participants.tsv (ketamine -> external, saline -> control).
+from the ``treatment`` column of their participants.tsv (ketamine -> external, saline or midazolam ->
+control).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from src.data.loader import Cohort, OutcomeSpec, load_cohort
 
 ROLES: tuple[str, ...] = ("discovery", "external", "control")
 # the treatment a role implies when a bare cohort name is given
-_ROLE_OF_TREATMENT = {"ketamine": "external", "saline": "control"}
-_KEYS = ("name", "role", "treatment", "path", "table", "table_format")
+_ROLE_OF_TREATMENT = {"ketamine": "external", "saline": "control", "midazolam": "control"}
+_KEYS = ("name", "role", "treatment", "path", "table", "table_format", "layout", "pipeline", "space")
 
 
 class CohortConfigError(ValueError):
@@ -55,6 +56,9 @@ class CohortSpec:
         Regional-volume table (``data.source=table``); relative paths are relative to the cohort folder.
     table_format : str, optional
         Reader of ``table`` (default ``data.table_format``).
+    layout, pipeline, space : str, optional
+        This cohort's image naming, derivatives folder and space entity, when they differ from the data
+        config's (a consortium whose sites ran different tools).
     """
 
     name: str
@@ -63,6 +67,9 @@ class CohortSpec:
     path: str | None = None
     table: str | None = None
     table_format: str | None = None
+    layout: str | None = None
+    pipeline: str | None = None
+    space: str | None = None
 
     def folder(self, root: str | Path) -> Path:
         return Path(self.path) if self.path else Path(root) / self.name
@@ -180,17 +187,18 @@ def evaluation_groups(specs: Sequence[CohortSpec]) -> dict[str, list[str]]:
 def load_configured(
     spec: CohortSpec, data: Mapping[str, Any], tissues: tuple[str, ...] = ("GM",), with_images: bool = True
 ) -> Cohort:
-    """:func:`~src.data.loader.load_cohort` of one cohort of the data config, with the config's layout,
-    pipeline, space, outcome, grid policy and the cohort's declared treatment."""
+    """:func:`~src.data.loader.load_cohort` of one cohort of the data config: the cohort's own layout,
+    pipeline and space if it sets them, else the config's; the config's outcome and grid policy; the
+    cohort's declared treatment."""
     return load_cohort(
         spec.folder(data["root"]),
         name=spec.name,
-        pipeline=data.get("pipeline"),
-        space=data.get("space", DEFAULT_SPACE),
+        pipeline=spec.pipeline or data.get("pipeline"),
+        space=spec.space or data.get("space", DEFAULT_SPACE),
         tissues=tissues,
         outcome=OutcomeSpec(**data.get("outcome", {})),
         on_grid_mismatch=data.get("on_grid_mismatch", "error"),
         with_images=with_images,
-        layout=data.get("layout", "bids"),
+        layout=spec.layout or data.get("layout", "bids"),
         treatment=spec.treatment,
     )

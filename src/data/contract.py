@@ -15,7 +15,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "madrs_24h",
 )
 COVARIATES: tuple[str, ...] = ("age", "sex", "site", "tiv")
-TREATMENTS: tuple[str, ...] = ("ketamine", "saline")
+# saline: the inert placebo; midazolam: the active placebo of many ketamine trials (a control treatment too)
+TREATMENTS: tuple[str, ...] = ("ketamine", "saline", "midazolam")
 SEXES: tuple[str, ...] = ("F", "M")
 MADRS_RANGE: tuple[int, int] = (0, 60)
 TISSUES: tuple[str, ...] = ("GM", "WM", "CSF")
