@@ -31,6 +31,7 @@ from src.interpretation.regions import read_feature_regions, region_maps, voxel_
 from src.models.linear import AffineDecision
 from src.reporting.document import markdown_table as report_markdown_table
 from src.tracking.store import TrackingSettings
+from src.utils.errors import MissingInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
@@ -46,7 +47,7 @@ def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
     for name in cohorts:
         path = features_dir / f"{name}.parquet"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"feature table {path} not found (cohort {name!r} of the data config): build it with "
                 f"`python -m src.features.build features={features_dir.name}` (or `dvc repro`), with the "
                 "same data= as training"
@@ -205,6 +206,7 @@ def _figures(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     ev = OmegaConf.to_container(cfg.evaluation, resolve=True)

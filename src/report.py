@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
 from src.tracking.store import TrackingSettings
+from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import dvc_output_md5
@@ -29,14 +30,15 @@ def report_experiments(cfg: DictConfig) -> list[str]:
         return list(cfg.report.experiments)
     params = Path(cfg.report.params_file)
     if not params.is_file():
-        raise FileNotFoundError(f"{params} not found: set report.experiments=[name,...]")
+        raise MissingInputError(f"{params} not found: set report.experiments=[name,...]")
     experiments = (yaml.safe_load(params.read_text()) or {}).get("experiments")
     if not experiments:
-        raise ValueError(f"{params} lists no experiments: set report.experiments=[name,...]")
+        raise UserInputError(f"{params} lists no experiments: set report.experiments=[name,...]")
     return list(experiments)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     names = report_experiments(cfg)

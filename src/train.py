@@ -24,6 +24,7 @@ from src.interpretation.regions import read_feature_regions, weight_summary
 from src.models.linear import AffineDecision
 from src.models.search_space import SearchSpace
 from src.tracking.store import TrackingSettings
+from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import dvc_output_md5, git_state, package_versions
@@ -46,7 +47,7 @@ def feature_table_path(cfg: DictConfig, cohort: str) -> Path:
 def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """(table, X = covariates + feature columns, y) of a feature table, with a clear error if it is absent."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"feature table {path} not found: build it with `dvc repro` or "
             f"`python -m src.features.build features={path.parent.name}`"
         )
@@ -54,7 +55,7 @@ def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame,
     features = [c for c in table.columns if c not in TABLE_META_COLUMNS]
     missing = [c for c in covariates if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: covariate column(s) {missing} missing")
+        raise UserInputError(f"{path}: covariate column(s) {missing} missing")
     return table, table[[*covariates, *features]], table["response"].to_numpy(dtype=int)
 
 
@@ -125,6 +126,7 @@ def track(
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from src.data.contract import DEFAULT_SPACE, TREATMENTS
 from src.data.loader import Cohort, OutcomeSpec, load_cohort
+from src.utils.errors import UserInputError
 
 ROLES: tuple[str, ...] = ("discovery", "external", "control")
 # the treatment a role implies when a bare cohort name is given
@@ -34,7 +35,7 @@ _ROLE_OF_TREATMENT = {"ketamine": "external", "saline": "control", "midazolam": 
 _KEYS = ("name", "role", "treatment", "path", "table", "table_format", "layout", "pipeline", "space")
 
 
-class CohortConfigError(ValueError):
+class CohortConfigError(UserInputError):
     """The data config's ``cohorts`` list is inconsistent; the message names the cohort and the key."""
 
 

@@ -27,12 +27,13 @@ from src.data.contract import (
     TREATMENTS,
 )
 from src.data.tables import TableFormatError, read_regional_table
+from src.utils.errors import UserInputError
 
 log = logging.getLogger(__name__)
 _NA = ["n/a", "N/A", "NA", "nan", "NaN", ""]
 
 
-class CohortError(ValueError):
+class CohortError(UserInputError):
     """Invalid cohort input. The message names the cohort and the subject, file or column at fault."""
 
 
@@ -400,7 +401,7 @@ def _attach_images(
             pid = row["participant_id"]
             listed = column in row.index and isinstance(row[column], str) and row[column]
             if listed:
-                path = root / str(row[column])
+                path = _confined(root, str(row[column]), f"cohort {name!r}: subject {pid}: column '{column}'")
                 if not path.is_file():
                     raise CohortError(
                         f"cohort {name!r}: subject {pid}: image listed in column '{column}' "
@@ -421,10 +422,36 @@ def _attach_images(
                     )
                 path = candidates[0]
             paths.append(path)
+        _refuse_shared_images(cohort, tissue, paths)
         cohort.images[tissue] = paths
     if layout == "cat12" and "tiv" not in cohort.participants.columns and "GM" in cohort.images:
         _attach_cat12_tiv(cohort)
     _check_headers(cohort, on_grid_mismatch)
+
+
+def _confined(root: Path, relative: str, where: str) -> Path:
+    """``root / relative``, refused unless it stays inside ``root`` once symlinks are resolved: a path from
+    participants.tsv must not reach another cohort's (or anybody's) files."""
+    if Path(relative).is_absolute():
+        raise CohortError(
+            f"{where}: absolute path {relative!r}; give a path relative to the cohort folder {root}"
+        )
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise CohortError(f"{where}: path {relative!r} leads outside the cohort folder {root}")
+    return path
+
+
+def _refuse_shared_images(cohort: Cohort, tissue: str, paths: list[Path]) -> None:
+    """One image file for two subjects is a copy-paste error, never two brains."""
+    seen: dict[Path, str] = {}
+    for pid, path in zip(cohort.participant_ids, paths, strict=True):
+        key = path.resolve()
+        if key in seen:
+            raise CohortError(
+                f"cohort {cohort.name!r}: subjects {seen[key]} and {pid} use the same {tissue} image {path}"
+            )
+        seen[key] = pid
 
 
 def _expected_image(deriv: Path, pid: str, tissue: str, layout: str, space: str) -> str:

@@ -25,6 +25,7 @@ from src.data.cohorts import CohortSpec, cohort_specs, load_configured
 from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.simulate import simulate_cohorts
+from src.utils.errors import user_errors
 from src.utils.io import file_md5, write_json_atomic
 from src.utils.logging import configure_logging
 
@@ -155,6 +156,7 @@ def _summary(spec: CohortSpec, cohort: Cohort) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@user_errors
 def main(cfg: DictConfig) -> None:
     configure_logging(bool(cfg.verbose))
     data = OmegaConf.to_container(cfg.data, resolve=True)

@@ -412,9 +412,11 @@ def main() -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from src.data.cohorts import cohort_names
+    from src.utils.errors import user_errors
     from src.utils.logging import configure_logging
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+    @user_errors
     def _run(cfg: DictConfig) -> None:
         configure_logging(bool(cfg.verbose))
         if "simulation" not in cfg.data:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.utils.errors import UserInputError
+
 TABLE_FORMATS: tuple[str, ...] = ("plain", "cat12_roi", "freesurfer_table", "freesurfer_aseg")
 _NA = ["n/a", "N/A", "NA", "nan", "NaN", ""]
 _SUBJECT = re.compile(r"(sub-[A-Za-z0-9]+)")
@@ -43,7 +45,7 @@ _FREESURFER_GLOBAL = re.compile(
 )
 
 
-class TableFormatError(ValueError):
+class TableFormatError(UserInputError):
     """A regional table cannot be read in its declared format; the message names the file and the problem."""
 
 

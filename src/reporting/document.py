@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from src.reporting.methods import tripod_ai_methods
+from src.utils.errors import MissingInputError
 
 REGION_COLUMNS = [
     "rank",
@@ -52,7 +53,7 @@ class ExperimentResults:
     def load(cls, name: str, run_dir: Path) -> ExperimentResults:
         train_dir, eval_dir = run_dir / "train", run_dir / "evaluate"
         if not (train_dir / "metrics.json").is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"experiment {name!r}: {train_dir / 'metrics.json'} not found; run "
                 f"`python -m src.train +experiment={name}` (or `dvc repro`) first"
             )

@@ -13,12 +13,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from src.models.linear import AffineDecision
+from src.utils.errors import UserInputError
 from src.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 MODEL_FILE = "model.joblib"
 
 
-class ColumnMismatchError(ValueError):
+class ColumnMismatchError(UserInputError):
     """A table's columns do not match the columns the model was trained on."""
 
 

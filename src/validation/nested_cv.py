@@ -33,6 +33,7 @@ from sklearn.svm import SVC
 from src.models.linear import AffineDecision, compact
 from src.models.pipeline import SVC_PARAMS, build_pipeline
 from src.models.search_space import SearchSpace
+from src.utils.errors import UserInputError
 from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
@@ -58,9 +59,9 @@ class CVConfig:
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.outer_folds < 2 or self.inner_folds < 2 or self.n_trials < 1:
-            raise ValueError(f"invalid CV scheme {self}")
+            raise UserInputError(f"invalid CV scheme {self}")
         if self.sampler not in ("tpe", "random", "grid"):
-            raise ValueError(f"cv.sampler must be tpe, random or grid, got {self.sampler!r}")
+            raise UserInputError(f"cv.sampler must be tpe, random or grid, got {self.sampler!r}")
 
 
 @dataclass
@@ -83,10 +84,12 @@ def check_class_sizes(y: np.ndarray, n_splits: int, where: str) -> None:
     """A clear error when a class is too small for stratified ``n_splits``-fold CV."""
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ValueError(f"{where}: only one class present (label {classes.tolist()}); cannot cross-validate")
+        raise UserInputError(
+            f"{where}: only one class present (label {classes.tolist()}); cannot cross-validate"
+        )
     if counts.min() < n_splits:
         small = classes[counts.argmin()]
-        raise ValueError(
+        raise UserInputError(
             f"{where}: class {small} has {counts.min()} subject(s), fewer than the {n_splits} folds "
             "requested; lower the number of folds"
         )

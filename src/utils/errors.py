@@ -1,0 +1,42 @@
+"""Expected errors: bad input a user can fix, printed as one clear message instead of a traceback.
+
+Every error raised for the user's input (a cohort, a table, a config value, a missing feature table)
+derives from :class:`UserInputError`. The entry points wrap their Hydra task in :func:`user_errors`: such an
+error prints ``error: <message>`` on stderr and exits with status 2; anything else is a bug and keeps its
+traceback. ``verbose=true`` or ``HYDRA_FULL_ERROR=1`` show the full trace of user errors too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_USER_ERROR = 2
+
+
+class UserInputError(ValueError):
+    """An input the user can fix; the message names the cohort, subject, file, column or config key."""
+
+
+class MissingInputError(UserInputError, FileNotFoundError):
+    """An input file or folder that an earlier stage should have written (or the user should provide)."""
+
+
+def user_errors(task: F) -> F:
+    """Decorate a Hydra task function: :class:`UserInputError` -> one message on stderr, exit status 2."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except UserInputError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(getattr(cfg, "verbose", False)):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
