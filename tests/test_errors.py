@@ -70,6 +70,8 @@ CASES = {
     "absolute image path": (_absolute_path, "subject sub-t00: column 'gm_file': absolute path"),
     "one image for two subjects": (_shared_image, "subjects sub-t00 and sub-t01 use the same GM image"),
     "treatment differs from declared": (_treatment_mismatch, "subject sub-t00 has treatment 'ketamine'"),
+    # the fixtures' 6x7x5 random maps pass every structural check but hold a few ml of "GM"
+    "implausible GM map": (lambda r: [], "subject sub-t00: GM image"),
 }
 
 
@@ -99,6 +101,8 @@ def test_prepare_refuses_bad_input_with_one_line(tmp_path, case):
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    if case == "implausible GM map":
+        assert "ml of GM, outside the plausible 200-1500 ml" in lines[-1]
     assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
     assert not (tmp_path / "derived").exists()  # nothing written
 

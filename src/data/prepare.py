@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.data.cohorts import CohortSpec, cohort_specs, load_configured
 from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
+from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.data.simulate import simulate_cohorts
 from src.utils.errors import user_errors
 from src.utils.io import file_md5, write_json_atomic
@@ -60,9 +61,12 @@ def _user(experiments: list[str], feature_set: str) -> str:
     return f"{used} feature set {feature_set!r}"
 
 
-def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def validate_cohorts(
+    data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]], bounds: PlausibilityBounds | None = None
+) -> dict[str, Any]:
     """Load every cohort of ``data`` (raising a clear error naming the subject/file), check the feature sets
-    of ``plan`` against what each cohort holds, and summarise the cohorts.
+    of ``plan`` against what each cohort holds, with ``bounds`` read every GM map and check it is a
+    plausible modulated GM map in MNI space (:mod:`src.data.plausibility`), and summarise the cohorts.
 
     Raises
     ------
@@ -73,6 +77,7 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
     source = data.get("source", "images")
     table_format = data.get("table_format", "plain")
     problems: list[str] = []
+    validated: list[Cohort] = []
     if source == "table":
         problems += [
             f"{_user(fs['experiments'], name)}, voxel features: data.source=table has no images"
@@ -128,6 +133,7 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
             summary["cohorts"][spec.name] = _summary(spec, full) | {
                 "images_md5": {t: [file_md5(p) for p in paths] for t, paths in sorted(full.images.items())}
             }
+            validated.append(full)
     if problems:
         raise CohortError(
             "the data cannot support what params.yaml asks for:\n  - "
@@ -135,6 +141,9 @@ def validate_cohorts(data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]]
             + "\nRemove those experiments/feature sets from params.yaml (feature_sets, experiments), or add "
             "the missing maps or a 'tiv' column."
         )
+    # the data themselves last: every file of every cohort passed the cheaper checks above
+    for cohort in validated if bounds is not None else []:
+        summary["cohorts"][cohort.name]["plausibility"] = check_gm_maps(cohort, bounds)
     return summary
 
 
@@ -172,7 +181,7 @@ def main(cfg: DictConfig) -> None:
         )
         return
     plan = pipeline_feature_sets(cfg.params_file, OmegaConf.to_container(cfg.features, resolve=True))
-    summary = validate_cohorts(data, plan)
+    summary = validate_cohorts(data, plan, PlausibilityBounds.from_config(data.get("plausibility")))
     write_json_atomic(Path(cfg.paths.cohorts) / "validated.json", summary)
     for name, c in summary["cohorts"].items():
         print(f"{name} ({c['role']}): {c['n']} subjects ({c['responders']} responders) valid")
