@@ -35,14 +35,20 @@ from src.utils.errors import MissingInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
-from src.validation.ensemble import EnsembleModel, load_model
+from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
 from src.validation.metrics import binary_metrics
 
 matplotlib.use("Agg")
 log = logging.getLogger(__name__)
 
 
-def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
+def read_tables(features_dir: Path, cohorts: list[str], model: EnsembleModel | None = None) -> pd.DataFrame:
+    """The cohorts' feature tables, pooled (column ``_cohort`` names each row's cohort).
+
+    With ``model``, each table is checked on its own before pooling (pooling would turn a column missing
+    from one cohort into NaN): its columns against the model's and no missing value in them, the error
+    naming the cohort, the file, the columns and the first subject concerned.
+    """
     frames = []
     for name in cohorts:
         path = features_dir / f"{name}.parquet"
@@ -52,7 +58,21 @@ def read_tables(features_dir: Path, cohorts: list[str]) -> pd.DataFrame:
                 f"`python -m src.features.build features={features_dir.name}` (or `dvc repro`), with the "
                 "same data= as training"
             )
-        frames.append(pd.read_parquet(path).assign(_cohort=name))
+        table = pd.read_parquet(path)
+        if model is not None:
+            try:
+                X = model.check_columns(table)
+            except ColumnMismatchError as err:
+                raise ColumnMismatchError(f"cohort {name!r} ({path}): {err}") from None
+            holes = X.isna()
+            if holes.to_numpy().any():
+                column = X.columns[holes.any().to_numpy()][0]
+                subject = table.loc[holes[column].to_numpy(), "participant_id"].iloc[0]
+                raise ColumnMismatchError(
+                    f"cohort {name!r} ({path}): subject {subject} has no value in column {column!r} "
+                    f"({int(holes.to_numpy().sum())} missing value(s) in the model's columns)"
+                )
+        frames.append(table.assign(_cohort=name))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -237,7 +257,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     scored: dict[str, pd.DataFrame] = {}
     aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
     for name, members in groups.items():
-        table = read_tables(features_dir, list(members))
+        table = read_tables(features_dir, list(members), model)
         decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
         n_perm, n_boot = int(ev["n_permutations"]), int(ev["n_bootstrap"])
         results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)

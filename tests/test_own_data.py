@@ -211,6 +211,8 @@ def test_signal_images_through_dvc_repro(tmp_path):
         "hospitalB": "external",
         "placebo": "control",
     }
+    for name, cohort in validated["cohorts"].items():  # every GM map was read and judged plausible
+        assert len(cohort["plausibility"]["total_gm_ml"]) == cohort["n"], name
     # the feature tables are the generator's volumes; TIV from participants.tsv, CAT12 XML, GM + WM + CSF
     for cohort in own:
         table = pd.read_parquet(repo / "data" / "features" / "gm_roi" / f"{cohort.name}.parquet")

@@ -75,10 +75,10 @@ class EnsembleModel:
         return [*self.covariates, *self.feature_columns]
 
     def check_columns(self, table: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in self.input_columns if c not in table.columns]
-        unexpected = [
-            c for c in table.columns if c not in set(self.input_columns) and c not in self.META_COLUMNS
-        ]
+        known = set(self.input_columns) | self.META_COLUMNS  # built once: wide voxel tables
+        present = set(table.columns)
+        missing = [c for c in self.input_columns if c not in present]
+        unexpected = [c for c in table.columns if c not in known]
         if missing or unexpected:
             raise ColumnMismatchError(
                 f"table columns do not match the model's: {len(missing)} missing (e.g. {missing[:5]}), "
