@@ -13,6 +13,7 @@ tracking on, every evaluation cohort becomes an MLflow run nested under the trai
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,10 @@ from src.models.linear import AffineDecision
 from src.reporting.document import markdown_table as report_markdown_table
 from src.tracking.store import TrackingSettings
 from src.utils.errors import MissingInputError, user_errors
-from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.io import atomic_directory, file_sha256, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
-from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
+from src.validation.ensemble import MODEL_FILE, ColumnMismatchError, EnsembleModel, load_model
 from src.validation.metrics import binary_metrics
 
 matplotlib.use("Agg")
@@ -229,10 +230,17 @@ def _figures(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
+    # the registered model is downloaded here, verified, and used from here by MLflow's evaluation too
+    with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
+        return evaluate(cfg, Path(local_dir))
+
+
+def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
+    """Score the evaluation cohorts with the locked model and write ``${paths.run}/evaluate/``."""
     ev = OmegaConf.to_container(cfg.evaluation, resolve=True)
     run = Path(cfg.paths.run)
     settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
-    model, training_run, model_source = locked_model(settings, run / "train")
+    model, training_run, model_source, model_path = locked_model(settings, run / "train", local_dir)
     features_dir = Path(cfg.paths.features) / cfg.features.name
     specs = cohort_specs(OmegaConf.to_container(cfg.data, resolve=True))
     roles = {spec.name: spec.role for spec in specs}
@@ -282,7 +290,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "maps_note": maps_note or None,
         "provenance": {
             "git": git_state(),
-            "model_md5": file_md5(run / "train" / "model" / "model.joblib"),
+            "model_sha256": file_sha256(run / "train" / "model" / MODEL_FILE),
             "model_source": model_source,
             "mlflow_training_run": None if training_run is None else training_run["run_id"],
             "train_seed": train_config.get("seed"),
@@ -329,6 +337,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 input_columns=model.input_columns,
                 specificity=specificity,
                 outputs=out,
+                model_path=model_path,
             )
         write_json_atomic(
             out / "tracking.json",
@@ -338,13 +347,20 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return document
 
 
-def locked_model(settings: TrackingSettings, train_dir: Path) -> tuple[EnsembleModel, dict | None, str]:
-    """(model, training run record or None, where the model came from).
+def locked_model(
+    settings: TrackingSettings, train_dir: Path, local_dir: Path
+) -> tuple[EnsembleModel, dict | None, str, Path | None]:
+    """(model, training run record or None, where the model came from, verified local copy of the MLflow
+    model or None).
 
-    With tracking on and a tracked training run, the model comes from the MLflow registry; if the store
-    does not hold that run (deleted ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used
-    with a warning and nothing is logged to MLflow.
+    Every load is verified against a sha256 recorded at train time (``train/metrics.json`` for the DVC
+    copy, ``train/tracking.json`` and the run's ``registry_model_sha256`` tag for MLflow's copy). With
+    tracking on and a tracked training run, the model comes from the MLflow registry (downloaded to
+    ``local_dir`` and verified); if the store does not hold that run or cannot be read (deleted or corrupted
+    ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used with one warning and nothing is
+    logged to MLflow. A model file that fails verification is an error wherever it comes from.
     """
+    sha256 = (_train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
     if settings.enabled:
         from src.tracking.evaluation import load_registered_model, read_training_run
 
@@ -353,19 +369,29 @@ def locked_model(settings: TrackingSettings, train_dir: Path) -> tuple[EnsembleM
             log.warning("%s was trained with tracking off: using %s", train_dir, train_dir / "model")
         else:
             try:
-                model = load_registered_model(settings, training)
-                return model, training, training.get("registry_uri") or training["model_uri"]
-            except LookupError as error:
+                # verified against the hash of MLflow's own copy, recorded at train time
+                model, folder = load_registered_model(
+                    settings, training, training.get("model_sha256"), local_dir
+                )
+                return model, training, training.get("registry_uri") or training["model_uri"], folder
+            except (LookupError, OSError) as error:
                 log.warning(
                     "%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir
                 )
-    return load_model(train_dir / "model"), None, str(train_dir / "model")
+    return load_model(train_dir / "model", sha256), None, str(train_dir / "model"), None
+
+
+def _train_metrics(train_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = train_dir / "metrics.json"
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found: train first (`python -m src.train` or `dvc repro`)")
+    return json.loads(path.read_text())
 
 
 def _train_p(run: Path) -> float | None:
-    import json
-
-    perm = json.loads((run / "train" / "metrics.json").read_text()).get("permutation")
+    perm = _train_metrics(run / "train").get("permutation")
     return None if perm is None else perm["p_value"]
 
 

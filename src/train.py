@@ -176,6 +176,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     )
     out_dir = Path(cfg.paths.run) / "train"
     with atomic_directory(out_dir) as out:
+        # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load
+        document["provenance"]["model_sha256"] = model.save(out / "model", config_yaml)
         write_json_atomic(out / "metrics.json", document)
         write_text_atomic(out / "config.yaml", config_yaml)
         result.oof.to_csv(out / "predictions.csv", index=False)
@@ -185,7 +187,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
                 out / "permutation_null.csv", index=False
             )
-        model.save(out / "model", config_yaml)
         settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
         tracked = (
             track(cfg, settings, document, result, model, space, out, table, path, perm)

@@ -102,7 +102,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         "report",
     }
     for experiment in PARAMS["experiments"]:
-        assert (repo / "outputs" / experiment / "train" / "model" / "model.joblib").is_file()
+        assert (repo / "outputs" / experiment / "train" / "model" / "model.skops").is_file()
         assert (repo / "outputs" / experiment / "evaluate" / "paper_table.md").is_file()
         for kind in ("roc", "calibration", "decision_curve"):
             assert sorted(

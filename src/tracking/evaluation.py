@@ -17,6 +17,7 @@ import pandas as pd
 
 from src.tracking.store import TrackingSettings, connect, quiet_stderr
 from src.tracking.training import EVALUATION, ROLE_TAG
+from src.validation.ensemble import ModelIntegrityError, read_model_file
 from src.validation.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,16 @@ def read_training_run(train_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None  # the file holds null when untracked
 
 
-def load_registered_model(settings: TrackingSettings, training: Mapping[str, Any]) -> Any:
-    """The locked ensemble from the model registry (or the run's logged model when not registered).
+def load_registered_model(
+    settings: TrackingSettings, training: Mapping[str, Any], sha256: str | None, local_dir: Path
+) -> Any:
+    """The locked ensemble from the model registry (or the run's logged model when not registered),
+    downloaded to ``local_dir`` and verified there: its ``model.skops`` must have the sha256 training
+    recorded, and hold only trusted types, before anything is built from it.
 
     Raises a clear error when the store does not hold the training run (e.g. ``mlruns/`` was deleted or
     ``tracking.uri`` points elsewhere): the caller decides whether to fall back to the DVC-versioned copy.
+    A swapped or corrupted registry artifact raises :class:`~src.validation.ensemble.ModelIntegrityError`.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -43,12 +49,20 @@ def load_registered_model(settings: TrackingSettings, training: Mapping[str, Any
     uri = training.get("registry_uri") or training["model_uri"]
     try:
         mlflow.tracking.MlflowClient().get_run(training["run_id"])
-        return mlflow.sklearn.load_model(uri)
+        with quiet_stderr():
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local_dir)))
     except MlflowException as error:
         raise LookupError(
             f"training run {training['run_id']} / model {uri} not found in {settings.tracking_uri}: "
             f"{error.message.splitlines()[0]}"
         ) from error
+    files = sorted(folder.rglob("*.skops"))
+    if len(files) != 1:
+        raise ModelIntegrityError(
+            f"model {uri}: expected one skops model file, found {[f.name for f in files]}"
+        )
+    read_model_file(files[0], sha256)  # hash and types checked before MLflow builds anything
+    return mlflow.sklearn.load_model(str(folder)), folder
 
 
 def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
@@ -73,13 +87,15 @@ def log_evaluation(
     input_columns: list[str],
     specificity: Mapping[str, Any],
     outputs: Path,
+    model_path: Path,
 ) -> dict[str, str]:
     """Log every evaluation cohort as its own run and summarise them on the training run.
 
     Each cohort run holds MLflow's classifier evaluation of the registered model (``mlflow.models.evaluate``:
     accuracy, precision, recall, F1, ROC AUC, log loss, ROC/PR/calibration/confusion plots, the dataset as a
     run input) plus this project's metrics (BAC, sensitivity, specificity, PPV, NPV, permutation p, bootstrap
-    CIs, site-aligned results). Returns ``{cohort: run_id}``.
+    CIs, site-aligned results). ``model_path`` is the verified local copy of the registered model
+    (:func:`load_registered_model`). Returns ``{cohort: run_id}``.
     """
     import mlflow
     from mlflow.entities import Metric
@@ -91,7 +107,7 @@ def log_evaluation(
     client = mlflow.tracking.MlflowClient()
     model_uri = training.get("registry_uri") or training["model_uri"]
     with quiet_stderr():
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        pyfunc = mlflow.pyfunc.load_model(str(model_path))  # the copy verified by load_registered_model
     group = time.strftime("%Y%m%dT%H%M%S")
     tags = {
         ROLE_TAG: EVALUATION,

@@ -18,7 +18,9 @@ import pandas as pd
 from src.models.search_space import SearchSpace
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
 from src.tracking.store import TrackingSettings, flatten, open_experiment, quiet_stderr
+from src.utils.io import file_sha256
 from src.utils.provenance import git_state, package_versions
+from src.validation.ensemble import TRUSTED_TYPES
 from src.validation.metrics import METRICS, binary_metrics
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class TrainingRun:
     model_uri: str
     registered_model: str | None
     model_version: str | None
+    model_sha256: str | None = None  # of the logged model's skops file; verified before a registry load
 
     @property
     def registry_uri(self) -> str | None:
@@ -124,6 +127,9 @@ def log_training(
     client = MlflowClient()
     name = str(config.get("name"))
     tags = provenance_tags(config, feature_tables, dvc_md5)
+    model_sha256 = document.get("provenance", {}).get("model_sha256")
+    if model_sha256:
+        tags["model_sha256"] = model_sha256
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
     ) as run:
@@ -155,6 +161,9 @@ def log_training(
             if path.is_file():
                 mlflow.log_artifact(str(path), "train")
         info = _log_model(settings, model, example, name)
+        # MLflow writes its own model file: its hash (not the DVC copy's) is what a registry load verifies
+        registry_sha256 = logged_model_sha256(info.model_uri)
+        mlflow.set_tag("registry_model_sha256", registry_sha256)
     log.info("MLflow: logged run %s in %.1f s", run_id, time.perf_counter() - start)
     version = getattr(info, "registered_model_version", None)
     return TrainingRun(
@@ -164,6 +173,7 @@ def log_training(
         model_uri=info.model_uri,
         registered_model=settings.model_name if settings.register_model else None,
         model_version=None if version is None else str(version),
+        model_sha256=registry_sha256,
     )
 
 
@@ -206,6 +216,18 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         client.set_terminated(run_id)
 
 
+def logged_model_sha256(model_uri: str) -> str:
+    """sha256 of the ``.skops`` file of a logged MLflow model (downloaded to a temporary folder)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        files = sorted(folder.rglob("*.skops"))
+        if len(files) != 1:
+            raise RuntimeError(f"logged model {model_uri}: expected one skops file, found {files}")
+        return file_sha256(files[0])
+
+
 def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, name: str) -> Any:
     """The locked ensemble as an MLflow scikit-learn model (``predict`` = labels, ``predict_proba`` = Platt
     probabilities; ``mlflow.sklearn.load_model`` gives back the ensemble with ``decision_function``).
@@ -215,7 +237,7 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
     import mlflow
     from mlflow.models import infer_signature
 
-    versions = package_versions(("numpy", "pandas", "scikit-learn", "scipy", "joblib", PROJECT_DISTRIBUTION))
+    versions = package_versions(("numpy", "pandas", "scikit-learn", "scipy", "skops", PROJECT_DISTRIBUTION))
     # the ensemble's classes live in this project: it is a requirement when installed as a distribution
     requirements = [f"{pkg}=={v}" for pkg, v in versions.items() if pkg != "python" and v != "not installed"]
     signature = infer_signature(example, model.predict(example))
@@ -225,7 +247,9 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
             name="model",
             signature=signature,
             input_example=example,
-            serialization_format="cloudpickle",
+            # skops, not pickle: loading the model cannot run code; only our own classes are added as trusted
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
             pip_requirements=requirements,
             registered_model_name=settings.model_name if settings.register_model else None,
             tags={"experiment": name},

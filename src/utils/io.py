@@ -95,7 +95,15 @@ def _json_default(obj: Any) -> Any:
 
 def file_md5(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """MD5 of a file's bytes (the same digest DVC records for a tracked file)."""
-    digest = hashlib.md5()
+    return _file_digest(path, hashlib.md5(), chunk_size)
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (what model files are verified against before loading)."""
+    return _file_digest(path, hashlib.sha256(), chunk_size)
+
+
+def _file_digest(path: str | os.PathLike, digest: Any, chunk_size: int) -> str:
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)

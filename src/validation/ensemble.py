@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from src.models.linear import AffineDecision
-from src.utils.errors import UserInputError
-from src.utils.io import atomic_path, write_json_atomic, write_text_atomic
+from src.utils.errors import MissingInputError, UserInputError
+from src.utils.io import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.skops"
+LEGACY_MODEL_FILE = "model.joblib"
+# The only non-scikit-learn/numpy types a model file may hold. skops rebuilds objects of listed types from
+# their state and refuses anything else: loading a model never runs code from the file (pickle would).
+TRUSTED_TYPES: list[str] = [
+    "src.models.linear.AffineDecision",
+    "src.models.residualize.CovariateResidualizer",
+    "src.validation.ensemble.EnsembleModel",
+]
+
+
+class ModelIntegrityError(UserInputError):
+    """A model file that is not the one training wrote (hash mismatch) or holds types we do not trust."""
 
 
 class ColumnMismatchError(UserInputError):
@@ -114,27 +127,71 @@ class EnsembleModel:
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(table) > 0).astype(int)
 
-    def save(self, folder: str | Path, config_yaml: str | None = None) -> Path:
-        """Write ``model.joblib``, ``columns.json`` and the resolved ``config.yaml`` atomically."""
+    def save(self, folder: str | Path, config_yaml: str | None = None) -> str:
+        """Write ``model.skops`` (no pickle), ``columns.json`` and the resolved ``config.yaml`` atomically;
+        return the model file's sha256, to be recorded and verified before every load."""
+        import skops.io as sio
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / MODEL_FILE) as tmp:
-            joblib.dump(self, tmp, compress=3)
+            sio.dump(self, tmp, compression=zipfile.ZIP_DEFLATED)
         write_json_atomic(
             folder / "columns.json", {"covariates": self.covariates, "features": self.feature_columns}
         )
         if config_yaml is not None:
             write_text_atomic(folder / "config.yaml", config_yaml)
-        return folder / MODEL_FILE
+        return file_sha256(folder / MODEL_FILE)
 
 
-def load_model(folder: str | Path) -> EnsembleModel:
-    """Load a model saved with :meth:`EnsembleModel.save`."""
-    path = Path(folder) / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no model at {path}")
-    model = joblib.load(path)
-    columns = json.loads((Path(folder) / "columns.json").read_text())
+def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleModel:
+    """Load a ``model.skops`` file: its sha256 checked against ``sha256`` (when given) and its types against
+    :data:`TRUSTED_TYPES` *before* anything is built from it.
+
+    Raises
+    ------
+    ModelIntegrityError
+        The file's hash differs from the recorded one (both named), or it holds untrusted types (listed).
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual != sha256:
+            raise ModelIntegrityError(
+                f"model file {path} has sha256 {actual}, but training recorded {sha256}: the file was "
+                "replaced or corrupted; refusing to load it"
+            )
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelIntegrityError(f"model file {path} holds types this project does not trust: {untrusted}")
+    model = sio.load(path, trusted=TRUSTED_TYPES)
+    if not isinstance(model, EnsembleModel):
+        raise ModelIntegrityError(f"model file {path} holds a {type(model).__name__}, not an EnsembleModel")
+    return model
+
+
+def load_model(folder: str | Path, sha256: str | None = None, allow_pickle: bool = False) -> EnsembleModel:
+    """Load a model saved with :meth:`EnsembleModel.save` (verified with :func:`read_model_file`).
+
+    A legacy ``model.joblib`` (pickle: loading it can run any code the file holds) is refused unless
+    ``allow_pickle`` is set explicitly, for a model you made yourself.
+    """
+    folder = Path(folder)
+    path = folder / MODEL_FILE
+    if path.is_file():
+        model = read_model_file(path, sha256)
+    elif (folder / LEGACY_MODEL_FILE).is_file():
+        if not allow_pickle:
+            raise ModelIntegrityError(
+                f"{folder / LEGACY_MODEL_FILE} is a pickle (from an older version): loading it could run "
+                "code. Retrain, or load it with allow_pickle=True only if you made it yourself"
+            )
+        model = joblib.load(folder / LEGACY_MODEL_FILE)
+    else:
+        raise MissingInputError(f"no model at {path}: train first (`python -m src.train` or `dvc repro`)")
+    columns = json.loads((folder / "columns.json").read_text())
     if columns["features"] != model.feature_columns:
-        raise ValueError(f"{folder}: columns.json does not match the saved model")
+        raise ModelIntegrityError(f"{folder}: columns.json does not match the saved model")
     return model

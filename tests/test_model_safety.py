@@ -1,0 +1,116 @@
+"""Model files cannot run code: skops with a trusted-type list, sha256 verified before any load, pickles only
+on explicit request; a swapped file in the DVC folder or in the MLflow registry is refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import skops.io as sio
+from conftest import subprocess_env
+from test_tracking import local_store, write_cohorts  # noqa: F401  (module fixture: a tracked run)
+
+from src.validation.ensemble import (
+    LEGACY_MODEL_FILE,
+    MODEL_FILE,
+    ModelIntegrityError,
+    load_model,
+    read_model_file,
+)
+
+MARKER = Path("/tmp") / "ketamine-trd-model-executed-code"
+
+
+class Payload:
+    """Writes MARKER when unpickled or rebuilt from state: what a malicious model file would do."""
+
+    def __reduce__(self):
+        return (Path.write_text, (MARKER, "pwned"))
+
+    def __setstate__(self, state):
+        MARKER.write_text("pwned")
+
+
+@pytest.fixture(autouse=True)
+def no_marker():
+    MARKER.unlink(missing_ok=True)
+    yield
+    assert not MARKER.exists(), "a model file executed code"
+
+
+@pytest.fixture()
+def trained(local_store, tmp_path):  # noqa: F811
+    folder = tmp_path / "model"
+    shutil.copytree(local_store / "out" / "gm_only" / "train" / "model", folder)
+    metrics = json.loads((local_store / "out" / "gm_only" / "train" / "metrics.json").read_text())
+    return folder, metrics["provenance"]["model_sha256"]
+
+
+def test_saved_model_loads_only_with_its_recorded_hash(trained):
+    folder, sha256 = trained
+    assert load_model(folder, sha256).feature_columns  # the genuine file
+    other = read_model_file(folder / MODEL_FILE)
+    other.info["seed"] = -1  # a different, well-formed model
+    other.save(folder)
+    with pytest.raises(
+        ModelIntegrityError, match=f"has sha256 [0-9a-f]{{64}}, but training recorded {sha256}"
+    ):
+        load_model(folder, sha256)
+
+
+def test_untrusted_types_are_refused_before_anything_is_built(trained):
+    folder, _ = trained
+    model = read_model_file(folder / MODEL_FILE)
+    model.info["payload"] = Payload()
+    sio.dump(model, folder / MODEL_FILE)
+    with pytest.raises(
+        ModelIntegrityError, match=r"types this project does not trust: \[.*'test_model_safety.Payload'"
+    ):
+        load_model(folder)
+
+
+def test_a_pickle_is_refused_unless_asked_for(trained):
+    folder, _ = trained
+    (folder / MODEL_FILE).unlink()
+    with open(folder / LEGACY_MODEL_FILE, "wb") as handle:
+        pickle.dump(Payload(), handle)
+    with pytest.raises(ModelIntegrityError, match="is a pickle .* could run code"):
+        load_model(folder)
+    assert not MARKER.exists()
+
+
+def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
+    """Replace MLflow's copy of the registered model: `src.evaluate` refuses it, naming both hashes."""
+    (registered,) = [p for p in (local_store / "mlruns" / "artifacts").rglob("*.skops")]
+    original = registered.read_bytes()
+    model = read_model_file(registered)
+    model.info["payload"] = Payload()
+    try:
+        sio.dump(model, registered)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "src.evaluate",
+                "+experiment=gm_only",
+                f"paths.features={local_store / 'features'}",
+                f"paths.output={local_store / 'out'}",
+                "n_jobs=1",
+                f"hydra.run.dir={local_store}/hydra",
+                "evaluation.n_permutations=100",
+                "evaluation.n_bootstrap=50",
+            ],
+            cwd=local_store,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "has sha256" in done.stderr and "but training recorded" in done.stderr
+    finally:
+        registered.write_bytes(original)
