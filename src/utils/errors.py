@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 class UserInputError(ValueError):
@@ -27,10 +30,14 @@ class MissingInputError(UserInputError, FileNotFoundError):
 
 
 def user_errors(task: F) -> F:
-    """Decorate a Hydra task function: :class:`UserInputError` -> one message on stderr, exit status 2."""
+    """Decorate a Hydra task function: :class:`UserInputError` -> one message on stderr, exit status 2; and
+    SIGTERM (a scheduler's or ``kill``'s stop) ends the run as Ctrl-C does, so that temporary folders are
+    removed and open MLflow runs are marked KILLED instead of staying RUNNING."""
 
     @functools.wraps(task)
     def wrapper(cfg: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _interrupt)
         try:
             return task(cfg)
         except UserInputError as err:
@@ -38,5 +45,14 @@ def user_errors(task: F) -> F:
                 raise
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt as stop:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(getattr(cfg, "verbose", False)):
+                raise
+            print(f"interrupted ({stop or 'Ctrl-C'}): nothing half-written was kept", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")

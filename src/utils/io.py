@@ -47,7 +47,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target)
+    # the writer's pid in the name: a later run can tell a killed writer's debris from a live one's work
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -63,6 +65,36 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove temporary folders of ``target`` left by writers that no longer run (a killed run).
+
+    Only ``.<name>.<pid>.<random>.tmp`` folders whose pid is not a live process are removed; a concurrent
+    writer's folder is left alone."""
+    target = Path(target)
+    removed = []
+    for folder in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        parts = folder.name[len(target.name) + 2 :].split(".")
+        if len(parts) < 3 or not parts[0].isdigit() or _alive(int(parts[0])):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
 
 
 def _umask() -> int:
