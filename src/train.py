@@ -23,13 +23,14 @@ from src.data.contract import TABLE_META_COLUMNS
 from src.interpretation.regions import read_feature_regions, weight_summary
 from src.models.linear import AffineDecision
 from src.models.search_space import SearchSpace
-from src.tracking.store import TrackingSettings
+from src.tracking.store import TrackingSettings, check_store
+from src.utils.checks import check_config, check_writable
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import dvc_output_md5, git_state, package_versions
 from src.validation.ensemble import EnsembleModel
-from src.validation.nested_cv import CVConfig, NestedCVResult, run_nested_cv
+from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
 from src.validation.permutation import PermutationResult, permutation_test
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,20 @@ def track(
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
+    # everything that can fail without the CV fails before it: config, inputs, class sizes, outputs, store
+    check_config(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
     path = feature_table_path(cfg, discovery(cfg))
     table, X, y = load_training_data(path, covariates)
     space = SearchSpace.from_config(model_cfg)
     cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
+    check_fold_sizes(y, cv, str(path))
+    out_dir = Path(cfg.paths.run) / "train"
+    check_writable(out_dir.parent)
+    settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
+    if settings.enabled:
+        check_store(settings)
     progress = sys.stderr.isatty()
     result = run_nested_cv(
         X,
@@ -174,7 +183,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "feature_table_md5": document["provenance"]["feature_table_md5"],
         },
     )
-    out_dir = Path(cfg.paths.run) / "train"
     with atomic_directory(out_dir) as out:
         # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load
         document["provenance"]["model_sha256"] = model.save(out / "model", config_yaml)
@@ -187,14 +195,22 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
                 out / "permutation_null.csv", index=False
             )
-        settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
-        tracked = (
-            track(cfg, settings, document, result, model, space, out, table, path, perm)
-            if settings.enabled
-            else None
-        )
-        # always written (a DVC output): the run and model version the evaluation loads, or null
-        write_json_atomic(out / "tracking.json", None if tracked is None else tracked.to_dict())
+        # always written (a DVC output): null until the run is in MLflow
+        write_json_atomic(out / "tracking.json", None)
+    # the results are on disk; a tracking failure now costs the MLflow copy, never the results
+    tracked = None
+    if settings.enabled:
+        try:
+            tracked = track(cfg, settings, document, result, model, space, out_dir, table, path, perm)
+        except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+            log.warning(
+                "MLflow logging failed (%s: %s); the results are complete in %s, not in MLflow",
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+                out_dir,
+            )
+        else:
+            write_json_atomic(out_dir / "tracking.json", tracked.to_dict())
     ens, rep = document["ensemble"], document["repeats"]
     print(
         f"{cfg.name}: n={document['n']} ({document['responders']} responders), "

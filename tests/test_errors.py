@@ -127,3 +127,53 @@ def test_full_trace_on_request(tmp_path):
         and "MissingInputError" in done.stderr
         and "discovery.parquet not found" in done.stderr
     )
+
+
+TRAIN_CASES = {
+    "repeats not a number": (["cv.repeats=abc"], "config key cv.repeats='abc': an integer is needed"),
+    "no workers": (["n_jobs=0"], "config key n_jobs=0: must be -1 (all cores) or a positive number"),
+    "negative seed": (["seed=-3"], "config key seed=-3: must be >= 0"),
+    "too many inner folds": (["cv.inner_folds=60"], "fewer than cv.inner_folds=60"),
+    "too many outer folds": (["cv.outer_folds=30"], "fewer than the 30 folds"),
+    "corrupt store": (["tracking.enabled=true"], "tracking store sqlite:///"),
+    "read-only output": (["tracking.enabled=false"], "is not writable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_refuses_before_any_work(tmp_path, case):
+    from test_train import contract_table
+
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    contract_table(n=40, seed=1).to_parquet(features / "discovery.parquet", index=False)
+    extra, expected = TRAIN_CASES[case]
+    output = tmp_path / "out"
+    if case == "corrupt store":
+        (tmp_path / "mlruns").mkdir()
+        (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    if case == "read-only output":  # a file where the output folder should go (permissions do not stop root)
+        (tmp_path / "taken").write_text("")
+        output = tmp_path / "taken" / "out"
+    overrides = [
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={output}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"tracking.root={tmp_path / 'mlruns'}",
+        "permutation.n=0",
+        "tracking.enabled=false",
+        *extra,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (output / "gm_only").exists()  # nothing written

@@ -104,7 +104,7 @@ def test_store_lives_in_mlruns(local_store, client):
     assert experiment.artifact_location == (local_store / "mlruns" / "artifacts" / "gm_only").as_uri()
     # MLflow's own defaults (./mlflow.db, ./mlruns/<id>) are not used beside it
     assert not (local_store / "mlflow.db").exists()
-    assert sorted(p.name for p in (local_store / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
+    assert sorted(p.name for p in (local_store / "mlruns").iterdir()) == [".lock", "artifacts", "mlflow.db"]
 
 
 def test_parent_run_params_tags_metrics_artifacts(local_store, client):
@@ -257,3 +257,48 @@ def test_tracking_to_a_real_mlflow_server(tmp_path):
         np.testing.assert_array_equal(registered.decision_function(table), side_file.decision_function(table))
     # nothing went to a local store
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_concurrent_first_runs_share_a_new_store(tmp_path):
+    """Two trainings start at once on a store that does not exist yet: the file lock serialises its
+    creation, both runs and both model versions land."""
+    write_cohorts(tmp_path / "features" / "gm_roi")
+    common = [
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        "n_jobs=1",
+        "cv.repeats=1",
+        "cv.outer_folds=3",
+        "cv.inner_folds=3",
+        "cv.n_trials=3",
+        "permutation.n=0",
+    ]
+    runs_ = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "src.train",
+                *common,
+                f"seed={seed}",
+                f"paths.output={tmp_path / f'out{seed}'}",
+                f"hydra.run.dir={tmp_path / f'hydra{seed}'}",
+            ],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    for run in runs_:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("gm_only")
+    training = client.search_runs([experiment.experiment_id], "tags.run_role = 'training'")
+    assert sorted(r.data.params["seed"] for r in training) == ["1", "2"]
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")) == [1, 2]

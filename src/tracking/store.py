@@ -94,6 +94,31 @@ def open_experiment(settings: TrackingSettings) -> str:
     return mlflow.create_experiment(settings.experiment, artifact_location=location)
 
 
+def check_store(settings: TrackingSettings) -> str:
+    """Open the store and the experiment before any work; return the experiment id.
+
+    A local store is created under a file lock (``<root>/.lock``), so that two first runs do not race on
+    creating the database. Any failure (corrupt database, unreachable server) is one
+    :class:`~src.utils.errors.UserInputError` naming the store, raised before the nested CV."""
+    from filelock import FileLock
+
+    from src.utils.errors import UserInputError
+
+    lock = contextlib.nullcontext()
+    if settings.is_local:
+        settings.root_path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(settings.root_path / ".lock"), timeout=300)
+    try:
+        with lock, quiet_stderr():
+            return open_experiment(settings)
+    except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserInputError(
+            f"tracking store {settings.tracking_uri} cannot be opened ({type(err).__name__}: {first}); fix "
+            "or move it, point tracking.uri elsewhere, or run with tracking.enabled=false"
+        ) from err
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"model.search_space.C.low": "0.0001", ...}`` for MLflow params (lists as text)."""
     out: dict[str, str] = {}

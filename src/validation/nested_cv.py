@@ -95,6 +95,19 @@ def check_class_sizes(y: np.ndarray, n_splits: int, where: str) -> None:
         )
 
 
+def check_fold_sizes(y: np.ndarray, cv: CVConfig, where: str) -> None:
+    """Before any work: the smaller class fills every outer fold and, within the smallest outer-training
+    part, every inner fold (``cv.inner_folds=60`` fails here, not after a minute of tuning)."""
+    check_class_sizes(y, cv.outer_folds, where)
+    _, counts = np.unique(y, return_counts=True)
+    smallest_train = int(counts.min() - np.ceil(counts.min() / cv.outer_folds))
+    if smallest_train < cv.inner_folds:
+        raise UserInputError(
+            f"{where}: the smaller class has {counts.min()} subjects, {smallest_train} in the smallest "
+            f"outer-training part, fewer than cv.inner_folds={cv.inner_folds}; lower cv.inner_folds"
+        )
+
+
 def outer_splits(y: np.ndarray, cv: CVConfig, seed: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """(repeat, fold, train, test) of every outer split; repeat r shuffles with its own derived seed."""
     check_class_sizes(y, cv.outer_folds, "outer CV")
