@@ -36,7 +36,13 @@ from src.utils.errors import MissingInputError, user_errors
 from src.utils.io import atomic_directory, file_sha256, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
-from src.validation.ensemble import MODEL_FILE, ColumnMismatchError, EnsembleModel, load_model
+from src.validation.ensemble import (
+    MODEL_FILE,
+    ColumnMismatchError,
+    EnsembleModel,
+    ModelIntegrityError,
+    load_model,
+)
 from src.validation.metrics import binary_metrics
 
 matplotlib.use("Agg")
@@ -374,7 +380,9 @@ def locked_model(
                     settings, training, training.get("model_sha256"), local_dir
                 )
                 return model, training, training.get("registry_uri") or training["model_uri"], folder
-            except (LookupError, OSError) as error:
+            except ModelIntegrityError:
+                raise  # a swapped or corrupted model is an error, never a silent fallback
+            except Exception as error:  # store gone, corrupt or unreachable: MLflow/SQLAlchemy/network errors
                 log.warning(
                     "%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir
                 )

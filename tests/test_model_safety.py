@@ -114,3 +114,51 @@ def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
         assert "has sha256" in done.stderr and "but training recorded" in done.stderr
     finally:
         registered.write_bytes(original)
+
+
+def test_a_corrupt_store_falls_back_to_the_verified_dvc_copy(local_store):  # noqa: F811
+    database = local_store / "mlruns" / "mlflow.db"
+    original = database.read_bytes()
+    try:
+        database.write_bytes(b"not a database" * 1000)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "src.evaluate",
+                "+experiment=gm_only",
+                f"paths.features={local_store / 'features'}",
+                f"paths.output={local_store / 'out'}",
+                "n_jobs=1",
+                f"hydra.run.dir={local_store}/hydra",
+                "evaluation.n_permutations=100",
+                "evaluation.n_bootstrap=50",
+            ],
+            cwd=local_store,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        output = done.stdout + done.stderr  # Hydra's console log handler writes to stdout
+        assert output.count("using the DVC-versioned model") == 1, output
+        tracking = json.loads((local_store / "out" / "gm_only" / "evaluate" / "tracking.json").read_text())
+        assert tracking["model_source"].endswith("train/model") and tracking["evaluation_runs"] == {}
+    finally:
+        database.write_bytes(original)
+
+
+def test_report_refuses_an_evaluation_of_another_model(tmp_path):
+    from src.reporting.document import ExperimentResults
+    from src.utils.errors import UserInputError
+
+    for stage, sha in (("train", "a" * 64), ("evaluate", "b" * 64)):
+        (tmp_path / "exp" / stage).mkdir(parents=True)
+        (tmp_path / "exp" / stage / "metrics.json").write_text(
+            json.dumps({"provenance": {"model_sha256": sha}})
+        )
+    (tmp_path / "exp" / "train" / "config.yaml").write_text("name: exp\n")
+    with pytest.raises(
+        UserInputError, match=f"made with model sha256 {'b' * 64}, but .* now holds {'a' * 64}"
+    ):
+        ExperimentResults.load("exp", tmp_path / "exp")

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from src.reporting.methods import tripod_ai_methods
-from src.utils.errors import MissingInputError
+from src.utils.errors import MissingInputError, UserInputError
 
 REGION_COLUMNS = [
     "rank",
@@ -58,6 +58,8 @@ class ExperimentResults:
                 f"`python -m src.train +experiment={name}` (or `dvc repro`) first"
             )
         evaluated = (eval_dir / "metrics.json").is_file()
+        if evaluated:
+            _same_model(name, train_dir, eval_dir)
         return cls(
             name=name,
             config=yaml.safe_load((train_dir / "config.yaml").read_text()),
@@ -75,6 +77,19 @@ class ExperimentResults:
     @property
     def training_run_id(self) -> str | None:
         return (self.tracking.get("train") or {}).get("run_id")
+
+
+def _same_model(name: str, train_dir: Path, eval_dir: Path) -> None:
+    """Refuse an evaluate/ made with another model than train/ holds (retrained, not re-evaluated)."""
+    trained = (json.loads((train_dir / "metrics.json").read_text()).get("provenance") or {}).get(
+        "model_sha256"
+    )
+    used = (json.loads((eval_dir / "metrics.json").read_text()).get("provenance") or {}).get("model_sha256")
+    if trained and used != trained:
+        raise UserInputError(
+            f"experiment {name!r}: {eval_dir} was made with model sha256 {used}, but {train_dir} now holds "
+            f"{trained} (retrained since?); run `python -m src.evaluate +experiment={name}` (or `dvc repro`)"
+        )
 
 
 def _json_or_none(path: Path) -> Any:
