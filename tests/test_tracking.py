@@ -302,3 +302,20 @@ def test_concurrent_first_runs_share_a_new_store(tmp_path):
     training = client.search_runs([experiment.experiment_id], "tags.run_role = 'training'")
     assert sorted(r.data.params["seed"] for r in training) == ["1", "2"]
     assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")) == [1, 2]
+
+
+def test_an_interrupted_run_is_marked_killed_not_running(tmp_path):
+    from src.tracking.store import killed_on_interrupt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking_uri(uri):
+        experiment = mlflow.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+        with pytest.raises(KeyboardInterrupt):
+            with mlflow.start_run(experiment_id=experiment) as run, killed_on_interrupt():
+                raise KeyboardInterrupt("stopped by signal 15")
+        with pytest.raises(RuntimeError):
+            with mlflow.start_run(experiment_id=experiment) as failed, killed_on_interrupt():
+                raise RuntimeError("a bug")
+        client = MlflowClient(uri, uri)
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+        assert client.get_run(failed.info.run_id).info.status == "FAILED"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.tracking.store import TrackingSettings, connect, quiet_stderr
+from src.tracking.store import TrackingSettings, connect, killed_on_interrupt, quiet_stderr
 from src.tracking.training import EVALUATION, ROLE_TAG
 from src.validation.ensemble import ModelIntegrityError, read_model_file
 from src.validation.metrics import METRICS
@@ -121,9 +121,12 @@ def log_evaluation(
     run_ids: dict[str, str] = {}
     numbers = {cohort: cohort_metrics(results[cohort], aligned.get(cohort)) for cohort in tables}
     for cohort, table in tables.items():
-        with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"evaluate {cohort}", tags={**tags, "cohort": cohort}
-        ) as run:
+        with (
+            mlflow.start_run(
+                experiment_id=experiment_id, run_name=f"evaluate {cohort}", tags={**tags, "cohort": cohort}
+            ) as run,
+            killed_on_interrupt(),
+        ):
             data = table[[*input_columns, "response"]].reset_index(drop=True)
             with warnings.catch_warnings(), quiet_stderr():
                 warnings.simplefilter("ignore")

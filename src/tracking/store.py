@@ -119,6 +119,19 @@ def check_store(settings: TrackingSettings) -> str:
         ) from err
 
 
+@contextlib.contextmanager
+def killed_on_interrupt() -> Iterator[None]:
+    """Inside ``mlflow.start_run``: an interruption (Ctrl-C, or SIGTERM turned into one by the entry points)
+    ends the active run as KILLED; MLflow itself would mark it FAILED, as for an exception."""
+    import mlflow
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"model.search_space.C.low": "0.0001", ...}`` for MLflow params (lists as text)."""
     out: dict[str, str] = {}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from src.models.search_space import SearchSpace
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
-from src.tracking.store import TrackingSettings, flatten, open_experiment, quiet_stderr
+from src.tracking.store import TrackingSettings, flatten, killed_on_interrupt, open_experiment, quiet_stderr
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state, package_versions
 from src.validation.ensemble import TRUSTED_TYPES
@@ -130,9 +130,12 @@ def log_training(
     model_sha256 = document.get("provenance", {}).get("model_sha256")
     if model_sha256:
         tags["model_sha256"] = model_sha256
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
-    ) as run:
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
+        ) as run,
+        killed_on_interrupt(),
+    ):
         run_id = run.info.run_id
         mlflow.log_params(flatten(config))
         mlflow.log_metrics(training_metrics(document))
