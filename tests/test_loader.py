@@ -174,6 +174,17 @@ def test_grid_mismatch_rejected_by_default_or_resampled_with_warning(tmp_path, c
     assert "it will be resampled" in caplog.text
 
 
+def test_grids_differing_only_in_origin_are_told_apart(tmp_path):
+    root = make_cohort(tmp_path / "c")
+    shifted = AFFINE.copy()
+    shifted[1, 3] += 20.0  # same shape and voxel size, the brain 2 cm elsewhere
+    write_image(root / image_relpath("sub-t01", "GM", "cat12"), np.ones(SHAPE), shifted)
+    with pytest.raises(
+        CohortError, match=r"sub-t01: .*origin \(-10.0, 8.0, -8.0\) mm.*origin \(-10.0, -12.0, -8.0\) mm"
+    ):
+        load_cohort(root)
+
+
 def test_ambiguous_pipeline(tmp_path):
     root = make_cohort(tmp_path / "c")
     shutil.copytree(root / "derivatives" / "cat12", root / "derivatives" / "fslvbm")

@@ -492,6 +492,11 @@ def _zooms(affine: np.ndarray) -> tuple[float, ...]:
     return tuple(round(float(z), 3) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
 
+def _origin(affine: np.ndarray) -> tuple[float, ...]:
+    """World coordinates (mm) of voxel (0, 0, 0): two grids may differ in nothing else."""
+    return tuple(round(float(v), 2) for v in affine[:3, 3])
+
+
 def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
     """Open every image header: readable, 3-D, on the cohort's reference grid.
 
@@ -529,8 +534,9 @@ def _check_headers(cohort: Cohort, on_grid_mismatch: str) -> None:
                 continue
             msg = (
                 f"cohort {cohort.name!r}: subject {pid}: {tissue} image {path} is on grid {shape3} with "
-                f"voxel size {_zooms(affine)} mm, the cohort reference grid (shared by most GM images) is "
-                f"{cohort.reference_shape} with voxel size {ref_zooms} mm"
+                f"voxel size {_zooms(affine)} mm and origin {_origin(affine)} mm, the cohort reference grid "
+                f"(shared by most GM images) is {cohort.reference_shape} with voxel size {ref_zooms} mm and "
+                f"origin {_origin(cohort.reference_affine)} mm"
             )
             if on_grid_mismatch == "error":
                 raise CohortError(msg + "; set data.on_grid_mismatch=resample to resample it")
