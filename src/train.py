@@ -28,10 +28,10 @@ from src.utils.checks import check_config, check_writable
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
-from src.utils.provenance import dvc_output_md5, git_state, package_versions
+from src.utils.provenance import code_fingerprint, dvc_output_md5, git_state, package_versions
 from src.validation.ensemble import EnsembleModel
 from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
-from src.validation.permutation import PermutationResult, permutation_test
+from src.validation.permutation import PermutationResult, checkpoint_key, permutation_test
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame,
     if missing:
         raise UserInputError(f"{path}: covariate column(s) {missing} missing")
     return table, table[[*covariates, *features]], table["response"].to_numpy(dtype=int)
+
+
+def permutation_checkpoint(
+    cfg: DictConfig, X: pd.DataFrame, y: np.ndarray, cv: CVConfig, model_cfg: dict[str, Any]
+) -> Path:
+    """Where finished permutations are kept, so an interrupted run resumes: under the run's folder, named by
+    a hash of the data, labels, CV and model settings, seed, permutation repeats and code version (another
+    dataset, setting or code edit never reuses it; a larger ``permutation.n`` extends it)."""
+    key = checkpoint_key(
+        X, y, cv.__dict__, model_cfg, int(cfg.seed), cfg.permutation.repeats, code_fingerprint()
+    )
+    return Path(cfg.paths.run) / ".checkpoints" / f"permutations-{key}.jsonl"
 
 
 def convergence(trials: pd.DataFrame) -> dict[str, float]:
@@ -172,6 +184,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             repeats=cfg.permutation.repeats,
             n_jobs=int(cfg.n_jobs),
             progress=progress,
+            checkpoint=permutation_checkpoint(cfg, X, y, cv, model_cfg),
         )
     document = metrics_document(cfg, result, perm, file_md5(path))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -225,9 +238,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         f"[{rep['bac']['q025']:.3f}, {rep['bac']['q975']:.3f}]  AUC {rep['auc']['mean']:.3f}"
     )
     if perm is not None:
+        resumed = f", {perm.resumed} resumed from a checkpoint" if perm.resumed else ""
         print(
             f"  permutation p = {perm.p_value:.4f} (n = {len(perm.null)}, "
-            f"mean BAC over {perm.repeats} repeat(s))"
+            f"mean BAC over {perm.repeats} repeat(s){resumed})"
         )
     print(f"  outputs   {out_dir}")
     if tracked is not None:

@@ -74,3 +74,62 @@ def test_sigterm_stops_a_training_run_cleanly(tmp_path):
     assert not alive, f"workers left running: {alive}"
     out = tmp_path / "out"
     assert not out.exists() or not list(out.rglob("*.tmp"))
+
+
+def _train(tmp_path, output: str, n: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            "+experiment=gm_only",
+            f"paths.features={tmp_path / 'features'}",
+            f"paths.output={tmp_path / output}",
+            f"hydra.run.dir={tmp_path / 'hydra' / output}",
+            "cv.repeats=1",
+            "cv.outer_folds=3",
+            "cv.inner_folds=3",
+            "cv.n_trials=3",
+            f"permutation.n={n}",
+            "n_jobs=2",
+            "tracking.enabled=false",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the "crash" below kills the workers too
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_permutation_test_resumes_with_identical_results(tmp_path):
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    contract_table(n=40, seed=4, signal=1.0).to_parquet(features / "discovery.parquet", index=False)
+    n = 40
+    killed = _train(tmp_path, "resumed", n)
+    deadline = time.time() + 180
+    checkpoints: list = []
+    while time.time() < deadline:  # wait for some finished permutations, then kill without warning
+        checkpoints = list((tmp_path / "resumed").rglob("permutations-*.jsonl"))
+        if checkpoints and len(checkpoints[0].read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)  # a crash, an OOM kill or a cancelled job: no cleanup at all
+    killed.communicate(timeout=60)
+    finished_before = len(checkpoints[0].read_text().splitlines())
+    assert 6 <= finished_before < n and not (tmp_path / "resumed" / "gm_only" / "train").exists()
+    resumed = _train(tmp_path, "resumed", n)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    reported = int(out.split(" resumed from a checkpoint")[0].rsplit(", ", 1)[1])
+    assert finished_before <= reported < n  # only the missing permutations were computed
+    fresh = _train(tmp_path, "fresh", n)
+    _, err = fresh.communicate(timeout=600)
+    assert fresh.returncode == 0, err
+    for name in ("permutation_null.csv", "metrics.json", "predictions.csv"):
+        a = (tmp_path / "resumed" / "gm_only" / "train" / name).read_text()
+        b = (tmp_path / "fresh" / "gm_only" / "train" / name).read_text()
+        assert a == b, name  # byte-identical: the same null distribution, p-value, model hash

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -45,6 +46,18 @@ def git_state(cwd: str | Path = CODE_ROOT) -> dict[str, object]:
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def code_fingerprint(packages: tuple[str, ...] = ("src/models", "src/validation")) -> dict[str, str]:
+    """sha256 of the computation's own source files and the versions of the numerical libraries: what a
+    checkpoint's results depend on besides data and settings (a git commit misses uncommitted edits)."""
+    digest = hashlib.sha256()
+    for folder in packages:
+        for path in sorted((CODE_ROOT / folder).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    versions = package_versions(("numpy", "scipy", "pandas", "scikit-learn", "optuna"))
+    return {"source_sha256": digest.hexdigest(), **versions}
 
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -135,13 +136,55 @@ class EnsembleModel:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / MODEL_FILE) as tmp:
-            sio.dump(self, tmp, compression=zipfile.ZIP_DEFLATED)
+            tmp.write_bytes(canonical_skops(sio.dumps(self)))
         write_json_atomic(
             folder / "columns.json", {"covariates": self.covariates, "features": self.feature_columns}
         )
         if config_yaml is not None:
             write_text_atomic(folder / "config.yaml", config_yaml)
         return file_sha256(folder / MODEL_FILE)
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """The same skops file with reproducible bytes: skops names its arrays and memo entries after
+    ``id()`` of the objects, and zip entries carry the current time, so two dumps of one model differ.
+    Here ids are renumbered in order of appearance and timestamps fixed, so that the same config gives a
+    byte-identical model file (and sha256) whatever run made it. No skops option does this."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(source.read("schema.json"))
+    ids: dict[str, int] = {}
+
+    def renumber(old: Any) -> int:
+        return ids.setdefault(str(old), len(ids))
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if "__id__" in out:
+                out["__id__"] = renumber(node["__id__"])
+            if isinstance(node.get("file"), str) and "." in node["file"]:
+                stem, ext = node["file"].split(".", 1)
+                out["file"] = f"{renumber(stem)}.{ext}"
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    schema = walk(schema)
+    names = {name: name for name in source.namelist() if name != "schema.json"}
+    for name in names:
+        stem, ext = name.split(".", 1)
+        names[name] = f"{renumber(stem)}.{ext}"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        entries = [("schema.json", json.dumps(schema, sort_keys=True).encode())]
+        entries += sorted((new, source.read(old)) for old, new in names.items())
+        for name, content in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            target.writestr(info, content)
+    return out.getvalue()
 
 
 def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleModel:

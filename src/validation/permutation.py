@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +28,7 @@ class PermutationResult:
     observed: float
     null: np.ndarray
     repeats: int
+    resumed: int = 0  # permutations read from a checkpoint instead of computed
 
     @property
     def p_value(self) -> float:
@@ -85,6 +91,7 @@ def permutation_test(
     repeats: int | None = None,
     n_jobs: int = 1,
     progress: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> PermutationResult:
     """Permutation test of the mean per-repeat BAC of repeated nested CV.
 
@@ -96,6 +103,12 @@ def permutation_test(
     ----------
     observed_decision : ndarray (n_subjects, cv.repeats)
         Out-of-fold decision scores of the real run (:meth:`NestedCVResult.decision_matrix`).
+    checkpoint : path, optional
+        A JSON-lines file of finished permutations (``{"i": index, "value": statistic}``), appended as each
+        one finishes. Permutations already in it are not recomputed: a run interrupted or crashed after k
+        permutations resumes at k, with the same null distribution as an uninterrupted run (each
+        permutation's labels and seeds derive from its index only). Its name should carry
+        :func:`checkpoint_key` so that other data, settings or code never reuse it.
     """
     from tqdm.auto import tqdm
 
@@ -105,12 +118,66 @@ def permutation_test(
         raise ValueError(f"permutation.repeats ({repeats}) exceeds cv.repeats ({cv.repeats})")
     cv_perm = CVConfig(**{**cv.__dict__, "repeats": repeats})
     observed = _statistic(y, observed_decision[:, :repeats])
-    jobs = (
-        delayed(_one_permutation)(X, y, space, cv_perm, seed, i, covariates, categorical) for i in range(n)
-    )
-    null = []
-    with tqdm(total=n, desc="permutations", disable=not progress, leave=False) as bar:
-        for value in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
-            null.append(value)
+    done = read_checkpoint(checkpoint) if checkpoint is not None else {}
+    todo = [i for i in range(n) if i not in done]
+    jobs = (delayed(_one_permutation)(X, y, space, cv_perm, seed, i, covariates, categorical) for i in todo)
+    with (
+        tqdm(total=n, initial=n - len(todo), desc="permutations", disable=not progress, leave=False) as bar,
+        _appender(checkpoint) as record,
+    ):
+        for i, value in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(jobs), strict=True):
+            done[i] = value
+            record(i, value)
             bar.update()
-    return PermutationResult(statistic="mean_bac", observed=observed, null=np.asarray(null), repeats=repeats)
+    null = np.asarray([done[i] for i in range(n)])
+    return PermutationResult(
+        statistic="mean_bac", observed=observed, null=null, repeats=repeats, resumed=n - len(todo)
+    )
+
+
+def checkpoint_key(*parts: Any) -> str:
+    """A short hash of everything a permutation's result depends on (data, labels, settings, seed, code and
+    package versions), for the checkpoint's file name."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, pd.DataFrame):
+            digest.update(json.dumps(list(map(str, part.columns))).encode())
+            digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+        elif isinstance(part, np.ndarray):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_checkpoint(path: str | Path) -> dict[int, float]:
+    """Finished permutations of a checkpoint file; a line cut short by a crash is ignored."""
+    path = Path(path)
+    done: dict[int, float] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            done[int(entry["i"])] = float(entry["value"])
+        except (ValueError, KeyError, TypeError):
+            continue  # the last line of a killed run
+    return done
+
+
+@contextlib.contextmanager
+def _appender(path: str | Path | None) -> Iterator[Callable[[int, float], None]]:
+    if path is None:
+        yield lambda i, value: None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+
+        def record(i: int, value: float) -> None:
+            # json writes floats with repr: the value read back is bit-identical
+            handle.write(json.dumps({"i": i, "value": value}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        yield record
