@@ -207,3 +207,21 @@ def test_each_cohort_can_have_its_own_layout_and_midazolam_is_a_control(tmp_path
     data["cohorts"][1].pop("layout")
     with pytest.raises(CohortError, match="cohort 'cat_site': subject sub-t00 .* no GM image"):
         validate_cohorts(data, {"gm_roi": {"name": "gm_roi", "tissues": ["GM"], "experiments": []}})
+
+
+def test_files_that_look_like_tissue_maps_but_are_not_used_are_reported(tmp_path, caplog):
+    root = make_cohort(tmp_path / "c", tissues=())
+    rewrite_participants(root, lambda df: df.assign(tiv="1500"))
+    for i in range(4):
+        _cat12(root, f"sub-t{i:02d}", tissues=("1",))
+    stray = root / "derivatives" / "CAT12.8" / "sub-t01" / "mri"
+    write_image(stray / "wp1sub-t01_T1w.nii", np.full(SHAPE, 0.3))  # unmodulated: not a volume
+    write_image(stray / "sub-t01_GM.nii", np.full(SHAPE, 0.3))  # misnamed
+    write_image(stray / "msub-t01_T1w.nii", np.full(SHAPE, 0.3))  # the bias-corrected T1: not tissue-like
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="src.data.loader"):
+        load_cohort(root, layout="cat12")
+    assert "2 file(s) under" in caplog.text
+    assert "sub-t01/mri/sub-t01_GM.nii" in caplog.text and "sub-t01/mri/wp1sub-t01_T1w.nii" in caplog.text
+    assert "msub-t01_T1w" not in caplog.text

@@ -346,6 +346,22 @@ def scan_derivatives(deriv: Path, layout: str, space: str) -> dict[tuple[str, st
     return found
 
 
+# names that look like a tissue map: a file named so that the layout does not take it is worth a word
+_TISSUE_LIKE = re.compile(r"(gm|wm|csf|grey|gray|white|probseg|^m?w?p[123]|^c[123])", re.IGNORECASE)
+
+
+def unused_tissue_like(deriv: Path, layout: str, used: set[Path]) -> list[Path]:
+    """NIfTI files in the derivatives folder that look like tissue maps but are not taken by the layout:
+    a misnamed subject file, another space, or CAT12's unmodulated ``wp1``/``p1`` maps (volumes need the
+    modulated ``mwp1``)."""
+    pattern = "**/mri/*.nii*" if layout == "cat12" else "sub-*/**/anat/*.nii*"
+    return [
+        path
+        for path in sorted(deriv.glob(pattern))
+        if path not in used and _TISSUE_LIKE.search(path.name) and path.is_file()
+    ]
+
+
 def _cat12_subject(stem: str) -> str:
     match = _SUBJECT.search(stem)
     return match.group(1) if match else "sub-" + stem.split("_")[0]
@@ -424,6 +440,17 @@ def _attach_images(
             paths.append(path)
         _refuse_shared_images(cohort, tissue, paths)
         cohort.images[tissue] = paths
+    unused = unused_tissue_like(deriv, layout, {p for paths in found.values() for p in paths})
+    if unused:
+        log.warning(
+            "cohort %s: %d file(s) under %s look like tissue maps but are not used (layout %r, space %r): %s",
+            name,
+            len(unused),
+            deriv,
+            layout,
+            space,
+            ", ".join(str(p.relative_to(deriv)) for p in unused[:5]),
+        )
     if layout == "cat12" and "tiv" not in cohort.participants.columns and "GM" in cohort.images:
         _attach_cat12_tiv(cohort)
     _check_headers(cohort, on_grid_mismatch)
