@@ -75,6 +75,23 @@ CASES = {
 }
 
 
+def refused(module: str, overrides: list[str], expected: str) -> str:
+    """Run an entry point that must refuse its input: exit 2, the last line `error: ...` holding
+    ``expected``, no traceback. Returns that line."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
+    return lines[-1]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_prepare_refuses_bad_input_with_one_line(tmp_path, case):
     root = tmp_path / "cohorts"
@@ -91,19 +108,9 @@ def test_prepare_refuses_bad_input_with_one_line(tmp_path, case):
         f"params_file={tmp_path / 'none.yaml'}",
         *(extra if any(o.startswith("data.cohorts=") for o in extra) else [*default, *extra]),
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "src.data.prepare", *overrides],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    message = refused("src.data.prepare", overrides, expected)
     if case == "implausible GM map":
-        assert "ml of GM, outside the plausible 200-1500 ml" in lines[-1]
-    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
+        assert "ml of GM, outside the plausible 200-1500 ml" in message
     assert not (tmp_path / "derived").exists()  # nothing written
 
 
@@ -165,15 +172,5 @@ def test_train_refuses_before_any_work(tmp_path, case):
         "tracking.enabled=false",
         *extra,
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
-    assert "Traceback" not in done.stderr
+    refused("src.train", overrides, expected)
     assert not (output / "gm_only").exists()  # nothing written

@@ -84,6 +84,28 @@ def test_a_pickle_is_refused_unless_asked_for(trained):
     assert not MARKER.exists()
 
 
+def evaluate(store: Path) -> subprocess.CompletedProcess:
+    """`python -m src.evaluate` on the tracked run of ``store`` (the fixture of test_tracking)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.evaluate",
+            "+experiment=gm_only",
+            f"paths.features={store / 'features'}",
+            f"paths.output={store / 'out'}",
+            "n_jobs=1",
+            f"hydra.run.dir={store}/hydra",
+            "evaluation.n_permutations=100",
+            "evaluation.n_bootstrap=50",
+        ],
+        cwd=store,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
     """Replace MLflow's copy of the registered model: `src.evaluate` refuses it, naming both hashes."""
     (registered,) = [p for p in (local_store / "mlruns" / "artifacts").rglob("*.skops")]
@@ -92,24 +114,7 @@ def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
     model.info["payload"] = Payload()
     try:
         sio.dump(model, registered)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "src.evaluate",
-                "+experiment=gm_only",
-                f"paths.features={local_store / 'features'}",
-                f"paths.output={local_store / 'out'}",
-                "n_jobs=1",
-                f"hydra.run.dir={local_store}/hydra",
-                "evaluation.n_permutations=100",
-                "evaluation.n_bootstrap=50",
-            ],
-            cwd=local_store,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-        )
+        done = evaluate(local_store)
         assert done.returncode == 2, done.stderr
         assert "has sha256" in done.stderr and "but training recorded" in done.stderr
     finally:
@@ -121,24 +126,7 @@ def test_a_corrupt_store_falls_back_to_the_verified_dvc_copy(local_store):  # no
     original = database.read_bytes()
     try:
         database.write_bytes(b"not a database" * 1000)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "src.evaluate",
-                "+experiment=gm_only",
-                f"paths.features={local_store / 'features'}",
-                f"paths.output={local_store / 'out'}",
-                "n_jobs=1",
-                f"hydra.run.dir={local_store}/hydra",
-                "evaluation.n_permutations=100",
-                "evaluation.n_bootstrap=50",
-            ],
-            cwd=local_store,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-        )
+        done = evaluate(local_store)
         assert done.returncode == 0, done.stderr
         output = done.stdout + done.stderr  # Hydra's console log handler writes to stdout
         assert output.count("using the DVC-versioned model") == 1, output
