@@ -7,6 +7,8 @@ import os
 # MLflow 3 sends usage telemetry by default; clinical servers are air-gapped and runs must not phone home.
 # Set MLFLOW_DISABLE_TELEMETRY=false explicitly to allow it.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# model downloads (hash checks) are small and frequent: no progress bar in the logs
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from src.tracking.store import TrackingSettings, open_experiment
 
