@@ -75,11 +75,16 @@ class CohortSpec:
     def folder(self, root: str | Path) -> Path:
         return Path(self.path) if self.path else Path(root) / self.name
 
-    def table_path(self, root: str | Path) -> Path | None:
+    def regional_table(self, data: Mapping[str, Any]) -> tuple[Path, str]:
+        """(path, format) of this cohort's regional table (``data.source=table``); relative paths are inside
+        the cohort folder, the format defaults to ``data.table_format``."""
         if not self.table:
-            return None
+            raise CohortConfigError(
+                f"cohort {self.name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
+            )
         path = Path(self.table)
-        return path if path.is_absolute() else self.folder(root) / path
+        path = path if path.is_absolute() else self.folder(data["root"]) / path
+        return path, self.table_format or data.get("table_format", "plain")
 
 
 def _declared_treatment(folder: Path, name: str) -> str:

@@ -75,7 +75,6 @@ def validate_cohorts(
     """
     summary: dict[str, Any] = {"root": str(data["root"]), "cohorts": {}}
     source = data.get("source", "images")
-    table_format = data.get("table_format", "plain")
     problems: list[str] = []
     validated: list[Cohort] = []
     if source == "table":
@@ -87,16 +86,12 @@ def validate_cohorts(
     for spec in cohort_specs(data):
         if source == "table":
             cohort = load_configured(spec, data, (), with_images=False)
-            path = spec.table_path(data["root"])
-            if path is None:
-                raise CohortError(
-                    f"cohort {spec.name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
-                )
-            _, table_tiv = load_regional_table(path, cohort, spec.table_format or table_format)
+            path, table_format = spec.regional_table(data)
+            _, table_tiv = load_regional_table(path, cohort, table_format)
             if "tiv" not in cohort.participants.columns and table_tiv is None:
                 problems.append(
                     f"cohort {spec.name!r}: no TIV: participants.tsv has no 'tiv' column and format "
-                    f"{spec.table_format or table_format!r} carries none"
+                    f"{table_format!r} carries none"
                 )
             summary["cohorts"][spec.name] = _summary(spec, cohort) | {"table_md5": _md5(path)}
             continue

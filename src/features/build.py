@@ -53,20 +53,15 @@ def build_feature_set(
     with atomic_directory(out_dir) as tmp:
         for spec in specs:
             name, root = spec.name, spec.folder(data["root"])
-            table_path = None
+            table_path, table_format = None, "plain"
             if feature_set.kind == "table":
                 cohort = load_configured(spec, data, (), with_images=False)
-                table_path = spec.table_path(data["root"])
-                if table_path is None:
-                    raise CohortError(
-                        f"cohort {name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
-                    )
+                table_path, table_format = spec.regional_table(data)
             else:
                 tissues = tuple(feature_set.tissues)
                 cohort = load_configured(spec, data, tissues)
                 if "tiv" not in cohort.participants.columns:  # TIV = GM + WM + CSF from the maps
                     cohort = load_configured(spec, data, tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF"))))
-            table_format = spec.table_format or data.get("table_format", "plain")
             table, cohort_side = build_feature_table(
                 cohort, feature_set, table_path=table_path, table_format=table_format, n_jobs=n_jobs
             )
