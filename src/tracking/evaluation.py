@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from src.tracking.store import TrackingSettings, connect, killed_on_interrupt, quiet_stderr
-from src.tracking.training import EVALUATION, ROLE_TAG
-from src.validation.ensemble import ModelIntegrityError, read_model_file
+from src.tracking.training import EVALUATION, ROLE_TAG, download_model
+from src.validation.ensemble import read_model_file
 from src.validation.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,13 @@ def load_registered_model(
     uri = training.get("registry_uri") or training["model_uri"]
     try:
         mlflow.tracking.MlflowClient().get_run(training["run_id"])
-        with quiet_stderr():
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(local_dir)))
+        folder, model_file = download_model(uri, local_dir)
     except MlflowException as error:
         raise LookupError(
             f"training run {training['run_id']} / model {uri} not found in {settings.tracking_uri}: "
             f"{error.message.splitlines()[0]}"
         ) from error
-    files = sorted(folder.rglob("*.skops"))
-    if len(files) != 1:
-        raise ModelIntegrityError(
-            f"model {uri}: expected one skops model file, found {[f.name for f in files]}"
-        )
-    read_model_file(files[0], sha256)  # hash and types checked before MLflow builds anything
+    read_model_file(model_file, sha256)  # hash and types checked before MLflow builds anything
     return mlflow.sklearn.load_model(str(folder)), folder
 
 

@@ -20,7 +20,7 @@ from src.tracking.figures import ensemble_figures, optuna_figures, permutation_f
 from src.tracking.store import TrackingSettings, flatten, killed_on_interrupt, open_experiment, quiet_stderr
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state, package_versions
-from src.validation.ensemble import TRUSTED_TYPES
+from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError
 from src.validation.metrics import METRICS, binary_metrics
 
 log = logging.getLogger(__name__)
@@ -219,16 +219,24 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         client.set_terminated(run_id)
 
 
-def logged_model_sha256(model_uri: str) -> str:
-    """sha256 of the ``.skops`` file of a logged MLflow model (downloaded to a temporary folder)."""
+def download_model(model_uri: str, destination: str | Path) -> tuple[Path, Path]:
+    """Download a logged MLflow model to ``destination``: (its folder, its one ``.skops`` file)."""
     import mlflow
 
+    with quiet_stderr():
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination)))
+    files = sorted(folder.rglob("*.skops"))
+    if len(files) != 1:
+        raise ModelIntegrityError(
+            f"model {model_uri}: expected one skops model file, found {[f.name for f in files]}"
+        )
+    return folder, files[0]
+
+
+def logged_model_sha256(model_uri: str) -> str:
+    """sha256 of the ``.skops`` file of a logged MLflow model (downloaded to a temporary folder)."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        files = sorted(folder.rglob("*.skops"))
-        if len(files) != 1:
-            raise RuntimeError(f"logged model {model_uri}: expected one skops file, found {files}")
-        return file_sha256(files[0])
+        return file_sha256(download_model(model_uri, tmp)[1])
 
 
 def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, name: str) -> Any:

@@ -7,6 +7,7 @@ interrupted run never leaves a half-written table, image or cohort folder behind
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -74,17 +75,13 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     writer's folder is left alone."""
     target = Path(target)
     removed = []
-    for folder in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+    for folder in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
         parts = folder.name[len(target.name) + 2 :].split(".")
         if len(parts) < 3 or not parts[0].isdigit() or _alive(int(parts[0])):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _alive(pid: int) -> bool:
