@@ -8,7 +8,9 @@ MLflow run and registered model version the evaluation loads; null when tracking
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,10 @@ from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
 from src.utils.provenance import code_fingerprint, dvc_output_md5, git_state, package_versions
+from src.validation.checkpoints import checkpoint_key
 from src.validation.ensemble import EnsembleModel
 from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
-from src.validation.permutation import PermutationResult, checkpoint_key, permutation_test
+from src.validation.permutation import PermutationResult, permutation_test
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +63,35 @@ def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame,
     return table, table[[*covariates, *features]], table["response"].to_numpy(dtype=int)
 
 
-def permutation_checkpoint(
-    cfg: DictConfig, X: pd.DataFrame, y: np.ndarray, cv: CVConfig, model_cfg: dict[str, Any]
+def checkpoint_path(
+    cfg: DictConfig, kind: str, X: pd.DataFrame, y: np.ndarray, cv: CVConfig, model_cfg: dict[str, Any]
 ) -> Path:
-    """Where finished permutations are kept, so an interrupted run resumes: under the run's folder, named by
-    a hash of the data, labels, CV and model settings, seed, permutation repeats and code version (another
-    dataset, setting or code edit never reuses it; a larger ``permutation.n`` extends it)."""
-    key = checkpoint_key(
-        X, y, cv.__dict__, model_cfg, int(cfg.seed), cfg.permutation.repeats, code_fingerprint()
-    )
-    return Path(cfg.paths.run) / ".checkpoints" / f"permutations-{key}.jsonl"
+    """Where finished outer folds (``kind="folds"``) or permutations (``"permutations"``) are kept, so an
+    interrupted run resumes: under the run's folder, named by a hash of the data, labels, CV and model
+    settings, seed and code version (another dataset, setting or code edit never reuses it; a larger
+    ``permutation.n`` extends the permutations)."""
+    parts: list[Any] = [X, y, cv.__dict__, model_cfg, int(cfg.seed)]
+    if kind == "permutations":
+        parts.append(cfg.permutation.repeats)
+    key = checkpoint_key(*parts, code_fingerprint())
+    return Path(cfg.paths.run) / ".checkpoints" / f"{kind}-{key}.jsonl"
+
+
+def remove_stale_evaluation(run: Path, model_sha256: str) -> None:
+    """A retrained model makes the experiment's earlier evaluation stale: it is removed (the report would
+    refuse to combine it with the new training anyway). An evaluation of this very model is kept."""
+    metrics = run / "evaluate" / "metrics.json"
+    if not (run / "evaluate").exists():
+        return
+    try:
+        evaluated = json.loads(metrics.read_text())["provenance"]["model_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        evaluated = None
+    if evaluated != model_sha256:
+        shutil.rmtree(run / "evaluate")
+        log.warning(
+            "removed %s: it evaluated an earlier model; run `python -m src.evaluate` again", run / "evaluate"
+        )
 
 
 def convergence(trials: pd.DataFrame) -> dict[str, float]:
@@ -168,6 +190,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         ids=table["participant_id"].tolist(),
         n_jobs=int(cfg.n_jobs),
         progress=progress,
+        checkpoint=checkpoint_path(cfg, "folds", X, y, cv, model_cfg),
     )
     perm = None
     if int(cfg.permutation.n) > 0:
@@ -184,7 +207,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             repeats=cfg.permutation.repeats,
             n_jobs=int(cfg.n_jobs),
             progress=progress,
-            checkpoint=permutation_checkpoint(cfg, X, y, cv, model_cfg),
+            checkpoint=checkpoint_path(cfg, "permutations", X, y, cv, model_cfg),
         )
     document = metrics_document(cfg, result, perm, file_md5(path))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -210,6 +233,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             )
         # always written (a DVC output): null until the run is in MLflow
         write_json_atomic(out / "tracking.json", None)
+    remove_stale_evaluation(Path(cfg.paths.run), document["provenance"]["model_sha256"])
     # the results are on disk; a tracking failure now costs the MLflow copy, never the results
     tracked = None
     if settings.enabled:
@@ -217,17 +241,22 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             tracked = track(cfg, settings, document, result, model, space, out_dir, table, path, perm)
         except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
             log.warning(
-                "MLflow logging failed (%s: %s); the results are complete in %s, not in MLflow",
+                "MLflow logging failed (%s: %s); the results are complete in %s, not in MLflow. To log them "
+                "once the store works, run the same command again: finished folds and permutations are "
+                "read from %s, only the final refits are computed",
                 type(err).__name__,
                 str(err).splitlines()[0] if str(err) else "",
                 out_dir,
+                Path(cfg.paths.run) / ".checkpoints",
             )
         else:
             write_json_atomic(out_dir / "tracking.json", tracked.to_dict())
     ens, rep = document["ensemble"], document["repeats"]
+    resumed_folds = result.extra.get("resumed_folds", 0)
     print(
         f"{cfg.name}: n={document['n']} ({document['responders']} responders), "
         f"{cv.repeats}x{cv.outer_folds} outer x {cv.inner_folds} inner folds, {cv.n_trials} trials"
+        + (f", {resumed_folds} fold(s) resumed from a checkpoint" if resumed_folds else "")
     )
     print(
         f"  ensemble  BAC {ens['bac']:.3f}  sens {ens['sensitivity']:.3f}  spec {ens['specificity']:.3f}  "

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import psutil
 import pytest
 from conftest import ROOT, subprocess_env
@@ -102,12 +103,20 @@ def test_a_killed_permutation_test_resumes_with_identical_results(tmp_path):
     resumed = _train(tmp_path, "resumed", n)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    reported = int(out.split(" resumed from a checkpoint")[0].rsplit(", ", 1)[1])
+    assert "3 fold(s) resumed from a checkpoint" in out  # the outer folds had all finished before the kill
+    reported = int(out.split(" resumed from a checkpoint)")[0].rsplit(", ", 1)[1])
     assert finished_before <= reported < n  # only the missing permutations were computed
     fresh = _train(tmp_path, "fresh", n)
     _, err = fresh.communicate(timeout=600)
     assert fresh.returncode == 0, err
-    for name in ("permutation_null.csv", "metrics.json", "predictions.csv"):
-        a = (tmp_path / "resumed" / "gm_only" / "train" / name).read_text()
-        b = (tmp_path / "fresh" / "gm_only" / "train" / name).read_text()
-        assert a == b, name  # byte-identical: the same null distribution, p-value, model hash
+    for name in ("permutation_null.csv", "metrics.json", "predictions.csv", "model/model.skops"):
+        a = (tmp_path / "resumed" / "gm_only" / "train" / name).read_bytes()
+        b = (tmp_path / "fresh" / "gm_only" / "train" / name).read_bytes()
+        assert a == b, name  # byte-identical: the same null distribution, p-value, refitted model (hash)
+    for name in ("folds.csv", "trials.csv"):  # all but the recorded timings
+        a = pd.read_csv(tmp_path / "resumed" / "gm_only" / "train" / name)
+        b = pd.read_csv(tmp_path / "fresh" / "gm_only" / "train" / name)
+        timing = ["seconds", "duration"]
+        pd.testing.assert_frame_equal(
+            a.drop(columns=timing, errors="ignore"), b.drop(columns=timing, errors="ignore")
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -206,6 +208,42 @@ def test_determinism_and_worker_count(tmp_path):
     pd.testing.assert_frame_equal(a.trials().drop(columns="duration"), b.trials().drop(columns="duration"))
     assert [f.best_params for f in a.folds] == [f.best_params for f in b.folds]
     assert not np.array_equal(a.decision_matrix(), c.decision_matrix())
+
+
+def test_checkpointed_folds_resume_with_identical_results(tmp_path):
+    """A run cut after k folds (the checkpoint's last line half-written, as a kill leaves it) resumes with
+    only the missing folds tuned, and the same scores, parameters, trials and models as one whole run."""
+    rng = np.random.default_rng(6)
+    X = pd.concat(
+        [_covariates_frame(40, rng), pd.DataFrame(rng.normal(size=(40, 12))).add_prefix("gm_")], axis=1
+    )
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    X.loc[y == 1, "gm_2"] += 1.0
+    space = linear_grid_space()
+    cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=6, sampler="random")
+    whole = run_nested_cv(X, y, space, cv, seed=3)
+    checkpoint = tmp_path / "folds.jsonl"
+    run_nested_cv(X, y, space, cv, seed=3, checkpoint=checkpoint)
+    lines = checkpoint.read_text().splitlines()
+    assert len(lines) == 8
+    checkpoint.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    resumed = run_nested_cv(X, y, space, cv, seed=3, checkpoint=checkpoint, n_jobs=2)
+    assert resumed.extra["resumed_folds"] == 3
+    pd.testing.assert_frame_equal(whole.oof, resumed.oof)
+    pd.testing.assert_frame_equal(
+        whole.trials().drop(columns="duration"), resumed.trials().drop(columns="duration")
+    )
+    assert [f.best_params for f in whole.folds] == [f.best_params for f in resumed.folds]
+    for a, b in zip(whole.models, resumed.models, strict=True):  # refitted from the recorded parameters
+        np.testing.assert_array_equal(a.weights, b.weights)
+        assert a.intercept == b.intercept
+    # the resumed folds really came from the checkpoint: an edited record is used as written
+    first = json.loads(lines[0])
+    first["decision"] = [9.0] * len(first["decision"])
+    checkpoint.write_text(json.dumps(first) + "\n")
+    edited = run_nested_cv(X, y, space, cv, seed=3, checkpoint=checkpoint)
+    assert edited.extra["resumed_folds"] == 1 and np.all(edited.folds[0].decision == 9.0)
+    assert np.array_equal(edited.folds[1].decision, whole.folds[1].decision)
 
 
 def test_class_too_small_for_folds_is_a_clear_error():

@@ -8,6 +8,8 @@ from typing import Any
 
 import optuna
 
+from src.utils.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -28,13 +30,13 @@ class SearchSpace:
         for name, spec in space.items():
             kind = spec.get("type")
             if kind not in ("float", "int", "categorical"):
-                raise ValueError(
+                raise UserInputError(
                     f"search space {name!r}: type must be float, int or categorical, got {kind!r}"
                 )
             if kind == "categorical" and not spec.get("choices"):
-                raise ValueError(f"search space {name!r}: categorical needs 'choices'")
+                raise UserInputError(f"search space {name!r}: categorical needs 'choices'")
             if kind != "categorical" and not spec["low"] <= spec["high"]:
-                raise ValueError(f"search space {name!r}: need low <= high")
+                raise UserInputError(f"search space {name!r}: need low <= high")
         return cls(params=space, fixed=dict(model_cfg.get("fixed") or {}))
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -75,7 +77,7 @@ class SearchSpace:
             if spec["type"] == "categorical":
                 grid[name] = list(spec.get("grid", spec["choices"]))
             elif "grid" not in spec:
-                raise ValueError(f"sampler=grid needs a 'grid' list for parameter {name!r}")
+                raise UserInputError(f"sampler=grid needs a 'grid' list for parameter {name!r}")
             else:
                 grid[name] = list(spec["grid"])
         return grid

@@ -149,7 +149,8 @@ def canonical_skops(data: bytes) -> bytes:
     """The same skops file with reproducible bytes: skops names its arrays and memo entries after
     ``id()`` of the objects, and zip entries carry the current time, so two dumps of one model differ.
     Here ids are renumbered in order of appearance and timestamps fixed, so that the same config gives a
-    byte-identical model file (and sha256) whatever run made it. No skops option does this."""
+    byte-identical model file (and sha256) whatever run made it, resumed from checkpoints or not. No skops
+    option does this."""
     source = zipfile.ZipFile(io.BytesIO(data))
     schema = json.loads(source.read("schema.json"))
     ids: dict[str, int] = {}
@@ -160,7 +161,11 @@ def canonical_skops(data: bytes) -> bytes:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             out = {k: walk(v) for k, v in node.items()}
-            if "__id__" in out:
+            if node.get("__loader__") == "JsonNode":
+                # a str/int/float: whether two equal values are one object or two (a string read from a
+                # config or from a checkpoint) changes nothing once loaded, so each gets its own number
+                out["__id__"] = renumber(f"json-{len(ids)}")  # a key no skops id can have
+            elif "__id__" in out:
                 out["__id__"] = renumber(node["__id__"])
             if isinstance(node.get("file"), str) and "." in node["file"]:
                 stem, ext = node["file"].split(".", 1)

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from src.models.linear import AffineDecision, compact
 from src.models.pipeline import SVC_PARAMS, build_pipeline
 from src.models.search_space import SearchSpace
 from src.utils.errors import UserInputError
+from src.validation.checkpoints import read_records, record_appender
 from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
@@ -265,6 +267,54 @@ def _py(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def fold_record(fold: FoldResult) -> dict[str, Any]:
+    """A finished outer fold as JSON (for checkpoints): everything but the fitted model, which is refitted
+    from ``best_params`` on resume (one fit, instead of the whole Optuna study)."""
+    return {
+        "repeat": fold.repeat,
+        "fold": fold.fold,
+        "decision": fold.decision,
+        "best_params": fold.best_params,
+        "inner_best": fold.inner_best,
+        "trials": {"columns": list(fold.trials.columns), "rows": fold.trials.to_numpy(dtype=object).tolist()},
+        "seconds": fold.seconds,
+    }
+
+
+def fold_from_record(
+    record: dict[str, Any],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    covariates: Sequence[str],
+    categorical: Sequence[str],
+    keep_model: bool,
+) -> FoldResult:
+    """The :class:`FoldResult` of a checkpointed fold; its model refitted with the recorded parameters (the
+    fit is deterministic, so the model is the one the uninterrupted run kept)."""
+    model = None
+    if keep_model:
+        model = compact(
+            build_pipeline(record["best_params"], covariates, categorical).fit(X.iloc[train], y[train])
+        )
+    decision = np.asarray(record["decision"], dtype=float)
+    if decision.shape != (len(test),):
+        raise ValueError(f"checkpointed fold {record['repeat']}/{record['fold']} does not match its split")
+    return FoldResult(
+        repeat=int(record["repeat"]),
+        fold=int(record["fold"]),
+        train=train,
+        test=test,
+        decision=decision,
+        best_params=dict(record["best_params"]),
+        inner_best=float(record["inner_best"]),
+        trials=pd.DataFrame(record["trials"]["rows"], columns=record["trials"]["columns"]),
+        model=model,
+        seconds=float(record["seconds"]),
+    )
+
+
 @dataclass
 class NestedCVResult:
     """Everything a repeated nested CV produced.
@@ -386,6 +436,7 @@ def run_nested_cv(
     n_jobs: int = 1,
     progress: bool = False,
     keep_models: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> NestedCVResult:
     """Run repeated nested CV.
 
@@ -404,6 +455,11 @@ def run_nested_cv(
         Show a progress bar over outer folds.
     keep_models : bool
         Keep the R x K fitted pipelines (needed for the final ensemble; not for permutations).
+    checkpoint : path, optional
+        A JSON-lines file of finished outer folds (:func:`fold_record`), appended as each finishes. Folds
+        already in it are not tuned again (their models are refitted from the recorded parameters): a run
+        interrupted after k folds resumes at k with the same results. Its name should carry
+        :func:`~src.validation.checkpoints.checkpoint_key` of the data, labels, settings, seed and code.
     """
     from tqdm.auto import tqdm
 
@@ -412,17 +468,37 @@ def run_nested_cv(
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     X = X.reset_index(drop=True)
     splits = outer_splits(y, cv, seed)
+    done = {
+        (int(rec["repeat"]), int(rec["fold"])): rec for rec in read_records(checkpoint) if "trials" in rec
+    }
+    todo = [split for split in splits if split[:2] not in done]
     jobs = (
         delayed(fit_outer_fold)(
             X, y, r, k, train, test, space, cv, seed, covariates, categorical, keep_models
         )
-        for r, k, train, test in splits
+        for r, k, train, test in todo
     )
-    folds = []
-    with tqdm(total=len(splits), desc="outer folds", disable=not progress, leave=False) as bar:
+    finished: dict[tuple[int, int], FoldResult] = {}
+    with (
+        tqdm(
+            total=len(splits),
+            initial=len(splits) - len(todo),
+            desc="outer folds",
+            disable=not progress,
+            leave=False,
+        ) as bar,
+        record_appender(checkpoint) as append,
+    ):
         for fold in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
-            folds.append(fold)
+            finished[fold.repeat, fold.fold] = fold
+            append(fold_record(fold))
             bar.update()
+    for r, k, train, test in splits:
+        if (r, k) in done:
+            finished[r, k] = fold_from_record(
+                done[r, k], X, y, train, test, covariates, categorical, keep_models
+            )
+    folds = [finished[r, k] for r, k, _, _ in splits]
     feature_columns = [c for c in X.columns if c not in set(covariates)]
     return NestedCVResult(
         ids=list(ids) if ids is not None else [str(i) for i in range(len(y))],
@@ -433,4 +509,5 @@ def run_nested_cv(
         feature_columns=feature_columns,
         covariates=list(covariates),
         categorical=list(categorical),
+        extra={"resumed_folds": len(splits) - len(todo)},
     )

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from src.models.search_space import SearchSpace
+from src.validation.checkpoints import read_records, record_appender
 from src.validation.nested_cv import CVConfig, run_nested_cv
 from src.validation.seeds import Stream, derive_seed
 
@@ -118,16 +115,16 @@ def permutation_test(
         raise ValueError(f"permutation.repeats ({repeats}) exceeds cv.repeats ({cv.repeats})")
     cv_perm = CVConfig(**{**cv.__dict__, "repeats": repeats})
     observed = _statistic(y, observed_decision[:, :repeats])
-    done = read_checkpoint(checkpoint) if checkpoint is not None else {}
+    done = read_checkpoint(checkpoint)
     todo = [i for i in range(n) if i not in done]
     jobs = (delayed(_one_permutation)(X, y, space, cv_perm, seed, i, covariates, categorical) for i in todo)
     with (
         tqdm(total=n, initial=n - len(todo), desc="permutations", disable=not progress, leave=False) as bar,
-        _appender(checkpoint) as record,
+        record_appender(checkpoint) as record,
     ):
         for i, value in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(jobs), strict=True):
             done[i] = value
-            record(i, value)
+            record({"i": i, "value": value})
             bar.update()
     null = np.asarray([done[i] for i in range(n)])
     return PermutationResult(
@@ -135,49 +132,12 @@ def permutation_test(
     )
 
 
-def checkpoint_key(*parts: Any) -> str:
-    """A short hash of everything a permutation's result depends on (data, labels, settings, seed, code and
-    package versions), for the checkpoint's file name."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, pd.DataFrame):
-            digest.update(json.dumps(list(map(str, part.columns))).encode())
-            digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
-        elif isinstance(part, np.ndarray):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def read_checkpoint(path: str | Path) -> dict[int, float]:
-    """Finished permutations of a checkpoint file; a line cut short by a crash is ignored."""
-    path = Path(path)
+def read_checkpoint(path: str | Path | None) -> dict[int, float]:
+    """Finished permutations of a checkpoint file: ``{index: statistic}``."""
     done: dict[int, float] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text().splitlines():
+    for entry in read_records(path):
         try:
-            entry = json.loads(line)
             done[int(entry["i"])] = float(entry["value"])
         except (ValueError, KeyError, TypeError):
-            continue  # the last line of a killed run
+            continue
     return done
-
-
-@contextlib.contextmanager
-def _appender(path: str | Path | None) -> Iterator[Callable[[int, float], None]]:
-    if path is None:
-        yield lambda i, value: None
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-
-        def record(i: int, value: float) -> None:
-            # json writes floats with repr: the value read back is bit-identical
-            handle.write(json.dumps({"i": i, "value": value}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-        yield record
