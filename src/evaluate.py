@@ -32,6 +32,7 @@ from src.interpretation.regions import read_feature_regions, region_maps, voxel_
 from src.models.linear import AffineDecision
 from src.reporting.document import markdown_table as report_markdown_table
 from src.tracking.store import TrackingSettings
+from src.utils.checks import check_config, check_writable
 from src.utils.errors import MissingInputError, user_errors
 from src.utils.io import atomic_directory, file_sha256, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
@@ -236,6 +237,7 @@ def _figures(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
+    check_config(cfg)
     # the registered model is downloaded here, verified, and used from here by MLflow's evaluation too
     with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
         return evaluate(cfg, Path(local_dir))
@@ -252,6 +254,9 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
     roles = {spec.name: spec.role for spec in specs}
     groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
     train = read_tables(features_dir, [next(name for name, role in roles.items() if role == "discovery")])
+    # every cohort's table is read and checked before any statistics: a bad last table fails now
+    tables = {name: read_tables(features_dir, list(members), model) for name, members in groups.items()}
+    check_writable(run)
     seed = int(cfg.seed)
 
     # discovery: the out-of-fold ensemble scores of the nested CV (never the locked model on its own data)
@@ -270,8 +275,7 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
     aligned: dict[str, dict[str, Any]] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
-    for name, members in groups.items():
-        table = read_tables(features_dir, list(members), model)
+    for name, table in tables.items():
         decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
         n_perm, n_boot = int(ev["n_permutations"]), int(ev["n_bootstrap"])
         results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)

@@ -57,10 +57,25 @@ def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame,
         )
     table = pd.read_parquet(path)
     features = [c for c in table.columns if c not in TABLE_META_COLUMNS]
-    missing = [c for c in covariates if c not in table.columns]
+    missing = [c for c in [*covariates, "participant_id", "response"] if c not in table.columns]
     if missing:
-        raise UserInputError(f"{path}: covariate column(s) {missing} missing")
-    return table, table[[*covariates, *features]], table["response"].to_numpy(dtype=int)
+        raise UserInputError(f"{path}: column(s) {missing} missing")
+    labels = table["response"]
+    wrong = ~labels.isin([0, 1])
+    if wrong.any():
+        raise UserInputError(
+            f"{path}: response must be 0 or 1; subject(s) {table.loc[wrong, 'participant_id'].tolist()[:5]} "
+            f"have {labels[wrong].unique().tolist()[:5]}"
+        )
+    holes = table[[*covariates, *features]].isna()
+    if holes.to_numpy().any():
+        row, column = np.argwhere(holes.to_numpy())[0]
+        raise UserInputError(
+            f"{path}: {int(holes.to_numpy().sum())} missing value(s), e.g. subject "
+            f"{table['participant_id'].iloc[row]}, column {holes.columns[column]!r}; rebuild the table or "
+            "remove the subject"
+        )
+    return table, table[[*covariates, *features]], labels.to_numpy(dtype=int)
 
 
 def checkpoint_path(

@@ -217,21 +217,4 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert "paper BAC" in (out / "paper_table.md").read_text()
-    bad = pd.read_parquet(features / "saline.parquet").drop(columns="gm_r5")
-    bad.to_parquet(features / "saline.parquet", index=False)
-    refused = subprocess.run(evaluate, **run)
-    assert refused.returncode == 2 and "1 missing (e.g. ['gm_r5'])" in refused.stderr
-    assert "error: cohort 'saline' (" in refused.stderr and "Traceback" not in refused.stderr
-    # a missing value in one cohort: named before pooling (pooled, a missing column would also become NaN)
-    good = bad.assign(gm_r5=1.0)
-    good.to_parquet(features / "saline.parquet", index=False)
-    holed = pd.read_parquet(features / "external_b.parquet")
-    holed.loc[3, "gm_r7"] = np.nan
-    holed.to_parquet(features / "external_b.parquet", index=False)
-    refused = subprocess.run(evaluate, **run)
-    subject = holed.loc[3, "participant_id"]
-    assert refused.returncode == 2, refused.stderr
-    assert (
-        "cohort 'external_b'" in refused.stderr
-        and f"subject {subject} has no value in column 'gm_r7'" in refused.stderr
-    )
+    # bad evaluation tables (a column missing or a value missing in one cohort): tests/test_errors.py

@@ -22,6 +22,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from nilearn import datasets, image
+from nilearn.image.resampling import BoundingBoxError
 
 from src.data.loader import Cohort, CohortError
 
@@ -50,13 +51,16 @@ class PlausibilityBounds:
 def _brain_mask_on(shape: tuple[int, ...], affine_key: tuple[float, ...]) -> np.ndarray:
     affine = np.asarray(affine_key).reshape(4, 4)
     target = nib.Nifti1Image(np.zeros(shape, np.int8), affine)
-    mask = image.resample_to_img(
-        datasets.load_mni152_brain_mask(resolution=2),
-        target,
-        interpolation="nearest",
-        force_resample=True,
-        copy_header=True,
-    )
+    try:
+        mask = image.resample_to_img(
+            datasets.load_mni152_brain_mask(resolution=2),
+            target,
+            interpolation="nearest",
+            force_resample=True,
+            copy_header=True,
+        )
+    except BoundingBoxError:  # the grid lies wholly outside the template's field of view
+        return np.zeros(shape, bool)
     return np.asarray(mask.dataobj) > 0
 
 

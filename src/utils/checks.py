@@ -23,6 +23,8 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
     "cv.n_trials": (1, False),
     "permutation.n": (0, False),
     "permutation.repeats": (1, True),
+    "evaluation.n_permutations": (1, False),
+    "evaluation.n_bootstrap": (1, False),
 }
 
 
@@ -31,6 +33,7 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
 SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
     "permutation": frozenset({"n", "repeats"}),
+    "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference"}),
     "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
 }
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})
