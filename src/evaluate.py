@@ -38,11 +38,11 @@ from src.utils.io import atomic_directory, file_sha256, write_json_atomic, write
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
 from src.validation.ensemble import (
-    MODEL_FILE,
     ColumnMismatchError,
     EnsembleModel,
     ModelIntegrityError,
     load_model,
+    model_file,
 )
 from src.validation.metrics import binary_metrics
 
@@ -300,7 +300,7 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
         "maps_note": maps_note or None,
         "provenance": {
             "git": git_state(),
-            "model_sha256": file_sha256(run / "train" / "model" / MODEL_FILE),
+            "model_sha256": file_sha256(model_file(run / "train" / "model")),
             "model_source": model_source,
             "mlflow_training_run": None if training_run is None else training_run["run_id"],
             "train_seed": train_config.get("seed"),

@@ -102,7 +102,11 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         "report",
     }
     for experiment in PARAMS["experiments"]:
-        assert (repo / "outputs" / experiment / "train" / "model" / "model.skops").is_file()
+        # linear ensembles as arrays + JSON, others as skops
+        saved = {"gm_only": "model.npz", "gm_rbf": "model.skops"}[experiment]
+        assert sorted(
+            p.name for p in (repo / "outputs" / experiment / "train" / "model").iterdir()
+        ) == sorted(["columns.json", "config.yaml", saved])
         assert (repo / "outputs" / experiment / "evaluate" / "paper_table.md").is_file()
         for kind in ("roc", "calibration", "decision_curve"):
             assert sorted(

@@ -342,10 +342,10 @@ def _untrained(work: Path) -> list[str]:
 
 
 def _swapped_model(work: Path) -> list[str]:
-    from src.validation.ensemble import MODEL_FILE, read_model_file
+    from src.validation.ensemble import model_file, read_model_file
 
     folder = work / "out" / "gm_only" / "train" / "model"
-    other = read_model_file(folder / MODEL_FILE)
+    other = read_model_file(model_file(folder))
     other.calibration = (1.0, 0.0)  # a well-formed model that is not the one trained
     other.save(folder)
     return []
@@ -353,7 +353,7 @@ def _swapped_model(work: Path) -> list[str]:
 
 def _pickled_model(work: Path) -> list[str]:
     folder = work / "out" / "gm_only" / "train" / "model"
-    (folder / "model.skops").unlink()
+    (folder / "model.npz").unlink()
     (folder / "model.joblib").write_bytes(b"not even read")
     return []
 

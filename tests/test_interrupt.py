@@ -109,7 +109,7 @@ def test_a_killed_permutation_test_resumes_with_identical_results(tmp_path):
     fresh = _train(tmp_path, "fresh", n)
     _, err = fresh.communicate(timeout=600)
     assert fresh.returncode == 0, err
-    for name in ("permutation_null.csv", "metrics.json", "predictions.csv", "model/model.skops"):
+    for name in ("permutation_null.csv", "metrics.json", "predictions.csv", "model/model.npz"):
         a = (tmp_path / "resumed" / "gm_only" / "train" / name).read_bytes()
         b = (tmp_path / "fresh" / "gm_only" / "train" / name).read_bytes()
         assert a == b, name  # byte-identical: the same null distribution, p-value, refitted model (hash)

@@ -3,20 +3,25 @@ on explicit request; a swapped file in the DVC folder or in the MLflow registry 
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skops.io as sio
 from conftest import subprocess_env
 from test_tracking import local_store, write_cohorts  # noqa: F401  (module fixture: a tracked run)
 
+from src.utils.io import file_sha256
 from src.validation.ensemble import (
     LEGACY_MODEL_FILE,
+    LINEAR_MODEL_FILE,
     MODEL_FILE,
     ModelIntegrityError,
     load_model,
@@ -54,7 +59,7 @@ def trained(local_store, tmp_path):  # noqa: F811
 def test_saved_model_loads_only_with_its_recorded_hash(trained):
     folder, sha256 = trained
     assert load_model(folder, sha256).feature_columns  # the genuine file
-    other = read_model_file(folder / MODEL_FILE)
+    other = read_model_file(folder / LINEAR_MODEL_FILE)
     other.info["seed"] = -1  # a different, well-formed model
     other.save(folder)
     with pytest.raises(
@@ -63,11 +68,39 @@ def test_saved_model_loads_only_with_its_recorded_hash(trained):
         load_model(folder, sha256)
 
 
+def test_a_linear_model_is_arrays_and_json(trained):
+    """The linear ensemble is readable with numpy alone: its arrays are the fold models' affine weights."""
+    folder, sha256 = trained
+    model = load_model(folder, sha256)
+    with np.load(folder / LINEAR_MODEL_FILE, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["covariate_weights", "intercepts", "meta.json", "weights"]
+        meta = json.loads(archive["meta.json"])
+        weights, intercepts = archive["weights"], archive["intercepts"]
+    assert weights.shape == (len(model.models), len(meta["feature_columns"]))
+    assert meta["design_columns"][0][:4] == ["intercept", "age", "sex=M", "tiv"]
+    np.testing.assert_array_equal(weights[2], model.models[2].weights)
+    assert intercepts[2] == model.models[2].intercept
+    # saving the loaded model again gives the same bytes (the hash training recorded)
+    model.save(folder)
+    assert file_sha256(folder / LINEAR_MODEL_FILE) == sha256
+
+
+def test_an_object_array_in_a_linear_model_is_refused(trained):
+    folder, _ = trained
+    with zipfile.ZipFile(folder / LINEAR_MODEL_FILE, "a") as archive:
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([Payload()], dtype=object), allow_pickle=True)  # a pickle inside an .npy
+        archive.writestr("weights.npy", buffer.getvalue())
+    with pytest.raises(ModelIntegrityError, match="is not a linear ensemble archive"):
+        load_model(folder)
+
+
 def test_untrusted_types_are_refused_before_anything_is_built(trained):
     folder, _ = trained
-    model = read_model_file(folder / MODEL_FILE)
+    model = read_model_file(folder / LINEAR_MODEL_FILE)
     model.info["payload"] = Payload()
-    sio.dump(model, folder / MODEL_FILE)
+    (folder / LINEAR_MODEL_FILE).unlink()
+    sio.dump(model, folder / MODEL_FILE)  # as an RBF ensemble would be saved
     with pytest.raises(
         ModelIntegrityError, match=r"types this project does not trust: \[.*'test_model_safety.Payload'"
     ):
@@ -76,7 +109,7 @@ def test_untrusted_types_are_refused_before_anything_is_built(trained):
 
 def test_a_pickle_is_refused_unless_asked_for(trained):
     folder, _ = trained
-    (folder / MODEL_FILE).unlink()
+    (folder / LINEAR_MODEL_FILE).unlink()
     with open(folder / LEGACY_MODEL_FILE, "wb") as handle:
         pickle.dump(Payload(), handle)
     with pytest.raises(ModelIntegrityError, match="is a pickle .* could run code"):

@@ -15,11 +15,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from src.models.linear import AffineDecision
+from src.models.residualize import CovariateResidualizer
 from src.utils.errors import MissingInputError, UserInputError
 from src.utils.io import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 
-MODEL_FILE = "model.skops"
+MODEL_FILE = "model.skops"  # ensembles that must stay objects (e.g. RBF pipelines)
+LINEAR_MODEL_FILE = "model.npz"  # linear ensembles: plain arrays + JSON
 LEGACY_MODEL_FILE = "model.joblib"
+LINEAR_FORMAT = "ketamine-trd/linear-ensemble/1"
 # The only non-scikit-learn/numpy types a model file may hold. skops rebuilds objects of listed types from
 # their state and refuses anything else: loading a model never runs code from the file (pickle would).
 TRUSTED_TYPES: list[str] = [
@@ -129,20 +132,137 @@ class EnsembleModel:
         return (self.decision_function(table) > 0).astype(int)
 
     def save(self, folder: str | Path, config_yaml: str | None = None) -> str:
-        """Write ``model.skops`` (no pickle), ``columns.json`` and the resolved ``config.yaml`` atomically;
-        return the model file's sha256, to be recorded and verified before every load."""
+        """Write the model file, ``columns.json`` and the resolved ``config.yaml`` atomically; return the
+        model file's sha256, to be recorded and verified before every load.
+
+        A linear ensemble (every fold model in its affine form) is written as ``model.npz``: arrays and
+        JSON only, readable with numpy alone and loaded without pickle. Other ensembles (e.g. RBF
+        pipelines) are written as ``model.skops`` with :data:`TRUSTED_TYPES`. Both are byte-reproducible.
+        """
         import skops.io as sio
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / MODEL_FILE) as tmp:
-            tmp.write_bytes(canonical_skops(sio.dumps(self)))
+        linear = bool(self.models) and all(isinstance(m, AffineDecision) for m in self.models)
+        name, stale = (LINEAR_MODEL_FILE, MODEL_FILE) if linear else (MODEL_FILE, LINEAR_MODEL_FILE)
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(linear_npz(self) if linear else canonical_skops(sio.dumps(self)))
+        (folder / stale).unlink(missing_ok=True)  # one model file per folder
         write_json_atomic(
             folder / "columns.json", {"covariates": self.covariates, "features": self.feature_columns}
         )
         if config_yaml is not None:
             write_text_atomic(folder / "config.yaml", config_yaml)
-        return file_sha256(folder / MODEL_FILE)
+        return file_sha256(folder / name)
+
+
+def linear_npz(model: EnsembleModel) -> bytes:
+    """A linear ensemble as an ``.npz`` archive: ``weights`` (models x features), ``covariate_weights``
+    (models x design columns), ``intercepts`` (models) and ``meta.json`` (columns, covariate coding with
+    each fold's training levels, calibration, provenance). Fold ``i`` decides
+    ``x . weights[i] - design_i(covariates) . covariate_weights[i] + intercepts[i]``, the design being
+    ``[1, numeric covariates, one-hot(categorical) without the first training level]``.
+    Written by hand rather than with ``np.savez`` so that entries carry no timestamp (reproducible bytes)."""
+    folds: list[AffineDecision] = model.models  # type: ignore[assignment]
+    design = folds[0].residualizer
+    meta = {
+        "format": LINEAR_FORMAT,
+        "feature_columns": model.feature_columns,
+        "covariates": list(design.covariates),
+        "categorical": list(design.categorical),
+        "levels": [m.residualizer.levels_ for m in folds],
+        "design_columns": [_design_columns(m.residualizer) for m in folds],
+        "calibration": list(model.calibration),
+        "info": model.info,
+    }
+    arrays = {
+        "weights": np.vstack([m.weights for m in folds]),
+        "covariate_weights": np.vstack([np.asarray(m.covariate_weights, float) for m in folds]),
+        "intercepts": np.asarray([m.intercept for m in folds], dtype=float),
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        entries = [("meta.json", json.dumps(meta, sort_keys=True, default=_json_number).encode())]
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array, dtype=float), allow_pickle=False)
+            entries.append((f"{name}.npy", buffer.getvalue()))
+        for name, content in entries:
+            _write_entry(target, name, content)
+    return out.getvalue()
+
+
+def _design_columns(residualizer: CovariateResidualizer) -> list[str]:
+    columns = ["intercept"]
+    for name in residualizer.covariates:
+        if name in residualizer.categorical:
+            columns += [f"{name}={level}" for level in residualizer.levels_[name][1:]]
+        else:
+            columns.append(name)
+    return columns
+
+
+def _json_number(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_entry(target: zipfile.ZipFile, name: str, content: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    target.writestr(info, content)
+
+
+def read_linear_npz(path: str | Path) -> EnsembleModel:
+    """Rebuild a linear ensemble from :func:`linear_npz`'s file; numpy refuses object arrays
+    (``allow_pickle=False``), so nothing in the file can run code."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta.json"])
+            weights, covariate_weights, intercepts = (
+                np.asarray(archive[name], dtype=float)
+                for name in ("weights", "covariate_weights", "intercepts")
+            )
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ModelIntegrityError(f"model file {path} is not a linear ensemble archive ({err})") from err
+    n_models, n_features = weights.shape
+    if (
+        meta.get("format") != LINEAR_FORMAT
+        or n_features != len(meta["feature_columns"])
+        or intercepts.shape != (n_models,)
+        or covariate_weights.shape[0] != n_models
+        or len(meta["levels"]) != n_models
+    ):
+        raise ModelIntegrityError(
+            f"model file {path}: arrays and meta.json do not agree ({meta.get('format')})"
+        )
+    folds = []
+    for i in range(n_models):
+        design = CovariateResidualizer(tuple(meta["covariates"]), tuple(meta["categorical"]))
+        design.levels_ = {k: list(v) for k, v in meta["levels"][i].items()}
+        design.feature_columns_ = list(meta["feature_columns"])
+        design.feature_names_in_ = np.asarray([*meta["covariates"], *meta["feature_columns"]], dtype=object)
+        design.n_features_in_ = len(design.feature_names_in_)
+        design.coef_ = np.zeros((0, 0))  # only the design is kept, as in AffineDecision.from_pipeline
+        if covariate_weights.shape[1] != len(_design_columns(design)):
+            raise ModelIntegrityError(f"model file {path}: fold {i} has a design of the wrong width")
+        folds.append(AffineDecision(weights[i], covariate_weights[i], float(intercepts[i]), design))
+    slope, intercept = meta["calibration"]
+    return EnsembleModel(
+        folds, meta["feature_columns"], meta["covariates"], (float(slope), float(intercept)), meta["info"]
+    )
+
+
+def model_file(folder: str | Path) -> Path:
+    """The model file of a saved model folder (``model.npz`` or ``model.skops``)."""
+    folder = Path(folder)
+    for name in (LINEAR_MODEL_FILE, MODEL_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / MODEL_FILE
 
 
 def canonical_skops(data: bytes) -> bytes:
@@ -185,21 +305,19 @@ def canonical_skops(data: bytes) -> bytes:
         entries = [("schema.json", json.dumps(schema, sort_keys=True).encode())]
         entries += sorted((new, source.read(old)) for old, new in names.items())
         for name, content in entries:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            target.writestr(info, content)
+            _write_entry(target, name, content)
     return out.getvalue()
 
 
 def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleModel:
-    """Load a ``model.skops`` file: its sha256 checked against ``sha256`` (when given) and its types against
-    :data:`TRUSTED_TYPES` *before* anything is built from it.
+    """Load a model file (``model.npz`` or ``model.skops``): its sha256 checked against ``sha256`` (when
+    given) and, for skops, its types against :data:`TRUSTED_TYPES`, *before* anything is built from it.
 
     Raises
     ------
     ModelIntegrityError
-        The file's hash differs from the recorded one (both named), or it holds untrusted types (listed).
+        The file's hash differs from the recorded one (both named), it holds untrusted types (listed), or it
+        is not a model file of this project.
     """
     import skops.io as sio
 
@@ -211,6 +329,8 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
                 f"model file {path} has sha256 {actual}, but training recorded {sha256}: the file was "
                 "replaced or corrupted; refusing to load it"
             )
+    if path.suffix == ".npz":
+        return read_linear_npz(path)
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ModelIntegrityError(f"model file {path} holds types this project does not trust: {untrusted}")
@@ -227,7 +347,7 @@ def load_model(folder: str | Path, sha256: str | None = None, allow_pickle: bool
     ``allow_pickle`` is set explicitly, for a model you made yourself.
     """
     folder = Path(folder)
-    path = folder / MODEL_FILE
+    path = model_file(folder)
     if path.is_file():
         model = read_model_file(path, sha256)
     elif (folder / LEGACY_MODEL_FILE).is_file():
