@@ -319,3 +319,45 @@ def test_an_interrupted_run_is_marked_killed_not_running(tmp_path):
         client = MlflowClient(uri, uri)
         assert client.get_run(run.info.run_id).info.status == "KILLED"
         assert client.get_run(failed.info.run_id).info.status == "FAILED"
+
+
+def test_a_tracking_failure_keeps_the_results_and_a_rerun_logs_them(tmp_path):
+    """MLflow fails after the CV (the artifact folder is a file): a warning, the results are complete in
+    outputs/; once the store works, the same command resumes every fold and permutation and logs the run."""
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    contract_table(n=36, seed=8).to_parquet(features / "discovery.parquet", index=False)
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "artifacts").write_text("a file where MLflow's artifact folder should be")
+    command = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "cv.repeats=1",
+        "cv.outer_folds=3",
+        "cv.inner_folds=3",
+        "cv.n_trials=3",
+        "permutation.n=4",
+        "n_jobs=1",
+    ]
+    failed = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+    assert failed.returncode == 0, failed.stderr
+    train = tmp_path / "out" / "gm_only" / "train"
+    assert "MLflow logging failed" in failed.stdout + failed.stderr
+    assert "run the same command again" in failed.stdout + failed.stderr
+    assert json.loads((train / "tracking.json").read_text()) is None
+    first = (train / "metrics.json").read_text()
+    (tmp_path / "mlruns" / "artifacts").unlink()
+    logged = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+    assert logged.returncode == 0, logged.stderr
+    assert "3 fold(s) resumed from a checkpoint" in logged.stdout
+    assert "4 resumed from a checkpoint" in logged.stdout
+    assert (train / "metrics.json").read_text() == first  # the same results, now in MLflow too
+    tracked = json.loads((train / "tracking.json").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    run = MlflowClient(uri).get_run(tracked["run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["permutation_p"] > 0

@@ -163,3 +163,18 @@ def test_train_entry_point(tmp_path):
         missing.returncode != 0
         and "feature table /nonexistent/gm_roi/discovery.parquet not found" in missing.stderr
     )
+
+
+def test_retraining_removes_an_evaluation_of_another_model(tmp_path):
+    from src.train import remove_stale_evaluation
+
+    evaluation = tmp_path / "evaluate"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({"provenance": {"model_sha256": "a" * 64}}))
+    remove_stale_evaluation(tmp_path, "a" * 64)  # an evaluation of this very model is kept
+    assert (evaluation / "metrics.json").is_file()
+    remove_stale_evaluation(tmp_path, "b" * 64)
+    assert not evaluation.exists()
+    evaluation.mkdir()  # an evaluation cut short (no metrics.json) is stale too
+    remove_stale_evaluation(tmp_path, "b" * 64)
+    assert not evaluation.exists()
