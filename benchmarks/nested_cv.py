@@ -77,8 +77,8 @@ def naive_nested_cv(X, y, space, cv, seed, model_cfg):
             direction="maximize", sampler=make_sampler(cv, space, derive_seed(seed, Stream.SAMPLER, r, k))
         )
         study.optimize(objective, n_trials=cv.n_trials)
-        best = select_best(study.trials_dataframe(attrs=("number", "value", "params")))
-        params = {**space.fixed, **{n: best[f"params_{n}"] for n in space.params}}
+        best = select_best(study.trials)
+        params = {**space.fixed, **{n: best.params[n] for n in space.params}}
         params = {k: None if isinstance(v, str) and v == "none" else v for k, v in params.items()}
         model = build_pipeline(params, cov, cat).fit(x_train, y_train)
         scores[test, r] = model.decision_function(X.iloc[test])

@@ -21,7 +21,7 @@ from src.interpretation.weights import feature_weights
 from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace
-from src.validation.nested_cv import CVConfig, _InnerCache, inner_splitter, outer_splits, run_nested_cv
+from src.validation.nested_cv import CVConfig, InnerKernels, inner_splitter, outer_splits, run_nested_cv
 
 C_GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
@@ -71,8 +71,28 @@ def _covariates_frame(n: int, rng: np.random.Generator, sites: np.ndarray | None
     )
 
 
-def test_inner_cache_equals_refitting_the_pipeline_per_trial():
-    """The per-split cache (residualiser, scaler, full PCA truncated per trial) is a Pipeline refit."""
+KERNEL_CASES = [
+    {"kernel": "linear", "C": 0.1},
+    {"kernel": "linear", "C": 1e-4, "class_weight": "balanced"},
+    {"kernel": "rbf", "C": 10.0, "gamma": 0.01, "class_weight": "balanced"},
+    {"kernel": "rbf", "C": 1.0, "gamma": "scale"},
+    {"kernel": "poly", "C": 1.0, "gamma": 0.02, "degree": 2, "coef0": 1.0},
+    {"kernel": "sigmoid", "C": 0.5, "gamma": 0.001, "coef0": 0.0},
+    {"kernel": "linear", "C": 1.0, "pca_variance": 0.8},
+    {"kernel": "linear", "C": 1.0, "pca_variance": 0.35},
+    {"kernel": "linear", "C": 0.01, "pca_components": 5},
+    {"kernel": "rbf", "C": 3.0, "gamma": 0.05, "pca_variance": 0.6},
+    {"kernel": "rbf", "C": 3.0, "gamma": "scale", "pca_components": 7},
+]
+
+
+@pytest.mark.parametrize("params", KERNEL_CASES, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
+def test_kernel_space_equals_refitting_the_pipeline_per_trial(params):
+    """Each trial in kernel space (preprocessing fitted once per inner split, the kernel from its Gram
+    matrix, PCA truncated in the eigenbasis of the centred Gram, libsvm on the precomputed kernel) scores as
+    the whole Pipeline refitted per trial and split by scikit-learn; and its decision scores agree."""
+    from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision
+
     rng = np.random.default_rng(0)
     n = 60
     X = pd.concat(
@@ -80,17 +100,79 @@ def test_inner_cache_equals_refitting_the_pipeline_per_trial():
     )
     X["gm_0"] += 0.05 * X["age"]
     y = rng.integers(0, 2, n)
+    X.loc[y == 1, "gm_3"] += 0.8
     splitter = StratifiedKFold(4, shuffle=True, random_state=1)
-    pre = build_pipeline({"kernel": "linear"})[:2]
-    for params, use_pca in [
-        ({"kernel": "linear", "C": 0.1}, False),
-        ({"kernel": "rbf", "C": 10.0, "gamma": 0.01, "class_weight": "balanced"}, False),
-        ({"kernel": "linear", "C": 1.0, "pca_variance": 0.8}, True),
-        ({"kernel": "linear", "C": 1.0, "pca_variance": 0.35}, True),
-    ]:
-        cache = _InnerCache(X, y, splitter, pre, use_pca)
-        expected = cross_val_score(build_pipeline(params), X, y, cv=splitter, scoring="balanced_accuracy")
-        np.testing.assert_allclose(cache.score(params), expected, rtol=0, atol=1e-12)
+    use_pca = "pca_variance" in params or "pca_components" in params
+    cache = InnerKernels(X, y, splitter, ("age", "sex", "tiv", "site"), ("sex", "site"), use_pca)
+    expected = cross_val_score(build_pipeline(params), X, y, cv=splitter, scoring="balanced_accuracy")
+    np.testing.assert_allclose(cache.score(params), expected, rtol=0, atol=1e-12)
+    # the decision scores themselves, on one split
+    train, test = next(splitter.split(X, y))
+    pipeline = build_pipeline(params).fit(X.iloc[train], y[train])
+    features = X.drop(columns=["age", "sex", "tiv", "site"]).to_numpy(dtype=float)
+    codes = CovariateCodes(X, ("age", "sex", "tiv", "site"), ("sex", "site"))
+    split = SplitKernel.build(features, codes, y, train, test, use_pca)
+    n_components = None
+    if use_pca:
+        n_components = pipeline.named_steps["pca"].n_components_
+    gram, cross = split.kernels(params, n_components)
+    np.testing.assert_allclose(
+        fit_decision(gram, split.y, cross, params),
+        pipeline.decision_function(X.iloc[test]),
+        rtol=0,
+        atol=1e-8,
+    )
+
+
+ENGINE_SPACES = {
+    "linear": {
+        "search_space": {
+            "C": {"type": "float", "low": 1e-4, "high": 10, "log": True},
+            "class_weight": {"type": "categorical", "choices": ["balanced", "none"]},
+        },
+        "fixed": {"kernel": "linear"},
+    },
+    "rbf": {
+        "search_space": {
+            "C": {"type": "float", "low": 1e-2, "high": 1e3, "log": True},
+            "gamma": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        },
+        "fixed": {"kernel": "rbf"},
+    },
+    "linear_pca": {
+        "search_space": {
+            "C": {"type": "float", "low": 1e-4, "high": 10, "log": True},
+            "pca_variance": {"type": "float", "low": 0.5, "high": 0.99},
+        },
+        "fixed": {"kernel": "linear"},
+    },
+}
+
+
+@pytest.mark.parametrize("space", sorted(ENGINE_SPACES))
+def test_kernel_engine_reproduces_the_former_engine(space):
+    """Whole nested CVs (Optuna TPE, 3 x 4 outer x 3 inner folds) with the kernel-space inner loop and with
+    the former feature-space one (tests/reference_engine.py): the same trials, chosen parameters and
+    out-of-fold decision scores."""
+    from reference_engine import reference_engine
+
+    rng = np.random.default_rng(11)
+    n, p = 48, 150
+    X = pd.concat(
+        [_covariates_frame(n, rng), pd.DataFrame(rng.normal(size=(n, p))).add_prefix("gm_")], axis=1
+    )
+    y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    X.loc[y == 1, ["gm_1", "gm_2", "gm_3"]] += 0.7
+    cv = CVConfig(repeats=3, outer_folds=4, inner_folds=3, n_trials=12, n_startup_trials=5)
+    search = SearchSpace.from_config(ENGINE_SPACES[space])
+    kernel = run_nested_cv(X, y, search, cv, seed=4)
+    with reference_engine():
+        former = run_nested_cv(X, y, search, cv, seed=4)
+    assert [f.best_params for f in kernel.folds] == [f.best_params for f in former.folds]
+    pd.testing.assert_frame_equal(
+        kernel.trials().drop(columns="duration"), former.trials().drop(columns="duration")
+    )
+    np.testing.assert_allclose(kernel.decision_matrix(), former.decision_matrix(), rtol=0, atol=1e-8)
 
 
 PCA_GRID = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]

@@ -24,18 +24,15 @@ import numpy as np
 import optuna
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn import config_context
-from sklearn.base import clone
-from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC
 
 from src.models.linear import AffineDecision, compact
-from src.models.pipeline import SVC_PARAMS, build_pipeline
+from src.models.pipeline import build_pipeline
 from src.models.search_space import SearchSpace
 from src.utils.errors import UserInputError
 from src.validation.checkpoints import read_records, record_appender
+from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision
 from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
@@ -142,36 +139,40 @@ def make_sampler(cv: CVConfig, space: SearchSpace, seed: int) -> optuna.samplers
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cv.n_startup_trials)
 
 
-class _InnerCache:
-    """Preprocessed inner-fold arrays of one outer-training part, shared by all trials of its study."""
+class InnerKernels:
+    """The inner splits of one outer-training part in kernel space (:mod:`src.validation.kernels`), shared
+    by all trials of its study: preprocessing fitted once per split, each trial a kernel transform and a
+    libsvm fit on the precomputed kernel."""
 
     def __init__(
-        self, X: pd.DataFrame, y: np.ndarray, splitter: StratifiedKFold, preprocess: Pipeline, use_pca: bool
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        splitter: StratifiedKFold,
+        covariates: Sequence[str],
+        categorical: Sequence[str],
+        use_pca: bool,
     ) -> None:
         self.y = y
-        self.folds = []
-        for a, b in splitter.split(np.zeros(len(y)), y):
-            pre = clone(preprocess).fit(X.iloc[a], y[a])
-            za, zb = pre.transform(X.iloc[a]), pre.transform(X.iloc[b])
-            cumsum = None
-            if use_pca:
-                pca = PCA(svd_solver="full").fit(za)
-                za, zb = pca.transform(za), pca.transform(zb)
-                cumsum = np.cumsum(pca.explained_variance_ratio_)
-            self.folds.append((a, b, za, zb, cumsum))
+        feature_columns = [c for c in X.columns if c not in set(covariates)]
+        features = X[feature_columns].to_numpy(dtype=float)
+        codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
+        self.splits = [
+            (test, SplitKernel.build(features, codes, y, train, test, use_pca))
+            for train, test in splitter.split(np.zeros(len(y)), y)
+        ]
 
     def score(self, params: dict[str, Any]) -> list[float]:
-        svc_params = {k: v for k, v in params.items() if k in SVC_PARAMS}
+        """Balanced accuracy of ``params`` on every inner split."""
         scores = []
-        # The arrays were validated when the cache was built; per-fit re-validation is most of the cost
-        # of a small SVC fit, so it is skipped here (the fit itself is unchanged).
-        with config_context(assume_finite=True, skip_parameter_validation=True):
-            for a, b, za, zb, cumsum in self.folds:
-                if cumsum is not None:
-                    m = _n_components(params, cumsum, za.shape[1])
-                    za, zb = za[:, :m], zb[:, :m]
-                svc = SVC(**svc_params).fit(za, self.y[a])
-                scores.append(balanced_accuracy(self.y[b], svc.predict(zb)))
+        for test, split in self.splits:
+            n_components = None
+            if split.cumulative_ratio is not None:
+                n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+            gram, cross = split.kernels(params, n_components)
+            decision = fit_decision(gram, split.y, cross, params)
+            # as SVC.predict: libsvm's vote goes to class 1 unless its decision is > 0 for class 0
+            scores.append(balanced_accuracy(self.y[test], (decision >= 0).astype(int)))
         return scores
 
 
@@ -193,16 +194,31 @@ def _n_components(params: dict[str, Any], cumsum: np.ndarray, available: int) ->
     return int(min(int(params["pca_components"]), available))
 
 
-def select_best(trials: pd.DataFrame) -> pd.Series:
+TIE_BREAK = ("C", "gamma", "pca_variance", "pca_components")
+
+
+def select_best(trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
     """Best trial: highest inner score; ties go to the most regularised model (smallest C, then smallest
     gamma, then fewest PCA components/variance), then to the earliest trial."""
-    best = trials[trials["value"] == trials["value"].max()]
-    order = [
-        c
-        for c in ("params_C", "params_gamma", "params_pca_variance", "params_pca_components")
-        if c in best.columns
-    ]
-    return best.sort_values([*order, "number"], kind="stable").iloc[0]
+    finished = [t for t in trials if t.value is not None]
+    top = max(t.value for t in finished)
+    best = [t for t in finished if t.value == top]
+    tuned = [name for name in TIE_BREAK if any(name in t.params for t in best)]
+    return min(best, key=lambda t: (*(t.params.get(name, np.inf) for name in tuned), t.number))
+
+
+_THREADS = None
+
+
+def _single_threaded_blas() -> Any:
+    """One BLAS thread while a fold runs: its matrices are small (~100 rows), where threads cost more than
+    they bring, and two workers with two threads each would oversubscribe the cores."""
+    global _THREADS
+    if _THREADS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADS = ThreadpoolController()
+    return _THREADS.limit(limits=1, user_api="blas")
 
 
 def fit_outer_fold(
@@ -219,13 +235,35 @@ def fit_outer_fold(
     categorical: Sequence[str],
     keep_model: bool = True,
 ) -> FoldResult:
-    """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once."""
+    """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once.
+
+    ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither)."""
+    with _single_threaded_blas():
+        return _fit_outer_fold(
+            X, y, repeat, fold, train, test, space, cv, seed, covariates, categorical, keep_model
+        )
+
+
+def _fit_outer_fold(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    repeat: int,
+    fold: int,
+    train: np.ndarray,
+    test: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    covariates: Sequence[str],
+    categorical: Sequence[str],
+    keep_model: bool,
+) -> FoldResult:
     start = time.perf_counter()
     x_train, y_train = X.iloc[train], y[train]
     check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
-    preprocess = build_pipeline(space.fixed, covariates, categorical)[:2]  # residualise + scale
     uses_pca = any(p in space.params or p in space.fixed for p in ("pca_variance", "pca_components"))
-    cache = _InnerCache(x_train, y_train, inner_splitter(cv, seed, repeat), preprocess, uses_pca)
+    splitter = inner_splitter(cv, seed, repeat)
+    cache = InnerKernels(x_train, y_train, splitter, covariates, categorical, uses_pca)
 
     def objective(trial: optuna.Trial) -> float:
         scores = cache.score(space.suggest(trial))
@@ -236,19 +274,20 @@ def fit_outer_fold(
     study = optuna.create_study(direction="maximize", sampler=sampler)
     n_trials = min(cv.n_trials, space.grid_size()) if cv.sampler == "grid" else cv.n_trials
     study.optimize(objective, n_trials=n_trials)
-    trials = study.trials_dataframe(attrs=("number", "value", "params", "duration", "user_attrs"))
-    trials["duration"] = trials["duration"].dt.total_seconds()
-    best = select_best(trials)
-    best_params = {**space.fixed, **{name: _py(best[f"params_{name}"]) for name in space.params}}
+    best = select_best(study.trials)
+    best_params = {**space.fixed, **{name: _py(best.params[name]) for name in space.params}}
     best_params = {
         k: (None if isinstance(v, str) and v.lower() in ("none", "null") else v)
         for k, v in best_params.items()
     }
     model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
     decision = model.decision_function(X.iloc[test])
-    # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
-    trials.insert(0, "fold", fold)
-    trials.insert(0, "repeat", repeat)
+    trials = pd.DataFrame()
+    if keep_model:
+        trials = study.trials_dataframe(attrs=("number", "value", "params", "duration", "user_attrs"))
+        trials["duration"] = trials["duration"].dt.total_seconds()
+        trials.insert(0, "fold", fold)
+        trials.insert(0, "repeat", repeat)
     return FoldResult(
         repeat=repeat,
         fold=fold,
@@ -256,8 +295,9 @@ def fit_outer_fold(
         test=test,
         decision=np.asarray(decision, float),
         best_params=best_params,
-        inner_best=float(best["value"]),
+        inner_best=float(best.value),
         trials=trials,
+        # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
         model=compact(model) if keep_model else None,
         seconds=time.perf_counter() - start,
     )

@@ -1,0 +1,231 @@
+"""The inner loop in kernel space: every Optuna trial of a study reuses one kernel per inner split.
+
+For each inner split of an outer-training part, the data-dependent preprocessing is fitted on the inner-
+training rows only (covariate residualisation, then scaling; PCA where the model has it) and the split is
+reduced to its kernel: the Gram matrix ``Z_a Z_a'`` of the training rows and ``Z_b Z_a'`` of the test rows.
+A trial then only transforms that kernel (``exp(-gamma D)`` for RBF, a truncation of the PCA eigenbasis) and
+calls libsvm on it, so its cost no longer depends on the number of features. This is exactly what refitting
+the Pipeline ``residualise -> scale -> [PCA] -> SVC`` per trial computes, up to floating-point rounding of
+the kernel (tests/test_nested_cv.py compares both on every kernel, with and without PCA).
+
+Two things are written by hand because no kept library offers them:
+
+- the residualiser's design matrix per split from integer-coded covariates (the same columns, levels and
+  ``lstsq`` solve as :class:`~src.models.residualize.CovariateResidualizer`, without building it from
+  strings for every split);
+- the call into scikit-learn's bundled libsvm on an already validated, C-contiguous precomputed kernel.
+  ``SVC(kernel="precomputed").fit`` gives the same solution but spends ~10x the solver's time validating
+  inputs and targets on every one of the ~1500 fits of a permutation. If that private binding is missing
+  (another scikit-learn), the public ``SVC(kernel="precomputed")`` is used instead, with the same results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+try:  # scikit-learn's own libsvm binding (private; the public SVC is the fallback)
+    from sklearn.svm import _libsvm
+except ImportError:  # pragma: no cover - depends on the scikit-learn build
+    _libsvm = None
+
+SVC_DEFAULTS = {"C": 1.0, "kernel": "rbf", "gamma": "scale", "degree": 3, "coef0": 0.0, "tol": 1e-3}
+
+
+class CovariateCodes:
+    """The covariates of one outer-training part coded once as numbers (categories as sorted integer codes),
+    so that each inner split's design matrix is a few numpy operations.
+
+    The design of a split is ``[1, numeric covariates, one-hot(categorical) for every training level but
+    the first]``, covariates in their configured order, levels sorted as strings: the columns and values of
+    :meth:`CovariateResidualizer._design`. A level absent from the split's training rows gets all-zero
+    columns (the reference level's coefficients), as there.
+    """
+
+    def __init__(self, X: pd.DataFrame, covariates: Sequence[str], categorical: Sequence[str]) -> None:
+        self.blocks: list[tuple[bool, np.ndarray]] = []
+        for name in covariates:
+            if name in categorical:
+                levels, codes = np.unique(X[name].astype(str).to_numpy(), return_inverse=True)
+                self.blocks.append((True, codes.astype(np.intp)))
+            else:
+                self.blocks.append((False, X[name].to_numpy(dtype=float)))
+
+    def design(self, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Design matrix of ``rows`` with the levels seen in the ``train`` rows."""
+        columns = [np.ones(len(rows))]
+        for categorical, values in self.blocks:
+            if categorical:
+                for level in np.unique(values[train])[1:]:
+                    columns.append((values[rows] == level).astype(float))
+            else:
+                columns.append(values[rows])
+        return np.column_stack(columns)
+
+
+@dataclass
+class SplitKernel:
+    """One inner split reduced to kernels of its preprocessed rows (see the module docstring).
+
+    Attributes
+    ----------
+    y : ndarray of float
+        Training labels (0/1) as libsvm takes them.
+    gram, cross : ndarray
+        ``Z_a Z_a'`` (train x train) and ``Z_b Z_a'`` (test x train) after residualisation and scaling.
+    scores, test_scores : ndarray or None
+        With PCA: the training rows' PCA scores (``U sqrt(lambda)`` from the eigendecomposition of the
+        centred Gram, components by decreasing variance) and the test rows' (``K_ba U / sqrt(lambda)``).
+    cumulative_ratio : ndarray or None
+        Cumulative explained-variance ratio of the components, as ``PCA.explained_variance_ratio_``.
+    """
+
+    y: np.ndarray
+    gram: np.ndarray
+    cross: np.ndarray
+    test_norms: np.ndarray
+    n_features: int
+    sum_train: float
+    scores: np.ndarray | None = None
+    test_scores: np.ndarray | None = None
+    cumulative_ratio: np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls,
+        features: np.ndarray,
+        codes: CovariateCodes | None,
+        y: np.ndarray,
+        train: np.ndarray,
+        test: np.ndarray,
+        use_pca: bool,
+    ) -> SplitKernel:
+        fa, fb = features[train], features[test]
+        if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer
+            design_a, design_b = codes.design(train, train), codes.design(train, test)
+            coef = np.linalg.lstsq(design_a, fa, rcond=None)[0]
+            fa, fb = fa - design_a @ coef, fb - design_b @ coef
+        scaler = StandardScaler().fit(fa)  # scaling statistics of the training rows only
+        za, zb = scaler.transform(fa), scaler.transform(fb)
+        split = cls(
+            y=np.ascontiguousarray(y[train], dtype=float),
+            gram=za @ za.T,
+            cross=zb @ za.T,
+            test_norms=np.einsum("ij,ij->i", zb, zb),
+            n_features=za.shape[1],
+            sum_train=float(za.sum()),
+        )
+        if use_pca:
+            split._add_pca(za, zb)
+        return split
+
+    def _add_pca(self, za: np.ndarray, zb: np.ndarray) -> None:
+        # PCA centres on the training mean (~0 after scaling, but not exactly): centre as it does
+        mean = za.mean(axis=0)
+        ca, cb = za - mean, zb - mean
+        gram = ca @ ca.T
+        eigenvalues, vectors = np.linalg.eigh(gram)
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues, vectors = eigenvalues[order], vectors[:, order]
+        total = float(np.trace(gram))  # = the sum of all PCA variances (times n - 1)
+        keep = eigenvalues > eigenvalues[0] * 1e-12  # rank <= n - 1: drop the null space
+        eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
+        roots = np.sqrt(eigenvalues)
+        self.scores = vectors * roots
+        self.test_scores = (cb @ ca.T) @ vectors / roots
+        self.cumulative_ratio = np.cumsum(eigenvalues / total)
+
+    def kernels(self, params: dict[str, Any], n_components: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(train x train, test x train) kernels of the SVC in ``params`` (on the first ``n_components``
+        PCA scores when given)."""
+        if n_components is None:
+            gram, cross, n_features, sum_all = self.gram, self.cross, self.n_features, self.sum_train
+            test_norms = self.test_norms
+        else:
+            a, b = self.scores[:, :n_components], self.test_scores[:, :n_components]
+            gram, cross, n_features, sum_all = a @ a.T, b @ a.T, n_components, float(a.sum())
+            test_norms = np.einsum("ij,ij->i", b, b)
+        kernel = params.get("kernel", SVC_DEFAULTS["kernel"])
+        if kernel == "linear":
+            return gram, cross
+        norms = np.diag(gram)
+        gamma = _gamma(
+            params.get("gamma", SVC_DEFAULTS["gamma"]), n_features, float(norms.sum()), sum_all, len(norms)
+        )
+        coef0 = float(params.get("coef0", SVC_DEFAULTS["coef0"]))
+        if kernel == "rbf":  # exp(-gamma |x - x'|^2), the distance from the Gram matrix as libsvm computes it
+            train = np.exp(-gamma * (norms[:, None] + norms[None, :] - 2 * gram))
+            test = np.exp(-gamma * (test_norms[:, None] + norms[None, :] - 2 * cross))
+            return train, test
+        if kernel == "poly":
+            degree = int(params.get("degree", SVC_DEFAULTS["degree"]))
+            return (gamma * gram + coef0) ** degree, (gamma * cross + coef0) ** degree
+        if kernel == "sigmoid":
+            return np.tanh(gamma * gram + coef0), np.tanh(gamma * cross + coef0)
+        raise ValueError(f"kernel {kernel!r} is not supported")
+
+
+def _gamma(gamma: Any, n_features: int, sum_squares: float, sum_all: float, n_rows: int) -> float:
+    """SVC's gamma: a number, or ``"scale"`` = 1 / (n_features * X.var()) and ``"auto"`` = 1 / n_features,
+    X.var() computed from the kernel's trace and the sum of X's entries."""
+    if gamma == "auto":
+        return 1.0 / n_features
+    if gamma == "scale":
+        size = n_rows * n_features
+        variance = sum_squares / size - (sum_all / size) ** 2
+        return 1.0 / (n_features * variance) if variance != 0 else 1.0
+    return float(gamma)
+
+
+def fit_decision(gram: np.ndarray, y: np.ndarray, cross: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """Fit a C-SVC on a precomputed training kernel and return the decision scores of the test rows (as
+    ``SVC.decision_function``: > 0 means class 1)."""
+    C = float(params.get("C", SVC_DEFAULTS["C"]))
+    tol = float(params.get("tol", SVC_DEFAULTS["tol"]))
+    max_iter = int(params.get("max_iter", -1))
+    class_weight = _class_weight(params.get("class_weight"), y)
+    if _libsvm is None:  # pragma: no cover
+        from sklearn.svm import SVC
+
+        svc = SVC(
+            kernel="precomputed", C=C, tol=tol, max_iter=max_iter, class_weight=params.get("class_weight")
+        )
+        return svc.fit(gram, y).decision_function(cross)
+    _libsvm.set_verbosity_wrap(0)  # libsvm prints its iterations unless told (SVC.fit does this too)
+    support, _, _, dual_coef, intercept, *_ = _libsvm.fit(
+        np.ascontiguousarray(gram),
+        y,
+        svm_type=0,
+        sample_weight=np.empty(0),
+        class_weight=class_weight,
+        kernel="precomputed",
+        C=C,
+        nu=0.5,
+        probability=0,
+        degree=3,
+        shrinking=1,
+        tol=tol,
+        cache_size=200,
+        coef0=0.0,
+        gamma=0.0,
+        epsilon=0.1,
+        max_iter=max_iter,
+        random_seed=0,
+    )
+    # libsvm's binary decision is for the first class; SVC flips its sign so that > 0 means class 1
+    return -(cross[:, support] @ dual_coef[0] + intercept[0])
+
+
+def _class_weight(class_weight: Any, y: np.ndarray) -> np.ndarray:
+    """libsvm's per-class weights, as ``compute_class_weight`` gives them to SVC."""
+    if class_weight is None:
+        return np.empty(0)
+    counts = np.bincount(y.astype(np.intp), minlength=2).astype(float)
+    if class_weight == "balanced":
+        return len(y) / (2 * counts)
+    return np.asarray([float(class_weight.get(c, 1.0)) for c in (0, 1)])
