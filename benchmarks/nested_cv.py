@@ -1,20 +1,30 @@
-"""Wall time and peak memory of the nested-CV engine vs the same analysis written the naive way.
+"""Wall and CPU time and peak memory of the nested-CV engine vs its floor and the naive way.
 
-Naive = a scikit-learn Pipeline (residualise -> scale -> [PCA] -> SVC) and an Optuna objective calling
-``cross_val_score`` on it: the whole pipeline is refitted for every trial and inner fold. Both use the same
-splits, samplers and seeds, so they must also give the same out-of-fold scores (checked and printed).
-Each variant runs in its own process so its peak RSS is its own.
+Variants, all with the same splits, samplers and seeds (one core each, each in its own process so its peak
+RSS is its own):
+
+- ``engine``: ``run_nested_cv`` (the inner loop in kernel space, libsvm on precomputed kernels);
+- ``former``: the same engine with the former feature-space inner loop (``tests/reference_engine.py``:
+  residualiser and scaler once per inner split, ``SVC`` fitted on the arrays through scikit-learn);
+- ``floor``: only the inner fits of the engine's own trials, each as ``SVC(kernel="precomputed")`` fit +
+  predict on a Gram matrix computed once per inner split (no Optuna, no outer refit): what the solver
+  needs through scikit-learn's public API;
+- ``naive``: a scikit-learn Pipeline (residualise -> scale -> [PCA] -> SVC) and an Optuna objective
+  calling ``cross_val_score`` on it, the whole pipeline refitted for every trial and inner fold.
+
+``engine``, ``former`` and ``naive`` must give the same out-of-fold scores (checked and printed).
 
 Usage::
 
-    python benchmarks/nested_cv.py --experiment gm_only            # default CV: 10 x 10 x 5, 30 trials
-    python benchmarks/nested_cv.py --experiment gm_voxel --repeats 1
+    python benchmarks/nested_cv.py --experiment gm_only --repeats 1
+    python benchmarks/nested_cv.py --experiment gm_voxel --repeats 1 --variants engine former floor
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -85,31 +95,70 @@ def naive_nested_cv(X, y, space, cv, seed, model_cfg):
     return scores
 
 
+def floor_fits(X, y, space, cv, seed, model_cfg, result) -> None:
+    """The engine's inner fits alone: per inner split one Gram matrix, then for each of the engine's trials
+    ``SVC(kernel="precomputed")`` fit + predict (scikit-learn's public API, no Optuna, no outer refit)."""
+    from sklearn.svm import SVC
+
+    from src.models.pipeline import SVC_PARAMS
+    from src.validation.nested_cv import InnerKernels, _n_components, inner_splitter
+
+    trials = result.trials()
+    names = [c.removeprefix("params_") for c in trials.columns if c.startswith("params_")]
+    for fold in result.folds:
+        cache = InnerKernels(
+            X.iloc[fold.train],
+            y[fold.train],
+            inner_splitter(cv, seed, fold.repeat),
+            model_cfg["covariates"],
+            model_cfg["categorical"],
+            any(n.startswith("pca_") for n in [*names, *space.fixed]),
+        )
+        rows = trials[(trials["repeat"] == fold.repeat) & (trials["fold"] == fold.fold)]
+        for _, row in rows.iterrows():
+            params = {**space.fixed, **{n: row[f"params_{n}"] for n in names}}
+            params = {k: None if isinstance(v, str) and v == "none" else v for k, v in params.items()}
+            svc_params = {k: v for k, v in params.items() if k in SVC_PARAMS and k not in ("kernel", "gamma")}
+            for _, split in cache.splits:
+                m = None
+                if split.cumulative_ratio is not None:
+                    m = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+                gram, cross = split.kernels(params, m)
+                SVC(kernel="precomputed", **svc_params).fit(gram, split.y).predict(cross)
+
+
 def worker(variant: str, experiment: str, features_dir: str, repeats: int | None, out: str) -> None:
     import numpy as np
 
     from src.validation.nested_cv import run_nested_cv
 
     X, y, space, cv, seed, model_cfg = _setup(experiment, features_dir, repeats)
-    start = time.perf_counter()
+    kwargs = {"covariates": model_cfg["covariates"], "categorical": model_cfg["categorical"], "n_jobs": 1}
+    engine_result = None
+    if variant == "floor":  # the trials whose fits are timed (not timed themselves)
+        engine_result = run_nested_cv(X, y, space, cv, seed, **kwargs)
+    start, cpu = time.perf_counter(), time.process_time()
+    scores = np.zeros(0)
     if variant == "engine":
-        result = run_nested_cv(
-            X,
-            y,
-            space,
-            cv,
-            seed,
-            covariates=model_cfg["covariates"],
-            categorical=model_cfg["categorical"],
-            n_jobs=1,
-        )
-        scores = result.decision_matrix()
+        scores = run_nested_cv(X, y, space, cv, seed, **kwargs).decision_matrix()
+    elif variant == "former":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from reference_engine import reference_engine
+
+        with reference_engine():
+            scores = run_nested_cv(X, y, space, cv, seed, **kwargs).decision_matrix()
+    elif variant == "floor":
+        floor_fits(X, y, space, cv, seed, model_cfg, engine_result)
     else:
         scores = naive_nested_cv(X, y, space, cv, seed, model_cfg)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     np.save(out, scores)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "peak_mb": peak, "n": len(y), "p": X.shape[1], "cv": cv.__dict__}))
+    print(
+        json.dumps(
+            {"seconds": elapsed, "cpu": cpu, "peak_mb": peak, "n": len(y), "p": X.shape[1], "cv": cv.__dict__}
+        )
+    )
 
 
 def main() -> None:
@@ -119,7 +168,8 @@ def main() -> None:
     parser.add_argument("--experiment", default="gm_only")
     parser.add_argument("--features-dir", default=str(ROOT / "data" / "features"))
     parser.add_argument("--repeats", type=int, default=None, help="override cv.repeats (both variants)")
-    parser.add_argument("--worker", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -128,7 +178,7 @@ def main() -> None:
     import numpy as np
 
     rows = {}
-    for variant in ("engine", "naive"):
+    for variant in args.variants:
         out = f"/tmp/bench_{args.experiment}_{variant}.npy"
         cmd = [
             sys.executable,
@@ -144,21 +194,29 @@ def main() -> None:
         ]
         if args.repeats:
             cmd += ["--repeats", str(args.repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # one core per variant
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
         rows[variant]["scores"] = np.load(out)
-    e, n = rows["engine"], rows["naive"]
-    same = np.allclose(e["scores"], n["scores"], rtol=0, atol=1e-9)
-    cv = e["cv"]
+    first = rows[args.variants[0]]
+    cv = first["cv"]
     print(
-        f"experiment {args.experiment}: n={e['n']}, {e['p']} columns, {cv['repeats']} repeats x "
+        f"experiment {args.experiment}: n={first['n']}, {first['p']} columns, {cv['repeats']} repeat(s) x "
         f"{cv['outer_folds']} outer x {cv['inner_folds']} inner folds, {cv['n_trials']} trials, 1 core"
     )
-    print(f"{'variant':<8}{'wall s':>10}{'peak RSS MB':>14}")
-    for name in ("engine", "naive"):
-        print(f"{name:<8}{rows[name]['seconds']:>10.1f}{rows[name]['peak_mb']:>14.0f}")
-    print(f"speed-up naive/engine: {n['seconds'] / e['seconds']:.2f}x; identical out-of-fold scores: {same}")
+    print(f"{'variant':<8}{'wall s':>10}{'CPU s':>10}{'peak RSS MB':>14}{'x engine':>10}")
+    base = rows.get("engine", first)["cpu"]
+    for name, row in rows.items():
+        ratio = row["cpu"] / base
+        print(f"{name:<8}{row['seconds']:>10.2f}{row['cpu']:>10.2f}{row['peak_mb']:>14.0f}{ratio:>10.2f}")
+    if "engine" in rows:
+        for name in ("former", "naive"):
+            if name in rows:
+                diff = float(np.max(np.abs(rows["engine"]["scores"] - rows[name]["scores"])))
+                print(f"engine vs {name}: max |out-of-fold score difference| = {diff:.2e}")
 
+
+VARIANTS = ("engine", "former", "floor", "naive")
 
 if __name__ == "__main__":
     main()

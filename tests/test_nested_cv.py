@@ -173,6 +173,10 @@ def test_kernel_engine_reproduces_the_former_engine(space):
         kernel.trials().drop(columns="duration"), former.trials().drop(columns="duration")
     )
     np.testing.assert_allclose(kernel.decision_matrix(), former.decision_matrix(), rtol=0, atol=1e-8)
+    # without models (a permutation) the outer refit is done in kernel space too: the same scores
+    lean = run_nested_cv(X, y, search, cv, seed=4, keep_models=False)
+    assert [f.best_params for f in lean.folds] == [f.best_params for f in kernel.folds]
+    np.testing.assert_allclose(lean.decision_matrix(), kernel.decision_matrix(), rtol=0, atol=1e-8)
 
 
 PCA_GRID = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]

@@ -361,3 +361,47 @@ def test_a_tracking_failure_keeps_the_results_and_a_rerun_logs_them(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     run = MlflowClient(uri).get_run(tracked["run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics["permutation_p"] > 0
+
+
+def test_a_voxel_width_model_is_tracked_and_evaluated(tmp_path):
+    """22 764 feature columns (the 4 mm voxel set's width): training and evaluation with tracking on finish,
+    with a compact tensor dataset instead of MLflow's per-column schema, which fails above 1 MB."""
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i, name in enumerate(COHORTS):
+        table = contract_table(n=30 if i == 0 else 16, seed=40 + i)
+        voxels = pd.DataFrame(
+            rng.normal(size=(len(table), 22764)).astype(np.float32), columns=[f"v{j}" for j in range(22764)]
+        )
+        voxels["v0"] += 2.0 * (table["response"].to_numpy() - 0.5)
+        wide = pd.concat([table.drop(columns=[c for c in table if c.startswith("gm_")]), voxels], axis=1)
+        wide.assign(site=name, treatment="saline" if name == "saline" else "ketamine").to_parquet(
+            features / f"{name}.parquet", index=False
+        )
+    common = [
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={tmp_path / 'out'}",
+        "n_jobs=1",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    train = ["cv.repeats=1", "cv.outer_folds=3", "cv.inner_folds=3", "cv.n_trials=3", "permutation.n=0"]
+    evaluate = ["evaluation.n_permutations=100", "evaluation.n_bootstrap=50", "evaluation.harmonize=true"]
+    for module, extra in (("src.train", train), ("src.evaluate", evaluate)):
+        done = subprocess.run(
+            [sys.executable, "-m", module, *common, *extra],
+            cwd=tmp_path,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    tracking = json.loads((tmp_path / "out" / "gm_only" / "evaluate" / "tracking.json").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    run = client.get_run(tracking["evaluation_runs"]["external"])
+    assert run.data.tags["mlflow_evaluate"].startswith("not run: 22768 input columns")
+    (dataset,) = run.inputs.dataset_inputs
+    assert json.loads(dataset.dataset.schema)["mlflow_tensorspec"]["features"]  # a shape, not 22k columns
+    assert run.data.metrics["bac"] >= 0 and "auc" in run.data.metrics

@@ -59,6 +59,26 @@ def load_registered_model(
     return mlflow.sklearn.load_model(str(folder)), folder
 
 
+def _log_wide_dataset(table: pd.DataFrame, input_columns: list[str], cohort: str) -> None:
+    """A voxel-width cohort as a run input: a tensor dataset (its schema is a shape, its digest a hash of
+    the values), not MLflow's per-column schema; the columns themselves are listed in a JSON artifact."""
+    import mlflow
+
+    covariates = [c for c in input_columns if not pd.api.types.is_numeric_dtype(table[c])]
+    numeric = table[[c for c in input_columns if c not in covariates]].to_numpy(dtype=np.float32)
+    dataset = mlflow.data.from_numpy(
+        numeric,
+        targets=table["response"].to_numpy(dtype=np.int64),
+        name=cohort,
+        source=f"feature table {cohort}",
+    )
+    mlflow.log_input(dataset, context="evaluation")
+    mlflow.log_dict(
+        {"numeric_columns": len(input_columns) - len(covariates), "categorical": covariates}, "dataset.json"
+    )
+    mlflow.set_tag("mlflow_evaluate", f"not run: {len(input_columns)} input columns (wide table)")
+
+
 def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
     """One evaluation cohort's numbers as flat MLflow metrics (same keys for every cohort/experiment)."""
     out = {m: result[m] for m in METRICS}
@@ -121,20 +141,23 @@ def log_evaluation(
             ) as run,
             killed_on_interrupt(),
         ):
-            data = table[[*input_columns, "response"]].reset_index(drop=True)
-            with warnings.catch_warnings(), quiet_stderr():
-                warnings.simplefilter("ignore")
-                mlflow.models.evaluate(
-                    pyfunc,
-                    data,
-                    targets="response",
-                    model_type="classifier",
-                    evaluator_config={
-                        "pos_label": 1,
-                        "label_list": [0, 1],
-                        "log_model_explainability": False,
-                    },
-                )
+            if len(input_columns) > settings.wide_table_columns:
+                _log_wide_dataset(table, input_columns, cohort)
+            else:
+                data = table[[*input_columns, "response"]].reset_index(drop=True)
+                with warnings.catch_warnings(), quiet_stderr():
+                    warnings.simplefilter("ignore")
+                    mlflow.models.evaluate(
+                        pyfunc,
+                        data,
+                        targets="response",
+                        model_type="classifier",
+                        evaluator_config={
+                            "pos_label": 1,
+                            "label_list": [0, 1],
+                            "log_model_explainability": False,
+                        },
+                    )
             mlflow.log_metrics(numbers[cohort])
             mlflow.log_table(
                 table[["participant_id", "site", "treatment", "response", "decision", "probability"]],

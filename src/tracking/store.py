@@ -33,6 +33,11 @@ class TrackingSettings:
         Register the locked ensemble in the model registry as ``model_name``.
     model_name : str
         Registered model name.
+    wide_table_columns : int
+        Above this many input columns (voxel tables), MLflow's per-column machinery is not used: the model
+        is logged without a column signature and input example, and evaluation logs a compact tensor
+        dataset (shape and digest) instead of ``mlflow.models.evaluate``'s column schema, which MLflow
+        caps at 1 MB and builds one column at a time. This project's own metrics are logged either way.
     """
 
     enabled: bool = True
@@ -41,6 +46,7 @@ class TrackingSettings:
     experiment: str = "default"
     register_model: bool = True
     model_name: str = "ketamine-trd"
+    wide_table_columns: int = 2000
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrackingSettings:

@@ -251,13 +251,16 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
     versions = package_versions(("numpy", "pandas", "scikit-learn", "scipy", "skops", PROJECT_DISTRIBUTION))
     # the ensemble's classes live in this project: it is a requirement when installed as a distribution
     requirements = [f"{pkg}=={v}" for pkg, v in versions.items() if pkg != "python" and v != "not installed"]
-    signature = infer_signature(example, model.predict(example))
+    wide = example.shape[1] > settings.wide_table_columns
+    # a column signature and input example grow with the columns, and MLflow casts them one column at a time
+    # on every log and load: a voxel model goes without (columns.json in the run's artifacts lists them)
+    signature = None if wide else infer_signature(example, model.predict(example))
     with quiet_stderr():  # the registry prints "Successfully registered model ..." to stderr unconditionally
         return mlflow.sklearn.log_model(
             model,
             name="model",
             signature=signature,
-            input_example=example,
+            input_example=None if wide else example,
             # skops, not pickle: loading the model cannot run code; only our own classes are added as trusted
             serialization_format="skops",
             skops_trusted_types=TRUSTED_TYPES,

@@ -154,13 +154,29 @@ class InnerKernels:
         use_pca: bool,
     ) -> None:
         self.y = y
-        feature_columns = [c for c in X.columns if c not in set(covariates)]
-        features = X[feature_columns].to_numpy(dtype=float)
+        self.covariates, self.categorical, self.use_pca = list(covariates), list(categorical), use_pca
+        self.feature_columns = [c for c in X.columns if c not in set(covariates)]
+        features = X[self.feature_columns].to_numpy(dtype=float)
         codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         self.splits = [
             (test, SplitKernel.build(features, codes, y, train, test, use_pca))
             for train, test in splitter.split(np.zeros(len(y)), y)
         ]
+
+    def outer_decision(
+        self, X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray, params: dict[str, Any]
+    ) -> np.ndarray:
+        """Decision scores of the outer-test rows by the pipeline with ``params`` refitted on the outer-
+        training rows, computed in kernel space (equal to ``build_pipeline(params).fit(...)
+        .decision_function(...)`` up to rounding; tests/test_nested_cv.py compares them)."""
+        features = X[self.feature_columns].to_numpy(dtype=float)
+        codes = CovariateCodes(X, self.covariates, self.categorical) if len(self.covariates) else None
+        split = SplitKernel.build(features, codes, y, train, test, self.use_pca)
+        n_components = None
+        if split.cumulative_ratio is not None:
+            n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+        gram, cross = split.kernels(params, n_components)
+        return fit_decision(gram, split.y, cross, params)
 
     def score(self, params: dict[str, Any]) -> list[float]:
         """Balanced accuracy of ``params`` on every inner split."""
@@ -280,9 +296,13 @@ def _fit_outer_fold(
         k: (None if isinstance(v, str) and v.lower() in ("none", "null") else v)
         for k, v in best_params.items()
     }
-    model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
-    decision = model.decision_function(X.iloc[test])
     trials = pd.DataFrame()
+    model = None
+    if keep_model:  # the pipeline itself: its exact (affine) form becomes the locked model
+        model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
+        decision = model.decision_function(X.iloc[test])
+    else:  # a permutation needs only the outer-test scores: the same refit, in kernel space
+        decision = cache.outer_decision(X, y, train, test, best_params)
     if keep_model:
         trials = study.trials_dataframe(attrs=("number", "value", "params", "duration", "user_attrs"))
         trials["duration"] = trials["duration"].dt.total_seconds()
@@ -298,7 +318,7 @@ def _fit_outer_fold(
         inner_best=float(best.value),
         trials=trials,
         # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
-        model=compact(model) if keep_model else None,
+        model=compact(model) if model is not None else None,
         seconds=time.perf_counter() - start,
     )
 
