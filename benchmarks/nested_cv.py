@@ -107,8 +107,9 @@ def floor_fits(X, y, space, cv, seed, model_cfg, result) -> None:
     names = [c.removeprefix("params_") for c in trials.columns if c.startswith("params_")]
     for fold in result.folds:
         cache = InnerKernels(
-            X.iloc[fold.train],
-            y[fold.train],
+            X,
+            y,
+            fold.train,
             inner_splitter(cv, seed, fold.repeat),
             model_cfg["covariates"],
             model_cfg["categorical"],

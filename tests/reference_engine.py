@@ -31,11 +31,13 @@ class FeatureSpaceInnerCache:
         self,
         X: pd.DataFrame,
         y: np.ndarray,
+        rows: np.ndarray,
         splitter: StratifiedKFold,
         covariates: Sequence[str],
         categorical: Sequence[str],
         use_pca: bool,
     ) -> None:
+        X, y = X.iloc[rows], y[rows]
         self.y = y
         preprocess = build_pipeline({"kernel": "linear"}, covariates, categorical)[:2]  # residualise + scale
         self.folds = []

@@ -103,7 +103,9 @@ def test_kernel_space_equals_refitting_the_pipeline_per_trial(params):
     X.loc[y == 1, "gm_3"] += 0.8
     splitter = StratifiedKFold(4, shuffle=True, random_state=1)
     use_pca = "pca_variance" in params or "pca_components" in params
-    cache = InnerKernels(X, y, splitter, ("age", "sex", "tiv", "site"), ("sex", "site"), use_pca)
+    cache = InnerKernels(
+        X, y, np.arange(n), splitter, ("age", "sex", "tiv", "site"), ("sex", "site"), use_pca
+    )
     expected = cross_val_score(build_pipeline(params), X, y, cv=splitter, scoring="balanced_accuracy")
     np.testing.assert_allclose(cache.score(params), expected, rtol=0, atol=1e-12)
     # the decision scores themselves, on one split

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from src.models.residualize import least_squares
+
 try:  # scikit-learn's own libsvm binding (private; the public SVC is the fallback)
     from sklearn.svm import _libsvm
 except ImportError:  # pragma: no cover - depends on the scikit-learn build
@@ -108,7 +110,7 @@ class SplitKernel:
         fa, fb = features[train], features[test]
         if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer
             design_a, design_b = codes.design(train, train), codes.design(train, test)
-            coef = np.linalg.lstsq(design_a, fa, rcond=None)[0]
+            coef = least_squares(design_a, fa)
             fa, fb = fa - design_a @ coef, fb - design_b @ coef
         scaler = StandardScaler().fit(fa)  # scaling statistics of the training rows only
         za, zb = scaler.transform(fa), scaler.transform(fb)
@@ -125,10 +127,12 @@ class SplitKernel:
         return split
 
     def _add_pca(self, za: np.ndarray, zb: np.ndarray) -> None:
-        # PCA centres on the training mean (~0 after scaling, but not exactly): centre as it does
+        # PCA centres on the training mean (~0 after scaling, but not exactly): the Gram matrices of the
+        # centred rows, from the uncentred ones and two matrix-vector products (no second pass over p)
         mean = za.mean(axis=0)
-        ca, cb = za - mean, zb - mean
-        gram = ca @ ca.T
+        pa, pb, mm = za @ mean, zb @ mean, float(mean @ mean)
+        gram = self.gram - pa[:, None] - pa[None, :] + mm
+        cross = self.cross - pb[:, None] - pa[None, :] + mm
         eigenvalues, vectors = np.linalg.eigh(gram)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues, vectors = eigenvalues[order], vectors[:, order]
@@ -137,7 +141,7 @@ class SplitKernel:
         eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
         roots = np.sqrt(eigenvalues)
         self.scores = vectors * roots
-        self.test_scores = (cb @ ca.T) @ vectors / roots
+        self.test_scores = cross @ vectors / roots
         self.cumulative_ratio = np.cumsum(eigenvalues / total)
 
     def kernels(self, params: dict[str, Any], n_components: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -148,30 +148,26 @@ class InnerKernels:
         self,
         X: pd.DataFrame,
         y: np.ndarray,
+        rows: np.ndarray,
         splitter: StratifiedKFold,
         covariates: Sequence[str],
         categorical: Sequence[str],
         use_pca: bool,
     ) -> None:
-        self.y = y
-        self.covariates, self.categorical, self.use_pca = list(covariates), list(categorical), use_pca
-        self.feature_columns = [c for c in X.columns if c not in set(covariates)]
-        features = X[self.feature_columns].to_numpy(dtype=float)
-        codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
+        """``X``, ``y``: all subjects; ``rows``: the outer-training part, split by ``splitter``."""
+        self.y, self.use_pca = y, use_pca
+        self.features = X[[c for c in X.columns if c not in set(covariates)]].to_numpy(dtype=float)
+        self.codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         self.splits = [
-            (test, SplitKernel.build(features, codes, y, train, test, use_pca))
-            for train, test in splitter.split(np.zeros(len(y)), y)
+            (rows[b], SplitKernel.build(self.features, self.codes, y, rows[a], rows[b], use_pca))
+            for a, b in splitter.split(np.zeros(len(rows)), y[rows])
         ]
 
-    def outer_decision(
-        self, X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray, params: dict[str, Any]
-    ) -> np.ndarray:
+    def outer_decision(self, train: np.ndarray, test: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         """Decision scores of the outer-test rows by the pipeline with ``params`` refitted on the outer-
         training rows, computed in kernel space (equal to ``build_pipeline(params).fit(...)
         .decision_function(...)`` up to rounding; tests/test_nested_cv.py compares them)."""
-        features = X[self.feature_columns].to_numpy(dtype=float)
-        codes = CovariateCodes(X, self.covariates, self.categorical) if len(self.covariates) else None
-        split = SplitKernel.build(features, codes, y, train, test, self.use_pca)
+        split = SplitKernel.build(self.features, self.codes, self.y, train, test, self.use_pca)
         n_components = None
         if split.cumulative_ratio is not None:
             n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
@@ -279,7 +275,7 @@ def _fit_outer_fold(
     check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
     uses_pca = any(p in space.params or p in space.fixed for p in ("pca_variance", "pca_components"))
     splitter = inner_splitter(cv, seed, repeat)
-    cache = InnerKernels(x_train, y_train, splitter, covariates, categorical, uses_pca)
+    cache = InnerKernels(X, y, train, splitter, covariates, categorical, uses_pca)
 
     def objective(trial: optuna.Trial) -> float:
         scores = cache.score(space.suggest(trial))
@@ -302,7 +298,7 @@ def _fit_outer_fold(
         model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
         decision = model.decision_function(X.iloc[test])
     else:  # a permutation needs only the outer-test scores: the same refit, in kernel space
-        decision = cache.outer_decision(X, y, train, test, best_params)
+        decision = cache.outer_decision(train, test, best_params)
     if keep_model:
         trials = study.trials_dataframe(attrs=("number", "value", "params", "duration", "user_attrs"))
         trials["duration"] = trials["duration"].dt.total_seconds()
