@@ -19,6 +19,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
+from src.models.linear import AffineDecision
 from src.models.pipeline import SVC_PARAMS, build_pipeline
 from src.validation import nested_cv
 from src.validation.nested_cv import _n_components, balanced_accuracy
@@ -37,6 +38,9 @@ class FeatureSpaceInnerCache:
         categorical: Sequence[str],
         use_pca: bool,
     ) -> None:
+        self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
+        self._y_all = y
+        self.covariates, self.categorical = covariates, categorical
         X, y = X.iloc[rows], y[rows]
         self.y = y
         preprocess = build_pipeline({"kernel": "linear"}, covariates, categorical)[:2]  # residualise + scale
@@ -50,6 +54,12 @@ class FeatureSpaceInnerCache:
                 za, zb = pca.transform(za), pca.transform(zb)
                 cumsum = np.cumsum(pca.explained_variance_ratio_)
             self.folds.append((a, b, za, zb, cumsum))
+
+    def linear_refit(self, X: pd.DataFrame, train: np.ndarray, params: dict[str, Any]) -> AffineDecision:
+        """The former refit: the whole pipeline (PCA by SVD of the rows x features matrix), then its
+        affine form."""
+        pipeline = build_pipeline(params, self.covariates, self.categorical)
+        return AffineDecision.from_pipeline(pipeline.fit(X.iloc[train], self._y_all[train]))
 
     def score(self, params: dict[str, Any]) -> list[float]:
         svc_params = {k: v for k, v in params.items() if k in SVC_PARAMS}

@@ -50,13 +50,24 @@ class CovariateCodes:
     """
 
     def __init__(self, X: pd.DataFrame, covariates: Sequence[str], categorical: Sequence[str]) -> None:
+        self.covariates, self.categorical = tuple(covariates), tuple(categorical)
         self.blocks: list[tuple[bool, np.ndarray]] = []
+        self.level_names: dict[str, np.ndarray] = {}
         for name in covariates:
             if name in categorical:
                 levels, codes = np.unique(X[name].astype(str).to_numpy(), return_inverse=True)
                 self.blocks.append((True, codes.astype(np.intp)))
+                self.level_names[name] = levels
             else:
                 self.blocks.append((False, X[name].to_numpy(dtype=float)))
+
+    def training_levels(self, train: np.ndarray) -> dict[str, list[str]]:
+        """Each categorical covariate's levels in the ``train`` rows, as ``CovariateResidualizer.levels_``."""
+        out = {}
+        for name, (categorical, values) in zip(self.covariates, self.blocks, strict=True):
+            if categorical:
+                out[name] = [str(level) for level in self.level_names[name][np.unique(values[train])]]
+        return out
 
     def design(self, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Design matrix of ``rows`` with the levels seen in the ``train`` rows."""
@@ -96,6 +107,7 @@ class SplitKernel:
     scores: np.ndarray | None = None
     test_scores: np.ndarray | None = None
     cumulative_ratio: np.ndarray | None = None
+    transform: dict[str, Any] | None = None  # with keep_transform: what maps weights back to features
 
     @classmethod
     def build(
@@ -106,14 +118,17 @@ class SplitKernel:
         train: np.ndarray,
         test: np.ndarray,
         use_pca: bool,
+        keep_transform: bool = False,
     ) -> SplitKernel:
         fa, fb = features[train], features[test]
+        coef = np.zeros((0, features.shape[1]))
         if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer
             design_a, design_b = codes.design(train, train), codes.design(train, test)
             coef = least_squares(design_a, fa)
             fa, fb = fa - design_a @ coef, fb - design_b @ coef
         scaler = StandardScaler().fit(fa)  # scaling statistics of the training rows only
-        za, zb = scaler.transform(fa), scaler.transform(fb)
+        za = scaler.transform(fa)
+        zb = scaler.transform(fb) if len(fb) else np.zeros((0, fa.shape[1]))
         split = cls(
             y=np.ascontiguousarray(y[train], dtype=float),
             gram=za @ za.T,
@@ -124,6 +139,8 @@ class SplitKernel:
         )
         if use_pca:
             split._add_pca(za, zb)
+        if keep_transform:
+            split.transform = {"coef": coef, "mean": scaler.mean_, "scale": scaler.scale_, "za": za}
         return split
 
     def _add_pca(self, za: np.ndarray, zb: np.ndarray) -> None:
@@ -143,6 +160,7 @@ class SplitKernel:
         self.scores = vectors * roots
         self.test_scores = cross @ vectors / roots
         self.cumulative_ratio = np.cumsum(eigenvalues / total)
+        self._pca = (mean, vectors, roots)
 
     def kernels(self, params: dict[str, Any], n_components: int | None) -> tuple[np.ndarray, np.ndarray]:
         """(train x train, test x train) kernels of the SVC in ``params`` (on the first ``n_components``
@@ -174,6 +192,35 @@ class SplitKernel:
         raise ValueError(f"kernel {kernel!r} is not supported")
 
 
+def linear_affine(
+    split: SplitKernel, params: dict[str, Any], n_components: int | None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The exact affine form of the linear pipeline fitted on ``split``'s training rows (built with
+    ``keep_transform``): ``(weights, covariate_weights, intercept)`` as ``AffineDecision.from_pipeline``
+    derives them from a fitted Pipeline, here from the libsvm solution on the kernel — no SVD of the
+    (rows x features) matrix. With PCA, the principal axes are ``C' U / sqrt(lambda)`` (``C``: the centred
+    training rows, ``U, lambda``: the centred Gram's eigenpairs), so the SVC's weight vector in the scaled
+    feature space is ``C' (U_m a / sqrt(lambda_m))`` with ``a`` its weights on the first m scores."""
+    gram, _ = split.kernels(params, n_components)
+    support, dual, intercept = fit_svc(gram, split.y, params)
+    beta = np.zeros(len(split.y))
+    beta[support] = dual  # SVC's signed dual coefficients (> 0 pushes towards class 1)
+    za = split.transform["za"]
+    offset = intercept
+    if n_components is None:
+        w = za.T @ beta
+    else:
+        mean, vectors, roots = split._pca
+        a = split.scores[:, :n_components].T @ beta  # the SVC's weights on the m scores
+        w = (za - mean).T @ (vectors[:, :n_components] @ (a / roots[:n_components]))
+        offset -= float(w @ mean)
+    v = w / split.transform["scale"]
+    offset -= float(v @ split.transform["mean"])
+    coef = split.transform["coef"]
+    covariate_weights = coef @ v if coef.size else np.zeros(0)
+    return v, covariate_weights, offset
+
+
 def _gamma(gamma: Any, n_features: int, sum_squares: float, sum_all: float, n_rows: int) -> float:
     """SVC's gamma: a number, or ``"scale"`` = 1 / (n_features * X.var()) and ``"auto"`` = 1 / n_features,
     X.var() computed from the kernel's trace and the sum of X's entries."""
@@ -186,27 +233,28 @@ def _gamma(gamma: Any, n_features: int, sum_squares: float, sum_all: float, n_ro
     return float(gamma)
 
 
-def fit_decision(gram: np.ndarray, y: np.ndarray, cross: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """Fit a C-SVC on a precomputed training kernel and return the decision scores of the test rows (as
-    ``SVC.decision_function``: > 0 means class 1)."""
+def fit_svc(gram: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit a C-SVC on a precomputed training kernel: (support indices, signed dual coefficients,
+    intercept) with SVC's signs for a binary problem (``decision = K[:, support] @ dual + intercept``,
+    > 0 means class 1)."""
     C = float(params.get("C", SVC_DEFAULTS["C"]))
     tol = float(params.get("tol", SVC_DEFAULTS["tol"]))
     max_iter = int(params.get("max_iter", -1))
-    class_weight = _class_weight(params.get("class_weight"), y)
     if _libsvm is None:  # pragma: no cover
         from sklearn.svm import SVC
 
         svc = SVC(
             kernel="precomputed", C=C, tol=tol, max_iter=max_iter, class_weight=params.get("class_weight")
         )
-        return svc.fit(gram, y).decision_function(cross)
+        svc.fit(gram, y)
+        return svc.support_, svc.dual_coef_[0], float(svc.intercept_[0])
     _libsvm.set_verbosity_wrap(0)  # libsvm prints its iterations unless told (SVC.fit does this too)
     support, _, _, dual_coef, intercept, *_ = _libsvm.fit(
         np.ascontiguousarray(gram),
         y,
         svm_type=0,
         sample_weight=np.empty(0),
-        class_weight=class_weight,
+        class_weight=_class_weight(params.get("class_weight"), y),
         kernel="precomputed",
         C=C,
         nu=0.5,
@@ -221,8 +269,15 @@ def fit_decision(gram: np.ndarray, y: np.ndarray, cross: np.ndarray, params: dic
         max_iter=max_iter,
         random_seed=0,
     )
-    # libsvm's binary decision is for the first class; SVC flips its sign so that > 0 means class 1
-    return -(cross[:, support] @ dual_coef[0] + intercept[0])
+    # libsvm's binary decision is for the first class; SVC flips the signs so that > 0 means class 1
+    return support, -dual_coef[0], -float(intercept[0])
+
+
+def fit_decision(gram: np.ndarray, y: np.ndarray, cross: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """Fit a C-SVC on a precomputed training kernel and return the decision scores of the test rows (as
+    ``SVC.decision_function``: > 0 means class 1)."""
+    support, dual, intercept = fit_svc(gram, y, params)
+    return cross[:, support] @ dual + intercept
 
 
 def _class_weight(class_weight: Any, y: np.ndarray) -> np.ndarray:

@@ -29,10 +29,11 @@ from sklearn.pipeline import Pipeline
 
 from src.models.linear import AffineDecision, compact
 from src.models.pipeline import build_pipeline
+from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace
 from src.utils.errors import UserInputError
 from src.validation.checkpoints import read_records, record_appender
-from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision
+from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision, linear_affine
 from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
@@ -174,6 +175,10 @@ class InnerKernels:
         gram, cross = split.kernels(params, n_components)
         return fit_decision(gram, split.y, cross, params)
 
+    def linear_refit(self, X: pd.DataFrame, train: np.ndarray, params: dict[str, Any]) -> AffineDecision:
+        """The locked fold model of a linear SVC: :func:`affine_refit` on the outer-training rows."""
+        return affine_refit(self.features, self.codes, self.y, train, params, X.columns)
+
     def score(self, params: dict[str, Any]) -> list[float]:
         """Balanced accuracy of ``params`` on every inner split."""
         scores = []
@@ -186,6 +191,33 @@ class InnerKernels:
             # as SVC.predict: libsvm's vote goes to class 1 unless its decision is > 0 for class 0
             scores.append(balanced_accuracy(self.y[test], (decision >= 0).astype(int)))
         return scores
+
+
+def affine_refit(
+    features: np.ndarray,
+    codes: CovariateCodes | None,
+    y: np.ndarray,
+    train: np.ndarray,
+    params: dict[str, Any],
+    columns: Sequence[str],
+) -> AffineDecision:
+    """The linear pipeline with ``params`` refitted on the ``train`` rows, in its exact affine form (what
+    :meth:`AffineDecision.from_pipeline` gives for ``build_pipeline(params).fit(...)``, up to rounding:
+    tests/test_nested_cv.py compares them), computed in kernel space: no SVD of the voxel matrix."""
+    use_pca = any(params.get(p) is not None for p in ("pca_variance", "pca_components"))
+    split = SplitKernel.build(features, codes, y, train, train[:0], use_pca, keep_transform=True)
+    n_components = None
+    if split.cumulative_ratio is not None:
+        n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+    weights, covariate_weights, intercept = linear_affine(split, params, n_components)
+    covariates = codes.covariates if codes is not None else ()
+    design = CovariateResidualizer(covariates, codes.categorical if codes is not None else ())
+    design.levels_ = codes.training_levels(train) if codes is not None else {}
+    design.feature_columns_ = [c for c in columns if c not in set(covariates)]
+    design.feature_names_in_ = np.asarray(list(columns), dtype=object)
+    design.n_features_in_ = len(columns)
+    design.coef_ = np.zeros((0, 0))  # only the design is kept, as in AffineDecision.from_pipeline
+    return AffineDecision(weights, covariate_weights, intercept, design)
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -294,7 +326,11 @@ def _fit_outer_fold(
     }
     trials = pd.DataFrame()
     model = None
-    if keep_model:  # the pipeline itself: its exact (affine) form becomes the locked model
+    if keep_model and best_params.get("kernel") == "linear":
+        # the locked fold model: the exact affine form of the refitted pipeline, derived in kernel space
+        model = cache.linear_refit(X, train, best_params)
+        decision = model.decision_function(X.iloc[test], cache.features[test])
+    elif keep_model:  # other kernels keep the fitted pipeline itself
         model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
         decision = model.decision_function(X.iloc[test])
     else:  # a permutation needs only the outer-test scores: the same refit, in kernel space
@@ -314,7 +350,7 @@ def _fit_outer_fold(
         inner_best=float(best.value),
         trials=trials,
         # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
-        model=compact(model) if model is not None else None,
+        model=compact(model) if isinstance(model, Pipeline) else model,
         seconds=time.perf_counter() - start,
     )
 
@@ -349,11 +385,14 @@ def fold_from_record(
 ) -> FoldResult:
     """The :class:`FoldResult` of a checkpointed fold; its model refitted with the recorded parameters (the
     fit is deterministic, so the model is the one the uninterrupted run kept)."""
-    model = None
-    if keep_model:
-        model = compact(
-            build_pipeline(record["best_params"], covariates, categorical).fit(X.iloc[train], y[train])
-        )
+    model: Any = None
+    params = dict(record["best_params"])
+    if keep_model and params.get("kernel") == "linear":  # refitted as fit_outer_fold does
+        features = X[[c for c in X.columns if c not in set(covariates)]].to_numpy(dtype=float)
+        codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
+        model = affine_refit(features, codes, y, train, params, X.columns)
+    elif keep_model:
+        model = compact(build_pipeline(params, covariates, categorical).fit(X.iloc[train], y[train]))
     decision = np.asarray(record["decision"], dtype=float)
     if decision.shape != (len(test),):
         raise ValueError(f"checkpointed fold {record['repeat']}/{record['fold']} does not match its split")
