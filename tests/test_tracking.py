@@ -379,24 +379,7 @@ def test_a_voxel_width_model_is_tracked_and_evaluated(tmp_path):
         wide.assign(site=name, treatment="saline" if name == "saline" else "ketamine").to_parquet(
             features / f"{name}.parquet", index=False
         )
-    common = [
-        "+experiment=gm_only",
-        f"paths.features={tmp_path / 'features'}",
-        f"paths.output={tmp_path / 'out'}",
-        "n_jobs=1",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
-    train = ["cv.repeats=1", "cv.outer_folds=3", "cv.inner_folds=3", "cv.n_trials=3", "permutation.n=0"]
-    evaluate = ["evaluation.n_permutations=100", "evaluation.n_bootstrap=50", "evaluation.harmonize=true"]
-    for module, extra in (("src.train", train), ("src.evaluate", evaluate)):
-        done = subprocess.run(
-            [sys.executable, "-m", module, *common, *extra],
-            cwd=tmp_path,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
+    run_pipeline(tmp_path, repeats=1, folds=3, tracking=[])
     tracking = json.loads((tmp_path / "out" / "gm_only" / "evaluate" / "tracking.json").read_text())
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(uri, uri)

@@ -13,6 +13,7 @@ exactly what a Pipeline refitted per trial computes (tests/test_nested_cv.py che
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -254,17 +255,24 @@ def select_best(trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.trial.Froz
 _THREADS = None
 
 
-def _single_threaded_blas() -> Any:
-    """One BLAS thread while a fold runs: its matrices are small (~100 rows), where threads cost more than
-    they bring, and two workers with two threads each would oversubscribe the cores."""
-    global _THREADS
-    if _THREADS is None:
-        from threadpoolctl import ThreadpoolController
+def _single_threaded_blas(function: Any) -> Any:
+    """Run ``function`` with one BLAS thread: a fold's matrices are small (~100 rows), where threads cost
+    more than they bring, and two workers with two threads each would oversubscribe the cores."""
 
-        _THREADS = ThreadpoolController()
-    return _THREADS.limit(limits=1, user_api="blas")
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        global _THREADS
+        if _THREADS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _THREADS = ThreadpoolController()
+        with _THREADS.limit(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return limited
 
 
+@_single_threaded_blas
 def fit_outer_fold(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -282,26 +290,6 @@ def fit_outer_fold(
     """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once.
 
     ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither)."""
-    with _single_threaded_blas():
-        return _fit_outer_fold(
-            X, y, repeat, fold, train, test, space, cv, seed, covariates, categorical, keep_model
-        )
-
-
-def _fit_outer_fold(
-    X: pd.DataFrame,
-    y: np.ndarray,
-    repeat: int,
-    fold: int,
-    train: np.ndarray,
-    test: np.ndarray,
-    space: SearchSpace,
-    cv: CVConfig,
-    seed: int,
-    covariates: Sequence[str],
-    categorical: Sequence[str],
-    keep_model: bool,
-) -> FoldResult:
     start = time.perf_counter()
     x_train, y_train = X.iloc[train], y[train]
     check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
