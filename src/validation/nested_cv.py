@@ -158,7 +158,7 @@ class InnerKernels:
     ) -> None:
         """``X``, ``y``: all subjects; ``rows``: the outer-training part, split by ``splitter``."""
         self.y, self.use_pca = y, use_pca
-        self.features = X[[c for c in X.columns if c not in set(covariates)]].to_numpy(dtype=float)
+        self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         self.codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         self.splits = [
             (rows[b], SplitKernel.build(self.features, self.codes, y, rows[a], rows[b], use_pca))
@@ -214,7 +214,7 @@ def affine_refit(
     covariates = codes.covariates if codes is not None else ()
     design = CovariateResidualizer(covariates, codes.categorical if codes is not None else ())
     design.levels_ = codes.training_levels(train) if codes is not None else {}
-    design.feature_columns_ = [c for c in columns if c not in set(covariates)]
+    design.feature_columns_ = pd.Index(columns).drop(list(covariates)).tolist()
     design.feature_names_in_ = np.asarray(list(columns), dtype=object)
     design.n_features_in_ = len(columns)
     design.coef_ = np.zeros((0, 0))  # only the design is kept, as in AffineDecision.from_pipeline
@@ -291,7 +291,7 @@ def fit_outer_fold(
 
     ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither)."""
     start = time.perf_counter()
-    x_train, y_train = X.iloc[train], y[train]
+    y_train = y[train]
     check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
     uses_pca = any(p in space.params or p in space.fixed for p in ("pca_variance", "pca_components"))
     splitter = inner_splitter(cv, seed, repeat)
@@ -319,7 +319,7 @@ def fit_outer_fold(
         model = cache.linear_refit(X, train, best_params)
         decision = model.decision_function(X.iloc[test], cache.features[test])
     elif keep_model:  # other kernels keep the fitted pipeline itself
-        model = build_pipeline(best_params, covariates, categorical).fit(x_train, y_train)
+        model = build_pipeline(best_params, covariates, categorical).fit(X.iloc[train], y_train)
         decision = model.decision_function(X.iloc[test])
     else:  # a permutation needs only the outer-test scores: the same refit, in kernel space
         decision = cache.outer_decision(train, test, best_params)
@@ -376,7 +376,7 @@ def fold_from_record(
     model: Any = None
     params = dict(record["best_params"])
     if keep_model and params.get("kernel") == "linear":  # refitted as fit_outer_fold does
-        features = X[[c for c in X.columns if c not in set(covariates)]].to_numpy(dtype=float)
+        features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         model = affine_refit(features, codes, y, train, params, X.columns)
     elif keep_model:
@@ -582,7 +582,7 @@ def run_nested_cv(
                 done[r, k], X, y, train, test, covariates, categorical, keep_models
             )
     folds = [finished[r, k] for r, k, _, _ in splits]
-    feature_columns = [c for c in X.columns if c not in set(covariates)]
+    feature_columns = X.columns.drop(list(covariates)).tolist()
     return NestedCVResult(
         ids=list(ids) if ids is not None else [str(i) for i in range(len(y))],
         y=y,
