@@ -1,0 +1,70 @@
+"""``python -m src.predict +experiment=gm_only input=<table>``: score new patients with the locked model.
+
+The input is a feature table of patients without outcomes (``.parquet``, ``.csv`` or ``.tsv``: participant_id,
+the model's covariates and feature columns, e.g. built by ``src.features.build`` or exported from the same
+regional pipeline as training). The model is the verified DVC copy of ``${paths.run}/train/model`` (its
+sha256 checked against the one training recorded). Writes ``${predict.dir}/predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig
+
+from src.prediction import predict_patients, read_patient_table
+from src.prediction.score import check_settings
+from src.utils.checks import check_config, check_writable
+from src.utils.errors import MissingInputError, UserInputError, user_errors
+from src.utils.io import atomic_path
+from src.utils.logging import configure_logging
+from src.validation.ensemble import load_model
+
+log = logging.getLogger(__name__)
+
+
+def locked_model(train_dir: Path) -> Any:
+    """The locked ensemble of ``train_dir``, verified against the sha256 recorded in its metrics.json."""
+    metrics = train_dir / "metrics.json"
+    if not metrics.is_file():
+        raise MissingInputError(f"{metrics} not found: train first (`python -m src.train` or `dvc repro`)")
+    sha256 = (json.loads(metrics.read_text()).get("provenance") or {}).get("model_sha256")
+    return load_model(train_dir / "model", sha256)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
+def main(cfg: DictConfig) -> pd.DataFrame:
+    configure_logging(bool(cfg.verbose))
+    check_config(cfg)
+    if not cfg.input:
+        raise UserInputError("no input: give the patients' feature table with input=<path>")
+    check_settings(float(cfg.predict.threshold), float(cfg.predict.coverage))
+    table = read_patient_table(cfg.input)
+    out_dir = Path(cfg.predict.dir)
+    check_writable(out_dir)
+    model = locked_model(Path(cfg.paths.run) / "train")
+    result = predict_patients(
+        model, table, float(cfg.predict.threshold), float(cfg.predict.coverage), where=str(cfg.input)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        result.to_csv(tmp, index=False)
+    coverage = int(round(100 * float(cfg.predict.coverage)))
+    for row in result.itertuples():
+        print(
+            f"{row.participant_id}: P(response) = {row.probability:.2f} "
+            f"[{coverage} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
+            f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
+        )
+    print(f"  written   {out_dir / 'predictions.csv'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

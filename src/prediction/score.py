@@ -1,0 +1,90 @@
+"""Per-patient prediction: calibrated probability, an interval from the fold models, the decision.
+
+The locked model is the ensemble of the R x K outer-fold models of the nested CV. A patient's decision score
+is their mean; the probability is its Platt calibration, fitted at train time on the *out-of-fold* ensemble
+scores of the discovery cohort (never on scores of subjects a model was trained on). The interval shows how
+much the fold models disagree about this patient: the central ``coverage`` range of the R x K fold scores,
+mapped through the same calibration. It is a spread of models trained on different subsets of the
+discovery cohort (an ensemble/bootstrap-like spread), not a confidence interval of a population quantity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.utils.errors import MissingInputError, UserInputError
+from src.validation.ensemble import ColumnMismatchError, EnsembleModel
+
+OUTCOME_COLUMNS = ("response", "madrs_baseline", "madrs_24h", "treatment")
+
+
+def read_patient_table(path: str | Path) -> pd.DataFrame:
+    """A table of patients to score (``.parquet``, ``.csv`` or ``.tsv``): ``participant_id``, the model's
+    covariates and feature columns; outcome and treatment columns are optional (and ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"input table {path} not found")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif path.suffix in (".csv", ".tsv"):
+        table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"participant_id": str})
+    else:
+        raise UserInputError(f"input {path}: a .parquet, .csv or .tsv table is needed, got '{path.suffix}'")
+    if "participant_id" not in table.columns:
+        raise UserInputError(f"input {path}: no participant_id column")
+    duplicated = table["participant_id"][table["participant_id"].duplicated()].tolist()
+    if duplicated:
+        raise UserInputError(f"input {path}: duplicate participant_id {duplicated[:5]}")
+    return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])
+
+
+def check_settings(threshold: float, coverage: float) -> None:
+    """``predict.threshold`` and ``predict.coverage`` are probabilities strictly between 0 and 1."""
+    for key, value in (("predict.threshold", threshold), ("predict.coverage", coverage)):
+        if not 0 < value < 1:
+            raise UserInputError(f"config key {key}={value}: must lie strictly between 0 and 1")
+
+
+def predict_patients(
+    model: EnsembleModel,
+    table: pd.DataFrame,
+    threshold: float = 0.5,
+    coverage: float = 0.95,
+    where: str = "input",
+) -> pd.DataFrame:
+    """One row per patient: ``participant_id``, ``decision_score`` (mean fold score), ``probability``
+    (calibrated P(response)), ``interval_low``/``interval_high`` (the fold models' central ``coverage`` range,
+    calibrated), ``fold_agreement`` (share of fold models on the side of the decision) and ``prediction``
+    (``responder`` when the probability reaches ``threshold``)."""
+    check_settings(threshold, coverage)
+    try:
+        inputs = model.check_columns(table)
+    except ColumnMismatchError as err:
+        raise ColumnMismatchError(f"{where}: {err}") from None
+    holes = inputs.isna().to_numpy()
+    if holes.any():
+        row, column = np.argwhere(holes)[0]
+        raise UserInputError(
+            f"{where}: subject {table['participant_id'].iloc[row]} has no value in column "
+            f"{inputs.columns[column]!r} ({int(holes.sum())} missing value(s))"
+        )
+    folds = model.decision_matrix(table)  # (patients, R x K)
+    decision = folds.mean(axis=1)
+    tail = 100 * (1 - coverage) / 2
+    low, high = np.percentile(folds, [tail, 100 - tail], axis=1)
+    probability = model.calibrate(decision)
+    positive = probability >= threshold
+    return pd.DataFrame(
+        {
+            "participant_id": table["participant_id"].astype(str).to_numpy(),
+            "decision_score": decision,
+            "probability": probability,
+            "interval_low": model.calibrate(low),
+            "interval_high": model.calibrate(high),
+            "fold_agreement": np.mean((folds > 0) == (decision > 0)[:, None], axis=1),
+            "prediction": np.where(positive, "responder", "non-responder"),
+        }
+    )

@@ -1,0 +1,135 @@
+"""Scoring new patients: `python -m src.predict` and the per-patient numbers behind it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_errors import refused
+from test_train import SPACE, contract_table
+
+from src.prediction import predict_patients
+from src.validation.ensemble import ColumnMismatchError, EnsembleModel
+from src.validation.nested_cv import CVConfig, run_nested_cv
+
+
+@pytest.fixture(scope="module")
+def locked() -> tuple[EnsembleModel, pd.DataFrame]:
+    """A locked ensemble (2 x 4 folds) trained where feature gm_r0 carries the planted response signal."""
+    table = contract_table(n=48, seed=5, signal=2.0)
+    X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
+    cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=4)
+    result = run_nested_cv(X, table["response"].to_numpy(), SPACE, cv, seed=2, ids=table["participant_id"])
+    return EnsembleModel.from_result(result), table
+
+
+def _new_patients(table: pd.DataFrame) -> pd.DataFrame:
+    """Two new patients without outcomes: the average training subject with gm_r0 shifted far towards the
+    responders' side and far towards the non-responders' (the planted pattern, +-3 SD)."""
+    base = table.iloc[[0, 0]].drop(columns=["response", "treatment"]).reset_index(drop=True)
+    features = [c for c in table.columns if c.startswith("gm_")]
+    base[features] = table[features].mean().to_numpy()
+    base["age"], base["tiv"] = table["age"].mean(), table["tiv"].mean()
+    base.loc[0, "gm_r0"] += 3 * table["gm_r0"].std()
+    base.loc[1, "gm_r0"] -= 3 * table["gm_r0"].std()
+    base["participant_id"] = ["sub-new1", "sub-new2"]
+    return base
+
+
+def test_planted_pattern_is_scored_as_planted(locked):
+    model, table = locked
+    out = predict_patients(model, _new_patients(table))
+    assert out["prediction"].tolist() == ["responder", "non-responder"]
+    assert out.loc[0, "probability"] > 0.8 and out.loc[1, "probability"] < 0.2
+    assert (out["fold_agreement"] == 1.0).all()  # every fold model learnt the planted feature
+
+
+def test_probability_interval_and_decision_follow_the_locked_ensemble(locked):
+    model, table = locked
+    patients = table.drop(columns=["response", "treatment"]).head(12)
+    out = predict_patients(model, patients, threshold=0.6, coverage=0.9)
+    # the probability is the ensemble's own calibrated output
+    np.testing.assert_allclose(out["probability"], model.predict_proba(patients)[:, 1], rtol=0, atol=1e-12)
+    # the interval: the central 90 % of the 8 fold models' scores, Platt-calibrated (independent recomputation
+    # from each fold model's own decision_function)
+    fold_scores = np.column_stack([m.decision_function(patients) for m in model.models])
+    slope, intercept = model.calibration
+    for i in range(len(patients)):
+        ordered = np.sort(fold_scores[i])
+        low = np.interp(0.05 * (len(ordered) - 1), np.arange(len(ordered)), ordered)
+        expected = 1 / (1 + np.exp(-(slope * low + intercept)))
+        assert out.loc[i, "interval_low"] == pytest.approx(expected, abs=1e-12)
+        assert out.loc[i, "interval_low"] <= out.loc[i, "interval_high"]
+    assert (
+        out["prediction"].tolist()
+        == np.where(out["probability"] >= 0.6, "responder", "non-responder").tolist()
+    )
+    wider = predict_patients(model, patients, coverage=0.99)
+    assert (wider["interval_low"] <= out["interval_low"] + 1e-15).all()
+
+
+def test_a_table_that_does_not_fit_the_model_is_refused(locked):
+    model, table = locked
+    patients = table.drop(columns=["response", "treatment", "gm_r4"]).head(3)
+    with pytest.raises(ColumnMismatchError, match=r"new.tsv: .*1 missing \(e.g. \['gm_r4'\]\)"):
+        predict_patients(model, patients, where="new.tsv")
+    holed = table.drop(columns=["response"]).head(3).assign(gm_r2=[1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="subject sub-x001 has no value in column 'gm_r2'"):
+        predict_patients(model, holed)
+
+
+def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch, capsys):
+    """Train a small model, then score a .tsv of new patients with no outcome or treatment column."""
+    import runpy
+    import sys
+
+    from conftest import ROOT
+
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    table = contract_table(n=40, seed=6)
+    table.to_parquet(features / "discovery.parquet", index=False)
+    common = [
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "tracking.enabled=false",
+    ]
+    quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # refused() adds them itself
+    monkeypatch.chdir(ROOT)
+    train = [
+        *common,
+        "cv.repeats=1",
+        "cv.outer_folds=3",
+        "cv.inner_folds=3",
+        "cv.n_trials=3",
+        "permutation.n=0",
+    ]
+    monkeypatch.setattr(sys, "argv", ["src.train", *train])
+    runpy.run_module("src.train", run_name="__main__")
+    new = _new_patients(table)
+    new.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+    monkeypatch.setattr(sys, "argv", ["src.predict", *common, *quiet, f"input={tmp_path / 'new.tsv'}"])
+    runpy.run_module("src.predict", run_name="__main__")
+    printed = capsys.readouterr().out
+    written = pd.read_csv(tmp_path / "out" / "gm_only" / "predict" / "predictions.csv")
+    assert written["participant_id"].tolist() == ["sub-new1", "sub-new2"]
+    assert written["prediction"].tolist() == ["responder", "non-responder"]
+    assert "sub-new1: P(response) = " in printed and "responder" in printed
+    # a swapped model file is refused before any patient is scored
+    model_file = tmp_path / "out" / "gm_only" / "train" / "model" / "model.npz"
+    shutil.copy(model_file, tmp_path / "original.npz")
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the archive
+    model_file.write_bytes(bytes(data))
+    refused("src.predict", [*common, f"input={tmp_path / 'new.tsv'}"], "but training recorded")
+    shutil.copy(tmp_path / "original.npz", model_file)
+    for overrides, expected in (
+        ([], "no input: give the patients' feature table"),
+        ([f"input={tmp_path / 'missing.tsv'}"], "missing.tsv not found"),
+        ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=1.5"], "predict.threshold=1.5: must lie"),
+    ):
+        refused("src.predict", [*common, *overrides], expected)
