@@ -17,8 +17,10 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from src.interpretation.regions import read_feature_regions
+from src.models.linear import AffineDecision
 from src.prediction import predict_patients, read_patient_table
-from src.prediction.score import check_settings
+from src.prediction.score import check_settings, top_regions
 from src.utils.checks import check_config, check_writable
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_path
@@ -52,6 +54,10 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     result = predict_patients(
         model, table, float(cfg.predict.threshold), float(cfg.predict.coverage), where=str(cfg.input)
     )
+    if model.adjustment is not None and all(isinstance(m, AffineDecision) for m in model.models):
+        regions = read_feature_regions(Path(cfg.paths.features) / cfg.features.name)
+        names = dict(zip(regions["column"], regions["name"], strict=True)) if regions is not None else None
+        result = pd.concat([result, top_regions(model, table, names).reset_index(drop=True)], axis=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "predictions.csv") as tmp:
         result.to_csv(tmp, index=False)
@@ -62,6 +68,9 @@ def main(cfg: DictConfig) -> pd.DataFrame:
             f"[{coverage} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
             f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
         )
+        if "towards_response" in result:
+            print(f"    towards response: {row.towards_response or '-'}")
+            print(f"    towards non-response: {row.towards_non_response or '-'}")
     print(f"  written   {out_dir / 'predictions.csv'}")
     return result
 

@@ -233,6 +233,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "seed": int(cfg.seed),
             "feature_table_md5": document["provenance"]["feature_table_md5"],
         },
+        training=X,  # the covariate model that explains a new patient's prediction (src.predict)
     )
     with atomic_directory(out_dir) as out:
         # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load

@@ -73,7 +73,13 @@ def test_a_linear_model_is_arrays_and_json(trained):
     folder, sha256 = trained
     model = load_model(folder, sha256)
     with np.load(folder / LINEAR_MODEL_FILE, allow_pickle=False) as archive:
-        assert sorted(archive.files) == ["covariate_weights", "intercepts", "meta.json", "weights"]
+        assert sorted(archive.files) == [
+            "adjustment_coef",
+            "covariate_weights",
+            "intercepts",
+            "meta.json",
+            "weights",
+        ]
         meta = json.loads(archive["meta.json"])
         weights, intercepts = archive["weights"], archive["intercepts"]
     assert weights.shape == (len(model.models), len(meta["feature_columns"]))

@@ -11,7 +11,7 @@ from test_errors import refused
 from test_train import SPACE, contract_table
 
 from src.prediction import predict_patients
-from src.validation.ensemble import ColumnMismatchError, EnsembleModel
+from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
 from src.validation.nested_cv import CVConfig, run_nested_cv
 
 
@@ -22,7 +22,7 @@ def locked() -> tuple[EnsembleModel, pd.DataFrame]:
     X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
     cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=4)
     result = run_nested_cv(X, table["response"].to_numpy(), SPACE, cv, seed=2, ids=table["participant_id"])
-    return EnsembleModel.from_result(result), table
+    return EnsembleModel.from_result(result, training=X), table
 
 
 def _new_patients(table: pd.DataFrame) -> pd.DataFrame:
@@ -44,6 +44,41 @@ def test_planted_pattern_is_scored_as_planted(locked):
     assert out["prediction"].tolist() == ["responder", "non-responder"]
     assert out.loc[0, "probability"] > 0.8 and out.loc[1, "probability"] < 0.2
     assert (out["fold_agreement"] == 1.0).all()  # every fold model learnt the planted feature
+
+
+def test_contributions_add_up_and_name_the_planted_region(locked, tmp_path):
+    model, table = locked
+    patients = _new_patients(table)
+    values, base = model.contributions(patients)
+    np.testing.assert_allclose(
+        values.sum(axis=1) + base, model.decision_function(patients), rtol=0, atol=1e-9
+    )
+    # the contribution is the mean fold weight x the covariate-adjusted value, adjusted with an OLS fit of the
+    # whole training cohort (recomputed here with numpy's lstsq on an explicit design)
+    design = np.column_stack(
+        [np.ones(len(table)), table["age"], table["sex"] == "M", table["tiv"], table["site"] == "b"]
+    ).astype(float)
+    features = [c for c in table.columns if c.startswith("gm_")]
+    coef = np.linalg.lstsq(design, table[features].to_numpy(float), rcond=None)[0]
+    new_design = np.column_stack(
+        [np.ones(2), patients["age"], patients["sex"] == "M", patients["tiv"], patients["site"] == "b"]
+    ).astype(float)
+    adjusted = patients[features].to_numpy(float) - new_design @ coef
+    weights = np.mean([m.weights for m in model.models], axis=0)
+    np.testing.assert_allclose(values.to_numpy(), adjusted * weights, rtol=1e-9, atol=1e-12)
+    top = predict_top(model, patients)
+    assert top.loc[0, "towards_response"].startswith("gm_r0 (+")
+    assert top.loc[1, "towards_non_response"].startswith("gm_r0 (-")
+    # the covariate model travels with the saved model (arrays + JSON)
+    model.save(tmp_path / "model")
+    again, again_base = load_model(tmp_path / "model").contributions(patients)
+    np.testing.assert_array_equal(again.to_numpy(), values.to_numpy())
+
+
+def predict_top(model, patients):
+    from src.prediction.score import top_regions
+
+    return top_regions(model, patients)
 
 
 def test_probability_interval_and_decision_follow_the_locked_ensemble(locked):
@@ -119,6 +154,7 @@ def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch,
     assert written["participant_id"].tolist() == ["sub-new1", "sub-new2"]
     assert written["prediction"].tolist() == ["responder", "non-responder"]
     assert "sub-new1: P(response) = " in printed and "responder" in printed
+    assert written.loc[0, "towards_response"].startswith("gm_r0 (+")  # the planted region, by name
     # a swapped model file is refused before any patient is scored
     model_file = tmp_path / "out" / "gm_only" / "train" / "model" / "model.npz"
     shutil.copy(model_file, tmp_path / "original.npz")

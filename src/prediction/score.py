@@ -41,6 +41,29 @@ def read_patient_table(path: str | Path) -> pd.DataFrame:
     return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])
 
 
+def top_regions(
+    model: EnsembleModel, table: pd.DataFrame, names: dict[str, str] | None = None, k: int = 3
+) -> pd.DataFrame:
+    """The ``k`` features pushing each patient's score most towards response and towards non-response, as
+    ``"<region> (+0.42)"``, from :meth:`EnsembleModel.contributions` (linear models only)."""
+    values, _ = model.contributions(table)
+    names = names or {}
+    rows = []
+    for _, row in values.iterrows():
+        ordered = row.sort_values()
+        rows.append(
+            {
+                "towards_response": "; ".join(
+                    f"{names.get(c, c)} ({v:+.3f})" for c, v in ordered[::-1].head(k).items() if v > 0
+                ),
+                "towards_non_response": "; ".join(
+                    f"{names.get(c, c)} ({v:+.3f})" for c, v in ordered.head(k).items() if v < 0
+                ),
+            }
+        )
+    return pd.DataFrame(rows, index=table.index)
+
+
 def check_settings(threshold: float, coverage: float) -> None:
     """``predict.threshold`` and ``predict.coverage`` are probabilities strictly between 0 and 1."""
     for key, value in (("predict.threshold", threshold), ("predict.coverage", coverage)):

@@ -55,6 +55,9 @@ class EnsembleModel:
         unknown feature column is an error, so a table from another atlas cannot be scored by mistake).
     calibration : (slope, intercept)
         Platt scaling of the ensemble decision, fitted on out-of-fold ensemble scores.
+    adjustment : CovariateResidualizer, optional
+        The covariate model of the whole training cohort (features ~ covariates), used only to explain a
+        prediction (:meth:`contributions`), never to make it.
     """
 
     META_COLUMNS = frozenset({"participant_id", "treatment", "response"})
@@ -66,12 +69,14 @@ class EnsembleModel:
         covariates: list[str],
         calibration: tuple[float, float],
         info: dict[str, Any] | None = None,
+        adjustment: CovariateResidualizer | None = None,
     ) -> None:
         self.models = models
         self.feature_columns = list(feature_columns)
         self.covariates = list(covariates)
         self.calibration = calibration
         self.info = info or {}
+        self.adjustment = adjustment
         self._share_feature_names()
 
     def _share_feature_names(self) -> None:
@@ -95,8 +100,11 @@ class EnsembleModel:
         self._share_feature_names()
 
     @classmethod
-    def from_result(cls, result: Any, info: dict[str, Any] | None = None) -> EnsembleModel:
-        """Lock a :func:`run_nested_cv` result: its fold models, Platt-fitted on OOF ensemble scores."""
+    def from_result(
+        cls, result: Any, info: dict[str, Any] | None = None, training: pd.DataFrame | None = None
+    ) -> EnsembleModel:
+        """Lock a :func:`run_nested_cv` result: its fold models, Platt-fitted on OOF ensemble scores. With the
+        ``training`` table (covariates + features), the covariate model that :meth:`contributions` uses."""
         scores = result.ensemble_scores().reshape(-1, 1)
         platt = LogisticRegression(C=np.inf).fit(scores, result.y)
         ids = np.asarray(result.ids)
@@ -108,6 +116,9 @@ class EnsembleModel:
             result.covariates,
             (float(platt.coef_[0, 0]), float(platt.intercept_[0])),
             info,
+            None
+            if training is None
+            else CovariateResidualizer(result.covariates, result.categorical).fit(training),
         )
 
     @property
@@ -150,6 +161,25 @@ class EnsembleModel:
         """Platt probability of the positive class for ensemble decision scores already computed."""
         slope, intercept = self.calibration
         return 1.0 / (1.0 + np.exp(-(slope * np.asarray(decision, dtype=float) + intercept)))
+
+    def contributions(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """Each feature's share of a linear ensemble's decision score: (contributions, base) with
+        ``contributions.sum(axis=1) + base == decision_function(table)``.
+
+        Contribution of feature j = mean fold weight of j x the patient's covariate-adjusted value of j
+        (the value minus what age, sex, TIV and site predict for it in the training cohort). Positive:
+        pushes towards response. ``base`` holds the rest (fold intercepts, and the difference between the
+        fold models' own covariate adjustments and the whole-cohort one).
+        """
+        if self.adjustment is None or not all(isinstance(m, AffineDecision) for m in self.models):
+            raise UserInputError("regional contributions need a linear model trained with this version")
+        X = self.check_columns(table)
+        weights = np.mean([m.weights for m in self.models], axis=0)
+        adjusted = self.adjustment.transform(X)
+        values = adjusted * weights
+        return pd.DataFrame(values, columns=self.feature_columns, index=table.index), (
+            self.decision_function(table) - values.sum(axis=1)
+        )
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(table) > 0).astype(int)
@@ -207,11 +237,15 @@ def linear_npz(model: EnsembleModel) -> bytes:
         "calibration": list(model.calibration),
         "info": model.info,
     }
+    if model.adjustment is not None:
+        meta["adjustment_levels"] = model.adjustment.levels_
     arrays = {
         "weights": np.vstack([m.weights for m in folds]),
         "covariate_weights": np.vstack([np.asarray(m.covariate_weights, float) for m in folds]),
         "intercepts": np.asarray([m.intercept for m in folds], dtype=float),
     }
+    if model.adjustment is not None:  # the whole-cohort covariate model (design x features)
+        arrays["adjustment_coef"] = model.adjustment.coef_
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
         entries = [("meta.json", json.dumps(meta, sort_keys=True, default=_json_number).encode())]
@@ -258,6 +292,11 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
                 np.asarray(archive[name], dtype=float)
                 for name in ("weights", "covariate_weights", "intercepts")
             )
+            adjustment_coef = (
+                np.asarray(archive["adjustment_coef"], dtype=float)
+                if "adjustment_coef" in archive.files
+                else None
+            )
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ModelIntegrityError(f"model file {path} is not a linear ensemble archive ({err})") from err
     n_models, n_features = weights.shape
@@ -280,9 +319,24 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
         if covariate_weights.shape[1] != len(_design_columns(design)):
             raise ModelIntegrityError(f"model file {path}: fold {i} has a design of the wrong width")
         folds.append(AffineDecision(weights[i], covariate_weights[i], float(intercepts[i]), design))
+    adjustment = None
+    if adjustment_coef is not None:
+        adjustment = CovariateResidualizer(tuple(meta["covariates"]), tuple(meta["categorical"]))
+        adjustment.levels_ = {k: list(v) for k, v in meta["adjustment_levels"].items()}
+        adjustment.feature_columns_ = list(meta["feature_columns"])
+        adjustment.feature_names_in_ = np.asarray(
+            [*meta["covariates"], *meta["feature_columns"]], dtype=object
+        )
+        adjustment.n_features_in_ = len(adjustment.feature_names_in_)
+        adjustment.coef_ = adjustment_coef
     slope, intercept = meta["calibration"]
     return EnsembleModel(
-        folds, meta["feature_columns"], meta["covariates"], (float(slope), float(intercept)), meta["info"]
+        folds,
+        meta["feature_columns"],
+        meta["covariates"],
+        (float(slope), float(intercept)),
+        meta["info"],
+        adjustment,
     )
 
 
