@@ -68,6 +68,8 @@ def main(cfg: DictConfig) -> pd.DataFrame:
             f"[{coverage} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
             f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
         )
+        if row.warnings:
+            print(f"    warning: {row.warnings}")
         if "towards_response" in result:
             print(f"    towards response: {row.towards_response or '-'}")
             print(f"    towards non-response: {row.towards_non_response or '-'}")

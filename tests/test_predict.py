@@ -169,3 +169,15 @@ def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch,
         ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=1.5"], "predict.threshold=1.5: must lie"),
     ):
         refused("src.predict", [*common, *overrides], expected)
+
+
+def test_covariates_outside_the_training_cohort_are_flagged(locked):
+    model, table = locked
+    patients = _new_patients(table)
+    patients.loc[0, "age"] = table["age"].max() + 20
+    patients.loc[1, "site"] = "scanner-z"
+    out = predict_patients(model, patients)
+    assert f"age {table['age'].max() + 20:g} outside the training range" in out.loc[0, "warnings"]
+    assert out.loc[1, "warnings"] == "site 'scanner-z' not in training (a, b)"
+    ordinary = predict_patients(model, table.drop(columns=["response"]).head(5))
+    assert (ordinary["warnings"] == "").all()

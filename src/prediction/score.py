@@ -64,6 +64,27 @@ def top_regions(
     return pd.DataFrame(rows, index=table.index)
 
 
+def covariate_warnings(model: EnsembleModel, table: pd.DataFrame) -> list[str]:
+    """Per patient, where their covariates leave the training cohort's: a numeric covariate outside the
+    training range, a category (sex, site) never seen in training. An unseen site gets the reference site's
+    covariate adjustment: its scanner offset is not removed, so its scores may be shifted."""
+    ranges = model.info.get("training_covariates") or {}
+    out = []
+    for _, row in table.iterrows():
+        notes = []
+        for name, allowed in ranges.items():
+            value = row.get(name)
+            if isinstance(allowed[0], str):
+                if str(value) not in allowed:
+                    notes.append(f"{name} {value!r} not in training ({', '.join(allowed)})")
+            elif not allowed[0] <= float(value) <= allowed[1]:
+                notes.append(
+                    f"{name} {float(value):g} outside the training range {allowed[0]:g}-{allowed[1]:g}"
+                )
+        out.append("; ".join(notes))
+    return out
+
+
 def check_settings(threshold: float, coverage: float) -> None:
     """``predict.threshold`` and ``predict.coverage`` are probabilities strictly between 0 and 1."""
     for key, value in (("predict.threshold", threshold), ("predict.coverage", coverage)):
@@ -109,5 +130,6 @@ def predict_patients(
             "interval_high": model.calibrate(high),
             "fold_agreement": np.mean((folds > 0) == (decision > 0)[:, None], axis=1),
             "prediction": np.where(positive, "responder", "non-responder"),
+            "warnings": covariate_warnings(model, table),
         }
     )

@@ -110,6 +110,13 @@ class EnsembleModel:
         ids = np.asarray(result.ids)
         # which subjects each fold model never saw: needed for out-of-fold permutation importance
         info = {**(info or {}), "fold_test_ids": [ids[f.test].tolist() for f in result.folds]}
+        if training is not None:  # what a new patient is compared with (src.predict warns outside it)
+            info["training_covariates"] = {
+                c: sorted(map(str, training[c].astype(str).unique()))
+                if c in result.categorical
+                else [float(training[c].min()), float(training[c].max())]
+                for c in result.covariates
+            }
         return cls(
             result.models,
             result.feature_columns,
