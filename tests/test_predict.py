@@ -181,3 +181,16 @@ def test_covariates_outside_the_training_cohort_are_flagged(locked):
     assert out.loc[1, "warnings"] == "site 'scanner-z' not in training (a, b)"
     ordinary = predict_patients(model, table.drop(columns=["response"]).head(5))
     assert (ordinary["warnings"] == "").all()
+
+
+def test_a_model_saved_before_contributions_existed_still_loads(locked):
+    """skops rebuilds through __setstate__: a file written before ``adjustment`` existed has none."""
+    model, _ = locked
+    state = {k: v for k, v in model.__getstate__().items() if k != "adjustment"}
+    older = EnsembleModel.__new__(EnsembleModel)
+    older.__setstate__(state)
+    assert older.adjustment is None
+    with pytest.raises(
+        ValueError, match="regional contributions need a linear model trained with this version"
+    ):
+        older.contributions(_new_patients(locked[1]))

@@ -96,7 +96,7 @@ class EnsembleModel:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # skops and pickle rebuild through here
-        self.__dict__.update(state)
+        self.__dict__.update({"adjustment": None, **state})  # files written before it existed have none
         self._share_feature_names()
 
     @classmethod
