@@ -52,7 +52,12 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     check_writable(out_dir)
     model = locked_model(Path(cfg.paths.run) / "train")
     result = predict_patients(
-        model, table, float(cfg.predict.threshold), float(cfg.predict.coverage), where=str(cfg.input)
+        model,
+        table,
+        float(cfg.predict.threshold),
+        float(cfg.predict.coverage),
+        where=str(cfg.input),
+        distance_percentile=float(cfg.predict.distance_percentile),
     )
     if model.adjustment is not None and all(isinstance(m, AffineDecision) for m in model.models):
         regions = read_feature_regions(Path(cfg.paths.features) / cfg.features.name)

@@ -76,6 +76,7 @@ def test_a_linear_model_is_arrays_and_json(trained):
         assert sorted(archive.files) == [
             "adjustment_coef",
             "covariate_weights",
+            *(f"distance_{k}" for k in ("axes", "mean", "reference", "scale", "variances")),
             "intercepts",
             "meta.json",
             "weights",

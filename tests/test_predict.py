@@ -194,3 +194,37 @@ def test_a_model_saved_before_contributions_existed_still_loads(locked):
         ValueError, match="regional contributions need a linear model trained with this version"
     ):
         older.contributions(_new_patients(locked[1]))
+
+
+def test_a_scan_unlike_the_training_cohort_is_flagged(locked, tmp_path):
+    """A patient whose features are all shifted (as a wrongly scaled or misregistered map would be) lies
+    beyond every training subject scored out of sample; a training-like patient does not."""
+    model, table = locked
+    patients = table.drop(columns=["response", "treatment"]).iloc[[3, 4]].reset_index(drop=True)
+    features = [c for c in table.columns if c.startswith("gm_")]
+    patients.loc[1, features] = patients.loc[1, features] + 4 * table[features].std().to_numpy() * np.sign(
+        np.arange(len(features)) % 2 - 0.5
+    )
+    out = predict_patients(model, patients)
+    assert out.loc[0, "distance_percentile"] < 99 and "farther" not in out.loc[0, "warnings"]
+    assert out.loc[1, "distance_percentile"] == 100.0
+    assert "features farther from the training cohort than 100 % of its subjects" in out.loc[1, "warnings"]
+    # the reference: every training subject's distance from axes fitted without it (sorted); the distance
+    # itself equals sklearn's PCA of the standardised covariate-adjusted training features (Mahalanobis on
+    # the first 10 components)
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    reference = model.distance["reference"]
+    assert len(reference) == len(table) and np.all(np.diff(reference) >= 0)
+    training = table[model.input_columns]
+    scaler = StandardScaler().fit(model.adjustment.transform(training))
+    pca = PCA(n_components=10).fit(scaler.transform(model.adjustment.transform(training)))
+    scores = pca.transform(scaler.transform(model.adjustment.transform(patients[model.input_columns])))
+    np.testing.assert_allclose(
+        out["distance"], np.sqrt((scores**2 / pca.explained_variance_).sum(axis=1)), rtol=1e-9
+    )
+    model.save(tmp_path / "model")  # travels with the arrays-only model file
+    np.testing.assert_array_equal(
+        load_model(tmp_path / "model").distance_percentile(patients)[1], out["distance_percentile"]
+    )

@@ -98,10 +98,13 @@ def predict_patients(
     threshold: float = 0.5,
     coverage: float = 0.95,
     where: str = "input",
+    distance_percentile: float = 99.0,
 ) -> pd.DataFrame:
     """One row per patient: ``participant_id``, ``decision_score`` (mean fold score), ``probability``
     (calibrated P(response)), ``interval_low``/``interval_high`` (the fold models' central ``coverage`` range,
-    calibrated), ``fold_agreement`` (share of fold models on the side of the decision) and ``prediction``
+    calibrated), ``fold_agreement`` (share of fold models on the side of the decision), ``distance`` and
+    ``distance_percentile`` (to the training cohort, :meth:`EnsembleModel.distance_percentile`; a warning at
+    or above ``distance_percentile``), ``warnings`` and ``prediction``
     (``responder`` when the probability reaches ``threshold``)."""
     check_settings(threshold, coverage)
     try:
@@ -120,6 +123,14 @@ def predict_patients(
     tail = 100 * (1 - coverage) / 2
     low, high = np.percentile(folds, [tail, 100 - tail], axis=1)
     probability = model.calibrate(decision)
+    distance, percentile = model.distance_percentile(table)
+    distance_notes = [
+        f"features farther from the training cohort than {p:.0f} % of its subjects (Mahalanobis {d:.1f}): "
+        "check the scan, its preprocessing and its site"
+        if p >= distance_percentile
+        else ""
+        for d, p in zip(distance, percentile, strict=True)
+    ]
     positive = probability >= threshold
     return pd.DataFrame(
         {
@@ -130,6 +141,11 @@ def predict_patients(
             "interval_high": model.calibrate(high),
             "fold_agreement": np.mean((folds > 0) == (decision > 0)[:, None], axis=1),
             "prediction": np.where(positive, "responder", "non-responder"),
-            "warnings": covariate_warnings(model, table),
+            "distance": distance,
+            "distance_percentile": percentile,
+            "warnings": [
+                "; ".join(filter(None, [note, far]))
+                for note, far in zip(covariate_warnings(model, table), distance_notes, strict=True)
+            ],
         }
     )

@@ -34,7 +34,7 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
     "permutation": frozenset({"n", "repeats"}),
     "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference"}),
-    "predict": frozenset({"threshold", "coverage", "dir"}),
+    "predict": frozenset({"threshold", "coverage", "distance_percentile", "dir"}),
     "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
 }
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})

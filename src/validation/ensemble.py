@@ -70,6 +70,7 @@ class EnsembleModel:
         calibration: tuple[float, float],
         info: dict[str, Any] | None = None,
         adjustment: CovariateResidualizer | None = None,
+        distance: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.models = models
         self.feature_columns = list(feature_columns)
@@ -77,6 +78,7 @@ class EnsembleModel:
         self.calibration = calibration
         self.info = info or {}
         self.adjustment = adjustment
+        self.distance = distance
         self._share_feature_names()
 
     def _share_feature_names(self) -> None:
@@ -96,7 +98,8 @@ class EnsembleModel:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # skops and pickle rebuild through here
-        self.__dict__.update({"adjustment": None, **state})  # files written before it existed have none
+        # files written before these existed have none
+        self.__dict__.update({"adjustment": None, "distance": None, **state})
         self._share_feature_names()
 
     @classmethod
@@ -126,6 +129,7 @@ class EnsembleModel:
             None
             if training is None
             else CovariateResidualizer(result.covariates, result.categorical).fit(training),
+            None if training is None else distance_model(training, result),
         )
 
     @property
@@ -188,6 +192,17 @@ class EnsembleModel:
             self.decision_function(table) - values.sum(axis=1)
         )
 
+    def distance_percentile(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(distance, percentile): each row's Mahalanobis distance to the training cohort (see
+        :func:`distance_model`) and the share (%) of training subjects, scored out of sample, who were closer.
+        NaN without a distance model (models trained before it existed)."""
+        if self.distance is None or self.adjustment is None:
+            nan = np.full(len(table), np.nan)
+            return nan, nan
+        distance = mahalanobis(self.adjustment, self.distance, self.check_columns(table))
+        reference = self.distance["reference"]
+        return distance, 100.0 * np.searchsorted(reference, distance, side="right") / len(reference)
+
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(table) > 0).astype(int)
 
@@ -214,6 +229,51 @@ class EnsembleModel:
         if config_yaml is not None:
             write_text_atomic(folder / "config.yaml", config_yaml)
         return file_sha256(folder / name)
+
+
+DISTANCE_COMPONENTS = 10
+
+
+def _distance_axes(
+    training: pd.DataFrame, covariates: list[str], categorical: list[str]
+) -> tuple[CovariateResidualizer, dict[str, np.ndarray]]:
+    adjustment = CovariateResidualizer(covariates, categorical).fit(training)
+    adjusted = adjustment.transform(training)
+    mean, scale = adjusted.mean(axis=0), adjusted.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (adjusted - mean) / scale
+    _, singular, axes = np.linalg.svd(z, full_matrices=False)
+    k = min(DISTANCE_COMPONENTS, len(z) - 2)
+    return adjustment, {
+        "mean": mean,
+        "scale": scale,
+        "axes": axes[:k],
+        "variances": singular[:k] ** 2 / (len(z) - 1),
+    }
+
+
+def mahalanobis(
+    adjustment: CovariateResidualizer, axes: dict[str, np.ndarray], table: pd.DataFrame
+) -> np.ndarray:
+    """Mahalanobis distance of the rows' covariate-adjusted, standardised features to a training cohort, in
+    the space of its first principal components."""
+    z = (adjustment.transform(table) - axes["mean"]) / axes["scale"]
+    scores = z @ axes["axes"].T
+    return np.sqrt(np.sum(scores**2 / axes["variances"], axis=1))
+
+
+def distance_model(training: pd.DataFrame, result: Any) -> dict[str, np.ndarray]:
+    """What a new patient's distance to the training cohort is compared with: the principal axes of the whole
+    cohort's covariate-adjusted features, and ``reference``: each training subject's distance from the axes
+    (and covariate model) fitted *without* them, in the first repeat's outer folds — a patient is compared
+    with subjects the axes had not seen (in-sample distances would be optimistic)."""
+    covariates, categorical = list(result.covariates), list(result.categorical)
+    _, axes = _distance_axes(training, covariates, categorical)
+    reference = np.full(len(training), np.nan)
+    for fold in (f for f in result.folds if f.repeat == 0):
+        fold_adjustment, fold_axes = _distance_axes(training.iloc[fold.train], covariates, categorical)
+        reference[fold.test] = mahalanobis(fold_adjustment, fold_axes, training.iloc[fold.test])
+    return {**axes, "reference": np.sort(reference)}
 
 
 def _without_feature_names(model: Any) -> Any:
@@ -253,6 +313,8 @@ def linear_npz(model: EnsembleModel) -> bytes:
     }
     if model.adjustment is not None:  # the whole-cohort covariate model (design x features)
         arrays["adjustment_coef"] = model.adjustment.coef_
+    if model.distance is not None:  # principal axes + out-of-sample reference distances (src.predict)
+        arrays.update({f"distance_{k}": v for k, v in model.distance.items()})
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
         entries = [("meta.json", json.dumps(meta, sort_keys=True, default=_json_number).encode())]
@@ -299,6 +361,11 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
                 np.asarray(archive[name], dtype=float)
                 for name in ("weights", "covariate_weights", "intercepts")
             )
+            distance = {
+                name.removeprefix("distance_"): np.asarray(archive[name], dtype=float)
+                for name in archive.files
+                if name.startswith("distance_")
+            } or None
             adjustment_coef = (
                 np.asarray(archive["adjustment_coef"], dtype=float)
                 if "adjustment_coef" in archive.files
@@ -344,6 +411,7 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
         (float(slope), float(intercept)),
         meta["info"],
         adjustment,
+        distance,
     )
 
 
