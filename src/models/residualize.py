@@ -64,6 +64,26 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         self.covariates = covariates
         self.categorical = categorical
 
+    @classmethod
+    def from_parts(
+        cls,
+        covariates: Sequence[str],
+        categorical: Sequence[str],
+        levels: dict[str, list[str]],
+        columns: Sequence[str],
+        coef: np.ndarray | None = None,
+    ) -> CovariateResidualizer:
+        """A fitted residualiser rebuilt from its parts (a saved model, or a fit done elsewhere): the
+        training ``levels`` of each categorical covariate, the input ``columns`` (covariates and features)
+        and the coefficients; without ``coef``, a design-only residualiser (what an affine model keeps)."""
+        fitted = cls(tuple(covariates), tuple(categorical))
+        fitted.levels_ = {name: list(values) for name, values in levels.items()}
+        fitted.feature_names_in_ = np.asarray(list(columns), dtype=object)
+        fitted.feature_columns_ = [c for c in columns if c not in frozenset(covariates)]
+        fitted.n_features_in_ = len(fitted.feature_names_in_)
+        fitted.coef_ = np.zeros((0, 0)) if coef is None else coef
+        return fitted
+
     def _design(self, X: pd.DataFrame, fitting: bool) -> np.ndarray:
         """Design matrix [1, numeric covariates, one-hot categorical covariates] of ``X``'s rows."""
         columns = [np.ones(len(X))]

@@ -126,10 +126,7 @@ class EnsembleModel:
             result.covariates,
             (float(platt.coef_[0, 0]), float(platt.intercept_[0])),
             info,
-            None
-            if training is None
-            else CovariateResidualizer(result.covariates, result.categorical).fit(training),
-            None if training is None else distance_model(training, result),
+            *explanation_models(training, result),
         )
 
     @property
@@ -194,8 +191,8 @@ class EnsembleModel:
 
     def distance_percentile(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(distance, percentile): each row's Mahalanobis distance to the training cohort (see
-        :func:`distance_model`) and the share (%) of training subjects, scored out of sample, who were closer.
-        NaN without a distance model (models trained before it existed)."""
+        :func:`explanation_models`) and the share (%) of training subjects, scored out of sample, who were
+        closer. NaN without a distance model (models trained before it existed)."""
         if self.distance is None or self.adjustment is None:
             nan = np.full(len(table), np.nan)
             return nan, nan
@@ -237,6 +234,7 @@ DISTANCE_COMPONENTS = 10
 def _distance_axes(
     training: pd.DataFrame, covariates: list[str], categorical: list[str]
 ) -> tuple[CovariateResidualizer, dict[str, np.ndarray]]:
+    """The covariate model of ``training`` and the principal axes of its adjusted, standardised features."""
     adjustment = CovariateResidualizer(covariates, categorical).fit(training)
     adjusted = adjustment.transform(training)
     mean, scale = adjusted.mean(axis=0), adjusted.std(axis=0)
@@ -262,18 +260,23 @@ def mahalanobis(
     return np.sqrt(np.sum(scores**2 / axes["variances"], axis=1))
 
 
-def distance_model(training: pd.DataFrame, result: Any) -> dict[str, np.ndarray]:
-    """What a new patient's distance to the training cohort is compared with: the principal axes of the whole
-    cohort's covariate-adjusted features, and ``reference``: each training subject's distance from the axes
-    (and covariate model) fitted *without* them, in the first repeat's outer folds — a patient is compared
-    with subjects the axes had not seen (in-sample distances would be optimistic)."""
+def explanation_models(
+    training: pd.DataFrame | None, result: Any
+) -> tuple[CovariateResidualizer | None, dict[str, np.ndarray] | None]:
+    """What explains a new patient's prediction and places them relative to the training cohort (never what
+    makes the prediction): the whole cohort's covariate model, and its principal axes with ``reference``, each
+    training subject's distance from the axes (and covariate model) fitted *without* them in the first
+    repeat's outer folds — a patient is compared with subjects the axes had not seen (in-sample distances
+    would be optimistic). (None, None) without the training table."""
+    if training is None:
+        return None, None
     covariates, categorical = list(result.covariates), list(result.categorical)
-    _, axes = _distance_axes(training, covariates, categorical)
+    adjustment, axes = _distance_axes(training, covariates, categorical)
     reference = np.full(len(training), np.nan)
     for fold in (f for f in result.folds if f.repeat == 0):
         fold_adjustment, fold_axes = _distance_axes(training.iloc[fold.train], covariates, categorical)
         reference[fold.test] = mahalanobis(fold_adjustment, fold_axes, training.iloc[fold.test])
-    return {**axes, "reference": np.sort(reference)}
+    return adjustment, {**axes, "reference": np.sort(reference)}
 
 
 def _without_feature_names(model: Any) -> Any:
@@ -386,23 +389,23 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
         )
     folds = []
     for i in range(n_models):
-        design = CovariateResidualizer(tuple(meta["covariates"]), tuple(meta["categorical"]))
-        design.levels_ = {k: list(v) for k, v in meta["levels"][i].items()}
-        design.n_features_in_ = len(meta["covariates"]) + n_features  # names: set by EnsembleModel
-        design.coef_ = np.zeros((0, 0))  # only the design is kept, as in AffineDecision.from_pipeline
+        # design only (names are shared by EnsembleModel): only what an affine model keeps
+        design = CovariateResidualizer.from_parts(
+            meta["covariates"], meta["categorical"], meta["levels"][i], []
+        )
+        design.n_features_in_ = len(meta["covariates"]) + n_features
         if covariate_weights.shape[1] != len(_design_columns(design)):
             raise ModelIntegrityError(f"model file {path}: fold {i} has a design of the wrong width")
         folds.append(AffineDecision(weights[i], covariate_weights[i], float(intercepts[i]), design))
     adjustment = None
     if adjustment_coef is not None:
-        adjustment = CovariateResidualizer(tuple(meta["covariates"]), tuple(meta["categorical"]))
-        adjustment.levels_ = {k: list(v) for k, v in meta["adjustment_levels"].items()}
-        adjustment.feature_columns_ = list(meta["feature_columns"])
-        adjustment.feature_names_in_ = np.asarray(
-            [*meta["covariates"], *meta["feature_columns"]], dtype=object
+        adjustment = CovariateResidualizer.from_parts(
+            meta["covariates"],
+            meta["categorical"],
+            meta["adjustment_levels"],
+            [*meta["covariates"], *meta["feature_columns"]],
+            adjustment_coef,
         )
-        adjustment.n_features_in_ = len(adjustment.feature_names_in_)
-        adjustment.coef_ = adjustment_coef
     slope, intercept = meta["calibration"]
     return EnsembleModel(
         folds,

@@ -211,13 +211,13 @@ def affine_refit(
     if split.cumulative_ratio is not None:
         n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
     weights, covariate_weights, intercept = linear_affine(split, params, n_components)
-    covariates = codes.covariates if codes is not None else ()
-    design = CovariateResidualizer(covariates, codes.categorical if codes is not None else ())
-    design.levels_ = codes.training_levels(train) if codes is not None else {}
-    design.feature_columns_ = pd.Index(columns).drop(list(covariates)).tolist()
-    design.feature_names_in_ = np.asarray(list(columns), dtype=object)
-    design.n_features_in_ = len(columns)
-    design.coef_ = np.zeros((0, 0))  # only the design is kept, as in AffineDecision.from_pipeline
+    # only the design is kept, as in AffineDecision.from_pipeline
+    design = CovariateResidualizer.from_parts(
+        codes.covariates if codes is not None else (),
+        codes.categorical if codes is not None else (),
+        codes.training_levels(train) if codes is not None else {},
+        list(columns),
+    )
     return AffineDecision(weights, covariate_weights, intercept, design)
 
 
