@@ -38,11 +38,11 @@ from src.utils.io import atomic_directory, file_sha256, write_json_atomic, write
 from src.utils.logging import configure_logging
 from src.utils.provenance import git_state
 from src.validation.ensemble import (
-    ColumnMismatchError,
     EnsembleModel,
     ModelIntegrityError,
     load_model,
     model_file,
+    train_metrics,
 )
 from src.validation.metrics import binary_metrics
 
@@ -68,18 +68,7 @@ def read_tables(features_dir: Path, cohorts: list[str], model: EnsembleModel | N
             )
         table = pd.read_parquet(path)
         if model is not None:
-            try:
-                X = model.check_columns(table)
-            except ColumnMismatchError as err:
-                raise ColumnMismatchError(f"cohort {name!r} ({path}): {err}") from None
-            holes = X.isna()
-            if holes.to_numpy().any():
-                column = X.columns[holes.any().to_numpy()][0]
-                subject = table.loc[holes[column].to_numpy(), "participant_id"].iloc[0]
-                raise ColumnMismatchError(
-                    f"cohort {name!r} ({path}): subject {subject} has no value in column {column!r} "
-                    f"({int(holes.to_numpy().sum())} missing value(s) in the model's columns)"
-                )
+            model.checked_inputs(table, f"cohort {name!r} ({path})")
         frames.append(table.assign(_cohort=name))
     return pd.concat(frames, ignore_index=True)
 
@@ -370,7 +359,7 @@ def locked_model(
     ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used with one warning and nothing is
     logged to MLflow. A model file that fails verification is an error wherever it comes from.
     """
-    sha256 = (_train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
+    sha256 = (train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
     if settings.enabled:
         from src.tracking.evaluation import load_registered_model, read_training_run
 
@@ -393,17 +382,8 @@ def locked_model(
     return load_model(train_dir / "model", sha256), None, str(train_dir / "model"), None
 
 
-def _train_metrics(train_dir: Path) -> dict[str, Any]:
-    import json
-
-    path = train_dir / "metrics.json"
-    if not path.is_file():
-        raise MissingInputError(f"{path} not found: train first (`python -m src.train` or `dvc repro`)")
-    return json.loads(path.read_text())
-
-
 def _train_p(run: Path) -> float | None:
-    perm = _train_metrics(run / "train").get("permutation")
+    perm = train_metrics(run / "train").get("permutation")
     return None if perm is None else perm["p_value"]
 
 

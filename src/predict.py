@@ -8,10 +8,8 @@ sha256 checked against the one training recorded). Writes ``${predict.dir}/predi
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pandas as pd
@@ -22,21 +20,12 @@ from src.models.linear import AffineDecision
 from src.prediction import predict_patients, read_patient_table
 from src.prediction.score import check_settings, top_regions
 from src.utils.checks import check_config, check_writable
-from src.utils.errors import MissingInputError, UserInputError, user_errors
+from src.utils.errors import UserInputError, user_errors
 from src.utils.io import atomic_path
 from src.utils.logging import configure_logging
-from src.validation.ensemble import load_model
+from src.validation.ensemble import load_trained_model
 
 log = logging.getLogger(__name__)
-
-
-def locked_model(train_dir: Path) -> Any:
-    """The locked ensemble of ``train_dir``, verified against the sha256 recorded in its metrics.json."""
-    metrics = train_dir / "metrics.json"
-    if not metrics.is_file():
-        raise MissingInputError(f"{metrics} not found: train first (`python -m src.train` or `dvc repro`)")
-    sha256 = (json.loads(metrics.read_text()).get("provenance") or {}).get("model_sha256")
-    return load_model(train_dir / "model", sha256)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -50,7 +39,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     table = read_patient_table(cfg.input)
     out_dir = Path(cfg.predict.dir)
     check_writable(out_dir)
-    model = locked_model(Path(cfg.paths.run) / "train")
+    model = load_trained_model(Path(cfg.paths.run) / "train")
     result = predict_patients(
         model,
         table,

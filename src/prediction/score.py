@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.utils.errors import MissingInputError, UserInputError
-from src.validation.ensemble import ColumnMismatchError, EnsembleModel
+from src.validation.ensemble import EnsembleModel
 
 OUTCOME_COLUMNS = ("response", "madrs_baseline", "madrs_24h", "treatment")
 
@@ -107,17 +107,7 @@ def predict_patients(
     or above ``distance_percentile``), ``warnings`` and ``prediction``
     (``responder`` when the probability reaches ``threshold``)."""
     check_settings(threshold, coverage)
-    try:
-        inputs = model.check_columns(table)
-    except ColumnMismatchError as err:
-        raise ColumnMismatchError(f"{where}: {err}") from None
-    holes = inputs.isna().to_numpy()
-    if holes.any():
-        row, column = np.argwhere(holes)[0]
-        raise UserInputError(
-            f"{where}: subject {table['participant_id'].iloc[row]} has no value in column "
-            f"{inputs.columns[column]!r} ({int(holes.sum())} missing value(s))"
-        )
+    model.checked_inputs(table, where)
     folds = model.decision_matrix(table)  # (patients, R x K)
     decision = folds.mean(axis=1)
     tail = 100 * (1 - coverage) / 2

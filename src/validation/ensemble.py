@@ -146,6 +146,22 @@ class EnsembleModel:
             )
         return table[self.input_columns]
 
+    def checked_inputs(self, table: pd.DataFrame, where: str) -> pd.DataFrame:
+        """:meth:`check_columns`, and no missing value in the model's columns; errors start with ``where``
+        (the cohort, the file) and name the columns or the first subject concerned."""
+        try:
+            X = self.check_columns(table)
+        except ColumnMismatchError as err:
+            raise ColumnMismatchError(f"{where}: {err}") from None
+        holes = X.isna().to_numpy()
+        if holes.any():
+            row, column = np.argwhere(holes)[0]
+            raise ColumnMismatchError(
+                f"{where}: subject {table['participant_id'].iloc[row]} has no value in column "
+                f"{X.columns[column]!r} ({int(holes.sum())} missing value(s) in the model's columns)"
+            )
+        return X
+
     def decision_matrix(self, table: pd.DataFrame) -> np.ndarray:
         X = self.check_columns(table)
         features = X[self.feature_columns].to_numpy(dtype=float)
@@ -500,6 +516,20 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
     if not isinstance(model, EnsembleModel):
         raise ModelIntegrityError(f"model file {path} holds a {type(model).__name__}, not an EnsembleModel")
     return model
+
+
+def train_metrics(train_dir: str | Path) -> dict[str, Any]:
+    """The ``metrics.json`` of a training output folder (its provenance holds the model's sha256)."""
+    path = Path(train_dir) / "metrics.json"
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found: train first (`python -m src.train` or `dvc repro`)")
+    return json.loads(path.read_text())
+
+
+def load_trained_model(train_dir: str | Path) -> EnsembleModel:
+    """The locked model of a training output folder, verified against the sha256 its metrics.json records."""
+    sha256 = (train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
+    return load_model(Path(train_dir) / "model", sha256)
 
 
 def load_model(folder: str | Path, sha256: str | None = None, allow_pickle: bool = False) -> EnsembleModel:
