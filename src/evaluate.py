@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
-from src.interpretation.regions import read_feature_regions, region_maps, voxel_maps, weight_summary
+from src.interpretation.regions import paint_features, read_feature_regions, weight_summary
 from src.models.linear import AffineDecision
 from src.reporting.document import markdown_table as report_markdown_table
 from src.tracking.store import TrackingSettings
@@ -324,6 +325,7 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
         else:
             write_text_atomic(out / "maps" / "README.txt", maps_note + "\n")
         evaluation_runs: dict[str, str] = {}
+        promotion = None
         if training_run is not None:
             from src.tracking.evaluation import log_evaluation
 
@@ -338,12 +340,44 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
                 outputs=out,
                 model_path=model_path,
             )
+            from src.tracking.registry import promote_if_passing
+
+            champion = ev["champion"]
+            promotion = promote_if_passing(
+                settings,
+                training_run,
+                results.get("external"),
+                str(champion["alias"]),
+                float(champion["max_p"]),
+                _evidence(results, document["provenance"]),
+            )
         write_json_atomic(
             out / "tracking.json",
-            {"model_source": model_source, "training": training_run, "evaluation_runs": evaluation_runs},
+            {
+                "model_source": model_source,
+                "training": training_run,
+                "evaluation_runs": evaluation_runs,
+                "registry": promotion,
+            },
         )
     _print(cfg.name, table, specificity, aligned)
+    if promotion:
+        print(f"  {promotion}")
     return document
+
+
+def _evidence(results: dict[str, dict[str, Any]], provenance: dict[str, Any]) -> str:
+    """The registry description of an evaluated model: each cohort's numbers, the code and the model."""
+    cohorts = "; ".join(
+        f"{name}: BAC {100 * r['bac']:.1f} %, AUC {r['auc']:.2f}, n = {r['n']}"
+        + ("" if r.get("p_bac") is None else f", p = {r['p_bac']:.3g}")
+        for name, r in results.items()
+    )
+    git = provenance.get("git") or {}
+    return (
+        f"Evaluated {time.strftime('%Y-%m-%d %H:%M')}: {cohorts}. Code {git.get('commit')}"
+        f"{' (uncommitted changes)' if git.get('dirty') else ''}, model sha256 {provenance['model_sha256']}."
+    )
 
 
 def locked_model(
@@ -388,26 +422,11 @@ def _train_p(run: Path) -> float | None:
 
 
 def weight_maps(regions: pd.DataFrame, features_dir: Path) -> tuple[dict[str, Any], str]:
-    """Mean-weight and CVR brain maps of linear models: voxel features through their mask, regional features
-    painted onto their bundled atlas (GM regions). No maps (and a note saying why) for non-linear models or
-    features without an atlas image (a user's regional table)."""
-    import nibabel as nib
-
-    from src.data.templates import ATLASES, load_atlas
-
+    """Mean-weight and CVR brain maps of linear models (:func:`paint_features`); none, and a note saying why,
+    for non-linear models."""
     if "cvr" not in regions:
         return {}, "no weight map: the model is not linear (see regions.csv for permutation importance)"
-    if (features_dir / "mask.nii.gz").is_file():
-        return voxel_maps(regions, nib.load(features_dir / "mask.nii.gz")), ""
-    atlas_regions = read_feature_regions(features_dir)
-    atlases = [] if atlas_regions is None else sorted(atlas_regions["atlas"].astype(str).unique())
-    if len(atlases) != 1 or atlases[0] not in ATLASES or "index" not in atlas_regions:
-        return {}, (
-            f"no weight map: the features come from {', '.join(atlases) or 'a table'} with no bundled atlas "
-            "image to paint them on; regions.csv holds every feature's weight, CV-ratio and sign consistency"
-        )
-    atlas, _ = load_atlas(atlases[0])
-    return region_maps(regions, atlas_regions, atlas), ""
+    return paint_features(regions, features_dir)
 
 
 def _map_outputs(out: Path, maps: dict[str, Any]) -> None:

@@ -1,29 +1,36 @@
-"""``python -m src.predict +experiment=gm_only input=<table>``: score new patients with the locked model.
+"""``python -m src.predict +experiment=gm_only input=<path>``: score new patients with the locked model.
 
-The input is a feature table of patients without outcomes (``.parquet``, ``.csv`` or ``.tsv``: participant_id,
-the model's covariates and feature columns, e.g. built by ``src.features.build`` or exported from the same
-regional pipeline as training). The model is the verified DVC copy of ``${paths.run}/train/model`` (its
-sha256 checked against the one training recorded). Writes ``${predict.dir}/predictions.csv``.
+The input is one patient's GM map (``.nii``/``.nii.gz``, covariates given as ``patient.age=…
+patient.sex=F|M patient.site=… [patient.tiv=…]``), a cohort folder of patients without outcomes
+(participants.tsv + derivatives, as the data contract), or a feature table (``.parquet``/``.csv``/``.tsv``).
+Images are checked and turned into features exactly as the training cohort's were. The model is the registry
+version carrying ``predict.model`` (default: the alias ``src.evaluate`` sets when the external evaluation
+passes), else the verified DVC copy of ``${paths.run}/train/model``.
+
+Writes ``${predict.dir}/predictions.csv`` (one row per patient: probability, interval, decision, warnings,
+regions) and, with ``predict.card=true``, ``${predict.dir}/cards/<participant_id>.html``.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.interpretation.regions import read_feature_regions
-from src.models.linear import AffineDecision
-from src.prediction import predict_patients, read_patient_table
-from src.prediction.score import check_settings, top_regions
+from src.data.cohorts import discovery_cohort
+from src.data.plausibility import PlausibilityBounds
+from src.prediction import patient_features, predict_patients
+from src.prediction.report import write_outputs
+from src.prediction.score import align_unseen_sites, check_settings
+from src.tracking.registry import model_for_prediction
+from src.tracking.store import TrackingSettings
 from src.utils.checks import check_config, check_writable
 from src.utils.errors import UserInputError, user_errors
-from src.utils.io import atomic_path
 from src.utils.logging import configure_logging
-from src.validation.ensemble import load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -34,41 +41,54 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
     if not cfg.input:
-        raise UserInputError("no input: give the patients' feature table with input=<path>")
-    check_settings(float(cfg.predict.threshold), float(cfg.predict.coverage))
-    table = read_patient_table(cfg.input)
-    out_dir = Path(cfg.predict.dir)
+        raise UserInputError("no input: give a GM map, a cohort folder or a feature table with input=<path>")
+    settings = OmegaConf.to_container(cfg.predict, resolve=True)
+    check_settings(float(settings["threshold"]), float(settings["coverage"]))
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    out_dir = Path(settings["dir"])
     check_writable(out_dir)
-    model = load_trained_model(Path(cfg.paths.run) / "train")
+    patients = patient_features(
+        cfg.input,
+        data=data,
+        features=OmegaConf.to_container(cfg.features, resolve=True),
+        patient=OmegaConf.to_container(cfg.patient, resolve=True),
+        bounds=PlausibilityBounds.from_config(data.get("plausibility")),
+        n_jobs=int(cfg.n_jobs),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model, source = model_for_prediction(
+            TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True)),
+            settings["model"],
+            Path(cfg.paths.run) / "train",
+            Path(tmp),
+        )
+    features_dir = Path(cfg.paths.features) / cfg.features.name
+    training = features_dir / f"{discovery_cohort(data)}.parquet"
+    patients, notes = align_unseen_sites(
+        model,
+        patients,
+        pd.read_parquet(training) if training.is_file() else None,
+        settings["align_unseen_sites"],
+    )
     result = predict_patients(
         model,
-        table,
-        float(cfg.predict.threshold),
-        float(cfg.predict.coverage),
+        patients,
+        float(settings["threshold"]),
+        float(settings["coverage"]),
         where=str(cfg.input),
-        distance_percentile=float(cfg.predict.distance_percentile),
+        distance_percentile=float(settings["distance_percentile"]),
+        notes=notes,
     )
-    if model.adjustment is not None and all(isinstance(m, AffineDecision) for m in model.models):
-        regions = read_feature_regions(Path(cfg.paths.features) / cfg.features.name)
-        names = dict(zip(regions["column"], regions["name"], strict=True)) if regions is not None else None
-        result = pd.concat([result, top_regions(model, table, names).reset_index(drop=True)], axis=1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        result.to_csv(tmp, index=False)
-    coverage = int(round(100 * float(cfg.predict.coverage)))
-    for row in result.itertuples():
-        print(
-            f"{row.participant_id}: P(response) = {row.probability:.2f} "
-            f"[{coverage} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
-            f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
-        )
-        if row.warnings:
-            print(f"    warning: {row.warnings}")
-        if "towards_response" in result:
-            print(f"    towards response: {row.towards_response or '-'}")
-            print(f"    towards non-response: {row.towards_non_response or '-'}")
-    print(f"  written   {out_dir / 'predictions.csv'}")
-    return result
+    return write_outputs(
+        result,
+        model,
+        patients,
+        out_dir=out_dir,
+        settings=settings,
+        source=source,
+        features_dir=features_dir,
+        input_path=Path(cfg.input),
+    )
 
 
 if __name__ == "__main__":

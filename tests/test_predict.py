@@ -78,7 +78,7 @@ def test_contributions_add_up_and_name_the_planted_region(locked, tmp_path):
 def predict_top(model, patients):
     from src.prediction.score import top_regions
 
-    return top_regions(model, patients)
+    return top_regions(model.contributions(patients)[0])
 
 
 def test_probability_interval_and_decision_follow_the_locked_ensemble(locked):
@@ -164,7 +164,7 @@ def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch,
     refused("src.predict", [*common, f"input={tmp_path / 'new.tsv'}"], "but training recorded")
     shutil.copy(tmp_path / "original.npz", model_file)
     for overrides, expected in (
-        ([], "no input: give the patients' feature table"),
+        ([], "no input: give a GM map, a cohort folder or a feature table"),
         ([f"input={tmp_path / 'missing.tsv'}"], "missing.tsv not found"),
         ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=1.5"], "predict.threshold=1.5: must lie"),
     ):

@@ -214,6 +214,93 @@ def test_evaluation_runs_linked_to_training_and_model(local_store, client):
     }
 
 
+def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(local_store, client):
+    """The contract cohorts carry a planted signal: the pooled external p is below 0.05, so evaluation sets
+    the alias on the model and its scorer; src.predict then loads the model by alias (verified), and a
+    failing re-evaluation takes the alias away."""
+    from src.tracking.registry import promote_if_passing
+
+    document = json.loads((local_store / "out" / "gm_only" / "evaluate" / "metrics.json").read_text())
+    assert document["cohorts"]["external"]["p_bac"] < 0.05
+    recorded = json.loads((local_store / "out" / "gm_only" / "evaluate" / "tracking.json").read_text())
+    assert recorded["registry"].startswith("model registry: 'champion' set on ketamine-trd-gm_only v1")
+    for name in (MODEL, f"{MODEL}-scorer"):
+        version = client.get_model_version_by_alias(name, "champion")
+        assert str(version.version) == "1" and version.description.startswith(
+            "'champion': passed the external"
+        )
+        assert f"external: BAC {100 * document['cohorts']['external']['bac']:.1f} %" in version.description
+    patients = pd.read_parquet(local_store / "features" / "gm_roi" / "external_b.parquet").head(4)
+    patients.drop(columns=["response"]).to_csv(local_store / "new.csv", index=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.predict",
+            "+experiment=gm_only",
+            f"paths.features={local_store / 'features'}",
+            f"paths.output={local_store / 'out'}",
+            f"hydra.run.dir={local_store}/hydra",
+            "predict.card=false",
+            f"input={local_store / 'new.csv'}",
+        ],
+        cwd=local_store,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"model: models:/{MODEL}@champion (version 1, training run" in done.stdout
+    written = pd.read_csv(local_store / "out" / "gm_only" / "predict" / "predictions.csv")
+    dvc_copy = load_model(local_store / "out" / "gm_only" / "train" / "model")
+    np.testing.assert_allclose(written["probability"], dvc_copy.predict_proba(patients)[:, 1], rtol=1e-12)
+
+    settings = TrackingSettings(uri=f"sqlite:///{local_store / 'mlruns' / 'mlflow.db'}")
+    training = recorded["training"]
+    failed = {"bac": 0.52, "p_bac": 0.4, "n": 40}
+    line = promote_if_passing(settings, training, failed, "champion", 0.05, "re-evaluated")
+    assert line.startswith(
+        "model registry: 'champion' not set (external BAC 52.0 % (p = 0.4, n = 40) >= 0.05)"
+    )
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(MODEL, "champion")
+    passed = document["cohorts"]["external"]
+    promote_if_passing(
+        settings, training, passed, "champion", 0.05, "re-evaluated"
+    )  # restored for other tests
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+
+
+def test_the_served_scorer_answers_like_src_predict(local_store, client):
+    """`mlflow models serve` of the registered patient scorer, a real HTTP /invocations request: the same
+    probabilities, intervals and decisions as predict_patients on the verified DVC copy."""
+    import urllib.request
+
+    from src.prediction import predict_patients
+    from src.tracking.server import model_server
+
+    table = pd.read_parquet(local_store / "features" / "gm_roi" / "external_a.parquet").head(6)
+    dvc_copy = load_model(local_store / "out" / "gm_only" / "train" / "model")
+    request = table[["participant_id", *dvc_copy.input_columns]]
+    # json.dumps writes each float exactly (pandas' to_json would round them to 10 digits)
+    body = json.dumps(
+        {"dataframe_split": {"columns": list(request.columns), "data": request.values.tolist()}}
+    )
+    uri = f"sqlite:///{local_store / 'mlruns' / 'mlflow.db'}"
+    with model_server(f"models:/{MODEL}-scorer@champion", uri) as url:
+        post = urllib.request.Request(
+            f"{url}/invocations", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(post, timeout=60) as response:
+            served = pd.DataFrame(json.loads(response.read())["predictions"])
+    expected = predict_patients(dvc_copy, request)
+    assert served["participant_id"].tolist() == expected["participant_id"].tolist()
+    assert served["prediction"].tolist() == expected["prediction"].tolist()
+    for column in ("decision_score", "probability", "interval_low", "interval_high", "distance"):
+        np.testing.assert_allclose(served[column], expected[column], rtol=1e-12, atol=0)
+    assert served["warnings"].tolist() == expected["warnings"].tolist()
+
+
 def test_search_runs_tables_experiments_side_by_side(local_store, client):
     table = mlflow.search_runs(experiment_names=["gm_only"], filter_string="tags.run_role = 'training'")
     assert len(table) == 1

@@ -114,6 +114,7 @@ def load_cohort(
     with_images: bool = True,
     layout: str = "bids",
     treatment: str | None = None,
+    require_outcome: bool = True,
 ) -> Cohort:
     """Read ``participants.tsv`` and the tissue maps of a BIDS-style cohort folder and validate them.
 
@@ -141,6 +142,11 @@ def load_cohort(
     treatment : str, optional
         The treatment the data config declares for this cohort: fills a missing ``treatment`` column, and
         a subject whose ``treatment`` differs is an error.
+    require_outcome : bool
+        False for patients to be scored (``src.predict``): the outcome (MADRS) and ``treatment`` columns are
+        optional, validated when present, and no subject is excluded for lacking them; ``response`` is
+        missing (NaN) and ``treatment`` is ``"n/a"`` where not given. Everything else is validated as for
+        training.
 
     Returns
     -------
@@ -175,7 +181,7 @@ def load_cohort(
                     f"config declares treatment {treatment!r} for this cohort; {len(differs)} subject(s) "
                     "affected"
                 )
-    participants, excluded = _validate_participants(raw, name, table_path, outcome)
+    participants, excluded = _validate_participants(raw, name, table_path, outcome, require_outcome)
     cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
     if with_images:
         _attach_images(cohort, pipeline, space, tissues, on_grid_mismatch, layout)
@@ -183,26 +189,31 @@ def load_cohort(
         "cohort %s: %d subjects (%d responders), %d excluded for missing outcome",
         name,
         len(participants),
-        int(participants["response"].sum()),
+        int(participants["response"].sum(skipna=True)),
         len(excluded),
     )
     return cohort
 
 
 def _validate_participants(
-    raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec
+    raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec, require_outcome: bool = True
 ) -> tuple[pd.DataFrame, list[str]]:
     # the configured outcome columns replace the contract's default MADRS column names
     required = [c for c in REQUIRED_COLUMNS if not c.startswith("madrs_")] + [
         outcome.baseline,
         outcome.followup,
     ]
-    missing = [c for c in required if c not in raw.columns]
+    optional = {"treatment", outcome.baseline, outcome.followup} if not require_outcome else set()
+    missing = [c for c in required if c not in raw.columns and c not in optional]
     if missing:
         raise CohortError(f"cohort {name!r}: {path} is missing required column(s) {missing}")
     if raw.empty:
         raise CohortError(f"cohort {name!r}: {path} has no participants (empty cohort)")
     df = raw.copy()
+    if not require_outcome:  # patients to score: what is not given is recorded as not available
+        for column in optional - set(df.columns):
+            df[column] = "n/a" if column == "treatment" else np.nan
+        df["treatment"] = df["treatment"].fillna("n/a")
     ids = df["participant_id"]
     if ids.isna().any():
         rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
@@ -216,7 +227,8 @@ def _validate_participants(
     if dup:
         raise CohortError(f"cohort {name!r}: duplicate participant_id {dup[:5]} in {path}")
 
-    for column, allowed in (("sex", SEXES), ("treatment", TREATMENTS)):
+    treatments = TREATMENTS if require_outcome else (*TREATMENTS, "n/a")
+    for column, allowed in (("sex", SEXES), ("treatment", treatments)):
         values = df[column].str.strip()
         wrong = df.loc[~values.isin(allowed), ["participant_id", column]]
         if len(wrong):
@@ -259,6 +271,8 @@ def _validate_participants(
         )
 
     lacking = df[outcome.baseline].isna() | df[outcome.followup].isna()
+    if not require_outcome:
+        lacking[:] = False
     excluded = sorted(df.loc[lacking, "participant_id"])
     if excluded:
         log.warning(
@@ -274,7 +288,8 @@ def _validate_participants(
         raise CohortError(f"cohort {name!r}: no subject has both MADRS scores (empty cohort)")
     reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
     responder = reduction >= outcome.threshold - 1e-12
-    df["response"] = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
+    label = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
+    df["response"] = label if require_outcome else label.where(reduction.notna())
     keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
     keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
     df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
@@ -630,3 +645,77 @@ def load_regional_table(
     out = pd.DataFrame(columns)
     tiv = None if raw.tiv is None else raw.tiv.reindex(cohort.participant_ids).reset_index(drop=True)
     return out, tiv
+
+
+def _tissue_sibling(gm_image: Path, tissue: str) -> Path | None:
+    """The ``tissue`` map written beside a GM map by the same pipeline (BIDS ``label-WM``/``label-CSF``,
+    CAT12 ``mwp2``/``mwp3``), or None when there is none."""
+    if match := _CAT12_NAME.match(gm_image.name):
+        name = CAT12_PREFIX[tissue] + gm_image.name[len(f"mwp{match.group(1)}") :]
+    elif _BIDS_PROBSEG.match(gm_image.name):
+        name = re.sub(r"_label-[A-Za-z]+_", f"_label-{tissue}_", gm_image.name)
+    else:
+        return None
+    path = gm_image.with_name(name)
+    return path if path.is_file() else None
+
+
+def image_subject_id(gm_image: Path) -> str:
+    """``sub-<label>`` from a BIDS or CAT12 file name (``sub-01_..._label-GM_probseg.nii.gz``,
+    ``mwp1sub-01.nii``, ``mwp1patient7.nii`` -> ``sub-patient7``)."""
+    if match := _CAT12_NAME.match(gm_image.name):
+        return _cat12_subject(match["stem"])
+    if match := _SUBJECT.search(gm_image.name):
+        return match.group(1)
+    return "sub-" + re.sub(r"[^A-Za-z0-9]", "", gm_image.name.split(".")[0])
+
+
+def single_image_cohort(
+    gm_image: str | Path,
+    covariates: dict[str, object],
+    *,
+    tissues: tuple[str, ...] = ("GM",),
+    on_grid_mismatch: str = "error",
+) -> Cohort:
+    """A one-patient cohort (no outcome) from one modulated GM map and the patient's covariates.
+
+    Parameters
+    ----------
+    gm_image : path
+        The patient's GM map (BIDS ``*_label-GM_probseg.nii[.gz]``, CAT12 ``mwp1*.nii`` or any NIfTI).
+    covariates : dict
+        ``participant_id`` (default: from the file name), ``age``, ``sex``, ``site`` and optionally ``tiv``
+        (ml). Without ``tiv``: CAT12's report beside the map, else the WM and CSF maps beside it
+        (TIV = GM + WM + CSF, as in training).
+    tissues : tuple of str
+        The maps the features need (``GM``, ``WM``): found beside the GM map like the TIV ones.
+    """
+    gm_image = Path(gm_image)
+    if not gm_image.is_file():
+        raise CohortError(f"input image {gm_image} not found")
+    values = {k: v for k, v in covariates.items() if v is not None}
+    values.setdefault("participant_id", image_subject_id(gm_image))
+    missing = [c for c in ("age", "sex", "site") if c not in values]
+    if missing:
+        raise CohortError(
+            f"input {gm_image} is one image: give the patient's {', '.join(missing)} "
+            f"(e.g. patient.age=41 patient.sex=F patient.site=<scanner site as in training>)"
+        )
+    if "tiv" not in values and (tiv := cat12_tiv(gm_image)) is not None:
+        values["tiv"] = tiv
+    raw = pd.DataFrame([{k: str(v) for k, v in values.items()}])
+    name = f"input {gm_image.name}"
+    participants, _ = _validate_participants(raw, name, gm_image, OutcomeSpec(), require_outcome=False)
+    images = {"GM": [gm_image]}
+    needed = [t for t in tissues if t != "GM"] + ([] if "tiv" in participants else ["WM", "CSF"])
+    for tissue in dict.fromkeys(needed):
+        sibling = _tissue_sibling(gm_image, tissue)
+        if sibling is None:
+            why = "for the model's features" if tissue in tissues else "for TIV (or give patient.tiv=<ml>)"
+            expected = gm_image.name.replace("label-GM", f"label-{tissue}")
+            expected = expected.replace("mwp1", CAT12_PREFIX[tissue])
+            raise CohortError(f"input {gm_image}: no {tissue} map beside it {why}; expected {expected}")
+        images[tissue] = [sibling]
+    cohort = Cohort(name=name, root=gm_image.parent, participants=participants, images=images)
+    _check_headers(cohort, on_grid_mismatch)
+    return cohort

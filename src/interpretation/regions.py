@@ -140,3 +140,23 @@ def region_maps(
         values = pd.Series(regions[column].fillna(0).to_numpy(), index=regions["index"].astype(int))
         out[name] = masker.inverse_transform(values.reindex(order, fill_value=0.0).to_numpy()[None, :])
     return out
+
+
+def paint_features(table: pd.DataFrame, features_dir: str | Path) -> tuple[dict[str, nib.Nifti1Image], str]:
+    """``table``'s ``mean_weight`` and ``cvr`` per ``feature`` as brain images: voxel features through the
+    feature set's mask, regional features painted onto their bundled atlas (GM regions). ({}, note) when the
+    features have no image to go to (a user's regional table)."""
+    from src.data.templates import ATLASES, load_atlas
+
+    features_dir = Path(features_dir)
+    if (features_dir / "mask.nii.gz").is_file():
+        return voxel_maps(table, nib.load(features_dir / "mask.nii.gz")), ""
+    atlas_regions = read_feature_regions(features_dir)
+    atlases = [] if atlas_regions is None else sorted(atlas_regions["atlas"].astype(str).unique())
+    if len(atlases) != 1 or atlases[0] not in ATLASES or "index" not in atlas_regions:
+        return {}, (
+            f"no brain map: the features come from {', '.join(atlases) or 'a table'} with no bundled atlas "
+            "image to paint them on; the tables hold every feature's value"
+        )
+    atlas, _ = load_atlas(atlases[0])
+    return region_maps(table, atlas_regions, atlas), ""

@@ -10,43 +10,18 @@ discovery cohort (an ensemble/bootstrap-like spread), not a confidence interval 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from src.utils.errors import MissingInputError, UserInputError
+from src.models.linear import AffineDecision
+from src.utils.errors import UserInputError
 from src.validation.ensemble import EnsembleModel
 
-OUTCOME_COLUMNS = ("response", "madrs_baseline", "madrs_24h", "treatment")
 
-
-def read_patient_table(path: str | Path) -> pd.DataFrame:
-    """A table of patients to score (``.parquet``, ``.csv`` or ``.tsv``): ``participant_id``, the model's
-    covariates and feature columns; outcome and treatment columns are optional (and ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"input table {path} not found")
-    if path.suffix == ".parquet":
-        table = pd.read_parquet(path)
-    elif path.suffix in (".csv", ".tsv"):
-        table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"participant_id": str})
-    else:
-        raise UserInputError(f"input {path}: a .parquet, .csv or .tsv table is needed, got '{path.suffix}'")
-    if "participant_id" not in table.columns:
-        raise UserInputError(f"input {path}: no participant_id column")
-    duplicated = table["participant_id"][table["participant_id"].duplicated()].tolist()
-    if duplicated:
-        raise UserInputError(f"input {path}: duplicate participant_id {duplicated[:5]}")
-    return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])
-
-
-def top_regions(
-    model: EnsembleModel, table: pd.DataFrame, names: dict[str, str] | None = None, k: int = 3
-) -> pd.DataFrame:
+def top_regions(values: pd.DataFrame, names: dict[str, str] | None = None, k: int = 3) -> pd.DataFrame:
     """The ``k`` features pushing each patient's score most towards response and towards non-response, as
-    ``"<region> (+0.42)"``, from :meth:`EnsembleModel.contributions` (linear models only)."""
-    values, _ = model.contributions(table)
+    ``"<region> (+0.42)"``, from per-feature ``values`` (:meth:`EnsembleModel.contributions` of a linear
+    model, :meth:`EnsembleModel.occlusion` of another)."""
     names = names or {}
     rows = []
     for _, row in values.iterrows():
@@ -61,7 +36,28 @@ def top_regions(
                 ),
             }
         )
-    return pd.DataFrame(rows, index=table.index)
+    return pd.DataFrame(rows, index=values.index)
+
+
+def local_attribution(
+    model: EnsembleModel, table: pd.DataFrame, max_features: int = 2000
+) -> tuple[pd.DataFrame | None, str]:
+    """(per-feature values, how they were computed): a linear model's exact contributions; for other models
+    the occlusion attribution when there are at most ``max_features`` features (it costs one ensemble
+    evaluation per feature); (None, why) otherwise or for models without a covariate model."""
+    if model.adjustment is None:
+        return None, "no regional attribution: the model was saved before the covariate model existed"
+    if all(isinstance(m, AffineDecision) for m in model.models):
+        return model.contributions(table)[0], "contribution = mean fold weight x covariate-adjusted value"
+    if len(model.feature_columns) > max_features:
+        return (
+            None,
+            f"no regional attribution: occlusion of {len(model.feature_columns)} features is too slow",
+        )
+    return model.occlusion(table), (
+        "occlusion: drop of the decision score when a region is set to what the covariates predict for it "
+        "(non-linear model: the values do not add up to the score)"
+    )
 
 
 def covariate_warnings(model: EnsembleModel, table: pd.DataFrame) -> list[str]:
@@ -99,6 +95,7 @@ def predict_patients(
     coverage: float = 0.95,
     where: str = "input",
     distance_percentile: float = 99.0,
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """One row per patient: ``participant_id``, ``decision_score`` (mean fold score), ``probability``
     (calibrated P(response)), ``interval_low``/``interval_high`` (the fold models' central ``coverage`` range,
@@ -134,8 +131,51 @@ def predict_patients(
             "distance": distance,
             "distance_percentile": percentile,
             "warnings": [
-                "; ".join(filter(None, [note, far]))
-                for note, far in zip(covariate_warnings(model, table), distance_notes, strict=True)
+                "; ".join(filter(None, parts))
+                for parts in zip(
+                    notes or [""] * len(table), covariate_warnings(model, table), distance_notes, strict=True
+                )
             ],
         }
     )
+
+
+def align_unseen_sites(
+    model: EnsembleModel, table: pd.DataFrame, training: pd.DataFrame | None, min_scans: int | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The documented policy for patients from a site (scanner) the model was not trained on.
+
+    The fold models' covariate adjustment knows only the training sites: an unseen site gets the reference
+    site's adjustment, so its scanner offset stays in the features. When the input holds at least
+    ``min_scans`` patients of that site, their features are aligned to the training cohort with those scans
+    alone, never outcomes (:class:`~src.evaluation.harmonize.SiteAligner`, as the evaluation's site-aligned
+    results); otherwise (or with ``min_scans=None``, or without the ``training`` table) they are scored as
+    they are and the note says the score may be shifted. Returns (table, one note per patient).
+    """
+    from src.evaluation.harmonize import SiteAligner
+
+    seen = set((model.info.get("training_covariates") or {}).get("site", []))
+    notes = [""] * len(table)
+    if "site" not in model.covariates or not seen:
+        return table, notes
+    sites = table["site"].astype(str).to_numpy()
+    out, aligner = table.copy(), None
+    for site in sorted(set(sites) - seen):
+        rows = sites == site
+        count = int(rows.sum())
+        if min_scans is not None and count >= min_scans and training is not None:
+            aligner = aligner or SiteAligner(model.feature_columns, min_site_size=min_scans).fit(training)
+            out.loc[rows, model.feature_columns] = aligner.transform(table.loc[rows])[model.feature_columns]
+            note = f"site {site!r} aligned to the training cohort with its {count} unlabelled scans here"
+        else:
+            why = (
+                "no site alignment (predict.align_unseen_sites=null)"
+                if min_scans is None
+                else "no training table to align it to"
+                if training is None
+                else f"{count} scan(s) from it in this input, {min_scans} needed to align it"
+            )
+            note = f"scores from unseen site {site!r} may be shifted by its scanner ({why})"
+        for i in np.flatnonzero(rows):
+            notes[i] = note
+    return out, notes

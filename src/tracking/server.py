@@ -30,7 +30,6 @@ def mlflow_server(
     """Run ``mlflow server`` against ``backend_store_uri`` until the block ends; yields its URL.
 
     With ``artifacts_destination`` the server serves artifacts from there (``mlflow-artifacts:`` URIs).
-    The server's output goes to a log file whose content is shown if it fails to start.
     """
     port = free_port(host)
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
@@ -38,7 +37,28 @@ def mlflow_server(
     if artifacts_destination is not None:
         command += ["--artifacts-destination", str(artifacts_destination)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    url = f"http://{host}:{port}"
+    with _running(command, f"http://{host}:{port}", env, timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def model_server(
+    model_uri: str, tracking_uri: str, host: str = "127.0.0.1", timeout: float = 120.0
+) -> Iterator[str]:
+    """Run ``mlflow models serve`` of ``model_uri`` (e.g. ``models:/<name>-scorer@champion``, resolved in
+    ``tracking_uri``) in this Python environment until the block ends; yields its URL (``/invocations``)."""
+    port = free_port(host)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", host]
+    command += ["-p", str(port), "--env-manager", "local"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    with _running(command, f"http://{host}:{port}", env, timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _running(command: list[str], url: str, env: dict[str, str], timeout: float) -> Iterator[str]:
+    """Start ``command``, wait until ``url``/health answers, yield ``url``; stop it when the block ends.
+    The server's output goes to a log file whose end is shown if it fails to start."""
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -46,7 +66,9 @@ def mlflow_server(
             while not _healthy(url):
                 if server.poll() is not None or time.time() > deadline:
                     log.seek(0)
-                    raise RuntimeError(f"mlflow server did not start on {url}:\n{log.read()[-3000:]}")
+                    raise RuntimeError(
+                        f"{' '.join(command[1:5])} did not start on {url}:\n{log.read()[-3000:]}"
+                    )
                 time.sleep(0.5)
             yield url
         finally:

@@ -26,7 +26,6 @@ from src.validation.metrics import METRICS, binary_metrics
 log = logging.getLogger(__name__)
 
 # Tag/metric keys shared by every experiment, so runs table side by side in the UI and in search_runs.
-PROJECT_DISTRIBUTION = "ketamine-trd-smri"
 ROLE_TAG = "run_role"
 TRAINING, OUTER_FOLD, EVALUATION = "training", "outer_fold", "evaluation"
 OUTER_METRICS = ("bac", "auc", "sensitivity", "specificity")
@@ -43,6 +42,7 @@ class TrainingRun:
     registered_model: str | None
     model_version: str | None
     model_sha256: str | None = None  # of the logged model's skops file; verified before a registry load
+    scorer_uri: str | None = None  # the pyfunc that serves patients (src.tracking.scorer)
 
     @property
     def registry_uri(self) -> str | None:
@@ -167,6 +167,7 @@ def log_training(
         # MLflow writes its own model file: its hash (not the DVC copy's) is what a registry load verifies
         registry_sha256 = logged_model_sha256(info.model_uri)
         mlflow.set_tag("registry_model_sha256", registry_sha256)
+        scorer = _log_scorer(settings, outputs / "model", config["predict"], name)
     log.info("MLflow: logged run %s in %.1f s", run_id, time.perf_counter() - start)
     version = getattr(info, "registered_model_version", None)
     return TrainingRun(
@@ -177,6 +178,7 @@ def log_training(
         registered_model=settings.model_name if settings.register_model else None,
         model_version=None if version is None else str(version),
         model_sha256=registry_sha256,
+        scorer_uri=scorer.model_uri,
     )
 
 
@@ -239,6 +241,59 @@ def logged_model_sha256(model_uri: str) -> str:
         return file_sha256(download_model(model_uri, tmp)[1])
 
 
+SCORER_SUFFIX = "-scorer"
+SOURCE = Path(__file__).resolve().parents[1]  # this project's src/, shipped with every logged model
+# what importing the ensemble's and the scorer's modules needs (versions: those installed at train time)
+MODEL_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "skops",
+    "nilearn",
+    "nibabel",
+    "optuna",
+)
+MODEL_PACKAGES += ("threadpoolctl", "tqdm", "joblib")
+
+
+def model_requirements() -> list[str]:
+    """pip requirements of a logged model: the installed versions of :data:`MODEL_PACKAGES`."""
+    return [
+        f"{package}=={version}"
+        for package, version in package_versions(MODEL_PACKAGES).items()
+        if package != "python" and version != "not installed"
+    ]
+
+
+def _log_scorer(settings: TrackingSettings, model_dir: Path, predict: Mapping[str, Any], name: str) -> Any:
+    """The patient scorer (:class:`~src.tracking.scorer.PatientScorer`): a pyfunc "model from code" that
+    returns probability, interval and decision per patient, registered as ``<model_name>-scorer``.
+
+    Its environment is rebuilt from the listed packages plus this project's ``src/`` shipped in the model
+    (``code_paths``), never from a pin of this unpublished project. The locked ensemble travels as the DVC
+    copy's arrays-only ``model.npz`` (or ``model.skops``), verified against its sha256 when the model loads.
+    """
+    import mlflow
+
+    from src.tracking.scorer import SETTINGS
+    from src.validation.ensemble import model_file
+
+    path = model_file(model_dir)
+    with quiet_stderr():
+        return mlflow.pyfunc.log_model(
+            name="scorer",
+            python_model=str(SOURCE / "tracking" / "scorer_model.py"),
+            artifacts={"model": str(path)},
+            code_paths=[str(SOURCE)],
+            model_config={"model_sha256": file_sha256(path), **{k: float(predict[k]) for k in SETTINGS}},
+            pip_requirements=model_requirements(),
+            registered_model_name=settings.model_name + SCORER_SUFFIX if settings.register_model else None,
+            tags={"experiment": name},
+        )
+
+
 def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, name: str) -> Any:
     """The locked ensemble as an MLflow scikit-learn model (``predict`` = labels, ``predict_proba`` = Platt
     probabilities; ``mlflow.sklearn.load_model`` gives back the ensemble with ``decision_function``).
@@ -248,9 +303,6 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
     import mlflow
     from mlflow.models import infer_signature
 
-    versions = package_versions(("numpy", "pandas", "scikit-learn", "scipy", "skops", PROJECT_DISTRIBUTION))
-    # the ensemble's classes live in this project: it is a requirement when installed as a distribution
-    requirements = [f"{pkg}=={v}" for pkg, v in versions.items() if pkg != "python" and v != "not installed"]
     wide = example.shape[1] > settings.wide_table_columns
     # a column signature and input example grow with the columns, and MLflow casts them one column at a time
     # on every log and load: a voxel model goes without (columns.json in the run's artifacts lists them)
@@ -264,7 +316,9 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
             # skops, not pickle: loading the model cannot run code; only our own classes are added as trusted
             serialization_format="skops",
             skops_trusted_types=TRUSTED_TYPES,
-            pip_requirements=requirements,
+            pip_requirements=model_requirements(),
+            # the ensemble's classes are this project's: shipped with the model, not pinned as a package
+            code_paths=[str(SOURCE)],
             registered_model_name=settings.model_name if settings.register_model else None,
             tags={"experiment": name},
         )

@@ -25,6 +25,7 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
     "permutation.repeats": (1, True),
     "evaluation.n_permutations": (1, False),
     "evaluation.n_bootstrap": (1, False),
+    "predict.align_unseen_sites": (2, True),
 }
 
 
@@ -33,8 +34,12 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
 SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
     "permutation": frozenset({"n", "repeats"}),
-    "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference"}),
-    "predict": frozenset({"threshold", "coverage", "distance_percentile", "dir"}),
+    "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference", "champion"}),
+    "evaluation.champion": frozenset({"alias", "max_p"}),
+    "predict": frozenset(
+        {"threshold", "coverage", "distance_percentile", "dir", "model", "align_unseen_sites", "card"}
+    ),
+    "patient": frozenset({"participant_id", "age", "sex", "site", "tiv"}),
     "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
 }
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})

@@ -205,6 +205,29 @@ class EnsembleModel:
             self.decision_function(table) - values.sum(axis=1)
         )
 
+    def occlusion(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Local attribution for any ensemble (e.g. RBF): per patient and feature, the drop of the decision
+        score when that feature is replaced by what the patient's covariates predict for it (their adjusted
+        value set to 0, i.e. "this region as expected for their age, sex, TIV and site"). Positive: the
+        region's actual volume pushes the score towards response. Unlike :meth:`contributions` the values do
+        not add up to the score (features interact in a non-linear model); one ensemble evaluation per
+        feature per patient."""
+        if self.adjustment is None:
+            raise UserInputError(
+                "local attribution needs a model trained with this version (covariate model)"
+            )
+        X = self.check_columns(table).reset_index(drop=True)
+        expected = X[self.feature_columns].to_numpy(float) - self.adjustment.transform(X)
+        n = len(self.feature_columns)
+        out = np.empty((len(X), n))
+        for i in range(len(X)):
+            block = X.iloc[np.full(n, i)].reset_index(drop=True)
+            values = block[self.feature_columns].to_numpy(float)
+            values[np.arange(n), np.arange(n)] = expected[i]
+            block[self.feature_columns] = values
+            out[i] = self.decision_function(X.iloc[[i]])[0] - self.decision_function(block)
+        return pd.DataFrame(out, columns=self.feature_columns, index=table.index)
+
     def distance_percentile(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(distance, percentile): each row's Mahalanobis distance to the training cohort (see
         :func:`explanation_models`) and the share (%) of training subjects, scored out of sample, who were

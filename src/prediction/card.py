@@ -1,0 +1,142 @@
+"""A one-page, self-contained HTML card per scored patient (figures inlined as PNG, no external files).
+
+The card shows what ``predictions.csv`` holds for the patient, drawn: the calibrated probability with the
+fold models' interval and the decision threshold, the warnings, the regions pushing the score towards response
+and towards non-response (linear models: each region's contribution, see
+:meth:`~src.validation.ensemble.EnsembleModel.contributions`), those contributions on a brain map, and where
+the prediction came from (model version and hash, input file and hash, code commit).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import pandas as pd  # noqa: E402
+
+RESPONSE, NON_RESPONSE = "#b2182b", "#2166ac"  # one colour per direction, on every panel
+BARS = 8  # regions shown per direction
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;color:#222}
+h1{font-size:1.4em;margin-bottom:0} .sub{color:#666;margin-top:4px}
+.big{font-size:2.2em;font-weight:600} .warn{background:#fff4e5;border-left:4px solid #e08a00;padding:8px 12px}
+.ok{color:#2a7d2a} table{border-collapse:collapse;font-size:.85em}
+td{padding:2px 10px 2px 0;vertical-align:top} img{max-width:100%} .note{color:#666;font-size:.85em}
+"""
+
+
+def _png(fig: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def probability_figure(probability: float, low: float, high: float, threshold: float) -> str:
+    """P(response) on [0, 1]: the point, the fold models' interval and the decision threshold."""
+    fig, ax = plt.subplots(figsize=(7, 1.1))
+    ax.axvspan(threshold, 1, color=RESPONSE, alpha=0.08)
+    ax.axvspan(0, threshold, color=NON_RESPONSE, alpha=0.08)
+    ax.plot([low, high], [0, 0], color="#333", linewidth=6, solid_capstyle="butt", alpha=0.45)
+    ax.plot([probability], [0], "o", color=RESPONSE if probability >= threshold else NON_RESPONSE, ms=12)
+    ax.axvline(threshold, color="#555", linestyle="--", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(-1, 1), yticks=[], xlabel="P(response)")
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    return _png(fig)
+
+
+def contribution_figure(contributions: pd.Series, names: Mapping[str, str]) -> str:
+    """The regions pushing the decision score most towards response (right) and non-response (left)."""
+    ordered = contributions.sort_values()
+    shown = pd.concat(
+        [ordered.head(BARS)[ordered.head(BARS) < 0], ordered.tail(BARS)[ordered.tail(BARS) > 0]]
+    )
+    shown = shown[~shown.index.duplicated()]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(shown) + 0.9))
+    ax.barh(
+        [names.get(c, c) for c in shown.index],
+        shown.to_numpy(),
+        color=[RESPONSE if v > 0 else NON_RESPONSE for v in shown],
+    )
+    ax.axvline(0, color="#333", linewidth=0.8)
+    ax.set_xlabel("contribution to the decision score (right: towards response)")
+    ax.tick_params(axis="y", labelsize=8)
+    return _png(fig)
+
+
+def brain_figure(image: nib.Nifti1Image) -> str:
+    """The contributions painted on the brain (nilearn's bundled MNI152 template as background)."""
+    from nilearn import plotting
+
+    display = plotting.plot_stat_map(
+        image, display_mode="z", cut_coords=6, cmap="RdBu_r", colorbar=True, annotate=False, draw_cross=False
+    )
+    figure = display.frame_axes.figure
+    return _png(figure)
+
+
+def patient_card(
+    row: Mapping[str, object],
+    *,
+    threshold: float,
+    coverage: float,
+    provenance: Sequence[tuple[str, str]],
+    contributions: pd.Series | None = None,
+    names: Mapping[str, str] | None = None,
+    brain: nib.Nifti1Image | None = None,
+    attribution: str = "",
+    note: str = "",
+) -> str:
+    """The HTML card of one row of :func:`~src.prediction.score.predict_patients` (with
+    :func:`~src.prediction.score.top_regions` columns when given); ``contributions`` are the patient's
+    per-feature values of :func:`~src.prediction.score.local_attribution`, ``attribution`` says how they
+    were computed, ``brain`` is them painted on the brain."""
+    esc = html.escape
+    probability = float(row["probability"])
+    warnings = [w for w in str(row.get("warnings") or "").split("; ") if w]
+    parts = [
+        f"<h1>{esc(str(row['participant_id']))}: predicted {esc(str(row['prediction']))}</h1>",
+        '<p class="sub">Response to one IV ketamine infusion (&ge; 50 % MADRS reduction at 24 h), from '
+        "pre-treatment grey-matter volume. Research use only: not a clinical decision tool.</p>",
+        f'<p><span class="big">P(response) = {probability:.2f}</span> &nbsp; '
+        f"{int(round(100 * coverage))} % of the fold models: {float(row['interval_low']):.2f}"
+        f"&ndash;{float(row['interval_high']):.2f} &nbsp; decision threshold {threshold:.2f} &nbsp; "
+        f"fold models agreeing: {float(row['fold_agreement']):.0%}</p>",
+        probability_figure(probability, float(row["interval_low"]), float(row["interval_high"]), threshold),
+        '<p class="note">Probability: Platt calibration fitted on the out-of-fold scores of the discovery '
+        "cohort. Interval: the spread of the cross-validation fold models (how much models trained on "
+        "different subsets disagree), not a confidence interval.</p>",
+    ]
+    if warnings:
+        parts.append('<div class="warn"><b>Check before use</b><ul>')
+        parts += [f"<li>{esc(w)}</li>" for w in warnings]
+        parts.append("</ul></div>")
+    else:
+        parts.append(
+            '<p class="ok">No out-of-distribution warning (covariates, distance to training, site).</p>'
+        )
+    if contributions is not None:
+        parts.append("<h2>Regions behind the prediction</h2>")
+        parts.append(contribution_figure(contributions, names or {}))
+        parts.append(f'<p class="note">{esc(attribution)}</p>')
+        if brain is not None:
+            parts.append(brain_figure(brain))
+    if note:
+        parts.append(f'<p class="note">{esc(note)}</p>')
+    parts.append("<h2>Provenance</h2><table>")
+    parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in provenance]
+    parts.append("</table>")
+    title = esc(f"{row['participant_id']}: ketamine response prediction")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )

@@ -1,0 +1,116 @@
+"""What ``src.predict`` scores, turned into the feature table the model was trained on.
+
+The input is one patient's GM map, a BIDS-style cohort folder of patients without outcomes, or a feature
+table. Images go through the same loader checks (grid, confinement), the same plausibility checks
+(:mod:`src.data.plausibility`) and the same feature extraction
+(:func:`~src.features.extract.build_feature_table` with the experiment's feature set) as the training cohort,
+so a patient's features are computed exactly as the training subjects' were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from src.data.contract import DEFAULT_SPACE
+from src.data.loader import Cohort, OutcomeSpec, load_cohort, single_image_cohort
+from src.data.plausibility import PlausibilityBounds, check_gm_maps
+from src.features.extract import FeatureSet, build_feature_table
+from src.utils.errors import MissingInputError, UserInputError
+
+OUTCOME_COLUMNS = ("response", "madrs_baseline", "madrs_24h", "treatment")
+TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
+
+
+def read_patient_table(path: str | Path) -> pd.DataFrame:
+    """A table of patients to score (``.parquet``, ``.csv`` or ``.tsv``): ``participant_id``, the model's
+    covariates and feature columns; outcome and treatment columns are optional (and ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"input table {path} not found")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif path.suffix in (".csv", ".tsv"):
+        table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"participant_id": str})
+    else:
+        raise UserInputError(f"input {path}: a .parquet, .csv or .tsv table is needed, got '{path.suffix}'")
+    if "participant_id" not in table.columns:
+        raise UserInputError(f"input {path}: no participant_id column")
+    duplicated = table["participant_id"][table["participant_id"].duplicated()].tolist()
+    if duplicated:
+        raise UserInputError(f"input {path}: duplicate participant_id {duplicated[:5]}")
+    return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])
+
+
+def is_image(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def _folder_cohort(folder: Path, data: Mapping[str, Any], tissues: tuple[str, ...]) -> Cohort:
+    """A cohort folder of patients (participants.tsv without outcomes + derivatives), read with the data
+    config's layout, pipeline, space and grid policy."""
+    options = {
+        "name": folder.name,
+        "pipeline": data.get("pipeline"),
+        "space": data.get("space", DEFAULT_SPACE),
+        "outcome": OutcomeSpec(**data.get("outcome", {})),
+        "on_grid_mismatch": data.get("on_grid_mismatch", "error"),
+        "layout": data.get("layout", "bids"),
+        "require_outcome": False,
+    }
+    listed = load_cohort(folder, with_images=False, **options)
+    # TIV: participants.tsv's column, CAT12's reports, or GM + WM + CSF as for training
+    tiv_maps = () if "tiv" in listed.participants or options["layout"] == "cat12" else ("WM", "CSF")
+    return load_cohort(folder, tissues=tuple(dict.fromkeys(("GM", *tissues, *tiv_maps))), **options)
+
+
+def patient_features(
+    path: str | Path,
+    *,
+    data: Mapping[str, Any],
+    features: Mapping[str, Any],
+    patient: Mapping[str, Any] | None = None,
+    bounds: PlausibilityBounds | None = None,
+    n_jobs: int = 1,
+) -> pd.DataFrame:
+    """The feature table of the patients in ``path`` (no outcome columns).
+
+    Parameters
+    ----------
+    path : path
+        A GM map (``.nii``/``.nii.gz``; covariates from ``patient``), a cohort folder, or a feature table.
+    data, features : the resolved ``data`` and ``features`` configs of the experiment.
+    patient : covariates of a single image (``participant_id``, ``age``, ``sex``, ``site``, ``tiv``).
+    bounds : the image plausibility bounds (``data.plausibility``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"input {path} not found")
+    if path.is_file() and path.suffix in TABLE_SUFFIXES:
+        return read_patient_table(path)
+    if not (path.is_dir() or is_image(path)):
+        raise UserInputError(
+            f"input {path}: give a GM map (.nii, .nii.gz), a cohort folder or a feature table "
+            f"({', '.join(TABLE_SUFFIXES)})"
+        )
+    feature_set = FeatureSet.from_config(dict(features))
+    if feature_set.kind == "table":
+        raise UserInputError(
+            f"input {path}: feature set {feature_set.name!r} comes from regional tables, not images; give "
+            "the patients' regional table (input=<table>)"
+        )
+    if path.is_dir():
+        cohort = _folder_cohort(path, data, feature_set.tissues)
+    else:
+        cohort = single_image_cohort(
+            path,
+            dict(patient or {}),
+            tissues=feature_set.tissues,
+            on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+        )
+    check_gm_maps(cohort, bounds or PlausibilityBounds())
+    table, _ = build_feature_table(cohort, feature_set, n_jobs=n_jobs)
+    return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])

@@ -1,0 +1,110 @@
+"""What ``src.predict`` writes and prints: ``predictions.csv`` (one row per patient), one HTML card per
+patient, and a few lines per patient on the console."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from src.interpretation.regions import paint_features, read_feature_regions
+from src.prediction.card import patient_card
+from src.prediction.score import local_attribution, top_regions
+from src.utils.io import atomic_path, file_md5
+from src.utils.provenance import git_state
+from src.validation.ensemble import EnsembleModel
+
+
+def _input_hash(path: Path) -> str:
+    """md5 of the input file (of participants.tsv for a cohort folder; its images are checked one by one)."""
+    target = path / "participants.tsv" if path.is_dir() else path
+    return file_md5(target) if target.is_file() else "n/a"
+
+
+def provenance_rows(model: EnsembleModel, source: str, input_path: Path) -> list[tuple[str, str]]:
+    """Where a prediction came from: the model (source, experiment, training data), the input, the code."""
+    git = git_state()
+    return [
+        ("model", source),
+        ("experiment", str(model.info.get("experiment"))),
+        ("training feature table md5", str(model.info.get("feature_table_md5"))),
+        ("fold models", str(len(model.models))),
+        ("input", f"{input_path} (md5 {_input_hash(input_path)})"),
+        ("code", f"{git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}"),
+        ("scored", time.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+
+
+def write_outputs(
+    result: pd.DataFrame,
+    model: EnsembleModel,
+    patients: pd.DataFrame,
+    *,
+    out_dir: Path,
+    settings: Mapping[str, Any],
+    source: str,
+    features_dir: Path,
+    input_path: Path,
+) -> pd.DataFrame:
+    """Add each patient's top regions to ``result`` (:func:`predict_patients`), write ``predictions.csv``
+    and the cards, print the summary; return the table written."""
+    regions = read_feature_regions(features_dir)
+    names = dict(zip(regions["column"], regions["name"], strict=True)) if regions is not None else {}
+    values, method = local_attribution(model, patients)
+    if values is not None:
+        result = pd.concat([result, top_regions(values, names).reset_index(drop=True)], axis=1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        result.to_csv(tmp, index=False)
+    threshold, coverage = float(settings["threshold"]), float(settings["coverage"])
+    cards = out_dir / "cards"
+    if settings.get("card", True):
+        cards.mkdir(exist_ok=True)
+        provenance = provenance_rows(model, source, input_path)
+        for i, row in result.iterrows():
+            contributions = None if values is None else values.iloc[i]
+            brain = None
+            if contributions is not None:
+                painted = pd.DataFrame(
+                    {
+                        "feature": contributions.index,
+                        "mean_weight": contributions.values,
+                        "cvr": contributions.values,
+                    }
+                )
+                brain = paint_features(painted, features_dir)[0].get("weight")
+            card = patient_card(
+                row.to_dict(),
+                threshold=threshold,
+                coverage=coverage,
+                provenance=provenance,
+                contributions=contributions,
+                names=names,
+                brain=brain,
+                attribution=method,
+            )
+            with atomic_path(cards / f"{row['participant_id']}.html") as tmp:
+                tmp.write_text(card, encoding="utf-8")
+    _print(result, coverage, source, out_dir, cards if settings.get("card", True) else None)
+    return result
+
+
+def _print(result: pd.DataFrame, coverage: float, source: str, out_dir: Path, cards: Path | None) -> None:
+    print(f"model: {source}")
+    for row in result.itertuples():
+        print(
+            f"{row.participant_id}: P(response) = {row.probability:.2f} "
+            f"[{round(100 * coverage)} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
+            f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
+        )
+        if row.warnings:
+            print(f"    warning: {row.warnings}")
+        if "towards_response" in result:
+            print(f"    towards response: {row.towards_response or '-'}")
+            print(f"    towards non-response: {row.towards_non_response or '-'}")
+    print(f"  written   {out_dir / 'predictions.csv'}")
+    if cards is not None:
+        print(f"            {cards}/<participant_id>.html")
