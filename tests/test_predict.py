@@ -178,7 +178,7 @@ def test_covariates_outside_the_training_cohort_are_flagged(locked):
     patients.loc[1, "site"] = "scanner-z"
     out = predict_patients(model, patients)
     assert f"age {table['age'].max() + 20:g} outside the training range" in out.loc[0, "warnings"]
-    assert out.loc[1, "warnings"] == "site 'scanner-z' not in training (a, b)"
+    assert out.loc[1, "warnings"] == "site 'scanner-z' not in training (a, b)"  # no policy notes given
     ordinary = predict_patients(model, table.drop(columns=["response"]).head(5))
     assert (ordinary["warnings"] == "").all()
 
@@ -228,3 +228,213 @@ def test_a_scan_unlike_the_training_cohort_is_flagged(locked, tmp_path):
     np.testing.assert_array_equal(
         load_model(tmp_path / "model").distance_percentile(patients)[1], out["distance_percentile"]
     )
+
+
+SIMULATED = {
+    "pipeline": None,
+    "space": "MNI152NLin2009cSym",
+    "layout": "bids",
+    "source": "images",
+    "outcome": {
+        "baseline": "madrs_baseline",
+        "followup": "madrs_24h",
+        "threshold": 0.5,
+        "positive": "responder",
+    },
+    "on_grid_mismatch": "error",
+}
+GM_ROI = {"name": "gm_roi", "kind": "roi", "atlas": "aal", "tissues": ["GM"]}
+
+
+def _without_outcomes(source, target):
+    """A copy of a simulated cohort as new patients arrive: no MADRS, no treatment column."""
+    from conftest import rewrite_participants
+
+    shutil.copytree(source, target)
+    rewrite_participants(target, lambda df: df.drop(columns=["madrs_baseline", "madrs_24h", "treatment"]))
+    return target
+
+
+def test_an_image_and_an_outcome_free_folder_give_the_training_features(tmp_path, tiny_simulated):
+    """What src.predict scores from images equals what src.features.build made of the same scans for
+    training: the outcome-free folder (all patients) and one GM map given alone with its covariates (TIV from
+    the WM and CSF maps beside it)."""
+    from src.data.contract import image_relpath
+    from src.features.build import build_feature_set
+    from src.features.extract import FeatureSet
+    from src.prediction import patient_features
+
+    data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["external_a"]}
+    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    training_path = pd.read_parquet(tmp_path / "features" / "gm_roi" / "external_a.parquet")
+    expected = training_path.drop(columns=["response", "treatment"])
+    folder = _without_outcomes(tiny_simulated / "external_a", tmp_path / "new")
+    got = patient_features(folder, data=data, features=GM_ROI)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+
+    row = expected.iloc[2]
+    image = folder / image_relpath(row["participant_id"], "GM", "simvbm")
+    patient = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
+    one = patient_features(image, data=data, features=GM_ROI, patient=patient)
+    pd.testing.assert_frame_equal(
+        one, expected.iloc[[2]].reset_index(drop=True), check_exact=False, rtol=1e-12
+    )
+    # a given TIV replaces the one from the WM and CSF maps
+    given = patient_features(image, data=data, features=GM_ROI, patient={**patient, "tiv": 1234.5})
+    assert given["tiv"].tolist() == [1234.5]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no sex", "is one image: give the patient's sex (e.g. patient.age="),
+        ("no tissue maps", "no WM map beside it for TIV (or give patient.tiv=<ml>); expected sub-"),
+        ("scaled", "(> 3.0); is it scaled (x100, x1000)"),
+        ("sex code", "has unknown sex code 'female' in column 'sex'"),
+        ("text file", "give a GM map (.nii, .nii.gz), a cohort folder or a feature table"),
+        ("table features", "comes from regional tables, not images; give the patients' regional table"),
+    ],
+)
+def test_a_bad_image_input_is_refused_with_the_reason(tmp_path, tiny_simulated, case, expected):
+    import nibabel as nib
+
+    from src.data.contract import image_relpath
+    from src.prediction import patient_features
+    from src.utils.errors import UserInputError
+
+    data = {**SIMULATED, "root": str(tiny_simulated)}
+    source = tiny_simulated / "external_a" / image_relpath("sub-ea001", "GM", "simvbm")
+    image = tmp_path / source.name
+    shutil.copy(source, image)
+    patient, features = {"age": 40, "sex": "F", "site": "exta"}, GM_ROI
+    if case == "no sex":
+        patient.pop("sex")
+    elif case == "no tissue maps":
+        pass  # only the GM map was copied
+    elif case == "scaled":
+        img = nib.load(source)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 1000, img.affine), image)
+        patient["tiv"] = 1500
+    elif case == "sex code":
+        patient["sex"], patient["tiv"] = "female", 1500
+    elif case == "text file":
+        image = tmp_path / "notes.txt"
+        image.write_text("x")
+    elif case == "table features":
+        features = {"name": "fs_table", "kind": "table"}
+    with pytest.raises(UserInputError, match=None) as error:
+        patient_features(image, data=data, features=features, patient=patient)
+    assert expected in str(error.value)
+
+
+def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatch, capsys):
+    """Features built, a small model trained on the simulated discovery cohort, then `python -m src.predict`
+    on one GM map: the numbers equal the model's on that subject's training-path features, and the card shows
+    them with the regions, a brain map, the warnings and the input's hash."""
+    import html
+    import runpy
+    import sys
+
+    from conftest import ROOT
+
+    from src.data.contract import image_relpath
+    from src.features.build import build_feature_set
+    from src.features.extract import FeatureSet
+    from src.utils.io import file_md5
+
+    data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery", "external_a"]}
+    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    common = [
+        "+experiment=gm_only",
+        f"data.root={tiny_simulated}",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "tracking.enabled=false",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+    ]
+    monkeypatch.chdir(ROOT)
+    train = ["cv.repeats=1", "cv.outer_folds=3", "cv.inner_folds=2", "cv.n_trials=2", "permutation.n=0"]
+    monkeypatch.setattr(sys, "argv", ["src.train", *common, *train])
+    runpy.run_module("src.train", run_name="__main__")
+    image = tiny_simulated / "external_a" / image_relpath("sub-ea002", "GM", "simvbm")
+    table = pd.read_parquet(tmp_path / "features" / "gm_roi" / "external_a.parquet")
+    row = table[table["participant_id"] == "sub-ea002"]
+    patient = [f"patient.{k}={row[k].iloc[0]}" for k in ("age", "sex", "site")]
+    monkeypatch.setattr(sys, "argv", ["src.predict", *common, f"input={image}", *patient])
+    runpy.run_module("src.predict", run_name="__main__")
+    printed = capsys.readouterr().out
+    written = pd.read_csv(tmp_path / "out" / "gm_only" / "predict" / "predictions.csv")
+    model = load_model(tmp_path / "out" / "gm_only" / "train" / "model")
+    assert written["participant_id"].tolist() == ["sub-ea002"]
+    np.testing.assert_allclose(written["probability"], model.predict_proba(row)[:, 1], rtol=1e-9)
+    assert "verified DVC copy; registry: tracking off" in printed
+    card = (tmp_path / "out" / "gm_only" / "predict" / "cards" / "sub-ea002.html").read_text()
+    assert f"P(response) = {written['probability'].iloc[0]:.2f}" in card
+    assert card.count("data:image/png;base64,") == 3  # probability, contributions, brain map
+    assert html.escape("site 'exta' not in training: its scores may be shifted") in card  # said on the card
+    assert f"md5 {file_md5(image)}" in card
+    top = written["towards_response"].iloc[0].split(" (")[0]
+    assert top in card  # the region names of the CSV are the bars' labels
+
+
+def test_an_unseen_site_is_aligned_with_enough_unlabelled_scans_and_flagged_otherwise(locked):
+    """Site policy: 10 scans of a new scanner (a constant offset on every feature) are aligned with these
+    scans only, which removes the offset (aligning the scans with and without it gives the same features); the
+    training sites' rows are untouched; with too few scans, or alignment off, nothing changes and the note
+    says the scores may be shifted."""
+    from src.prediction.score import align_unseen_sites
+
+    model, table = locked
+    features = [c for c in table.columns if c.startswith("gm_")]
+    new = table.drop(columns=["response", "treatment"]).iloc[:12].reset_index(drop=True)
+    new.loc[2:, "site"] = "z"  # rows 0-1 keep a training site, rows 2-11 come from scanner z
+    shifted = new.copy()
+    shifted.loc[2:, features] += 0.7 * table[features].std().to_numpy()
+    training = table.drop(columns=["treatment"])
+    aligned, notes = align_unseen_sites(model, shifted, training, min_scans=8)
+    unshifted, _ = align_unseen_sites(model, new, training, min_scans=8)
+    np.testing.assert_allclose(
+        aligned[features].to_numpy(), unshifted[features].to_numpy(), rtol=1e-9, atol=1e-9
+    )
+    pd.testing.assert_frame_equal(aligned.iloc[:2], shifted.iloc[:2])
+    assert notes[:2] == ["", ""]
+    assert set(notes[2:]) == {"site 'z' not in training: aligned to it with its 10 unlabelled scans here"}
+    scores = predict_patients(model, aligned, notes=notes)
+    assert scores.loc[5, "warnings"].startswith("site 'z' not in training: aligned")
+    assert "not in training (a, b)" not in scores.loc[5, "warnings"]  # one note for one fact
+    for min_scans, why in ((11, "10 scan(s) from it in this input, 11 needed to align it"), (None, "=null")):
+        kept, notes = align_unseen_sites(model, shifted, training, min_scans=min_scans)
+        pd.testing.assert_frame_equal(kept, shifted)
+        assert notes[2].startswith("site 'z' not in training: its scores may be shifted") and why in notes[2]
+
+
+def test_occlusion_equals_a_linear_models_exact_contributions_and_finds_the_planted_region_with_rbf(locked):
+    """The RBF attribution (occlusion: black-box re-scoring per feature) gives, on a linear ensemble, exactly
+    the closed-form contributions; on an RBF ensemble trained on the same data it ranks the planted feature
+    first for the patients shifted along it."""
+    from src.models.search_space import SearchSpace
+
+    model, table = locked
+    patients = _new_patients(table)
+    np.testing.assert_allclose(
+        model.occlusion(patients).to_numpy(), model.contributions(patients)[0].to_numpy(), rtol=0, atol=1e-9
+    )
+    rbf_space = SearchSpace.from_config(
+        {
+            "search_space": {"C": {"type": "float", "low": 0.1, "high": 10.0, "log": True}},
+            "fixed": {"kernel": "rbf"},
+        }
+    )
+    X = table[model.input_columns]
+    cv = CVConfig(repeats=1, outer_folds=3, inner_folds=3, n_trials=3)
+    result = run_nested_cv(
+        X, table["response"].to_numpy(), rbf_space, cv, seed=3, ids=table["participant_id"]
+    )
+    rbf = EnsembleModel.from_result(result, training=X)
+    from src.prediction.score import local_attribution
+
+    values, method = local_attribution(rbf, patients)
+    assert method.startswith("occlusion")
+    assert values.loc[0].idxmax() == "gm_r0" and values.loc[1].idxmin() == "gm_r0"

@@ -127,9 +127,16 @@ def patient_card(
     if contributions is not None:
         parts.append("<h2>Regions behind the prediction</h2>")
         parts.append(contribution_figure(contributions, names or {}))
+        for key, label in (
+            ("towards_response", "Towards response"),
+            ("towards_non_response", "Towards non-response"),
+        ):
+            if row.get(key):
+                parts.append(f"<p><b>{label}:</b> {esc(str(row[key]))}</p>")
         parts.append(f'<p class="note">{esc(attribution)}</p>')
         if brain is not None:
             parts.append(brain_figure(brain))
+            parts.append('<p class="note">The same contributions on the brain (red: towards response).</p>')
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
     parts.append("<h2>Provenance</h2><table>")

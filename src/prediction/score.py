@@ -60,7 +60,7 @@ def local_attribution(
     )
 
 
-def covariate_warnings(model: EnsembleModel, table: pd.DataFrame) -> list[str]:
+def covariate_warnings(model: EnsembleModel, table: pd.DataFrame, skip: tuple[str, ...] = ()) -> list[str]:
     """Per patient, where their covariates leave the training cohort's: a numeric covariate outside the
     training range, a category (sex, site) never seen in training. An unseen site gets the reference site's
     covariate adjustment: its scanner offset is not removed, so its scores may be shifted."""
@@ -69,6 +69,8 @@ def covariate_warnings(model: EnsembleModel, table: pd.DataFrame) -> list[str]:
     for _, row in table.iterrows():
         notes = []
         for name, allowed in ranges.items():
+            if name in skip:
+                continue
             value = row.get(name)
             if isinstance(allowed[0], str):
                 if str(value) not in allowed:
@@ -133,7 +135,11 @@ def predict_patients(
             "warnings": [
                 "; ".join(filter(None, parts))
                 for parts in zip(
-                    notes or [""] * len(table), covariate_warnings(model, table), distance_notes, strict=True
+                    notes or [""] * len(table),
+                    # the unseen-site policy's notes (when given) say what happened to a new site
+                    covariate_warnings(model, table, skip=("site",) if notes is not None else ()),
+                    distance_notes,
+                    strict=True,
                 )
             ],
         }
@@ -166,7 +172,7 @@ def align_unseen_sites(
         if min_scans is not None and count >= min_scans and training is not None:
             aligner = aligner or SiteAligner(model.feature_columns, min_site_size=min_scans).fit(training)
             out.loc[rows, model.feature_columns] = aligner.transform(table.loc[rows])[model.feature_columns]
-            note = f"site {site!r} aligned to the training cohort with its {count} unlabelled scans here"
+            note = f"site {site!r} not in training: aligned to it with its {count} unlabelled scans here"
         else:
             why = (
                 "no site alignment (predict.align_unseen_sites=null)"
@@ -175,7 +181,7 @@ def align_unseen_sites(
                 if training is None
                 else f"{count} scan(s) from it in this input, {min_scans} needed to align it"
             )
-            note = f"scores from unseen site {site!r} may be shifted by its scanner ({why})"
+            note = f"site {site!r} not in training: its scores may be shifted by its scanner ({why})"
         for i in np.flatnonzero(rows):
             notes[i] = note
     return out, notes
