@@ -438,3 +438,50 @@ def test_occlusion_equals_a_linear_models_exact_contributions_and_finds_the_plan
     values, method = local_attribution(rbf, patients)
     assert method.startswith("occlusion")
     assert values.loc[0].idxmax() == "gm_r0" and values.loc[1].idxmin() == "gm_r0"
+
+
+def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, tiny_simulated):
+    """Image-level out-of-distribution check: the same subject's maps flipped front-to-back, or moved by two
+    voxels (12 mm), pass the plausibility checks but lie beyond every training subject (scored out of
+    sample); the scan as it is does not. With 12 training subjects the covariate model leaves few degrees of
+    freedom: only principal axes with real variance may enter the distance (before that fix, distances of
+    1e14 made the percentiles meaningless)."""
+    import nibabel as nib
+
+    from src.data.contract import image_relpath
+    from src.features.build import build_feature_set
+    from src.features.extract import FeatureSet
+    from src.prediction import patient_features
+
+    data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery"]}
+    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    training = pd.read_parquet(tmp_path / "features" / "gm_roi" / "discovery.parquet")
+    X = training.drop(columns=["participant_id", "treatment", "response"])
+    cv = CVConfig(repeats=1, outer_folds=3, inner_folds=2, n_trials=2)
+    result = run_nested_cv(
+        X, training["response"].to_numpy(), SPACE, cv, seed=4, ids=training["participant_id"]
+    )
+    model = EnsembleModel.from_result(result, training=X)
+    row = training.iloc[0]
+    patient = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
+    percentiles = {}
+    for change in ("none", "flipped front-to-back", "moved 2 voxels up"):
+        folder = tmp_path / change.replace(" ", "_")
+        folder.mkdir()
+        for tissue in ("GM", "WM", "CSF"):
+            source = tiny_simulated / "discovery" / image_relpath(row["participant_id"], tissue, "simvbm")
+            img = nib.load(source)
+            values = np.asarray(img.dataobj)
+            if change.startswith("flipped"):
+                values = values[:, ::-1]
+            elif change.startswith("moved"):
+                values = np.roll(values, 2, axis=2)
+            nib.save(nib.Nifti1Image(values, img.affine), folder / source.name)
+        image = folder / image_relpath(row["participant_id"], "GM", "simvbm").name
+        table = patient_features(image, data=data, features=GM_ROI, patient=patient)
+        scored = predict_patients(model, table)
+        percentiles[change] = scored.loc[0, "distance_percentile"]
+        assert ("features farther from the training cohort" in scored.loc[0, "warnings"]) == (
+            change != "none"
+        )
+    assert percentiles["none"] < 99 and percentiles["flipped front-to-back"] == 100.0, percentiles

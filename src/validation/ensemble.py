@@ -280,7 +280,10 @@ def _distance_axes(
     scale[scale == 0] = 1.0
     z = (adjusted - mean) / scale
     _, singular, axes = np.linalg.svd(z, full_matrices=False)
-    k = min(DISTANCE_COMPONENTS, len(z) - 2)
+    # the covariate model leaves n - (design columns) degrees of freedom: axes beyond the residuals' rank have
+    # (numerically) zero variance and would blow the distance up, so only axes with real variance are kept
+    rank = int(np.sum(singular > singular[0] * 1e-8)) if len(singular) and singular[0] > 0 else 0
+    k = max(1, min(DISTANCE_COMPONENTS, rank))
     return adjustment, {
         "mean": mean,
         "scale": scale,
