@@ -332,6 +332,7 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     on one GM map: the numbers equal the model's on that subject's training-path features, and the card shows
     them with the regions, a brain map, the warnings and the input's hash."""
     import html
+    import json
     import runpy
     import sys
 
@@ -369,7 +370,8 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     model = load_model(tmp_path / "out" / "gm_only" / "train" / "model")
     assert written["participant_id"].tolist() == ["sub-ea002"]
     np.testing.assert_allclose(written["probability"], model.predict_proba(row)[:, 1], rtol=1e-9)
-    assert "verified DVC copy; registry: tracking off" in printed
+    sha256 = json.loads((tmp_path / "out" / "gm_only" / "train" / "metrics.json").read_text())["provenance"]
+    assert f"verified DVC copy, sha256 {sha256['model_sha256']}; registry: tracking off" in printed
     card = (tmp_path / "out" / "gm_only" / "predict" / "cards" / "sub-ea002.html").read_text()
     assert f"P(response) = {written['probability'].iloc[0]:.2f}" in card
     assert card.count("data:image/png;base64,") == 3  # probability, contributions, brain map

@@ -91,7 +91,7 @@ def load_by_alias(settings: TrackingSettings, alias: str, local_dir: Path) -> tu
     model, _ = load_registered_model(
         settings, {"run_id": version.run_id, "registry_uri": uri}, sha256, local_dir
     )
-    return model, f"{uri} (version {version.version}, training run {version.run_id})"
+    return model, f"{uri} (version {version.version}, training run {version.run_id}, sha256 {sha256})"
 
 
 def model_for_prediction(
@@ -100,7 +100,7 @@ def model_for_prediction(
     """The model ``src.predict`` scores with, and where it came from: the registry version carrying ``alias``
     when tracking is on and the store has one, else the verified DVC copy in ``train_dir`` (the returned
     source says why). A model that fails verification is an error wherever it comes from."""
-    from src.validation.ensemble import ModelIntegrityError, load_trained_model
+    from src.validation.ensemble import ModelIntegrityError, load_trained_model, train_metrics
 
     reason = "tracking off" if not settings.enabled else "no registry alias configured"
     if settings.enabled and alias:
@@ -110,4 +110,6 @@ def model_for_prediction(
             raise
         except Exception as error:  # store gone or unreadable, no model, no alias yet
             reason = str(error).splitlines()[0]
-    return load_trained_model(train_dir), f"{train_dir / 'model'} (verified DVC copy; registry: {reason})"
+    model = load_trained_model(train_dir)
+    sha256 = train_metrics(train_dir)["provenance"]["model_sha256"]
+    return model, f"{train_dir / 'model'} (verified DVC copy, sha256 {sha256}; registry: {reason})"
