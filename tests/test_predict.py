@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_errors import refused
+from test_features import DATA
 from test_train import SPACE, contract_table
 
 from src.prediction import predict_patients
@@ -230,19 +231,7 @@ def test_a_scan_unlike_the_training_cohort_is_flagged(locked, tmp_path):
     )
 
 
-SIMULATED = {
-    "pipeline": None,
-    "space": "MNI152NLin2009cSym",
-    "layout": "bids",
-    "source": "images",
-    "outcome": {
-        "baseline": "madrs_baseline",
-        "followup": "madrs_24h",
-        "threshold": 0.5,
-        "positive": "responder",
-    },
-    "on_grid_mismatch": "error",
-}
+SIMULATED = {**DATA, "layout": "bids"}  # the simulated cohorts' data config, without root and cohorts
 GM_ROI = {"name": "gm_roi", "kind": "roi", "atlas": "aal", "tissues": ["GM"]}
 
 
