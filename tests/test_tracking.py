@@ -6,7 +6,7 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mlflow
@@ -347,19 +347,19 @@ def test_tracking_to_a_real_mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_concurrent_first_runs_share_a_new_store(tmp_path):
-    """Two trainings start at once on a store that does not exist yet: the file lock serialises its
-    creation, both runs and both model versions land."""
-    write_cohorts(tmp_path / "features" / "gm_roi")
+def _concurrent_trainings(work: Path, seeds: Sequence[int], tracking: list[str]) -> None:
+    """``python -m src.train`` once per seed, all started at once (own output folders, one experiment)."""
+    write_cohorts(work / "features" / "gm_roi")
     common = [
         "+experiment=gm_only",
-        f"paths.features={tmp_path / 'features'}",
+        f"paths.features={work / 'features'}",
         "n_jobs=1",
         "cv.repeats=1",
         "cv.outer_folds=3",
         "cv.inner_folds=3",
         "cv.n_trials=3",
         "permutation.n=0",
+        *tracking,
     ]
     runs_ = [
         subprocess.Popen(
@@ -369,26 +369,68 @@ def test_concurrent_first_runs_share_a_new_store(tmp_path):
                 "src.train",
                 *common,
                 f"seed={seed}",
-                f"paths.output={tmp_path / f'out{seed}'}",
-                f"hydra.run.dir={tmp_path / f'hydra{seed}'}",
+                f"paths.output={work / f'out{seed}'}",
+                f"hydra.run.dir={work / f'hydra{seed}'}",
             ],
-            cwd=tmp_path,
+            cwd=work,
             env=subprocess_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for seed in (1, 2)
+        for seed in seeds
     ]
     for run in runs_:
-        _, stderr = run.communicate(timeout=300)
+        _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr
+
+
+def test_concurrent_first_runs_share_a_new_store(tmp_path):
+    """Two trainings start at once on a store that does not exist yet: the file lock serialises its
+    creation, both runs and both model versions land."""
+    _concurrent_trainings(tmp_path, (1, 2), [])
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("gm_only")
     training = client.search_runs([experiment.experiment_id], "tags.run_role = 'training'")
     assert sorted(r.data.params["seed"] for r in training) == ["1", "2"]
     assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")) == [1, 2]
+
+
+def test_concurrent_trainings_log_into_mlflow_on_postgresql(tmp_path):
+    """A real PostgreSQL server on 127.0.0.1 behind `mlflow server` (shared artifact root): three trainings
+    started at once into a new experiment all land whole: 3 parent runs, each with its 3 outer-fold runs, and
+    3 versions of the model and of its scorer, each loading to its run's own ensemble."""
+    from src.tracking.server import postgres_server
+
+    with (
+        postgres_server(tmp_path / "pgdata") as database,
+        mlflow_server(database, tmp_path / "artifacts") as url,
+    ):
+        _concurrent_trainings(tmp_path, (1, 2, 3), [f"tracking.uri={url}"])
+        client = MlflowClient(url, url)
+        experiment = client.get_experiment_by_name("gm_only")
+        found = client.search_runs([experiment.experiment_id], max_results=1000)
+        parents = [r for r in found if r.data.tags["run_role"] == "training"]
+        assert sorted(r.data.params["seed"] for r in parents) == ["1", "2", "3"]
+        for parent in parents:
+            children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+            assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+            assert parent.info.status == "FINISHED"
+        for name in (MODEL, f"{MODEL}-scorer"):
+            versions = client.search_model_versions(f"name = '{name}'")
+            assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+            assert {v.run_id for v in versions} == {r.info.run_id for r in parents}
+        table = pd.read_parquet(tmp_path / "features" / "gm_roi" / "saline.parquet")
+        with tracking_uri(url):
+            for version in client.search_model_versions(f"name = '{MODEL}'"):
+                seed = client.get_run(version.run_id).data.params["seed"]
+                registered = mlflow.sklearn.load_model(f"models:/{MODEL}/{version.version}")
+                own = load_model(tmp_path / f"out{seed}" / "gm_only" / "train" / "model")
+                np.testing.assert_array_equal(
+                    registered.decision_function(table), own.decision_function(table)
+                )
+    assert not list(Path(tmp_path / "pgdata").glob("postmaster.pid"))  # the server was stopped
 
 
 def test_an_interrupted_run_is_marked_killed_not_running(tmp_path):

@@ -86,3 +86,29 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def postgres_server(data_dir: str | Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """A real PostgreSQL server on ``host`` at a free port, with a new database cluster in ``data_dir``,
+    until the block ends; yields its SQLAlchemy URI (``postgresql+psycopg2://postgres@host:port/postgres``).
+
+    The server binaries come from the ``pgserver`` wheel (PyPI, installed with the ``cluster`` extra), which
+    also handles running as root (PostgreSQL refuses to) through a dedicated system user. pgserver itself
+    listens on a Unix socket only; the server is restarted to listen on ``host``:port as ``mlflow server``
+    and remote workers expect.
+    """
+    import pgserver
+    from pgserver._commands import pg_ctl
+
+    server = pgserver.get_server(Path(data_dir), cleanup_mode="stop")
+    try:
+        port = free_port(host)
+        socket_dir = server.get_postmaster_info().socket_dir
+        options = f"-h {host} -p {port}" + (f" -k {socket_dir}" if socket_dir else "")
+        pg_ctl(["-w", "-o", options, "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+        yield f"postgresql+psycopg2://postgres@{host}:{port}/postgres"
+    finally:
+        # the restarted server is not the process pgserver started: stop it by its data directory
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+        server.cleanup()

@@ -97,7 +97,13 @@ def open_experiment(settings: TrackingSettings) -> str:
     if settings.is_local:
         location = (settings.root_path / "artifacts" / settings.experiment).as_uri()
     log.info("creating MLflow experiment %r in %s", settings.experiment, settings.tracking_uri)
-    return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    try:
+        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException as error:
+        # another process (a parallel run on a shared server) created it first
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(settings.experiment).experiment_id
 
 
 def check_store(settings: TrackingSettings) -> str:
