@@ -46,6 +46,7 @@ from src.validation.ensemble import (
     train_metrics,
 )
 from src.validation.metrics import binary_metrics
+from src.validation.shards import read_permutation
 
 matplotlib.use("Agg")
 log = logging.getLogger(__name__)
@@ -417,7 +418,7 @@ def locked_model(
 
 
 def _train_p(run: Path) -> float | None:
-    perm = train_metrics(run / "train").get("permutation")
+    perm = read_permutation(run)  # merged shards when they belong to this training, else the training's own
     return None if perm is None else perm["p_value"]
 
 

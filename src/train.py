@@ -30,11 +30,13 @@ from src.utils.checks import check_config, check_writable
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import configure_logging
+from src.utils.parallel import ParallelSettings, parallel_backend
 from src.utils.provenance import code_fingerprint, dvc_output_md5, git_state, package_versions
 from src.validation.checkpoints import checkpoint_key
 from src.validation.ensemble import EnsembleModel
 from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
-from src.validation.permutation import PermutationResult, permutation_test
+from src.validation.permutation import PermutationResult, permutation_cv, permutation_test, permutation_values
+from src.validation.shards import parse_shard, shard_indices, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,53 @@ def checkpoint_path(
         parts.append(cfg.permutation.repeats)
     key = checkpoint_key(*parts, code_fingerprint())
     return Path(cfg.paths.run) / ".checkpoints" / f"{kind}-{key}.jsonl"
+
+
+def permutation_key(
+    cfg: DictConfig, X: pd.DataFrame, y: np.ndarray, cv: CVConfig, model_cfg: dict[str, Any]
+) -> str:
+    """The key of everything a permutation's value depends on: recorded by training and by every shard,
+    compared by the merge (:func:`~src.validation.shards.merge_shards`)."""
+    return checkpoint_path(cfg, "permutations", X, y, cv, model_cfg).stem.removeprefix("permutations-")
+
+
+def permutation_shard(
+    cfg: DictConfig,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    model_cfg: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """``permutation.shard=i/N``: only permutations i, i+N, ... of ``permutation.n`` (no nested CV on the
+    true labels, no model), written to ``<run>/permutation/shard-i-of-N.json`` with the key that
+    ``python -m src.merge_permutations`` checks. Resumes from its own checkpoint like a full run."""
+    shard, shards = parse_shard(cfg.permutation.shard)
+    n = int(cfg.permutation.n)
+    checkpoint = checkpoint_path(cfg, "permutations", X, y, cv, model_cfg)
+    key = permutation_key(cfg, X, y, cv, model_cfg)
+    cv_perm = permutation_cv(cv, cfg.permutation.repeats)
+    values, resumed = permutation_values(
+        X,
+        y,
+        space,
+        cv_perm,
+        int(cfg.seed),
+        shard_indices(n, shard, shards),
+        covariates=list(model_cfg["covariates"]),
+        categorical=list(model_cfg["categorical"]),
+        n_jobs=int(cfg.n_jobs),
+        progress=progress,
+        checkpoint=checkpoint.with_name(f"{checkpoint.stem}-shard-{shard}-of-{shards}.jsonl"),
+    )
+    path = write_shard(Path(cfg.paths.run) / "permutation", key, shard, shards, n, cv_perm.repeats, values)
+    print(
+        f"{cfg.name}: permutation shard {shard}/{shards}: {len(values)} of {n} permutations"
+        + (f" ({resumed} resumed from a checkpoint)" if resumed else "")
+    )
+    print(f"  written   {path}")
+    return {"shard": [shard, shards], "values": values, "path": str(path)}
 
 
 def remove_stale_evaluation(run: Path, model_sha256: str) -> None:
@@ -194,37 +243,42 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if settings.enabled:
         check_store(settings)
     progress = sys.stderr.isatty()
-    result = run_nested_cv(
-        X,
-        y,
-        space,
-        cv,
-        int(cfg.seed),
-        covariates=covariates,
-        categorical=categorical,
-        ids=table["participant_id"].tolist(),
-        n_jobs=int(cfg.n_jobs),
-        progress=progress,
-        checkpoint=checkpoint_path(cfg, "folds", X, y, cv, model_cfg),
-    )
-    perm = None
-    if int(cfg.permutation.n) > 0:
-        perm = permutation_test(
+    with parallel_backend(ParallelSettings.from_config(cfg.get("parallel")), int(cfg.n_jobs)) as where:
+        log.info("parallel: %s", where)
+        if cfg.permutation.get("shard") is not None:
+            return permutation_shard(cfg, X, y, space, cv, model_cfg, progress)
+        result = run_nested_cv(
             X,
             y,
             space,
             cv,
             int(cfg.seed),
-            int(cfg.permutation.n),
-            observed_decision=result.decision_matrix(),
             covariates=covariates,
             categorical=categorical,
-            repeats=cfg.permutation.repeats,
+            ids=table["participant_id"].tolist(),
             n_jobs=int(cfg.n_jobs),
             progress=progress,
-            checkpoint=checkpoint_path(cfg, "permutations", X, y, cv, model_cfg),
+            checkpoint=checkpoint_path(cfg, "folds", X, y, cv, model_cfg),
         )
+        perm = None
+        if int(cfg.permutation.n) > 0:
+            perm = permutation_test(
+                X,
+                y,
+                space,
+                cv,
+                int(cfg.seed),
+                int(cfg.permutation.n),
+                observed_decision=result.decision_matrix(),
+                covariates=covariates,
+                categorical=categorical,
+                repeats=cfg.permutation.repeats,
+                n_jobs=int(cfg.n_jobs),
+                progress=progress,
+                checkpoint=checkpoint_path(cfg, "permutations", X, y, cv, model_cfg),
+            )
     document = metrics_document(cfg, result, perm, file_md5(path))
+    document["provenance"]["permutation_key"] = permutation_key(cfg, X, y, cv, model_cfg)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     model = EnsembleModel.from_result(
         result,

@@ -397,6 +397,7 @@ def test_concurrent_first_runs_share_a_new_store(tmp_path):
     assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")) == [1, 2]
 
 
+@pytest.mark.slow
 def test_concurrent_trainings_log_into_mlflow_on_postgresql(tmp_path):
     """A real PostgreSQL server on 127.0.0.1 behind `mlflow server` (shared artifact root): three trainings
     started at once into a new experiment all land whole: 3 parent runs, each with its 3 outer-fold runs, and

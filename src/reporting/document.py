@@ -19,6 +19,7 @@ import yaml
 
 from src.reporting.methods import tripod_ai_methods
 from src.utils.errors import MissingInputError, UserInputError
+from src.validation.shards import read_permutation
 
 REGION_COLUMNS = [
     "rank",
@@ -63,7 +64,11 @@ class ExperimentResults:
         return cls(
             name=name,
             config=yaml.safe_load((train_dir / "config.yaml").read_text()),
-            train=json.loads((train_dir / "metrics.json").read_text()),
+            # the permutation test: merged shards when they belong to this training, else the training's own
+            train={
+                **json.loads((train_dir / "metrics.json").read_text()),
+                "permutation": read_permutation(run_dir),
+            },
             evaluation=json.loads((eval_dir / "metrics.json").read_text()) if evaluated else None,
             paper_table=pd.read_csv(eval_dir / "paper_table.csv") if evaluated else None,
             regions=pd.read_csv(eval_dir / "regions.csv") if (eval_dir / "regions.csv").is_file() else None,

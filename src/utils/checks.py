@@ -26,6 +26,7 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
     "evaluation.n_permutations": (1, False),
     "evaluation.n_bootstrap": (1, False),
     "predict.align_unseen_sites": (2, True),
+    "parallel.workers": (1, True),
 }
 
 
@@ -33,7 +34,8 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
 # config files silently, and the readers would ignore them).
 SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
-    "permutation": frozenset({"n", "repeats"}),
+    "permutation": frozenset({"n", "repeats", "shard"}),
+    "parallel": frozenset({"backend", "address", "scheduler_file", "workers"}),
     "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference", "champion"}),
     "evaluation.champion": frozenset({"alias", "max_p"}),
     "predict": frozenset(

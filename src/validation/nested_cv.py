@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import delayed
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
@@ -33,6 +33,7 @@ from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace
 from src.utils.errors import UserInputError
+from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision, linear_affine
 from src.validation.metrics import METRICS, binary_metrics
@@ -572,7 +573,7 @@ def run_nested_cv(
         ) as bar,
         record_appender(checkpoint) as append,
     ):
-        for fold in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+        for fold in run_parallel(jobs, n_jobs, shared=(X, y)):
             finished[fold.repeat, fold.fold] = fold
             append(fold_record(fold))
             bar.update()

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from src.models.search_space import SearchSpace
+from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.nested_cv import CVConfig, run_nested_cv
 from src.validation.seeds import Stream, derive_seed
@@ -74,6 +75,57 @@ def _one_permutation(
     return _statistic(y_perm, result.decision_matrix())
 
 
+def permutation_values(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    space: SearchSpace,
+    cv: CVConfig,
+    seed: int,
+    indices: Sequence[int],
+    *,
+    covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
+    categorical: Sequence[str] = ("sex", "site"),
+    n_jobs: int = 1,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+) -> tuple[dict[int, float], int]:
+    """The null statistic of each permutation in ``indices`` (``cv`` already holds the permutation's
+    repeats): ``({index: value}, how many were read from the checkpoint)``. Permutation i's labels and seeds
+    derive from (seed, i) only, so any subset (a shard) gives the same values as a full run."""
+    from tqdm.auto import tqdm
+
+    y = np.asarray(y).astype(int)
+    known = read_checkpoint(checkpoint)
+    done = {i: known[i] for i in indices if i in known}
+    todo = [i for i in indices if i not in done]
+    jobs = (delayed(_one_permutation)(X, y, space, cv, seed, i, covariates, categorical) for i in todo)
+    with (
+        tqdm(
+            total=len(indices), initial=len(done), desc="permutations", disable=not progress, leave=False
+        ) as bar,
+        record_appender(checkpoint) as record,
+    ):
+        for i, value in zip(todo, run_parallel(jobs, n_jobs, shared=(X, y)), strict=True):
+            done[i] = value
+            record({"i": i, "value": value})
+            bar.update()
+    return {i: done[i] for i in indices}, len(indices) - len(todo)
+
+
+def permutation_cv(cv: CVConfig, repeats: int | None) -> CVConfig:
+    """The CV scheme of each permutation: ``repeats`` (default: all of ``cv.repeats``) repeats of ``cv``."""
+    repeats = int(repeats or cv.repeats)
+    if repeats > cv.repeats:
+        raise ValueError(f"permutation.repeats ({repeats}) exceeds cv.repeats ({cv.repeats})")
+    return CVConfig(**{**cv.__dict__, "repeats": repeats})
+
+
+def observed_statistic(y: np.ndarray, observed_decision: np.ndarray, repeats: int) -> float:
+    """The statistic of the real run that the null is compared with: mean BAC of its first ``repeats``
+    repeats (the permutations use the same splits)."""
+    return _statistic(np.asarray(y).astype(int), observed_decision[:, :repeats])
+
+
 def permutation_test(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -107,28 +159,24 @@ def permutation_test(
         permutation's labels and seeds derive from its index only). Its name should carry
         :func:`checkpoint_key` so that other data, settings or code never reuse it.
     """
-    from tqdm.auto import tqdm
-
-    y = np.asarray(y).astype(int)
-    repeats = int(repeats or cv.repeats)
-    if repeats > cv.repeats:
-        raise ValueError(f"permutation.repeats ({repeats}) exceeds cv.repeats ({cv.repeats})")
-    cv_perm = CVConfig(**{**cv.__dict__, "repeats": repeats})
-    observed = _statistic(y, observed_decision[:, :repeats])
-    done = read_checkpoint(checkpoint)
-    todo = [i for i in range(n) if i not in done]
-    jobs = (delayed(_one_permutation)(X, y, space, cv_perm, seed, i, covariates, categorical) for i in todo)
-    with (
-        tqdm(total=n, initial=n - len(todo), desc="permutations", disable=not progress, leave=False) as bar,
-        record_appender(checkpoint) as record,
-    ):
-        for i, value in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(jobs), strict=True):
-            done[i] = value
-            record({"i": i, "value": value})
-            bar.update()
-    null = np.asarray([done[i] for i in range(n)])
+    cv_perm = permutation_cv(cv, repeats)
+    observed = observed_statistic(y, observed_decision, cv_perm.repeats)
+    values, resumed = permutation_values(
+        X,
+        y,
+        space,
+        cv_perm,
+        seed,
+        range(n),
+        covariates=covariates,
+        categorical=categorical,
+        n_jobs=n_jobs,
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+    null = np.asarray([values[i] for i in range(n)])
     return PermutationResult(
-        statistic="mean_bac", observed=observed, null=null, repeats=repeats, resumed=n - len(todo)
+        statistic="mean_bac", observed=observed, null=null, repeats=cv_perm.repeats, resumed=resumed
     )
 
 

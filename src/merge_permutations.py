@@ -1,0 +1,81 @@
+"""``python -m src.merge_permutations +experiment=gm_only``: merge permutation shards into the test.
+
+Reads ``${paths.run}/permutation/shard-*.json`` (written by ``python -m src.train permutation.shard=i/N``,
+anywhere), refuses shards of other data, settings or code, overlapping shards and missing permutations, and
+compares the null with the training's observed statistic (``train/predictions.csv``; training must have run
+with the same data and settings). Writes ``${paths.run}/permutation/metrics.json`` (observed, n, p, null
+summary, the shards merged), ``permutation_null.csv`` and ``permutation_null.png``; the evaluation and the
+report read the p-value from there when it belongs to the current training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from src.train import discovery, feature_table_path, load_training_data, permutation_key
+from src.utils.checks import check_config
+from src.utils.errors import MissingInputError, UserInputError, user_errors
+from src.utils.io import write_json_atomic
+from src.utils.logging import configure_logging
+from src.validation.ensemble import train_metrics
+from src.validation.nested_cv import CVConfig
+from src.validation.permutation import PermutationResult, observed_statistic, permutation_cv
+from src.validation.shards import MERGED, merge_shards
+
+
+def observed_decisions(train_dir: Path, ids: list[str]) -> np.ndarray:
+    """The real run's out-of-fold decision scores (subjects in ``ids`` order x repeats)."""
+    path = train_dir / "predictions.csv"
+    if not path.is_file():
+        raise MissingInputError(f"{path} not found: train the experiment before merging its permutations")
+    scores = pd.read_csv(path, dtype={"participant_id": str}).pivot(
+        index="participant_id", columns="repeat", values="decision"
+    )
+    return scores.loc[ids].to_numpy()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure_logging(bool(cfg.verbose))
+    check_config(cfg)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    table, X, y = load_training_data(feature_table_path(cfg, discovery(cfg)), list(model_cfg["covariates"]))
+    cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
+    key = permutation_key(cfg, X, y, cv, model_cfg)
+    run = Path(cfg.paths.run)
+    trained = (train_metrics(run / "train").get("provenance") or {}).get("permutation_key")
+    if trained != key:
+        raise UserInputError(
+            f"{run / 'train'} was trained with other data, settings or code (permutation key {trained}, now "
+            f"{key}): train again with the settings of the shards"
+        )
+    folder = run / "permutation"
+    n = int(cfg.permutation.n)
+    null, files = merge_shards(folder, key, n)
+    repeats = permutation_cv(cv, cfg.permutation.repeats).repeats
+    decisions = observed_decisions(run / "train", table["participant_id"].astype(str).tolist())
+    result = PermutationResult(
+        statistic="mean_bac", observed=observed_statistic(y, decisions, repeats), null=null, repeats=repeats
+    )
+    document = {**result.to_dict(), "key": key, "shards": files}
+    from src.tracking.figures import permutation_figure
+
+    permutation_figure(null, result.observed, folder)
+    write_json_atomic(folder / MERGED, document)
+    print(
+        f"{cfg.name}: permutation p = {result.p_value:.4f} (n = {n} from {len(files)} shard(s), "
+        f"observed mean BAC {result.observed:.3f} over {repeats} repeat(s))"
+    )
+    print(f"  written   {folder / MERGED}")
+    return document
+
+
+if __name__ == "__main__":
+    main()

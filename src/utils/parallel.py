@@ -1,0 +1,90 @@
+"""One parallel setting for the outer folds and the permutations: joblib's ``loky`` on this machine, or Dask.
+
+``parallel.backend=dask`` submits the same tasks to a Dask cluster through joblib's Dask backend: an existing
+scheduler (``parallel.address=tcp://host:8786`` or ``parallel.scheduler_file=<file>``, e.g. started by
+``dask-scheduler``/``dask-worker`` or by dask-jobqueue on SLURM), else a ``LocalCluster`` of
+``parallel.workers`` single-threaded worker processes. The large inputs of every task (the feature table and
+the labels) are scattered to the workers once, not sent with each task. Every task is a pure function of its
+inputs and its index-derived seeds, and results are collected in submission order, so the numbers are
+bit-identical to ``n_jobs=1`` whatever the backend and the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joblib import Parallel, parallel_config
+
+from src.utils.errors import UserInputError
+
+BACKENDS = ("loky", "dask")
+_ON_DASK: contextvars.ContextVar[bool] = contextvars.ContextVar("on_dask", default=False)
+
+
+@dataclass(frozen=True)
+class ParallelSettings:
+    """The ``parallel`` section of the config."""
+
+    backend: str = "loky"
+    address: str | None = None
+    scheduler_file: str | None = None
+    workers: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> ParallelSettings:
+        settings = cls(**dict(cfg or {}))
+        if settings.backend not in BACKENDS:
+            raise UserInputError(
+                f"config key parallel.backend={settings.backend!r}: must be one of {BACKENDS}"
+            )
+        if settings.address and settings.scheduler_file:
+            raise UserInputError("parallel.address and parallel.scheduler_file: give one, not both")
+        return settings
+
+
+@contextlib.contextmanager
+def parallel_backend(settings: ParallelSettings, n_jobs: int) -> Iterator[str]:
+    """Within the block, :func:`run_parallel` uses ``settings``' backend; yields a one-line description.
+
+    With Dask and no scheduler given, a ``LocalCluster`` of ``settings.workers`` (default ``n_jobs``, all
+    cores for -1) single-threaded processes is started for the block and closed after it.
+    """
+    if settings.backend == "loky":
+        yield f"loky, n_jobs={n_jobs}"
+        return
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if settings.address:
+        client = Client(settings.address, set_as_default=False)
+    elif settings.scheduler_file:
+        client = Client(scheduler_file=settings.scheduler_file, set_as_default=False)
+    else:
+        workers = settings.workers or (None if n_jobs == -1 else n_jobs)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster, set_as_default=False)
+    token = _ON_DASK.set(True)
+    try:
+        with client.as_current():
+            n_workers = len(client.scheduler_info()["workers"])
+            yield f"dask, {n_workers} worker(s) at {client.scheduler.address}"
+    finally:
+        _ON_DASK.reset(token)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_parallel(jobs: Iterable[Any], n_jobs: int, shared: tuple[Any, ...] = ()) -> Iterator[Any]:
+    """``joblib.Parallel(n_jobs)(jobs)`` as a generator of results in submission order, on the active backend
+    (:func:`parallel_backend`); on Dask the objects in ``shared`` (passed to many jobs) are scattered once."""
+    if _ON_DASK.get():
+        with parallel_config(backend="dask", scatter=list(shared) or None):
+            return Parallel(n_jobs=-1, return_as="generator")(jobs)
+    return Parallel(n_jobs=n_jobs, return_as="generator")(jobs)

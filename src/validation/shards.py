@@ -1,0 +1,109 @@
+"""Sharded permutation tests: permutations i, i+N, i+2N, ... run anywhere (array jobs), merged anywhere.
+
+Permutation k's labels and seeds derive from (seed, k) only (:mod:`src.validation.seeds`), so shard i of N
+computes exactly the values a single run would give for its indices. Each shard file records the key of
+everything the values depend on (data, labels, CV and model settings, seed, permutation repeats, code); the
+merge refuses shards whose key differs from the experiment's, shards that overlap, and an incomplete set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.utils.errors import UserInputError
+from src.utils.io import write_json_atomic
+
+SHARD_FORMAT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(value: Any) -> tuple[int, int]:
+    """``"i/N"`` -> (i, N) with 0 <= i < N."""
+    match = SHARD_FORMAT.match(str(value))
+    if match is None or not int(match[1]) < int(match[2]):
+        raise UserInputError(
+            f"config key permutation.shard={value!r}: give i/N with 0 <= i < N (e.g. permutation.shard=0/4)"
+        )
+    return int(match[1]), int(match[2])
+
+
+def shard_indices(n: int, shard: int, shards: int) -> range:
+    """The permutations of shard ``shard`` of ``shards``: shard, shard + shards, ... below ``n``."""
+    return range(shard, n, shards)
+
+
+def shard_path(folder: str | Path, shard: int, shards: int) -> Path:
+    return Path(folder) / f"shard-{shard:04d}-of-{shards:04d}.json"
+
+
+def write_shard(
+    folder: str | Path, key: str, shard: int, shards: int, n: int, repeats: int, values: Mapping[int, float]
+) -> Path:
+    """Write one shard's values (atomically) under ``folder``; returns the file."""
+    path = shard_path(folder, shard, shards)
+    document = {
+        "key": key,
+        "shard": shard,
+        "shards": shards,
+        "n": n,
+        "repeats": repeats,
+        "values": {str(i): float(v) for i, v in sorted(values.items())},
+    }
+    write_json_atomic(path, document)
+    return path
+
+
+def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list[str]]:
+    """The null distribution (permutations 0..n-1 in order) from the shard files in ``folder``, and their
+    names. Refused, naming the file: a shard of other data/settings/code (its key), two shards holding the
+    same permutation, permutations missing from every shard."""
+    files = sorted(Path(folder).glob("shard-*-of-*.json"))
+    if not files:
+        raise UserInputError(
+            f"no permutation shard in {folder}: run the shards first (permutation.shard=i/N)"
+        )
+    values: dict[int, float] = {}
+    for path in files:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            shard_key, shard_values = document["key"], document["values"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserInputError(f"permutation shard {path} cannot be read: {error}") from None
+        if shard_key != key:
+            raise UserInputError(
+                f"permutation shard {path} was computed for other data, settings or code (key {shard_key}, "
+                f"this experiment's is {key}); rerun it or remove it"
+            )
+        for index, value in shard_values.items():
+            if int(index) in values:
+                raise UserInputError(f"permutation {index} is in two shards (the second: {path})")
+            values[int(index)] = float(value)
+    missing = [i for i in range(n) if i not in values]
+    if missing:
+        raise UserInputError(
+            f"{len(missing)} of {n} permutations are in no shard of {folder} (e.g. {missing[:5]}): run the "
+            "missing shards"
+        )
+    return np.asarray([values[i] for i in range(n)]), [f.name for f in files]
+
+
+MERGED = "metrics.json"
+
+
+def read_permutation(run_dir: str | Path) -> dict[str, Any] | None:
+    """The experiment's permutation test: the merged shards (``<run>/permutation/metrics.json``) when they
+    belong to the current training (same key as ``train/metrics.json`` records), else the training's own
+    (``None`` when neither ran one)."""
+    run_dir = Path(run_dir)
+    train = json.loads((run_dir / "train" / "metrics.json").read_text())
+    merged_path = run_dir / "permutation" / MERGED
+    if merged_path.is_file():
+        merged = json.loads(merged_path.read_text())
+        if merged.get("key") == (train.get("provenance") or {}).get("permutation_key"):
+            return merged
+    return train.get("permutation")
