@@ -261,7 +261,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             checkpoint=checkpoint_path(cfg, "folds", X, y, cv, model_cfg),
         )
         perm = None
-        if int(cfg.permutation.n) > 0:
+        if int(cfg.permutation.n) > 0 and cfg.permutation.get("inline", True):
             perm = permutation_test(
                 X,
                 y,

@@ -115,8 +115,8 @@ def test_shards_from_a_submitit_sweep_merge_to_the_same_test_as_one_run(tmp_path
         "parallel.workers=1",
         multirun=True,
     )
-    assert sorted(p.name for p in (run / "permutation").glob("shard-*.json")) == [
-        f"shard-000{i}-of-0003.json" for i in range(3)
+    assert sorted(p.name for p in (run / "permutation" / "shards").iterdir()) == [
+        f"shard-{i}-of-3.json" for i in range(3)
     ]
     assert list((tmp_path / "sweep").glob(".submitit/*/*_result.pkl")), sweep.stdout  # submitit ran the jobs
     merged = _merge(tmp_path)
@@ -129,16 +129,16 @@ def test_shards_from_a_submitit_sweep_merge_to_the_same_test_as_one_run(tmp_path
     assert read_permutation(run)["shards"] == document["shards"]
 
     key = document["key"]
-    shard = run / "permutation" / "shard-0001-of-0003.json"
+    shard = run / "permutation" / "shards" / "shard-1-of-3.json"
     original = shard.read_text()
     shard.write_text(original.replace(key, "0" * 16))
-    with pytest.raises(UserInputError, match="shard-0001-of-0003.json was computed for other data"):
+    with pytest.raises(UserInputError, match="shard-1-of-3.json was computed for other data"):
         merge_shards(run / "permutation", key, 7)
     shard.write_text(original)
-    shutil.copy(shard, run / "permutation" / "shard-0001-of-0009.json")
+    shutil.copy(shard, run / "permutation" / "shards" / "shard-1-of-9.json")
     with pytest.raises(UserInputError, match="permutation 1 is in two shards"):
         merge_shards(run / "permutation", key, 7)
-    (run / "permutation" / "shard-0001-of-0009.json").unlink()
+    (run / "permutation" / "shards" / "shard-1-of-9.json").unlink()
     shard.unlink()
     refused = _merge(tmp_path)
     assert refused.returncode == 2 and "2 of 7 permutations are in no shard" in refused.stderr

@@ -44,7 +44,7 @@ PARAMS = {
         "gm_only": {"features": "gm_roi", "model": "svc_linear"},
         "gm_rbf": {"features": "gm_roi", "model": "svc_rbf"},
     },
-    "permutation": {"n": 3},
+    "permutation": {"n": 3, "inline": True, "sharded": {"experiments": [], "shards": 2, "ids": [0, 1]}},
 }
 
 
@@ -63,7 +63,7 @@ def repo(tmp_path_factory) -> Path:
     """A copy of the project (code, conf, dvc.yaml) in a fresh git + DVC repository, with tiny params."""
     repo = tmp_path_factory.mktemp("dvc") / "project"
     repo.mkdir()
-    for folder in ("src", "conf"):
+    for folder in ("src", "conf", "cluster"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
@@ -163,3 +163,30 @@ def test_plots_render_offline(repo, first_repro):
     for experiment in PARAMS["experiments"]:
         for kind in ("roc", "calibration", "decision_curve"):
             assert f"outputs/{experiment}/evaluate/plots/{kind}/external.csv" in page
+
+
+def test_sharded_permutations_as_dvc_stages_merge_to_the_inline_test(repo, first_repro):
+    """With an experiment listed in permutation.sharded, `dvc repro` adds one stage per shard and a merge
+    (cluster/dvc.yaml); the merged test equals the one the train stage ran inline (the same 3 permutations),
+    and a second repro runs nothing."""
+    import pandas as pd
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["permutation"]["sharded"]["experiments"] = ["gm_only"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = run(repo, "dvc", "repro")
+    assert {stage.split(":")[-1] for stage in ran_stages(output)} == {
+        "permute@gm_only-0",
+        "permute@gm_only-1",
+        "merge@gm_only",
+        "report",  # it reads the merged test
+    }
+    run_dir = repo / "outputs" / "gm_only"
+    merged = json.loads((run_dir / "permutation" / "metrics.json").read_text())
+    inline = json.loads((run_dir / "train" / "metrics.json").read_text())["permutation"]
+    assert (merged["p_value"], merged["observed"], merged["n"]) == (inline["p_value"], inline["observed"], 3)
+    assert (
+        pd.read_csv(run_dir / "permutation" / "permutation_null.csv")["mean_bac"].tolist()
+        == pd.read_csv(run_dir / "train" / "permutation_null.csv")["mean_bac"].tolist()
+    )
+    assert ran_stages(run(repo, "dvc", "repro")) == set()

@@ -34,7 +34,7 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
 # config files silently, and the readers would ignore them).
 SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
-    "permutation": frozenset({"n", "repeats", "shard"}),
+    "permutation": frozenset({"n", "repeats", "shard", "inline"}),
     "parallel": frozenset({"backend", "address", "scheduler_file", "workers"}),
     "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference", "champion"}),
     "evaluation.champion": frozenset({"alias", "max_p"}),

@@ -38,7 +38,8 @@ def shard_indices(n: int, shard: int, shards: int) -> range:
 
 
 def shard_path(folder: str | Path, shard: int, shards: int) -> Path:
-    return Path(folder) / f"shard-{shard:04d}-of-{shards:04d}.json"
+    """``<folder>/shards/shard-<i>-of-<N>.json`` (``folder``: the experiment's ``permutation/``)."""
+    return Path(folder) / "shards" / f"shard-{shard}-of-{shards}.json"
 
 
 def write_shard(
@@ -62,7 +63,7 @@ def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list
     """The null distribution (permutations 0..n-1 in order) from the shard files in ``folder``, and their
     names. Refused, naming the file: a shard of other data/settings/code (its key), two shards holding the
     same permutation, permutations missing from every shard."""
-    files = sorted(Path(folder).glob("shard-*-of-*.json"))
+    files = sorted((Path(folder) / "shards").glob("shard-*-of-*.json"))
     if not files:
         raise UserInputError(
             f"no permutation shard in {folder}: run the shards first (permutation.shard=i/N)"
@@ -86,8 +87,8 @@ def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list
     missing = [i for i in range(n) if i not in values]
     if missing:
         raise UserInputError(
-            f"{len(missing)} of {n} permutations are in no shard of {folder} (e.g. {missing[:5]}): run the "
-            "missing shards"
+            f"{len(missing)} of {n} permutations are in no shard of {Path(folder) / 'shards'} (e.g. "
+            f"{missing[:5]}): run the missing shards"
         )
     return np.asarray([values[i] for i in range(n)]), [f.name for f in files]
 
