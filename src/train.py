@@ -240,7 +240,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.run) / "train"
     check_writable(out_dir.parent)
     settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
-    if settings.enabled:
+    if settings.enabled and cfg.permutation.get("shard") is None:  # a shard logs nothing
         check_store(settings)
     progress = sys.stderr.isatty()
     with parallel_backend(ParallelSettings.from_config(cfg.get("parallel")), int(cfg.n_jobs)) as where:
