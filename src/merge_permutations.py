@@ -16,15 +16,14 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.train import discovery, feature_table_path, load_training_data, permutation_key
+from src.train import experiment_inputs, permutation_key
 from src.utils.checks import check_config
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import write_json_atomic
 from src.utils.logging import configure_logging
 from src.validation.ensemble import train_metrics
-from src.validation.nested_cv import CVConfig
 from src.validation.permutation import PermutationResult, observed_statistic, permutation_cv
 from src.validation.shards import MERGED, merge_shards
 
@@ -45,9 +44,7 @@ def observed_decisions(train_dir: Path, ids: list[str]) -> np.ndarray:
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    table, X, y = load_training_data(feature_table_path(cfg, discovery(cfg)), list(model_cfg["covariates"]))
-    cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
+    model_cfg, _, table, X, y, cv = experiment_inputs(cfg)
     key = permutation_key(cfg, X, y, cv, model_cfg)
     run = Path(cfg.paths.run)
     trained = (train_metrics(run / "train").get("provenance") or {}).get("permutation_key")

@@ -80,6 +80,16 @@ def load_training_data(path: Path, covariates: list[str]) -> tuple[pd.DataFrame,
     return table, table[[*covariates, *features]], labels.to_numpy(dtype=int)
 
 
+def experiment_inputs(
+    cfg: DictConfig,
+) -> tuple[dict[str, Any], Path, pd.DataFrame, pd.DataFrame, np.ndarray, CVConfig]:
+    """What the experiment trains on: (model config, discovery table path, table, X, y, CV scheme)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    path = feature_table_path(cfg, discovery(cfg))
+    table, X, y = load_training_data(path, list(model_cfg["covariates"]))
+    return model_cfg, path, table, X, y, CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
+
+
 def checkpoint_path(
     cfg: DictConfig, kind: str, X: pd.DataFrame, y: np.ndarray, cv: CVConfig, model_cfg: dict[str, Any]
 ) -> Path:
@@ -230,12 +240,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     # everything that can fail without the CV fails before it: config, inputs, class sizes, outputs, store
     check_config(cfg)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg, path, table, X, y, cv = experiment_inputs(cfg)
     covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
-    path = feature_table_path(cfg, discovery(cfg))
-    table, X, y = load_training_data(path, covariates)
     space = SearchSpace.from_config(model_cfg)
-    cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
     check_fold_sizes(y, cv, str(path))
     out_dir = Path(cfg.paths.run) / "train"
     check_writable(out_dir.parent)
