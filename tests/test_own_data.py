@@ -174,7 +174,7 @@ def test_signal_images_through_dvc_repro(tmp_path):
         "cv": "tiny",
         "feature_sets": ["gm_roi", "gm_wm_roi"],
         "experiments": {"gm_only": {"features": "gm_roi", "model": "svc_linear"}},
-        "permutation": {"n": 9},
+        "permutation": {"n": 9, "inline": True, "sharded": {"experiments": [], "shards": 2, "ids": [0, 1]}},
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
