@@ -265,7 +265,11 @@ def evaluate(cfg: DictConfig, local_dir: Path) -> dict[str, Any]:
     }
     aligned: dict[str, dict[str, Any]] = {}
     scored: dict[str, pd.DataFrame] = {}
-    aligner = SiteAligner(model.feature_columns).fit(train) if ev["harmonize"] else None
+    aligner = (
+        SiteAligner(model.feature_columns, method=ev["alignment_method"]).fit(train)
+        if ev["harmonize"]
+        else None
+    )
     for name, table in tables.items():
         decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
         n_perm, n_boot = int(ev["n_permutations"]), int(ev["n_bootstrap"])

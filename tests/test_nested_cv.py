@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import small_simulation
 from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from src.data.loader import load_cohort
@@ -264,7 +265,7 @@ def _site_leakage_data(seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.concat([_covariates_frame(len(y), rng, sites), noise], axis=1), y
 
 
-def test_leakage_probe_residualiser_fitted_inside_folds(caplog):
+def test_leakage_probe_residualiser_fitted_inside_folds():
     """(c) The engine stays at chance; the same data residualised on all rows first is strongly inflated."""
     cv = CVConfig(repeats=1, outer_folds=10, inner_folds=3, n_trials=1, sampler="grid")
     space = linear_grid_space([1.0])
@@ -279,7 +280,50 @@ def test_leakage_probe_residualiser_fitted_inside_folds(caplog):
         leaky.append(leaky_result.per_repeat()["bac"].iloc[0])
     assert np.mean(leaky) > 0.8, leaky  # the probe has power
     assert np.mean(honest) < 0.6, honest
-    assert "not seen in training" in caplog.text  # a test subject's site absent from training is reported
+
+
+def test_moving_the_outer_test_rows_changes_nothing_fitted_for_that_fold():
+    """The fold models, their tuned parameters and their inner scores depend on the outer-training rows only:
+    the features of one outer fold's test rows are replaced by wild values and the whole nested CV rerun.
+    That fold's model is identical, only its test scores move (every other fold trains on those rows and
+    changes). Mutation seen failing: the outer refit on all rows (``SplitKernel.build(..., np.arange(n),
+    ...)`` in ``affine_refit``). Leaks inside the inner loop (an inner split's residualiser or scaler fitted
+    with its test rows: both mutations seen failing) are caught by
+    ``test_kernel_space_equals_refitting_the_pipeline_per_trial``, which refits scikit-learn's Pipeline."""
+    rng = np.random.default_rng(7)
+    n = 60
+    X = pd.concat(
+        [_covariates_frame(n, rng), pd.DataFrame(rng.normal(size=(n, 8))).add_prefix("gm_")], axis=1
+    )
+    y = rng.permutation(np.r_[np.ones(30, int), np.zeros(30, int)])
+    X["gm_0"] += 0.8 * y
+    space = SearchSpace.from_config(
+        {
+            "search_space": {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True}},
+            "fixed": {"kernel": "linear"},
+        }
+    )
+    cv = CVConfig(repeats=1, outer_folds=3, inner_folds=3, n_trials=6)
+    before = run_nested_cv(
+        X, y, space, cv, seed=3, covariates=["age", "sex", "tiv", "site"], categorical=["sex", "site"]
+    )
+    target = before.folds[0]
+    moved = X.copy()
+    features = [c for c in X.columns if c.startswith("gm_")]
+    moved.loc[moved.index[target.test], features] = rng.normal(50, 20, size=(len(target.test), len(features)))
+    after = run_nested_cv(
+        moved, y, space, cv, seed=3, covariates=["age", "sex", "tiv", "site"], categorical=["sex", "site"]
+    )
+    same = after.folds[0]
+    assert same.best_params == target.best_params and same.inner_best == target.inner_best
+    np.testing.assert_array_equal(same.model.weights, target.model.weights)
+    np.testing.assert_array_equal(same.model.covariate_weights, target.model.covariate_weights)
+    assert same.model.intercept == target.model.intercept
+    assert not np.allclose(same.decision, target.decision)  # its test rows did move
+    assert any(
+        a.inner_best != b.inner_best or a.best_params != b.best_params
+        for a, b in zip(after.folds[1:], before.folds[1:], strict=True)
+    )
 
 
 def test_residualiser_uses_training_rows_only():
@@ -289,20 +333,28 @@ def test_residualiser_uses_training_rows_only():
     )
     train, test = X.iloc[:20], X.iloc[20:]
     fitted = CovariateResidualizer().fit(train)
-    design = np.column_stack(
-        [np.ones(20), train["age"], train["sex"] == "M", train["tiv"], train["site"] == "b"]
+    # independent truth: scikit-learn's one-hot coding and least squares on the training rows
+    encoder = OneHotEncoder(drop="first", handle_unknown="ignore", sparse_output=False).fit(
+        train[["sex", "site"]]
     )
-    coef = np.linalg.lstsq(design.astype(float), train.filter(like="gm_").to_numpy(), rcond=None)[0]
-    test_design = np.column_stack(
-        [np.ones(10), test["age"], test["sex"] == "M", test["tiv"], test["site"] == "b"]
-    )
+
+    def design(t: pd.DataFrame) -> np.ndarray:  # [1, age, sex=M, tiv, site=b]: the configured order
+        codes = encoder.transform(t[["sex", "site"]])
+        return np.column_stack([np.ones(len(t)), t["age"], codes[:, :1], t["tiv"], codes[:, 1:]])
+
+    coef = LinearRegression(fit_intercept=False).fit(design(train), train.filter(like="gm_")).coef_.T
     np.testing.assert_allclose(
-        fitted.transform(test), test.filter(like="gm_").to_numpy() - test_design.astype(float) @ coef
+        fitted.transform(test), test.filter(like="gm_").to_numpy() - design(test) @ coef
     )
-    # changing the test rows changes nothing fitted
-    moved = test.assign(gm_0=test["gm_0"] + 100)
-    np.testing.assert_allclose(CovariateResidualizer().fit(train).coef_, fitted.coef_)
-    assert np.allclose(fitted.transform(moved)[:, 0] - fitted.transform(test)[:, 0], 100)
+    # the fit sees the training rows only: the test rows' values cannot change it
+    with_test = CovariateResidualizer().fit(pd.concat([train, test.assign(gm_0=test["gm_0"] + 100)]))
+    assert not np.allclose(with_test.coef_, fitted.coef_)  # (the probe would see a leak)
+    # a site absent from training: reported, coded as the reference site (all-zero one-hot, as the encoder)
+    unseen = test.assign(site="new")
+    assert fitted.unseen_levels(unseen) == {"site": ["new"]}
+    np.testing.assert_allclose(
+        fitted.transform(unseen), unseen.filter(like="gm_").to_numpy() - design(unseen) @ coef
+    )
 
 
 def test_determinism_and_worker_count(tmp_path):

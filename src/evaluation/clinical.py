@@ -4,38 +4,60 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 
-def calibration_table(y: np.ndarray, proba: np.ndarray, n_bins: int = 5) -> tuple[pd.DataFrame, float]:
-    """Reliability curve (quantile bins) and Brier score."""
-    frac_pos, mean_pred = calibration_curve(y, proba, n_bins=n_bins, strategy="quantile")
-    table = pd.DataFrame({"mean_predicted": mean_pred, "observed_fraction": frac_pos})
-    return table, float(brier_score_loss(y, proba))
+def calibration_table(
+    y: np.ndarray, proba: np.ndarray, n_bins: int = 5, level: float = 0.95
+) -> tuple[pd.DataFrame, float]:
+    """Reliability table (quantile bins: equal numbers of patients) with Wilson CIs of each bin's observed
+    response rate, and the Brier score.
+
+    Columns: ``n``, ``mean_predicted``, ``observed_fraction``, ``observed_low``, ``observed_high``. With
+    ~50 patients a bin holds ~10: the CIs say how little a single bin shows.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    y = np.asarray(y, int)
+    proba = np.asarray(proba, float)
+    # the bins of sklearn's calibration_curve(strategy="quantile"), kept with their counts for the CIs
+    edges = np.quantile(proba, np.linspace(0, 1, n_bins + 1))
+    bins = np.searchsorted(edges[1:-1], proba)
+    rows = []
+    for b in np.unique(bins):
+        inside = bins == b
+        events, count = int(y[inside].sum()), int(inside.sum())
+        low, high = proportion_confint(events, count, alpha=1 - level, method="wilson")
+        rows.append(
+            {
+                "n": count,
+                "mean_predicted": float(proba[inside].mean()),
+                "observed_fraction": events / count,
+                "observed_low": float(low),
+                "observed_high": float(high),
+            }
+        )
+    return pd.DataFrame(rows), float(brier_score_loss(y, proba))
 
 
 def decision_curve(y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | None = None) -> pd.DataFrame:
-    """Net benefit of 'give ketamine if predicted P(response) >= pt' vs treat all / treat none.
+    """Net benefit of 'give ketamine if predicted P(response) >= pt' vs treat all / treat none
+    (``dcurves.dca``; net benefit = TP/n - FP/n * pt / (1 - pt), Vickers & Elkin 2006)."""
+    from dcurves import dca
 
-    Net benefit = TP/n - FP/n * pt / (1 - pt) (Vickers & Elkin 2006); treat-all uses every patient as
-    predicted positive; treat-none is 0. No kept library implements DCA, hence the few lines here.
-    """
-    y = np.asarray(y, int)
-    proba = np.asarray(proba, float)
-    thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds)
-    n, prevalence = len(y), y.mean()
-    rows = []
-    for pt in thresholds:
-        treat = proba >= pt
-        tp, fp = np.sum(treat & (y == 1)), np.sum(treat & (y == 0))
-        odds = pt / (1 - pt)
-        rows.append(
-            {
-                "threshold": float(pt),
-                "net_benefit_model": tp / n - fp / n * odds,
-                "net_benefit_treat_all": prevalence - (1 - prevalence) * odds,
-                "net_benefit_treat_none": 0.0,
-            }
-        )
-    return pd.DataFrame(rows)
+    thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds, float)
+    curves = dca(
+        data=pd.DataFrame({"response": np.asarray(y, int), "model": np.asarray(proba, float)}),
+        outcome="response",
+        modelnames=["model"],
+        thresholds=thresholds,
+    )
+    net = curves.pivot(index="threshold", columns="model", values="net_benefit")
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "net_benefit_model": net["model"].to_numpy(),
+            "net_benefit_treat_all": net["all"].to_numpy(),
+            "net_benefit_treat_none": net["none"].to_numpy(),
+        }
+    )

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.utils.errors import reject_unknown_keys
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,8 @@ class TrackingSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrackingSettings:
-        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        return cls(**known)
+        reject_unknown_keys(cfg, cls.__dataclass_fields__, "tracking")
+        return cls(**cfg)
 
     @property
     def root_path(self) -> Path:

@@ -3,7 +3,6 @@ naming the key or the path (:class:`~src.utils.errors.UserInputError`)."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from src.models.pipeline import SVC_PARAMS
-from src.utils.errors import UserInputError
+from src.utils.errors import UserInputError, reject_unknown_keys
 
 # key -> (minimum, None allowed): integer settings that scripts and users override on the command line
 INTEGER_KEYS: dict[str, tuple[int, bool]] = {
@@ -36,7 +35,9 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
     "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
     "permutation": frozenset({"n", "repeats", "shard", "inline"}),
     "parallel": frozenset({"backend", "address", "scheduler_file", "workers"}),
-    "evaluation": frozenset({"n_permutations", "n_bootstrap", "harmonize", "reference", "champion"}),
+    "evaluation": frozenset(
+        {"n_permutations", "n_bootstrap", "harmonize", "alignment_method", "reference", "champion"}
+    ),
     "evaluation.champion": frozenset({"alias", "max_p"}),
     "predict": frozenset(
         {"threshold", "coverage", "distance_percentile", "dir", "model", "align_unseen_sites", "card"}
@@ -52,13 +53,13 @@ def check_config(cfg: Any) -> None:
     """Every integer setting is an integer in range (``cv.repeats=abc``, ``n_jobs=0`` are refused by name),
     and no section holds a key its reader does not know (``cv.n_trails`` is refused, not ignored)."""
     for section, known in SECTION_KEYS.items():
-        _known_keys(_select(cfg, section), known, section)
+        reject_unknown_keys(_select(cfg, section), known, section)
     model = _select(cfg, "model")
     if isinstance(model, Mapping):
         for group in ("search_space", "fixed"):
-            _known_keys(model.get(group), MODEL_PARAMS, f"model.{group}")
+            reject_unknown_keys(model.get(group), MODEL_PARAMS, f"model.{group}")
         for name, spec in (model.get("search_space") or {}).items():
-            _known_keys(spec, SPEC_KEYS, f"model.search_space.{name}")
+            reject_unknown_keys(spec, SPEC_KEYS, f"model.search_space.{name}")
     for key, (minimum, nullable) in INTEGER_KEYS.items():
         value = _select(cfg, key)
         if value is None and nullable:
@@ -68,16 +69,6 @@ def check_config(cfg: Any) -> None:
         if value < minimum or (key == "n_jobs" and value == 0):
             allowed = "-1 (all cores) or a positive number" if key == "n_jobs" else f">= {minimum}"
             raise UserInputError(f"config key {key}={value}: must be {allowed}")
-
-
-def _known_keys(node: Any, known: frozenset[str], where: str) -> None:
-    if not isinstance(node, Mapping):
-        return
-    for key in node:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(sorted(known))}"
-            raise UserInputError(f"config key {where}.{key} is not a setting this project reads ({hint})")
 
 
 def _select(cfg: Mapping[str, Any], key: str) -> Any:  # a DictConfig is a Mapping too

@@ -8,12 +8,13 @@ traceback. ``verbose=true`` or ``HYDRA_FULL_ERROR=1`` show the full trace of use
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,3 +57,16 @@ def user_errors(task: F) -> F:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def reject_unknown_keys(node: Mapping[str, Any] | None, known: Iterable[str], where: str) -> None:
+    """Refuse a config section holding a key its reader does not know (a typo such as ``cv.n_trails`` is an
+    error naming the closest known key, not a setting silently ignored)."""
+    if not isinstance(node, Mapping):
+        return
+    known = sorted(known)
+    for key in node:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(known)}"
+            raise UserInputError(f"config key {where}.{key} is not a setting this project reads ({hint})")

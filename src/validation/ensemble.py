@@ -13,7 +13,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from src.models.linear import AffineDecision
@@ -40,6 +40,36 @@ class ModelIntegrityError(UserInputError):
 
 class ColumnMismatchError(UserInputError):
     """A table's columns do not match the columns the model was trained on."""
+
+
+class _Scores(ClassifierMixin, BaseEstimator):
+    """A fitted 'classifier' whose decision function is its single input column: lets scikit-learn's
+    calibration wrap decision scores that were computed elsewhere (the out-of-fold ensemble scores)."""
+
+    def __init__(self) -> None:
+        self.classes_ = np.array([0, 1])
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _Scores:  # pragma: no cover - frozen, never refitted
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, float)[:, 0]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)
+
+
+def platt_scaling(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of Platt's sigmoid ``P = 1 / (1 + exp(-(slope * score + intercept)))`` fitted on
+    decision scores: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(.), method="sigmoid")``, i.e.
+    Platt (1999) with its smoothed targets. Kept as two numbers, so a saved model holds no pickle."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    calibrated = CalibratedClassifierCV(FrozenEstimator(_Scores()), method="sigmoid")
+    calibrated.fit(np.asarray(scores, float).reshape(-1, 1), np.asarray(y, int))
+    sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]  # P = expit(-(a * score + b))
+    return -float(sigmoid.a_), -float(sigmoid.b_)
 
 
 class EnsembleModel:
@@ -108,8 +138,7 @@ class EnsembleModel:
     ) -> EnsembleModel:
         """Lock a :func:`run_nested_cv` result: its fold models, Platt-fitted on OOF ensemble scores. With the
         ``training`` table (covariates + features), the covariate model that :meth:`contributions` uses."""
-        scores = result.ensemble_scores().reshape(-1, 1)
-        platt = LogisticRegression(C=np.inf).fit(scores, result.y)
+        calibration = platt_scaling(result.ensemble_scores(), result.y)
         ids = np.asarray(result.ids)
         # which subjects each fold model never saw: needed for out-of-fold permutation importance
         info = {**(info or {}), "fold_test_ids": [ids[f.test].tolist() for f in result.folds]}
@@ -124,7 +153,7 @@ class EnsembleModel:
             result.models,
             result.feature_columns,
             result.covariates,
-            (float(platt.coef_[0, 0]), float(platt.intercept_[0])),
+            calibration,
             info,
             *explanation_models(training, result),
         )

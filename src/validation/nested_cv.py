@@ -32,7 +32,7 @@ from src.models.linear import AffineDecision, compact
 from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace
-from src.utils.errors import UserInputError
+from src.utils.errors import UserInputError, reject_unknown_keys
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision, linear_affine
@@ -56,8 +56,8 @@ class CVConfig:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> CVConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in cfg.items() if k in known})
+        reject_unknown_keys(cfg, cls.__dataclass_fields__, "cv")
+        return cls(**cfg)
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.outer_folds < 2 or self.inner_folds < 2 or self.n_trials < 1:
