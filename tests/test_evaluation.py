@@ -16,7 +16,7 @@ from test_train import contract_table
 
 from src.data.loader import load_cohort
 from src.data.simulate import simulate_cohorts
-from src.evaluation.clinical import decision_curve
+from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bac_auc_for_labels, bootstrap_ci, permutation_pvalues
@@ -85,12 +85,132 @@ def test_treatment_specificity_tests():
     assert inter["p_value"] < 0.05 and inter["interaction_log_odds_per_sd"] > 0
 
 
-def test_decision_curve_reference_strategies():
-    y = np.array([1, 1, 0, 0])
-    dca = decision_curve(y, np.array([0.9, 0.6, 0.4, 0.1]), thresholds=np.array([0.5]))
-    row = dca.iloc[0]
-    assert row["net_benefit_model"] == pytest.approx(0.5)  # 2 TP, 0 FP of 4
-    assert row["net_benefit_treat_all"] == pytest.approx(0.5 - 0.5 * 1.0)
+def test_decision_curve_away_from_even_odds():
+    """Net benefit = TP/n - FP/n * pt/(1-pt), counted by hand (Vickers & Elkin 2006). At pt = 0.5 the
+    weight is 1, so only thresholds away from it catch an inverted or missing weight (mutation seen
+    failing: ``pt / (1 - pt)`` -> ``(1 - pt) / pt`` in dcurves' net-benefit line)."""
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    proba = np.array([0.9, 0.7, 0.3, 0.8, 0.4, 0.2, 0.1, 0.6])
+    dca = decision_curve(y, proba, thresholds=np.array([0.2, 0.5, 0.75])).set_index("threshold")
+    # pt = 0.2: treat 7 patients (proba >= 0.2): TP 4, FP 3 -> 4/8 - 3/8 * 1/4; treat all: 4/8 - 4/8 * 1/4
+    assert dca.loc[0.2, "net_benefit_model"] == pytest.approx(4 / 8 - 3 / 8 * 0.25)
+    assert dca.loc[0.2, "net_benefit_treat_all"] == pytest.approx(4 / 8 - 4 / 8 * 0.25)
+    # pt = 0.5: treat 4 (0.9, 0.7, 0.8, 0.6): TP 3, FP 1 -> 3/8 - 1/8
+    assert dca.loc[0.5, "net_benefit_model"] == pytest.approx(3 / 8 - 1 / 8)
+    # pt = 0.75: treat 2 (0.9, 0.8): TP 1, FP 1 -> 1/8 - 1/8 * 3; treat all: 4/8 - 4/8 * 3
+    assert dca.loc[0.75, "net_benefit_model"] == pytest.approx(1 / 8 - 3 / 8)
+    assert dca.loc[0.75, "net_benefit_treat_all"] == pytest.approx(4 / 8 - 12 / 8)
+    assert (dca["net_benefit_treat_none"] == 0).all()
+
+
+def test_calibration_table_matches_sklearn_with_wilson_intervals():
+    from scipy.stats import binomtest
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(8)
+    proba = rng.uniform(size=60)
+    y = (rng.uniform(size=60) < proba).astype(int)
+    table, brier = calibration_table(y, proba, n_bins=6)
+    observed, predicted = calibration_curve(y, proba, n_bins=6, strategy="quantile")
+    np.testing.assert_allclose(table["observed_fraction"], observed)
+    np.testing.assert_allclose(table["mean_predicted"], predicted)
+    assert table["n"].sum() == 60
+    for row in table.itertuples():
+        ci = binomtest(round(row.observed_fraction * row.n), row.n).proportion_ci(method="wilson")
+        assert (row.observed_low, row.observed_high) == pytest.approx((ci.low, ci.high))
+    assert brier == pytest.approx(np.mean((proba - y) ** 2))
+
+
+def test_platt_scaling_recovers_a_known_sigmoid():
+    """Scores with P(y=1 | s) = 1 / (1 + exp(-(2 s - 0.5))): Platt's fit recovers slope 2 and intercept
+    -0.5 (a sign or a term dropped would not)."""
+    from src.validation.ensemble import platt_scaling
+
+    rng = np.random.default_rng(9)
+    s = rng.normal(size=20000)
+    y = (rng.uniform(size=s.size) < 1 / (1 + np.exp(-(2 * s - 0.5)))).astype(int)
+    slope, intercept = platt_scaling(s, y)
+    assert slope == pytest.approx(2.0, abs=0.1) and intercept == pytest.approx(-0.5, abs=0.06)
+
+
+def test_auc_difference_needs_both_classes_in_each_group():
+    y = np.array([1, 0, 1, 0, 1, 0])
+    with pytest.raises(ValueError, match="second group has only one class"):
+        auc_difference_test(y, np.arange(6.0), np.ones(5, int), np.arange(5.0), n=10)
+
+
+def test_interaction_test_matches_a_direct_likelihood_ratio():
+    """statsmodels' Logit against a likelihood ratio from scipy's optimiser on the log-likelihood."""
+    from scipy.optimize import minimize
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(10)
+    k = np.r_[np.ones(60), np.zeros(60)]
+    s = rng.normal(size=120)
+    y = (rng.uniform(size=120) < 1 / (1 + np.exp(-(1.2 * s * k)))).astype(int)
+    z = (s - s.mean()) / s.std()
+
+    def max_loglik(design: np.ndarray) -> float:
+        def negative(beta: np.ndarray) -> float:
+            eta = design @ beta
+            return float(np.sum(np.logaddexp(0, eta) - y * eta))
+
+        return -minimize(negative, np.zeros(design.shape[1]), method="BFGS").fun
+
+    ones = np.ones(120)
+    stat = 2 * (max_loglik(np.column_stack([ones, z, k, z * k])) - max_loglik(np.column_stack([ones, z, k])))
+    result = interaction_test(y, s, k)
+    assert result["lr_statistic"] == pytest.approx(stat, rel=1e-4)
+    assert result["p_value"] == pytest.approx(chi2.sf(stat, 1), rel=1e-3)
+    low, high = result["interaction_ci95"]
+    assert low < result["interaction_log_odds_per_sd"] < high and low > 0
+
+
+@pytest.mark.parametrize("method", ["eb", "location_scale"])
+def test_site_alignment_equals_neurocombat_ref_batch(method, monkeypatch):
+    """Our alignment of an unseen site against neuroCombat's ComBat with the training data as ``ref_batch``
+    (no covariates, so both designs are the same). neuroCombat scales by the training SD with ddof=0, ours
+    with ddof=1: the aligned deviations from the training mean differ by exactly sqrt(n / (n - 1)).
+    Mutation seen failing: the empirical-Bayes shrinkage left out (``method="eb"`` case)."""
+    monkeypatch.setattr(np, "int", int, raising=False)  # neuroCombat 0.2.12 still uses np.int (numpy < 1.24)
+    from neuroCombat import neuroCombat
+
+    rng = np.random.default_rng(0)
+    n_ref, n_new, p = 120, 10, 40
+    features = [f"gm_{j}" for j in range(p)]
+    ref = pd.DataFrame(rng.normal(5, 1, (n_ref, p)), columns=features).assign(site="train")
+    scanner = rng.uniform(0.7, 1.5, p), rng.normal(0.5, 0.3, p)
+    new = pd.DataFrame(rng.normal(5, 1, (n_new, p)) * scanner[0] + scanner[1], columns=features)
+    new = new.assign(site="new")
+    ours = SiteAligner(features, covariates=(), categorical=(), method=method).fit(ref).transform(new)
+    both = pd.concat([ref, new], ignore_index=True)
+    combat = neuroCombat(
+        dat=both[features].to_numpy().T,
+        covars=both[["site"]],
+        batch_col="site",
+        ref_batch="train",
+        eb=method == "eb",
+    )["data"].T
+    np.testing.assert_allclose(combat[:n_ref], ref[features])  # the reference batch is not changed
+    mean = ref[features].to_numpy().mean(axis=0)
+    np.testing.assert_allclose(
+        ours[features].to_numpy() - mean, (combat[n_ref:] - mean) * np.sqrt(n_ref / (n_ref - 1)), rtol=1e-9
+    )
+
+
+def test_site_alignment_leaves_a_small_site_unchanged():
+    train = contract_table(n=60, seed=5)
+    features = [c for c in train.columns if c.startswith("gm_")]
+    new = pd.concat(
+        [contract_table(n=12, seed=6).assign(site="big"), contract_table(n=5, seed=7).assign(site="small")],
+        ignore_index=True,
+    )
+    new[features] = new[features] * 1.3 + 2.0
+    aligned = SiteAligner(features, min_site_size=8).fit(train).transform(new)
+    small = new["site"] == "small"
+    pd.testing.assert_frame_equal(aligned[small], new[small])
+    assert not np.allclose(aligned.loc[~small, features], new.loc[~small, features])
+    assert aligned.attrs["skipped_sites"] == ["small"]
 
 
 def test_site_alignment_never_reads_outcomes_and_matches_training_distribution():
