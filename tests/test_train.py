@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, subprocess_env
+from conftest import ROOT, compose_config, subprocess_env
 
 from src.models.search_space import SearchSpace
 from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
@@ -67,15 +68,32 @@ def test_result_summary_and_tables(small_result):
     np.testing.assert_allclose(result.ensemble_scores(), result.decision_matrix().mean(axis=1))
 
 
+def _platt_reference(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt (1999): minimise the log-loss against targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2)."""
+    from scipy.optimize import minimize
+
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(params: np.ndarray) -> float:
+        eta = params[0] * scores + params[1]
+        return float(np.sum(np.logaddexp(0, eta) - target * eta))
+
+    slope, intercept = minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    return slope, intercept
+
+
 def test_ensemble_model_scores_save_load_and_columns(tmp_path, small_result):
     table, X, result = small_result
     model = EnsembleModel.from_result(result)
     decision = model.decision_function(table)
     np.testing.assert_allclose(decision, np.mean([m.decision_function(X) for m in result.models], axis=0))
+    # Platt's sigmoid is fitted on the out-of-fold ensemble scores (never the fold models' in-sample
+    # scores): equal to an independent fit of Platt's smoothed-target log-loss with scipy
+    assert model.calibration == pytest.approx(_platt_reference(result.ensemble_scores(), result.y), rel=1e-3)
     proba = model.predict_proba(table)[:, 1]
-    assert np.all((proba > 0) & (proba < 1))
-    assert np.all(np.diff(proba[np.argsort(decision)]) >= 0)  # Platt scaling is monotone
-    assert model.calibration[0] > 0
+    slope, intercept = model.calibration
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-(slope * decision + intercept))))
     model.save(tmp_path / "model", config_yaml="seed: 1\n")
     loaded = load_model(tmp_path / "model")
     np.testing.assert_array_equal(loaded.decision_function(table.iloc[::-1]), decision[::-1])
@@ -86,11 +104,26 @@ def test_ensemble_model_scores_save_load_and_columns(tmp_path, small_result):
         model.decision_function(table.assign(gm_Frontal_Sup_2_L=1.0))
 
 
-def test_permutation_p_value_formula():
-    result = PermutationResult(
-        statistic="mean_bac", observed=0.7, null=np.array([0.5, 0.7, 0.8, 0.6]), repeats=1
+def test_permutation_p_value_agrees_with_scipy():
+    """``permutation_p_value`` (the training test's p) against scipy's permutation_test p-value for the same
+    observed statistic and null distribution, ties included."""
+    from scipy.stats import permutation_test
+
+    from src.evaluation.statistics import permutation_p_value
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=12), rng.normal(size=12) + 0.5
+    result = permutation_test(
+        (x, y),
+        lambda a, b: np.round(np.mean(b) - np.mean(a), 1),
+        n_resamples=999,
+        rng=1,
+        alternative="greater",
     )
-    assert result.p_value == pytest.approx((1 + 2) / (1 + 4))
+    assert np.sum(result.null_distribution == result.statistic) > 5  # rounded: many ties with the observed
+    assert permutation_p_value(result.statistic, result.null_distribution) == pytest.approx(result.pvalue)
+    perm = PermutationResult("mean_bac", float(result.statistic), result.null_distribution, repeats=1)
+    assert perm.p_value == pytest.approx(result.pvalue)
 
 
 def test_permutation_test_whole_procedure(small_result):
@@ -105,11 +138,35 @@ def test_permutation_test_whole_procedure(small_result):
     assert 0.3 < a.null.mean() < 0.7
 
 
+def _holds(composed: object, part: object) -> bool:
+    """Every key of ``part`` is in ``composed`` with the same value (interpolations are resolved there)."""
+    if isinstance(part, dict):
+        return isinstance(composed, dict) and all(
+            k in composed and _holds(composed[k], v) for k, v in part.items()
+        )
+    return (isinstance(part, str) and "${" in part) or composed == part
+
+
 @pytest.mark.parametrize("experiment", ["gm_only", "gm_wm", "gm_voxel", "gm_rbf"])
-def test_experiments_compose(experiment):
-    cfg = compose_config([f"+experiment={experiment}", "cv.repeats=3", "permutation.n=5"])
-    assert cfg["name"] == experiment and cfg["cv"]["repeats"] == 3 and cfg["permutation"]["n"] == 5
-    assert cfg["paths"]["run"] == f"outputs/{experiment}"
+def test_experiments_compose_the_groups_they_name(experiment):
+    """Each experiment file's defaults list picks its groups: the composed config holds those groups' files
+    (not the defaults of config.yaml), and what training reads (search space, CV scheme) builds from it."""
+    from omegaconf import OmegaConf
+
+    def read(path: Path) -> dict:  # YAML as Hydra reads it (PyYAML would read 1.0e3 as a string)
+        return OmegaConf.to_container(OmegaConf.load(path))
+
+    spec = read(ROOT / "conf" / "experiment" / f"{experiment}.yaml")
+    cfg = compose_config([f"+experiment={experiment}"])
+    assert cfg["name"] == experiment and cfg["paths"]["run"] == f"outputs/{experiment}"
+    for entry in spec.get("defaults", []):
+        if not isinstance(entry, dict):
+            continue
+        ((group, option),) = entry.items()
+        group = group.removeprefix("override /")
+        chosen = read(ROOT / "conf" / group / f"{option}.yaml")
+        chosen.pop("defaults", None)  # a group file may extend another: its own keys must all be there
+        assert _holds(cfg[group], chosen), (group, option)
     SearchSpace.from_config(cfg["model"])
     CVConfig.from_config(cfg["cv"])
 
