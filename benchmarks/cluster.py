@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from src.models.search_space import SearchSpace
-    from src.train import load_training_data
     from src.utils.parallel import ParallelSettings, parallel_backend
+    from src.validation.experiment import experiment_inputs
     from src.validation.nested_cv import CVConfig, run_nested_cv
     from src.validation.permutation import permutation_test
 
@@ -54,8 +54,8 @@ def main() -> None:
         cfg = compose("config", [f"+experiment={args.experiment}", f"paths.features={args.features_dir}"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
-    table_path = Path(cfg.paths.features) / cfg.features.name / "discovery.parquet"
-    _, X, y = load_training_data(table_path, covariates)
+    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    X, y = inputs.X, inputs.y
     space = SearchSpace.from_config(model_cfg)
     cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
     seed = int(cfg.seed)

@@ -40,7 +40,7 @@ def _setup(experiment: str, features_dir: str, repeats: int | None):
     from omegaconf import OmegaConf
 
     from src.models.search_space import SearchSpace
-    from src.train import discovery, load_training_data
+    from src.validation.experiment import experiment_inputs
     from src.validation.nested_cv import CVConfig
 
     overrides = [f"+experiment={experiment}", f"paths.features={features_dir}"]
@@ -49,8 +49,8 @@ def _setup(experiment: str, features_dir: str, repeats: int | None):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    path = Path(cfg.paths.features) / cfg.features.name / f"{discovery(cfg)}.parquet"
-    _, X, y = load_training_data(path, list(model_cfg["covariates"]))
+    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    X, y = inputs.X, inputs.y
     return (
         X,
         y,

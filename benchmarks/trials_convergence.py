@@ -21,7 +21,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from src.models.search_space import SearchSpace
-    from src.train import discovery, load_training_data
+    from src.validation.experiment import experiment_inputs
     from src.validation.nested_cv import CVConfig, run_nested_cv
 
     parser = argparse.ArgumentParser(
@@ -38,8 +38,8 @@ def main() -> None:
             overrides=[f"+experiment={args.experiment}", f"paths.features={args.features_dir}"],
         )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    path = Path(cfg.paths.features) / cfg.features.name / f"{discovery(cfg)}.parquet"
-    _, X, y = load_training_data(path, list(model_cfg["covariates"]))
+    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    X, y = inputs.X, inputs.y
     space = SearchSpace.from_config(model_cfg)
     base = OmegaConf.to_container(cfg.cv)
     scheme = f"{base['repeats']} x {base['outer_folds']} outer x {base['inner_folds']} inner folds"

@@ -1,4 +1,4 @@
-"""``python -m src.merge_permutations +experiment=gm_only``: merge permutation shards into the test.
+"""Merge the shards of a sharded permutation test (``python -m src.train permutation.shard=i/N``).
 
 Reads ``${paths.run}/permutation/shard-*.json`` (written by ``python -m src.train permutation.shard=i/N``,
 anywhere), refuses shards of other data, settings or code, overlapping shards and missing permutations, and
@@ -6,6 +6,10 @@ compares the null with the training's observed statistic (``train/predictions.cs
 with the same data and settings). Writes ``${paths.run}/permutation/metrics.json`` (observed, n, p, null
 summary, the shards merged), ``permutation_null.csv`` and ``permutation_null.png``; the evaluation and the
 report read the p-value from there when it belongs to the current training.
+
+Example::
+
+    python -m src.merge_permutations +experiment=gm_only permutation.n=1000
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.train import experiment_inputs, permutation_key
+from src.reporting.console import p_text
 from src.utils.checks import check_config
+from src.utils.cli import run
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import write_json_atomic
 from src.utils.logging import configure_logging
 from src.validation.ensemble import train_metrics
+from src.validation.experiment import experiment_inputs, permutation_key
 from src.validation.permutation import PermutationResult, observed_statistic, permutation_cv
 from src.validation.shards import MERGED, merge_shards
 
@@ -44,8 +50,9 @@ def observed_decisions(train_dir: Path, ids: list[str]) -> np.ndarray:
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
-    model_cfg, _, table, X, y, cv = experiment_inputs(cfg)
-    key = permutation_key(cfg, X, y, cv, model_cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    inputs = experiment_inputs(config)
+    key = permutation_key(config, inputs)
     run = Path(cfg.paths.run)
     trained = (train_metrics(run / "train").get("provenance") or {}).get("permutation_key")
     if trained != key:
@@ -56,18 +63,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     folder = run / "permutation"
     n = int(cfg.permutation.n)
     null, files = merge_shards(folder, key, n)
-    repeats = permutation_cv(cv, cfg.permutation.repeats).repeats
-    decisions = observed_decisions(run / "train", table["participant_id"].astype(str).tolist())
-    result = PermutationResult(
-        statistic="mean_bac", observed=observed_statistic(y, decisions, repeats), null=null, repeats=repeats
-    )
+    repeats = permutation_cv(inputs.cv, cfg.permutation.repeats).repeats
+    decisions = observed_decisions(run / "train", inputs.table["participant_id"].astype(str).tolist())
+    observed = observed_statistic(inputs.y, decisions, repeats)
+    result = PermutationResult(statistic="mean_bac", observed=observed, null=null, repeats=repeats)
     document = {**result.to_dict(), "key": key, "shards": files}
     from src.tracking.figures import permutation_figure
 
     permutation_figure(null, result.observed, folder)
     write_json_atomic(folder / MERGED, document)
     print(
-        f"{cfg.name}: permutation p = {result.p_value:.4f} (n = {n} from {len(files)} shard(s), "
+        f"{cfg.name}: permutation {p_text(result.p_value, n)} (n = {n} from {len(files)} shard(s), "
         f"observed mean BAC {result.observed:.3f} over {repeats} repeat(s))"
     )
     print(f"  written   {folder / MERGED}")
@@ -75,4 +81,4 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, __doc__)

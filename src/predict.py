@@ -9,6 +9,11 @@ passes), else the verified DVC copy of ``${paths.run}/train/model``.
 
 Writes ``${predict.dir}/predictions.csv`` (one row per patient: probability, interval, decision, warnings,
 regions) and, with ``predict.card=true``, ``${predict.dir}/cards/<participant_id>.html``.
+
+Example::
+
+    python -m src.predict +experiment=gm_only input=scans/sub-01_label-GM_probseg.nii.gz \
+        patient.age=41 patient.sex=F patient.site=exta
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from src.prediction.score import align_unseen_sites, check_settings
 from src.tracking.registry import model_for_prediction
 from src.tracking.store import TrackingSettings
 from src.utils.checks import check_config, check_writable
+from src.utils.cli import run
 from src.utils.errors import UserInputError, user_errors
 from src.utils.logging import configure_logging
 
@@ -92,4 +98,4 @@ def main(cfg: DictConfig) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, __doc__)

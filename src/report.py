@@ -2,6 +2,13 @@
 
 Writes ``${report.dir}/report.html`` (self-contained: figures inlined), ``report.md`` with ``figures/``, and
 ``summary.csv``; attaches the HTML to each experiment's MLflow training run when tracking is on.
+
+Needs at least one trained experiment (those listed in ``params.yaml``, or ``report.experiments``); an
+experiment not yet evaluated is reported with its training results and a note.
+
+Example::
+
+    python -m src.report report.experiments=[gm_only,gm_wm]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
 from src.tracking.store import TrackingSettings
+from src.utils.cli import run
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.logging import configure_logging
@@ -63,4 +71,4 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, __doc__)

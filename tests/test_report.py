@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import yaml
 from conftest import compose_config
 
 from src.reporting.document import markdown_table
@@ -42,4 +43,55 @@ def test_markdown_table_formats_counts_p_values_and_missing():
             "paper p": [None],
         }
     )
-    assert markdown_table(table).splitlines()[-1] == "| a | 51 | 66.4 | 0.77 | <0.001 | – |"
+    cells = [c.strip() for c in markdown_table(table).splitlines()[-1].strip("|").split("|")]
+    assert cells == ["a", "51", "66.4", "0.77", "<0.001", "–"]
+
+
+def test_report_of_a_trained_but_not_evaluated_experiment(tmp_path):
+    """Training alone is enough for a report: the experiment's training results, a note saying how to
+    evaluate it, '–' for the evaluation columns (explained under the table), and the simulated-data banner
+    when the data config is the simulation (not for a user's data config)."""
+    from test_train import contract_table
+
+    from src.reporting.document import (
+        DASH_NOTE,
+        SIMULATED_BANNER,
+        ExperimentResults,
+        render_html,
+        render_markdown,
+    )
+    from src.validation.experiment import experiment_inputs, run_training, write_training_outputs
+
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    contract_table(n=36, seed=3).to_parquet(features / "discovery.parquet", index=False)
+    config = compose_config(
+        [
+            "+experiment=gm_only",
+            f"paths.features={tmp_path / 'features'}",
+            f"paths.output={tmp_path / 'out'}",
+            "cv.repeats=1",
+            "cv.outer_folds=3",
+            "cv.inner_folds=3",
+            "cv.n_trials=2",
+            "permutation.n=0",
+            "n_jobs=1",
+        ]
+    )
+    inputs = experiment_inputs(config)
+    outcome = run_training(config, inputs, progress=False)
+    run = tmp_path / "out" / "gm_only"
+    write_training_outputs(run / "train", outcome, yaml.safe_dump(config))
+    experiment = ExperimentResults.load("gm_only", run)
+    assert experiment.evaluation is None
+    markdown = render_markdown([experiment], {}, tmp_path / "report")
+    assert "Not evaluated yet: run `python -m src.evaluate +experiment=gm_only`" in markdown
+    assert SIMULATED_BANNER in markdown and DASH_NOTE in markdown
+    summary_row = [line for line in markdown.splitlines() if line.startswith("| gm_only")][0]
+    assert summary_row.count("–") >= 6  # external and control BAC/AUC/p: not evaluated
+    html = render_html([experiment], {})
+    assert "Not evaluated yet" in html and 'class="banner"' in html
+    # a user's data config (no simulation settings): no banner
+    user = ExperimentResults.load("gm_only", run)
+    user.config["data"] = {"name": "bids", "cohorts": []}
+    assert SIMULATED_BANNER not in render_markdown([user], {}, tmp_path / "report2")

@@ -223,7 +223,7 @@ def test_train_entry_point(tmp_path):
 
 
 def test_retraining_removes_an_evaluation_of_another_model(tmp_path):
-    from src.train import remove_stale_evaluation
+    from src.validation.experiment import remove_stale_evaluation
 
     evaluation = tmp_path / "evaluate"
     evaluation.mkdir()

@@ -8,6 +8,10 @@
   are reported at once, naming the experiment, the feature set, the cohort and the missing tissue, before
   any feature is extracted. Writes ``${paths.cohorts}/validated.json`` with each cohort's role, subjects and
   input hashes, so the feature stage reruns exactly when the data change.
+
+Example::
+
+    python -m src.data.prepare data=bids data.root=/data/ketamine
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.data.simulate import simulate_cohorts
+from src.utils.cli import run
 from src.utils.errors import user_errors
 from src.utils.io import file_md5, write_json_atomic
 from src.utils.logging import configure_logging
@@ -184,4 +189,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, __doc__)

@@ -343,7 +343,7 @@ def simulate_cohorts(
                 )
                 for i, pid in enumerate(participants["participant_id"])
             )
-            bar = tqdm(total=len(participants), desc=f"simulate {name}", disable=not progress, leave=False)
+            bar = tqdm(total=len(participants), desc=f"simulate {name}", disable=not progress, leave=True)
             for _ in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
                 bar.update()
             bar.close()

@@ -3,6 +3,12 @@
 Writes ``${paths.features}/<feature set>/``: ``<cohort>.parquet`` per cohort, ``regions.tsv`` (ROI sets:
 column -> atlas region) or ``mask.nii.gz`` (voxel sets: column j -> j-th mask voxel in C order), and
 ``manifest.json`` (inputs' hashes, subject counts). The folder is replaced as a whole, atomically.
+
+Needs the cohorts ``src.data.prepare`` wrote or validated.
+
+Example::
+
+    python -m src.features.build features=gm_voxel data=simulated
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from src.data.cohorts import cohort_specs, load_configured
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import CohortError
 from src.features.extract import FeatureSet, build_feature_table
+from src.utils.cli import run
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -137,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, __doc__)

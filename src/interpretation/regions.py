@@ -69,12 +69,22 @@ def weight_summary(
     feature_columns: Sequence[str],
     training: pd.DataFrame | None = None,
     regions: pd.DataFrame | None = None,
+    test_fraction: float | None = None,
+    fdr: float = 0.05,
 ) -> pd.DataFrame:
     """Mean, SE, CV-ratio and sign consistency of each feature's weight across the fold models.
 
     Positive weight = larger volume pushes towards response; negative = towards non-response.
-    With ``training`` (the training table), ``standardised_weight`` = mean weight x feature SD.
+    With ``training`` (the training table), ``standardised_weight`` = mean weight x feature SD (weight per
+    SD of the feature, comparable across regions of different sizes).
     With ``regions`` (``regions.tsv`` of the feature table), atlas names, hemisphere and lobe are added.
+
+    With ``test_fraction`` (outer test rows / all rows, 1/K for K folds): the CVR treats the R x K fold
+    models as independent, but any two share most of their training rows, so |CVR| > 2 is passed by most
+    regions. ``cvr_corrected`` divides it by Nadeau & Bengio's (2003) correction of the resampled variance,
+    ``sqrt((1/J + n_test/n_train) / (1/J))`` for J models; ``q_value`` is the Benjamini-Hochberg FDR of
+    the two-sided normal p of ``cvr_corrected`` (``scipy.stats.false_discovery_control``) and ``selected``
+    marks q < ``fdr``: the regions the map and the report show.
     """
     W = np.vstack([feature_weights(m) for m in models])
     mean = W.mean(axis=0)
@@ -93,6 +103,14 @@ def weight_summary(
     )
     if training is not None:
         table["standardised_weight"] = mean * training[list(feature_columns)].std().to_numpy()
+    if test_fraction is not None and len(W) > 1:
+        from scipy.stats import false_discovery_control, norm
+
+        inflation = np.sqrt((1 / len(W) + test_fraction / (1 - test_fraction)) * len(W))
+        table["cvr_corrected"] = cvr / inflation
+        p = 2 * norm.sf(np.abs(np.nan_to_num(table["cvr_corrected"].to_numpy())))
+        table["q_value"] = false_discovery_control(p)
+        table["selected"] = table["q_value"] < fdr
     table["direction"] = np.where(mean > 0, "response", "non-response")
     if regions is not None and "column" in regions:
         info = regions.set_index("column")
@@ -108,20 +126,30 @@ def weight_summary(
     return table
 
 
+def map_values(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """What the brain maps show, per row of a :func:`weight_summary` table: ``weight`` = mean weight;
+    ``cvr`` = the corrected CVR of the FDR-selected features (0 elsewhere) when the table has them, else
+    the raw CVR."""
+    cvr = (
+        np.where(table["selected"], table["cvr_corrected"], 0.0)
+        if "selected" in table
+        else table["cvr"].fillna(0).to_numpy()
+    )
+    return {"weight": table["mean_weight"].to_numpy(float), "cvr": np.asarray(cvr, float)}
+
+
 def voxel_maps(table: pd.DataFrame, mask: nib.Nifti1Image) -> dict[str, nib.Nifti1Image]:
-    """Mean-weight and CVR images: column ``gm_v<j>`` is the j-th voxel of ``mask`` (C order)."""
+    """Weight and CVR images (:func:`map_values`): column ``gm_v<j>`` is the j-th voxel of ``mask`` (C
+    order)."""
     order = table.assign(j=table["feature"].str.extract(r"(\d+)$")[0].astype(int)).sort_values("j")
     masker = NiftiMasker(mask_img=mask, standardize=None).fit()
-    return {
-        "weight": masker.inverse_transform(order["mean_weight"].to_numpy()),
-        "cvr": masker.inverse_transform(order["cvr"].fillna(0).to_numpy()),
-    }
+    return {name: masker.inverse_transform(values) for name, values in map_values(order).items()}
 
 
 def region_maps(
     table: pd.DataFrame, atlas_regions: pd.DataFrame, atlas: nib.Nifti1Image, tissue: str = "GM"
 ) -> dict[str, nib.Nifti1Image]:
-    """Mean-weight and CVR painted onto the atlas regions of one tissue (0 elsewhere).
+    """Weight and CVR (:func:`map_values`) painted onto the atlas regions of one tissue (0 elsewhere).
 
     Parameters
     ----------
@@ -136,9 +164,9 @@ def region_maps(
     # one value per atlas label, in the masker's label order (labels without a feature stay 0)
     order = [int(v) for v in masker.labels_ if int(v) != 0]
     out = {}
-    for name, column in (("weight", "mean_weight"), ("cvr", "cvr")):
-        values = pd.Series(regions[column].fillna(0).to_numpy(), index=regions["index"].astype(int))
-        out[name] = masker.inverse_transform(values.reindex(order, fill_value=0.0).to_numpy()[None, :])
+    for name, values in map_values(regions).items():
+        per_label = pd.Series(values, index=regions["index"].astype(int))
+        out[name] = masker.inverse_transform(per_label.reindex(order, fill_value=0.0).to_numpy()[None, :])
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from src.models.linear import AffineDecision
 from src.utils.errors import UserInputError
 from src.validation.ensemble import EnsembleModel
 
@@ -47,7 +46,7 @@ def local_attribution(
     evaluation per feature); (None, why) otherwise or for models without a covariate model."""
     if model.adjustment is None:
         return None, "no regional attribution: the model was saved before the covariate model existed"
-    if all(isinstance(m, AffineDecision) for m in model.models):
+    if model.is_linear:
         return model.contributions(table)[0], "contribution = mean fold weight x covariate-adjusted value"
     if len(model.feature_columns) > max_features:
         return (

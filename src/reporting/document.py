@@ -14,10 +14,12 @@ from typing import Any
 
 import jinja2
 import markupsafe
+import numpy as np
 import pandas as pd
 import yaml
 
 from src.reporting.methods import tripod_ai_methods
+from src.tracking.training import training_model_uri
 from src.utils.errors import MissingInputError, UserInputError
 from src.validation.shards import read_permutation
 
@@ -26,11 +28,27 @@ REGION_COLUMNS = [
     "region",
     "hemisphere",
     "lobe",
-    "mean_weight",
-    "cvr",
+    "standardised_weight",
+    "cvr_corrected",
+    "q_value",
     "sign_consistency",
     "direction",
 ]
+SIMULATED_BANNER = (
+    "Simulated data: these results come from the embedded simulated cohorts (a planted, known response "
+    "signature built from MNI templates), not from patients. Run the pipeline with data=bids (your cohorts) "
+    "for real results."
+)
+DASH_NOTE = (
+    "– : no value. In the paper columns, the paper does not report it; in our columns, the experiment was not "
+    "evaluated on that cohort group (or has none), or the test was not run (permutation.n=0)."
+)
+REGIONS_NOTE = (
+    "Regions whose weight is stable across the fold models beyond chance: the CV-ratio (mean / SE of the "
+    "weight over the R×K fold models) corrected for the overlap of their training sets (Nadeau & Bengio "
+    "2003), Benjamini-Hochberg FDR q < 0.05; ranked by the standardised weight (per SD of the region's "
+    "volume). Positive: larger volume → response."
+)
 FIGURES = {
     "curves.png": "ROC, calibration and decision curves",
     "maps/cvr_map.png": "CV-ratio map of the weights",
@@ -135,7 +153,7 @@ def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> li
         ("feature folder (DVC md5)", str(dvc_hashes.get(e.config["features"]["name"]))),
         ("MLflow tracking URI", str(tracking.get("tracking_uri"))),
         ("MLflow training run", str(tracking.get("run_id"))),
-        ("registered model", str(tracking.get("registry_uri") or tracking.get("model_uri"))),
+        ("registered model", str(training_model_uri(tracking))),
         (
             "MLflow evaluation runs",
             ", ".join(f"{k}: {v}" for k, v in (evaluation.get("evaluation_runs") or {}).items()) or "None",
@@ -161,6 +179,8 @@ def _fmt(value: Any, column: str) -> str:
         return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if "AUC" in column:
         return f"{value:.2f}"
+    if column == "q_value":
+        return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if column in ("mean_weight", "sign_consistency", "standardised_weight", "se"):
         return f"{value:.3g}"
     return f"{value:.1f}"
@@ -171,10 +191,9 @@ def _formatted(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    t = _formatted(table)
-    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in t.itertuples(index=False)]
-    return "\n".join(lines)
+    """A GitHub markdown table (``DataFrame.to_markdown``) of the formatted values (counts as integers,
+    BAC/sens/spec to 1 decimal, AUC to 2, p-values to 3 or '<0.001'; missing as '–')."""
+    return _formatted(table).to_markdown(index=False, tablefmt="github", disable_numparse=True)
 
 
 def html_table(table: pd.DataFrame) -> str:
@@ -192,12 +211,38 @@ def _specificity_text(e: ExperimentResults) -> str:
     )
 
 
+def is_simulated(config: Mapping[str, Any]) -> bool:
+    """The data config is the embedded simulation (it carries ``simulation`` settings)."""
+    data = config.get("data") or {}
+    return data.get("name") == "simulated" or data.get("simulation") is not None
+
+
+def top_regions(regions: pd.DataFrame | None, n: int = 15) -> pd.DataFrame | None:
+    """The report's region table: FDR-selected regions ranked by |standardised weight| (weight tables), or
+    the first rows as they are (permutation importance of non-linear models)."""
+    if regions is None:
+        return None
+    if "standardised_weight" not in regions:
+        return regions[list(regions.columns[:8])].head(n)
+    table = regions[regions["selected"]] if "selected" in regions else regions
+    table = table.reindex(table["standardised_weight"].abs().sort_values(ascending=False).index).head(n)
+    table = table.assign(rank=np.arange(1, len(table) + 1))
+    return table[[c for c in REGION_COLUMNS if c in table.columns]].reset_index(drop=True)
+
+
 def _sections(e: ExperimentResults) -> dict[str, Any]:
-    regions = None
-    if e.regions is not None:
-        columns = [c for c in REGION_COLUMNS if c in e.regions.columns] or list(e.regions.columns[:8])
-        regions = e.regions[columns].head(15)
+    regions = top_regions(e.regions)
+    selected = None if e.regions is None or "selected" not in e.regions else int(e.regions["selected"].sum())
     return {
+        "simulated": is_simulated(e.config),
+        "not_evaluated": (
+            None
+            if e.evaluation is not None
+            else f"Not evaluated yet: run `python -m src.evaluate +experiment={e.name}` (or `dvc repro`)."
+        ),
+        "regions_note": None
+        if selected is None
+        else f"{REGIONS_NOTE} {selected} of {len(e.regions)} regions pass.",
         "name": e.name,
         "summary": (
             f"features {e.config['features']['name']}, model {e.config['model']['name']}, "
@@ -218,10 +263,14 @@ def render_markdown(
     """The report as markdown; figures are copied to ``out/figures/``."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     lines = ["# Ketamine response from structural MRI — report", ""]
-    lines += ["## Summary", "", markdown_table(summary_table(experiments)), ""]
+    if any(is_simulated(e.config) for e in experiments):
+        lines += [f"> **{SIMULATED_BANNER}**", ""]
+    lines += ["## Summary", "", markdown_table(summary_table(experiments)), "", DASH_NOTE, ""]
     for e in experiments:
         s = _sections(e)
         lines += [f"## Experiment `{e.name}`", "", s["summary"], ""]
+        if s["not_evaluated"]:
+            lines += [f"**{s['not_evaluated']}**", ""]
         if s["paper_table"] is not None:
             lines += [
                 "### Paper-style table (published numbers beside ours)",
@@ -236,12 +285,9 @@ def render_markdown(
                 shutil.copyfile(e.figures[filename], target)
                 lines += [f"### {title}", "", f"![{title}](figures/{target.name})", ""]
         if s["regions"] is not None:
-            lines += [
-                "### Top regions (positive weight: larger volume → response)",
-                "",
-                markdown_table(s["regions"]),
-                "",
-            ]
+            lines += ["### Top regions", ""]
+            lines += [s["regions_note"], ""] if s["regions_note"] else []
+            lines += [markdown_table(s["regions"]), ""]
         lines += ["### Provenance", ""]
         lines += [f"- **{k}**: {v}" for k, v in provenance(e, dvc_hashes)]
         lines += ["", "### Methods (TRIPOD+AI)", ""]
@@ -261,19 +307,22 @@ table.table th,table.table td{border-bottom:1px solid #ddd;padding:3px 8px;text-
 table.table th{background:#f3f3f3}
 img{max-width:100%} h2{border-bottom:2px solid #444;padding-bottom:4px;margin-top:2em}
 dl.methods dt{font-weight:600;margin-top:0.6em} code{background:#f3f3f3;padding:0 3px}
-nav a{margin-right:1em}
+nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
+.banner{background:#fff3cd;border:2px solid #e0a800;padding:0.8em 1em;font-weight:600;margin:1em 0}
 </style></head><body>
 <h1>Ketamine response from structural MRI — report</h1>
+{% if simulated %}<div class="banner" role="note">{{ simulated }}</div>{% endif %}
 <nav>{% for e in experiments %}<a href="#{{ e.name }}">{{ e.name }}</a>{% endfor %}</nav>
 <h2>Summary</h2>
-{{ summary }}
+{{ summary }}<p class="note">{{ dash_note }}</p>
 {% for e in experiments %}
 <h2 id="{{ e.name }}">Experiment <code>{{ e.name }}</code></h2>
 <p>{{ e.summary }}</p>
+{% if e.not_evaluated %}<p class="banner">{{ e.not_evaluated }}</p>{% endif %}
 {% if e.paper_table %}<h3>Paper-style table (published numbers beside ours)</h3>{{ e.paper_table }}{% endif %}
 <h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
 {% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
-{% if e.regions %}<h3>Top regions (positive weight: larger volume → response)</h3>{{ e.regions }}{% endif %}
+{% if e.regions %}<h3>Top regions</h3>{% if e.regions_note %}<p class="note">{{ e.regions_note }}</p>{% endif %}{{ e.regions }}{% endif %}
 <h3>Provenance</h3><table class="table">{% for k, v in e.provenance %}<tr><th>{{ k }}</th><td style="text-align:left">{{ v }}</td></tr>{% endfor %}</table>
 <h3>Methods (TRIPOD+AI)</h3><dl class="methods">{% for item, heading, text in e.methods %}<dt>{{ item }} {{ heading }}</dt><dd>{{ text }}</dd>{% endfor %}</dl>
 {% endfor %}
@@ -294,6 +343,8 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
                 "summary": s["summary"],
                 "paper_table": None if s["paper_table"] is None else _markup(html_table(s["paper_table"])),
                 "regions": None if s["regions"] is None else _markup(html_table(s["regions"])),
+                "regions_note": s["regions_note"],
+                "not_evaluated": s["not_evaluated"],
                 "specificity": s["specificity"],
                 "figures": [
                     (title, base64.b64encode(e.figures[f].read_bytes()).decode())
@@ -304,7 +355,13 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
                 "methods": s["methods"],
             }
         )
-    return _TEMPLATE.render(summary=_markup(html_table(summary_table(experiments))), experiments=blocks)
+    simulated = SIMULATED_BANNER if any(is_simulated(e.config) for e in experiments) else None
+    return _TEMPLATE.render(
+        summary=_markup(html_table(summary_table(experiments))),
+        experiments=blocks,
+        simulated=simulated,
+        dash_note=DASH_NOTE,
+    )
 
 
 def _markup(fragment: str) -> markupsafe.Markup:

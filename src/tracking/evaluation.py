@@ -15,8 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.tracking.store import TrackingSettings, connect, killed_on_interrupt, quiet_stderr
-from src.tracking.training import EVALUATION, ROLE_TAG, download_model
+from src.tracking.store import TrackingSettings, connect, killed_on_interrupt, quiet_stderr, shown
+from src.tracking.training import (
+    EVALUATION,
+    ROLE_TAG,
+    download_model,
+    log_dataset_input,
+    training_model_uri,
+)
 from src.validation.ensemble import read_model_file
 from src.validation.metrics import METRICS
 
@@ -46,7 +52,7 @@ def load_registered_model(
     from mlflow.exceptions import MlflowException
 
     connect(settings)
-    uri = training.get("registry_uri") or training["model_uri"]
+    uri = training_model_uri(training)
     try:
         mlflow.tracking.MlflowClient().get_run(training["run_id"])
         folder, model_file = download_model(uri, local_dir)
@@ -59,26 +65,6 @@ def load_registered_model(
     return mlflow.sklearn.load_model(str(folder)), folder
 
 
-def _log_wide_dataset(table: pd.DataFrame, input_columns: list[str], cohort: str) -> None:
-    """A voxel-width cohort as a run input: a tensor dataset (its schema is a shape, its digest a hash of
-    the values), not MLflow's per-column schema; the columns themselves are listed in a JSON artifact."""
-    import mlflow
-
-    covariates = [c for c in input_columns if not pd.api.types.is_numeric_dtype(table[c])]
-    numeric = table[[c for c in input_columns if c not in covariates]].to_numpy(dtype=np.float32)
-    dataset = mlflow.data.from_numpy(
-        numeric,
-        targets=table["response"].to_numpy(dtype=np.int64),
-        name=cohort,
-        source=f"feature table {cohort}",
-    )
-    mlflow.log_input(dataset, context="evaluation")
-    mlflow.log_dict(
-        {"numeric_columns": len(input_columns) - len(covariates), "categorical": covariates}, "dataset.json"
-    )
-    mlflow.set_tag("mlflow_evaluate", f"not run: {len(input_columns)} input columns (wide table)")
-
-
 def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
     """One evaluation cohort's numbers as flat MLflow metrics (same keys for every cohort/experiment)."""
     out = {m: result[m] for m in METRICS}
@@ -88,7 +74,7 @@ def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None)
     if aligned:
         out.update({f"site_aligned_{m}": aligned[m] for m in ("bac", "auc", "p_bac") if m in aligned})
     out["n"], out["responders"] = result["n"], result["responders"]
-    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+    return {k: shown(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
 def log_evaluation(
@@ -119,7 +105,7 @@ def log_evaluation(
         "experiment_id"
     ]  # beside the training run, whatever tracking.experiment says now
     client = mlflow.tracking.MlflowClient()
-    model_uri = training.get("registry_uri") or training["model_uri"]
+    model_uri = training_model_uri(training)
     with quiet_stderr():
         pyfunc = mlflow.pyfunc.load_model(str(model_path))  # the copy verified by load_registered_model
     group = time.strftime("%Y%m%dT%H%M%S")
@@ -142,7 +128,8 @@ def log_evaluation(
             killed_on_interrupt(),
         ):
             if len(input_columns) > settings.wide_table_columns:
-                _log_wide_dataset(table, input_columns, cohort)
+                log_dataset_input(table, input_columns, cohort, "evaluation", wide=True)
+                mlflow.set_tag("mlflow_evaluate", f"not run: {len(input_columns)} input columns (wide table)")
             else:
                 data = table[[*input_columns, "response"]].reset_index(drop=True)
                 with warnings.catch_warnings(), quiet_stderr():

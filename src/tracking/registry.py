@@ -10,12 +10,14 @@ same alias, so ``mlflow models serve -m models:/<name>-scorer@champion`` serves 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from src.tracking.store import TrackingSettings, connect
-from src.tracking.training import SCORER_SUFFIX
+from src.tracking.training import SCORER_SUFFIX, training_model_uri
 from src.validation.ensemble import EnsembleModel
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,66 @@ def load_by_alias(settings: TrackingSettings, alias: str, local_dir: Path) -> tu
         settings, {"run_id": version.run_id, "registry_uri": uri}, sha256, local_dir
     )
     return model, f"{uri} (version {version.version}, training run {version.run_id}, sha256 {sha256})"
+
+
+def evidence_description(results: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any]) -> str:
+    """The registry description of an evaluated model: each cohort's numbers, the code and the model."""
+    cohorts = "; ".join(
+        f"{name}: BAC {100 * r['bac']:.1f} %, AUC {r['auc']:.2f}, n = {r['n']}"
+        + ("" if r.get("p_bac") is None else f", p = {r['p_bac']:.3g}")
+        for name, r in results.items()
+    )
+    git = provenance.get("git") or {}
+    return (
+        f"Evaluated {time.strftime('%Y-%m-%d %H:%M')}: {cohorts}. Code {git.get('commit')}"
+        f"{' (uncommitted changes)' if git.get('dirty') else ''}, model sha256 {provenance['model_sha256']}."
+    )
+
+
+@dataclass
+class LockedModel:
+    """The locked ensemble and where it came from: ``training`` is the MLflow training run record (None when
+    the DVC copy is used), ``folder`` the verified local copy of the MLflow model (None likewise)."""
+
+    model: EnsembleModel
+    source: str
+    training: dict[str, Any] | None = None
+    folder: Path | None = None
+
+
+def load_locked_model(settings: TrackingSettings, train_dir: Path, local_dir: Path) -> LockedModel:
+    """The model ``src.evaluate`` scores with.
+
+    Every load is verified against a sha256 recorded at train time (``train/metrics.json`` for the DVC
+    copy, ``train/tracking.json`` and the run's ``registry_model_sha256`` tag for MLflow's copy). With
+    tracking on and a tracked training run, the model comes from the MLflow registry (downloaded to
+    ``local_dir`` and verified); if the store does not hold that run or cannot be read (deleted or corrupted
+    ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used with one warning and nothing is
+    logged to MLflow. A model file that fails verification is an error wherever it comes from.
+    """
+    from src.validation.ensemble import ModelIntegrityError, load_model, train_metrics
+
+    sha256 = (train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
+    if settings.enabled:
+        from src.tracking.evaluation import load_registered_model, read_training_run
+
+        training = read_training_run(train_dir)
+        if training is None:
+            log.warning("%s was trained with tracking off: using %s", train_dir, train_dir / "model")
+        else:
+            try:
+                # verified against the hash of MLflow's own copy, recorded at train time
+                model, folder = load_registered_model(
+                    settings, training, training.get("model_sha256"), local_dir
+                )
+                return LockedModel(model, training_model_uri(training), training, folder)
+            except ModelIntegrityError:
+                raise  # a swapped or corrupted model is an error, never a silent fallback
+            except Exception as error:  # store gone, corrupt or unreachable: MLflow/SQLAlchemy/network errors
+                log.warning(
+                    "%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir
+                )
+    return LockedModel(load_model(train_dir / "model", sha256), str(train_dir / "model"))
 
 
 def model_for_prediction(

@@ -72,6 +72,16 @@ class TrackingSettings:
         return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
 
 
+# metrics are logged to 4 decimals (what the MLflow UI shows and compares); full precision is in the
+# metrics.json files beside them
+METRIC_DECIMALS = 4
+
+
+def shown(value: float) -> float:
+    """A metric value as logged to MLflow: rounded to :data:`METRIC_DECIMALS`."""
+    return round(float(value), METRIC_DECIMALS)
+
+
 def connect(settings: TrackingSettings) -> None:
     """Point MLflow's tracking and registry at the configured store (creating the local folder)."""
     import mlflow

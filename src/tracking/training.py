@@ -17,7 +17,14 @@ import pandas as pd
 
 from src.models.search_space import SearchSpace
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
-from src.tracking.store import TrackingSettings, flatten, killed_on_interrupt, open_experiment, quiet_stderr
+from src.tracking.store import (
+    TrackingSettings,
+    flatten,
+    killed_on_interrupt,
+    open_experiment,
+    quiet_stderr,
+    shown,
+)
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state, package_versions
 from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError
@@ -54,6 +61,38 @@ class TrainingRun:
         return {**self.__dict__, "registry_uri": self.registry_uri}
 
 
+def training_model_uri(training: Mapping[str, Any]) -> str | None:
+    """The model a tracked training run produced: its registered version, else the run's logged model."""
+    return training.get("registry_uri") or training.get("model_uri")
+
+
+def log_dataset_input(
+    table: pd.DataFrame, input_columns: list[str], name: str, context: str, wide: bool, source: str = ""
+) -> None:
+    """A cohort's feature table as an input of the active run (MLflow's dataset: name, digest, schema).
+
+    A voxel-width table becomes a tensor dataset (its schema is a shape, its digest a hash of the values)
+    instead of MLflow's per-column schema, which grows per column; its columns are listed in
+    ``dataset.json``."""
+    import mlflow
+
+    source = source or f"feature table {name}"
+    if not wide:
+        data = table[[*input_columns, "response"]].reset_index(drop=True)
+        dataset = mlflow.data.from_pandas(data, source=source, targets="response", name=name)
+        mlflow.log_input(dataset, context=context)
+        return
+    covariates = [c for c in input_columns if not pd.api.types.is_numeric_dtype(table[c])]
+    numeric = table[[c for c in input_columns if c not in covariates]].to_numpy(dtype=np.float32)
+    dataset = mlflow.data.from_numpy(
+        numeric, targets=table["response"].to_numpy(dtype=np.int64), name=name, source=source
+    )
+    mlflow.log_input(dataset, context=context)
+    mlflow.log_dict(
+        {"numeric_columns": len(input_columns) - len(covariates), "categorical": covariates}, "dataset.json"
+    )
+
+
 def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
     """Parent-run metrics from the train ``metrics.json`` document: ``discovery_<m>`` (OOF ensemble),
     ``discovery_repeat_<m>_mean``/``_sd``, ``permutation_p``."""
@@ -66,7 +105,7 @@ def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
         out["permutation_null_mean"] = document["permutation"]["null_mean"]
     out["n_subjects"] = document["n"]
     out["n_features"] = document["n_features"]
-    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+    return {k: shown(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
 def provenance_tags(
@@ -106,6 +145,8 @@ def log_training(
     dvc_md5: str | None = None,
     regions: pd.DataFrame | None = None,
     permutation_null: np.ndarray | None = None,
+    start_time: float | None = None,
+    dataset: tuple[pd.DataFrame, str, str] | None = None,
 ) -> TrainingRun:
     """Log one nested-CV run: parent (config, provenance, metrics, artifacts, model) + R x K fold runs.
 
@@ -118,6 +159,9 @@ def log_training(
     outputs : folder holding the train outputs (tables, config.yaml); its files become artifacts.
     example : a few rows of the training table (the model's input example and signature).
     feature_tables : ``{cohort: md5}`` of the input feature tables.
+    start_time : when training started (``time.time()``): the run's start, so its duration is the training's
+        (the run is created once the results are on disk, so that a failed logging never loses them).
+    dataset : (training table, cohort name, its path): logged as the run's training dataset input.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -130,21 +174,25 @@ def log_training(
     model_sha256 = document.get("provenance", {}).get("model_sha256")
     if model_sha256:
         tags["model_sha256"] = model_sha256
-    with (
-        mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"{name} seed {config.get('seed')}", tags=tags
-        ) as run,
-        killed_on_interrupt(),
-    ):
+    created = client.create_run(
+        experiment_id,
+        start_time=int(1000 * (start_time or time.time())),
+        tags={**tags, "mlflow.runName": f"{name} seed {config.get('seed')}"},
+    )
+    with mlflow.start_run(run_id=created.info.run_id) as run, killed_on_interrupt():
         run_id = run.info.run_id
         mlflow.log_params(flatten(config))
+        if dataset is not None:
+            table, cohort, path = dataset
+            wide = len(model.input_columns) > settings.wide_table_columns
+            log_dataset_input(table, model.input_columns, cohort, "training", wide, source=path)
         mlflow.log_metrics(training_metrics(document))
         per_repeat = result.per_repeat()
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
             metrics=[
-                mlflow.entities.Metric(f"repeat_{m}", float(row[m]), now, int(row["repeat"]))
+                mlflow.entities.Metric(f"repeat_{m}", shown(row[m]), now, int(row["repeat"]))
                 for _, row in per_repeat.iterrows()
                 for m in OUTER_METRICS
                 if np.isfinite(row[m])
@@ -170,6 +218,8 @@ def log_training(
         scorer = _log_scorer(settings, outputs / "model", config["predict"], name)
     log.info("MLflow: logged run %s in %.1f s", run_id, time.perf_counter() - start)
     version = getattr(info, "registered_model_version", None)
+    if version is not None:
+        describe_version(client, settings.model_name, str(version), name, document)
     return TrainingRun(
         tracking_uri=mlflow.get_tracking_uri(),
         experiment_id=experiment_id,
@@ -219,6 +269,102 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
     for run_id, operation in operations:
         operation.wait()
         client.set_terminated(run_id)
+
+
+def log_training_outcome(
+    settings: TrackingSettings,
+    config: Mapping[str, Any],
+    inputs: Any,
+    outcome: Any,
+    outputs: Path,
+    start_time: float,
+) -> TrainingRun:
+    """:func:`log_training` of a finished :class:`~src.validation.experiment.TrainingOutcome` (its inputs
+    a :class:`~src.validation.experiment.TrainingInputs`): the weight summary of a linear model, the
+    training table as the run's dataset, the DVC hash of the feature folder."""
+    from src.interpretation.importance import model_regions
+    from src.utils.provenance import dvc_output_md5
+
+    model, document = outcome.model, outcome.document
+    return log_training(
+        settings,
+        config=config,
+        document=document,
+        result=outcome.result,
+        model=model,
+        space=inputs.space,
+        outputs=outputs,
+        example=inputs.table[model.input_columns].head(5),
+        feature_tables={inputs.cohort: document["provenance"]["feature_table_md5"]},
+        dvc_md5=dvc_output_md5(inputs.path.parent),
+        regions=model_regions(model, inputs.table, inputs.path.parent),
+        permutation_null=None if outcome.permutation is None else outcome.permutation.null,
+        start_time=start_time,
+        dataset=(inputs.table, inputs.cohort, str(inputs.path)),
+    )
+
+
+def record_failed_training(
+    settings: TrackingSettings, config: Mapping[str, Any], start_time: float, error: BaseException
+) -> str:
+    """A training that failed after it started: a FAILED run (its config, start and end, the error) so that
+    the MLflow view shows it beside the finished ones. Returns the run id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = open_experiment(settings)
+    client = MlflowClient()
+    name = str(config.get("name"))
+    run = client.create_run(
+        experiment_id,
+        start_time=int(1000 * start_time),
+        tags={
+            "mlflow.runName": f"{name} seed {config.get('seed')} (failed)",
+            ROLE_TAG: TRAINING,
+            "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:5000],
+        },
+    )
+    params = [mlflow.entities.Param(k, v[:6000]) for k, v in flatten(config).items()]
+    client.log_batch(run.info.run_id, params=params)
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+CANDIDATE_ALIAS = "candidate"
+
+
+def describe_version(
+    client: Any, model_name: str, version: str, experiment: str, document: Mapping[str, Any]
+) -> None:
+    """The registered model's description (what it predicts, from what) and this version's (its nested-CV
+    evidence and provenance); alias ``candidate`` moves to this newest trained version (``champion`` is set
+    only by a passing external evaluation, :mod:`src.tracking.registry`)."""
+    client.update_registered_model(
+        model_name,
+        description=(
+            f"Ketamine response (>= 50 % MADRS reduction at 24 h) in treatment-resistant depression from "
+            f"pre-treatment structural MRI: experiment {experiment!r}, an ensemble of the repeated nested-CV "
+            "fold models (mean SVC decision, Platt-calibrated). Aliases: 'candidate' = newest trained "
+            "version, 'champion' = passed the external evaluation."
+        ),
+    )
+    ens, perm, prov = document["ensemble"], document.get("permutation"), document["provenance"]
+    git = prov.get("git") or {}
+    client.update_model_version(
+        model_name,
+        version,
+        description=(
+            f"Nested CV on {document['cohort']} (n = {document['n']}, {document['responders']} responders, "
+            f"{document['cv']['repeats']}x{document['cv']['outer_folds']} folds): BAC {ens['bac']:.3f}, AUC "
+            f"{ens['auc']:.3f}"
+            + (f", permutation p = {perm['p_value']:.3g} (n = {perm['n']})" if perm else "")
+            + f". Feature table md5 {prov.get('feature_table_md5')}, code {git.get('commit')}"
+            + (" (uncommitted changes)" if git.get("dirty") else "")
+            + ". Not evaluated externally yet."
+        ),
+    )
+    client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version)
 
 
 def download_model(model_uri: str, destination: str | Path) -> tuple[Path, Path]:

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
+from src.data.contract import TABLE_META_COLUMNS
 from src.models.linear import AffineDecision
 from src.models.residualize import CovariateResidualizer
 from src.utils.errors import MissingInputError, UserInputError
@@ -90,8 +91,6 @@ class EnsembleModel:
         prediction (:meth:`contributions`), never to make it.
     """
 
-    META_COLUMNS = frozenset({"participant_id", "treatment", "response"})
-
     def __init__(
         self,
         models: list[Pipeline],
@@ -162,8 +161,25 @@ class EnsembleModel:
     def input_columns(self) -> list[str]:
         return [*self.covariates, *self.feature_columns]
 
+    def unseen_levels(self, table: pd.DataFrame) -> dict[str, list[str]]:
+        """Levels of each categorical covariate in ``table`` (e.g. a scanner site) that the training cohort
+        did not have: their adjustment is the reference level's."""
+        seen = self.info.get("training_covariates") or {}
+        out = {}
+        for name, levels in seen.items():
+            if name in table and levels and all(isinstance(v, str) for v in levels):
+                unseen = sorted(set(table[name].astype(str)) - set(levels))
+                if unseen:
+                    out[name] = unseen
+        return out
+
+    @property
+    def is_linear(self) -> bool:
+        """Every fold model is linear (an exact affine form: weights, contributions, weight maps)."""
+        return bool(self.models) and all(isinstance(m, AffineDecision) for m in self.models)
+
     def check_columns(self, table: pd.DataFrame) -> pd.DataFrame:
-        known = set(self.input_columns) | self.META_COLUMNS  # built once: wide voxel tables
+        known = set(self.input_columns) | set(TABLE_META_COLUMNS)  # built once: wide voxel tables
         present = set(table.columns)
         missing = [c for c in self.input_columns if c not in present]
         unexpected = [c for c in table.columns if c not in known]
@@ -224,7 +240,7 @@ class EnsembleModel:
         pushes towards response. ``base`` holds the rest (fold intercepts, and the difference between the
         fold models' own covariate adjustments and the whole-cohort one).
         """
-        if self.adjustment is None or not all(isinstance(m, AffineDecision) for m in self.models):
+        if self.adjustment is None or not self.is_linear:
             raise UserInputError("regional contributions need a linear model trained with this version")
         X = self.check_columns(table)
         weights = np.mean([m.weights for m in self.models], axis=0)
@@ -283,7 +299,7 @@ class EnsembleModel:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        linear = bool(self.models) and all(isinstance(m, AffineDecision) for m in self.models)
+        linear = self.is_linear
         name, stale = (LINEAR_MODEL_FILE, MODEL_FILE) if linear else (MODEL_FILE, LINEAR_MODEL_FILE)
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(linear_npz(self) if linear else canonical_skops(sio.dumps(self)))

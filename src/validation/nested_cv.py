@@ -569,7 +569,7 @@ def run_nested_cv(
             initial=len(splits) - len(todo),
             desc="outer folds",
             disable=not progress,
-            leave=False,
+            leave=True,
         ) as bar,
         record_appender(checkpoint) as append,
     ):

@@ -101,7 +101,7 @@ def permutation_values(
     jobs = (delayed(_one_permutation)(X, y, space, cv, seed, i, covariates, categorical) for i in todo)
     with (
         tqdm(
-            total=len(indices), initial=len(done), desc="permutations", disable=not progress, leave=False
+            total=len(indices), initial=len(done), desc="permutations", disable=not progress, leave=True
         ) as bar,
         record_appender(checkpoint) as record,
     ):

@@ -1,0 +1,231 @@
+"""The locked model on the evaluation cohorts: scores, statistics per cohort, treatment specificity,
+interpretation and the outputs of ``${paths.run}/evaluate/``.
+
+Takes the resolved configuration as a plain mapping; no Hydra, no MLflow (``src.evaluate`` hands the result
+to :mod:`src.tracking.evaluation`). The model is never refitted or re-tuned here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.data.cohorts import cohort_specs, evaluation_groups
+from src.evaluation.harmonize import SiteAligner
+from src.evaluation.specificity import auc_difference_test, interaction_test
+from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
+from src.features.tables import feature_table_path, read_feature_table
+from src.interpretation.importance import feature_importance
+from src.utils.io import file_sha256
+from src.utils.provenance import git_state
+from src.validation.ensemble import EnsembleModel, model_file
+from src.validation.metrics import binary_metrics
+from src.validation.shards import read_permutation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``${paths.run}/evaluate/`` holds, before it is written.
+
+    ``results``/``aligned``: per cohort group (discovery = out-of-fold, external, control and each cohort
+    of a role alone), metrics, p-values and CIs, without / with site alignment; ``scored``: each group's
+    table with its decision and probability; ``curves``: (y, decision, probability) for the figures.
+    """
+
+    results: dict[str, dict[str, Any]]
+    aligned: dict[str, dict[str, Any]]
+    scored: dict[str, pd.DataFrame]
+    specificity: dict[str, Any]
+    regions: pd.DataFrame
+    paper_table: pd.DataFrame
+    document: dict[str, Any]
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def read_tables(
+    features_root: str | Path, feature_set: str, cohorts: list[str], model: EnsembleModel | None = None
+) -> pd.DataFrame:
+    """The cohorts' feature tables, pooled (column ``_cohort`` names each row's cohort).
+
+    With ``model``, each table is checked on its own before pooling (pooling would turn a column missing
+    from one cohort into NaN): its columns against the model's and no missing value in them, the error
+    naming the cohort, the file, the columns and the first subject concerned.
+    """
+    frames = []
+    for name in cohorts:
+        path = feature_table_path(features_root, feature_set, name)
+        table = read_feature_table(path, name)
+        if model is not None:
+            model.checked_inputs(table, f"cohort {name!r} ({path})")
+        frames.append(table.assign(_cohort=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_cohort(y: np.ndarray, scores: np.ndarray, n_perm: int, n_boot: int, seed: int) -> dict[str, Any]:
+    """Metrics, permutation p-values (predictions fixed) and stratified bootstrap CIs of one cohort."""
+    y = np.asarray(y, int)
+    out: dict[str, Any] = {"n": len(y), "responders": int(y.sum()), **binary_metrics(y, scores)}
+    out.update(permutation_pvalues(y, scores, n=n_perm, seed=seed))
+    out["ci95"] = bootstrap_ci(y, scores, n=n_boot, seed=seed)
+    return out
+
+
+def treatment_specificity(scored: dict[str, pd.DataFrame], n_perm: int, seed: int) -> dict[str, Any]:
+    """AUC(external) - AUC(control) permutation test and the score x treatment interaction; empty when the
+    data config has no external or no control cohort."""
+    if "external" not in scored or "control" not in scored:
+        return {}
+    ket, ctl = scored["external"], scored["control"]
+    return {
+        "auc_difference": auc_difference_test(
+            ket["response"], ket["decision"], ctl["response"], ctl["decision"], n=n_perm, seed=seed
+        ),
+        "interaction": interaction_test(
+            np.r_[ket["response"], ctl["response"]],
+            np.r_[ket["decision"], ctl["decision"]],
+            np.r_[np.ones(len(ket)), np.zeros(len(ctl))],
+        ),
+    }
+
+
+def paper_table(results: dict[str, dict[str, Any]], reference: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per cohort group: our numbers (percentages for BAC/sens/spec) beside the paper's."""
+    rows = []
+    for name, r in results.items():
+        ref = reference.get(name, {})
+        ci = r.get("ci95", {})
+        rows.append(
+            {
+                "cohort": name,
+                "n": r["n"],
+                "responders": r["responders"],
+                "BAC": 100 * r["bac"],
+                "BAC 95% CI": _ci(ci.get("bac"), 100, 1),
+                "sens": 100 * r["sensitivity"],
+                "spec": 100 * r["specificity"],
+                "AUC": r["auc"],
+                "AUC 95% CI": _ci(ci.get("auc"), 1, 2),
+                "p (BAC)": r.get("p_bac"),
+                "paper n": ref.get("n"),
+                "paper BAC": ref.get("bac"),
+                "paper sens": ref.get("sensitivity"),
+                "paper spec": ref.get("specificity"),
+                "paper AUC": ref.get("auc"),
+                "paper p": ref.get("p"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ci(ci: tuple[float, float] | None, scale: float, decimals: int) -> str:
+    return "" if ci is None else f"{scale * ci[0]:.{decimals}f}-{scale * ci[1]:.{decimals}f}"
+
+
+def discovery_results(train_dir: Path, n_boot: int, seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The discovery cohort's row: the out-of-fold ensemble scores of the nested CV (never the locked model
+    on its own training data), with the permutation p of the whole procedure. Also returns those scores."""
+    oof = pd.read_csv(train_dir / "predictions.csv", dtype={"participant_id": str})
+    ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
+    perm = read_permutation(train_dir.parent)  # merged shards when they belong to this training
+    return {
+        "n": len(ens),
+        "responders": int(ens["y"].sum()),
+        **binary_metrics(ens["y"], ens["decision"]),
+        "ci95": bootstrap_ci(ens["y"], ens["decision"], n=n_boot, seed=seed),
+        "p_bac": None if perm is None else perm["p_value"],
+    }, ens
+
+
+def evaluate_locked_model(
+    config: Mapping[str, Any], model: EnsembleModel, provenance: Mapping[str, Any]
+) -> Evaluation:
+    """Score every evaluation group with ``model`` (and, with ``evaluation.harmonize``, after label-free
+    alignment of each unseen site) and gather the statistics, interpretation and paper table.
+
+    ``provenance`` (model source, MLflow run) is added to the document's provenance. Every cohort's table is
+    read and checked before any statistics: a bad last table fails before any work."""
+    ev = config["evaluation"]
+    run = Path(config["paths"]["run"])
+    features_root, feature_set = config["paths"]["features"], config["features"]["name"]
+    specs = cohort_specs(config["data"])
+    roles = {spec.name: spec.role for spec in specs}
+    groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
+    discovery = next(name for name, role in roles.items() if role == "discovery")
+    train = read_tables(features_root, feature_set, [discovery])
+    tables = {
+        name: read_tables(features_root, feature_set, list(members), model)
+        for name, members in groups.items()
+    }
+    seed, n_perm, n_boot = int(config["seed"]), int(ev["n_permutations"]), int(ev["n_bootstrap"])
+
+    results, oof = {}, None
+    results["discovery"], oof = discovery_results(run / "train", n_boot, seed)
+    aligned: dict[str, dict[str, Any]] = {}
+    scored: dict[str, pd.DataFrame] = {}
+    aligner = None
+    if ev["harmonize"]:
+        aligner = SiteAligner(model.feature_columns, method=ev["alignment_method"]).fit(train)
+    for name, table in tables.items():
+        unseen = model.unseen_levels(table)
+        if unseen.get("site"):
+            log.info(
+                "%s: site(s) %s not in training, scored with the reference site's adjustment%s",
+                name,
+                unseen["site"],
+                "; also reported after site alignment" if aligner is not None else "",
+            )
+        decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
+        results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)
+        scored[name] = table.assign(decision=decision, probability=model.calibrate(decision))
+        if aligner is not None:
+            aligned_table = aligner.transform(table).drop(columns="_cohort")
+            aligned[name] = evaluate_cohort(
+                table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
+            )
+    specificity = treatment_specificity(scored, n_perm // 5, seed)
+    regions = feature_importance(model, train, Path(features_root) / feature_set, seed)
+    train_config = config.get("train_config") or {}
+    document = {
+        "experiment": config["name"],
+        "positive_weight_means": "larger feature value -> predicted response",
+        "cohorts": results,
+        "groups": {name: {"role": roles[m[0]], "cohorts": m} for name, m in groups.items()},
+        "cohorts_site_aligned": aligned,
+        "site_alignment": {"method": ev["alignment_method"]} if aligner is not None else None,
+        "treatment_specificity": specificity,
+        "provenance": {
+            "git": git_state(),
+            "model_sha256": file_sha256(model_file(run / "train" / "model")),
+            **provenance,
+            "train_seed": train_config.get("seed"),
+        },
+    }
+    curves = {
+        "discovery (OOF)": (
+            oof["y"].to_numpy(),
+            oof["decision"].to_numpy(),
+            model.calibrate(oof["decision"].to_numpy()),
+        )
+    }
+    for name in ("external", "control"):
+        if name in scored:
+            s = scored[name]
+            curves[name] = (s["response"].to_numpy(), s["decision"].to_numpy(), s["probability"].to_numpy())
+    return Evaluation(
+        results,
+        aligned,
+        scored,
+        specificity,
+        regions,
+        paper_table(results, ev["reference"]),
+        document,
+        curves,
+    )

@@ -1,0 +1,129 @@
+"""``${paths.run}/evaluate/``: tables, figures (ROC, calibration with CIs, decision curves) and weight maps
+of an :class:`~src.evaluation.locked.Evaluation`, written in one atomic step by the caller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from src.evaluation.clinical import calibration_table, decision_curve
+from src.evaluation.locked import Evaluation
+from src.reporting.document import markdown_table
+from src.reporting.style import cohort_colour
+from src.utils.io import write_json_atomic, write_text_atomic
+
+matplotlib.use("Agg")
+
+MAP_TITLE = "Corrected CV-ratio of the weights, FDR q < 0.05 (red: towards response, blue: non-response)"
+
+
+def curves_figure(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """``curves.png`` (ROC, calibration with 95 % Wilson CIs, decision curves; one colour per cohort) and
+    the tables behind it: ``calibration.csv``, ``decision_curve.csv`` and ``plots/<kind>/<cohort>.csv``
+    (DVC plots)."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    dca_rows, cal_rows = [], []
+    plots = {kind: out / "plots" / kind for kind in ("roc", "calibration", "decision_curve")}
+    for folder in plots.values():
+        folder.mkdir(parents=True)
+    for name, (y, scores, proba) in curves.items():
+        colour, stem = cohort_colour(name), name.split(" ")[0]
+        fpr, tpr, _ = roc_curve(y, scores)
+        axes[0].plot(fpr, tpr, color=colour, label=name)
+        pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(plots["roc"] / f"{stem}.csv", index=False)
+        cal, brier = calibration_table(y, proba)
+        cal.to_csv(plots["calibration"] / f"{stem}.csv", index=False)
+        axes[1].errorbar(
+            cal["mean_predicted"],
+            cal["observed_fraction"],
+            # clipped: the Wilson bound of 0/n or n/n equals the rate up to rounding
+            yerr=np.clip(
+                [
+                    cal["observed_fraction"] - cal["observed_low"],
+                    cal["observed_high"] - cal["observed_fraction"],
+                ],
+                0,
+                None,
+            ),
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{name} (Brier {brier:.3f})",
+        )
+        cal_rows.append(cal.assign(cohort=name, brier=brier))
+        dca = decision_curve(y, proba)
+        dca.to_csv(plots["decision_curve"] / f"{stem}.csv", index=False)
+        axes[2].plot(dca["threshold"], dca["net_benefit_model"], color=colour, label=f"{name}: model")
+        axes[2].plot(
+            dca["threshold"],
+            dca["net_benefit_treat_all"],
+            color=colour,
+            linestyle=":",
+            label=f"{name}: treat all",
+        )
+        dca_rows.append(dca.assign(cohort=name))
+    axes[0].plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    axes[1].plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    axes[1].set(
+        xlabel="predicted P(response)",
+        ylabel="observed response rate",
+        title="Calibration (quintiles of patients, 95 % CI)",
+    )
+    axes[2].axhline(0, color="grey", linewidth=0.5, label="treat none")
+    axes[2].set(
+        xlabel="threshold probability", ylabel="net benefit", title="Decision curve", ylim=(-0.3, 0.6)
+    )
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    pd.concat(cal_rows, ignore_index=True).to_csv(out / "calibration.csv", index=False)
+    pd.concat(dca_rows, ignore_index=True).to_csv(out / "decision_curve.csv", index=False)
+
+
+def write_maps(out: Path, regions: pd.DataFrame, features_dir: Path) -> str:
+    """``maps/weight.nii.gz``, ``maps/cvr.nii.gz`` and ``maps/cvr_map.png`` of a linear model; for other
+    models or features without an image (a user's table) a ``maps/README.txt`` saying why. Returns the
+    note (empty when maps were written)."""
+    import nibabel as nib
+    from nilearn import plotting
+
+    from src.interpretation.regions import paint_features
+
+    out.mkdir()  # always created (a DVC output)
+    if "cvr" not in regions:
+        note = "no weight map: the model is not linear (see regions.csv for permutation importance)"
+    else:
+        maps, note = paint_features(regions, features_dir)
+    if note:
+        write_text_atomic(out / "README.txt", note + "\n")
+        return note
+    for name, img in maps.items():
+        nib.save(img, out / f"{name}.nii.gz")
+    display = plotting.plot_stat_map(
+        maps["cvr"], threshold=1e-6, display_mode="z", cut_coords=7, title=MAP_TITLE
+    )
+    display.savefig(str(out / "cvr_map.png"), dpi=120)
+    display.close()
+    return ""
+
+
+def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> None:
+    """Every file of ``${paths.run}/evaluate/`` but ``tracking.json`` (written once MLflow has the runs)."""
+    evaluation.document["maps_note"] = write_maps(out / "maps", evaluation.regions, features_dir) or None
+    write_json_atomic(out / "metrics.json", evaluation.document)
+    evaluation.paper_table.to_csv(out / "paper_table.csv", index=False)
+    write_text_atomic(out / "paper_table.md", markdown_table(evaluation.paper_table) + "\n")
+    columns = ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]
+    scored = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
+    scored[columns].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
+    evaluation.regions.to_csv(out / "regions.csv", index=False)
+    curves_figure(out, evaluation.curves)

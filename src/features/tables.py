@@ -1,0 +1,66 @@
+"""Reading the feature tables that ``src.features.build`` writes (one parquet per cohort and feature set).
+
+The one place a feature table is looked up, read and checked before training, evaluation or prediction
+use it: a missing table says how to build it; a training table must hold its covariates, outcomes 0/1 and no
+missing value (the error names the subject and the column).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.data.contract import TABLE_META_COLUMNS
+from src.utils.errors import MissingInputError, UserInputError
+
+
+def feature_table_path(features_root: str | Path, feature_set: str, cohort: str) -> Path:
+    """``<paths.features>/<feature set>/<cohort>.parquet``."""
+    return Path(features_root) / feature_set / f"{cohort}.parquet"
+
+
+def read_feature_table(path: str | Path, cohort: str | None = None) -> pd.DataFrame:
+    """The table at ``path``; a clear error saying how to build it when it is not there."""
+    path = Path(path)
+    if not path.is_file():
+        which = f" (cohort {cohort!r} of the data config)" if cohort else ""
+        raise MissingInputError(
+            f"feature table {path} not found{which}: build it with `python -m src.features.build "
+            f"features={path.parent.name}` (or `dvc repro`), with the same data= as training"
+        )
+    return pd.read_parquet(path)
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    """The feature columns of a table: every column that is not a contract meta column."""
+    meta = frozenset(TABLE_META_COLUMNS)
+    return [c for c in table.columns if c not in meta]
+
+
+def training_arrays(
+    table: pd.DataFrame, covariates: list[str], where: str | Path
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(X = covariates + feature columns, y) of a training table, checked: the covariates, ids and outcomes
+    present, outcomes 0/1, no missing value (naming the first subject and column concerned)."""
+    missing = [c for c in [*covariates, "participant_id", "response"] if c not in table.columns]
+    if missing:
+        raise UserInputError(f"{where}: column(s) {missing} missing")
+    labels = table["response"]
+    wrong = ~labels.isin([0, 1])
+    if wrong.any():
+        raise UserInputError(
+            f"{where}: response must be 0 or 1; subject(s) {table.loc[wrong, 'participant_id'].tolist()[:5]} "
+            f"have {labels[wrong].unique().tolist()[:5]}"
+        )
+    X = table[[*covariates, *feature_columns(table)]]
+    holes = X.isna().to_numpy()
+    if holes.any():
+        row, column = np.argwhere(holes)[0]
+        raise UserInputError(
+            f"{where}: {int(holes.sum())} missing value(s), e.g. subject "
+            f"{table['participant_id'].iloc[row]}, column {X.columns[column]!r}; rebuild the table or remove "
+            "the subject"
+        )
+    return X, labels.to_numpy(dtype=int)

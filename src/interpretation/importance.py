@@ -1,0 +1,76 @@
+"""Which features drive the locked model: fold-weight summaries of linear models, out-of-fold permutation
+importance of the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.interpretation.regions import read_feature_regions, weight_summary
+from src.validation.ensemble import EnsembleModel
+
+
+def test_fraction(model: EnsembleModel) -> float | None:
+    """Mean share of the training subjects in an outer test fold (1/K), from the fold models' test ids."""
+    folds = model.info.get("fold_test_ids")
+    if not folds:
+        return None
+    n = len({subject for fold in folds for subject in fold})
+    return float(np.mean([len(fold) for fold in folds])) / n
+
+
+def model_regions(
+    model: EnsembleModel, training: pd.DataFrame, features_dir: str | Path
+) -> pd.DataFrame | None:
+    """The weight summary of a linear ensemble (:func:`weight_summary`, with corrected CVR and FDR when the
+    fold test ids are known); None for other kernels."""
+    if not model.is_linear:
+        return None
+    return weight_summary(
+        model.models,
+        model.feature_columns,
+        training,
+        read_feature_regions(features_dir),
+        test_fraction=test_fraction(model),
+    )
+
+
+def permutation_importance_table(model: EnsembleModel, training: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Out-of-fold permutation importance (AUC drop) per feature: each fold model scored on the subjects it
+    never saw (``sklearn.inspection.permutation_importance``), mean and SE over the fold models."""
+    from sklearn.inspection import permutation_importance
+
+    rows = []
+    ids = training["participant_id"].to_numpy()
+    for i, (fold_model, test_ids) in enumerate(zip(model.models, model.info["fold_test_ids"], strict=True)):
+        test = training[np.isin(ids, test_ids)]
+        result = permutation_importance(
+            fold_model,
+            test[model.input_columns],
+            test["response"],
+            scoring="roc_auc",
+            n_repeats=5,
+            random_state=seed + i,
+        )
+        rows.append(result.importances_mean[len(model.covariates) :])
+    importance = np.vstack(rows)
+    table = pd.DataFrame(
+        {
+            "feature": model.feature_columns,
+            "auc_drop_mean": importance.mean(0),
+            "auc_drop_se": importance.std(0, ddof=1) / np.sqrt(len(importance)),
+        }
+    )
+    table = table.sort_values("auc_drop_mean", ascending=False, ignore_index=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+def feature_importance(
+    model: EnsembleModel, training: pd.DataFrame, features_dir: str | Path, seed: int
+) -> pd.DataFrame:
+    """Weights (linear ensembles) or out-of-fold permutation importance (other kernels) per feature."""
+    regions = model_regions(model, training, features_dir)
+    return regions if regions is not None else permutation_importance_table(model, training, seed)

@@ -1,0 +1,94 @@
+"""The few lines each command prints when it is done (results go to files; this is the at-a-glance view).
+
+Rounding: proportions to 3 decimals, p-values to 3 significant digits (``< 0.001`` below), a spread only
+when there is more than one repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from src.reporting.document import markdown_table
+
+
+def p_text(p: float | None, n: int | None = None) -> str:
+    """``p = 0.0123``; with ``n`` permutations, ``p < 1/(n+1)`` is the smallest a permutation test can say."""
+    if p is None:
+        return "p = –"
+    if n is not None and p <= 1 / (n + 1) + 1e-12:
+        return f"p ≤ {p:.2g} (no permutation reached it)"
+    return f"p = {p:.3g}" if p >= 0.001 else "p < 0.001"
+
+
+def training_summary(name: str, document: Mapping[str, Any], resumed_folds: int = 0) -> list[str]:
+    """Train: sample, CV scheme, ensemble and per-repeat metrics, the permutation test."""
+    cv, ens, rep = document["cv"], document["ensemble"], document["repeats"]
+    lines = [
+        f"{name}: n={document['n']} ({document['responders']} responders), {cv['repeats']}x{cv['outer_folds']} "
+        f"outer x {cv['inner_folds']} inner folds, {cv['n_trials']} trials"
+        + (f", {resumed_folds} fold(s) resumed from a checkpoint" if resumed_folds else ""),
+        f"  ensemble  BAC {ens['bac']:.3f}  sens {ens['sensitivity']:.3f}  spec {ens['specificity']:.3f}  "
+        f"AUC {ens['auc']:.3f}",
+    ]
+    bac = rep["bac"]
+    if cv["repeats"] > 1:
+        lines.append(
+            f"  repeats   BAC {bac['mean']:.3f} ± {bac['sd']:.3f} (SD) [{bac['q025']:.3f}, {bac['q975']:.3f}]  "
+            f"AUC {rep['auc']['mean']:.3f}"
+        )
+    perm = document.get("permutation")
+    if perm:
+        lines.append(
+            f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}, mean BAC over "
+            f"{perm['repeats']} repeat(s))"
+        )
+    return lines
+
+
+def shard_summary(name: str, shard: Mapping[str, Any]) -> list[str]:
+    """A permutation shard: which shard, how many permutations, where it was written."""
+    (i, of), resumed = shard["shard"], shard["resumed"]
+    return [
+        f"{name}: permutation shard {i}/{of}: {len(shard['values'])} of {shard['n']} permutations"
+        + (f" ({resumed} resumed from a checkpoint)" if resumed else ""),
+        f"  written   {shard['path']}",
+    ]
+
+
+def evaluation_summary(
+    name: str, table: pd.DataFrame, specificity: Mapping[str, Any], aligned: Mapping[str, Any]
+) -> list[str]:
+    """Evaluate: the paper table, the treatment-specificity tests, the site-aligned results."""
+    columns = [
+        "cohort",
+        "n",
+        "responders",
+        "BAC",
+        "BAC 95% CI",
+        "sens",
+        "spec",
+        "AUC",
+        "p (BAC)",
+        "paper BAC",
+        "paper AUC",
+    ]
+    lines = [f"{name}: locked model on the evaluation cohorts", markdown_table(table[columns])]
+    if not specificity:
+        lines.append(
+            "treatment specificity: not tested (the data config has no external or no control cohort)"
+        )
+    else:
+        diff = specificity["auc_difference"]
+        lines.append(
+            f"treatment specificity: AUC external {diff['auc_a']:.3f} vs control {diff['auc_b']:.3f}, "
+            f"difference {diff['difference']:.3f}, permutation {p_text(diff['p_value'])}; "
+            f"score x treatment interaction {p_text(specificity['interaction']['p_value'])}"
+        )
+    for cohort, r in aligned.items():
+        lines.append(
+            f"  site-aligned {cohort}: BAC {100 * r['bac']:.1f}, AUC {r['auc']:.3f}, {p_text(r['p_bac'])}"
+        )
+    return lines

@@ -1,0 +1,253 @@
+"""One experiment's training, as the entry points run it: inputs, nested CV, permutation test, outputs.
+
+Everything here takes the resolved configuration as a plain mapping (``OmegaConf.to_container(cfg,
+resolve=True)``) and imports neither Hydra nor MLflow: ``src.train``, ``src.merge_permutations`` and the
+benchmarks call it, and tracking is a layer on top (:mod:`src.tracking.training`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.data.cohorts import discovery_cohort
+from src.features.tables import feature_table_path, read_feature_table, training_arrays
+from src.models.search_space import SearchSpace
+from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.provenance import code_fingerprint, git_state, package_versions
+from src.validation.checkpoints import checkpoint_key
+from src.validation.ensemble import EnsembleModel
+from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
+from src.validation.permutation import PermutationResult, permutation_cv, permutation_test, permutation_values
+from src.validation.shards import parse_shard, shard_indices, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingInputs:
+    """What an experiment trains on: the discovery table and its arrays, the model and CV settings."""
+
+    model_cfg: dict[str, Any]
+    path: Path
+    table: pd.DataFrame
+    X: pd.DataFrame
+    y: np.ndarray
+    cv: CVConfig
+    space: SearchSpace
+    cohort: str
+
+    @property
+    def covariates(self) -> list[str]:
+        return list(self.model_cfg["covariates"])
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.model_cfg["categorical"])
+
+
+@dataclass
+class TrainingOutcome:
+    """A finished training: the nested-CV result, the permutation test (None when not run inline), the
+    metrics document and the locked model."""
+
+    result: NestedCVResult
+    permutation: PermutationResult | None
+    document: dict[str, Any]
+    model: EnsembleModel
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def experiment_inputs(config: Mapping[str, Any]) -> TrainingInputs:
+    """Read and check the experiment's training data and settings (nothing is fitted yet)."""
+    model_cfg = dict(config["model"])
+    cohort = discovery_cohort(config["data"])
+    path = feature_table_path(config["paths"]["features"], config["features"]["name"], cohort)
+    table = read_feature_table(path, cohort)
+    X, y = training_arrays(table, list(model_cfg["covariates"]), path)
+    cv = CVConfig.from_config(dict(config["cv"]))
+    check_fold_sizes(y, cv, str(path))
+    space = SearchSpace.from_config(model_cfg)
+    return TrainingInputs(model_cfg, path, table, X, y, cv, space, cohort)
+
+
+def checkpoint_path(config: Mapping[str, Any], kind: str, inputs: TrainingInputs) -> Path:
+    """Where finished outer folds (``kind="folds"``) or permutations (``"permutations"``) are kept, so an
+    interrupted run resumes: under the run's folder, named by a hash of the data, labels, CV and model
+    settings, seed and code version (another dataset, setting or code edit never reuses it; a larger
+    ``permutation.n`` extends the permutations)."""
+    parts: list[Any] = [inputs.X, inputs.y, inputs.cv.__dict__, inputs.model_cfg, int(config["seed"])]
+    if kind == "permutations":
+        parts.append(config["permutation"]["repeats"])
+    key = checkpoint_key(*parts, code_fingerprint())
+    return Path(config["paths"]["run"]) / ".checkpoints" / f"{kind}-{key}.jsonl"
+
+
+def permutation_key(config: Mapping[str, Any], inputs: TrainingInputs) -> str:
+    """The key of everything a permutation's value depends on: recorded by training and by every shard,
+    compared by the merge (:func:`~src.validation.shards.merge_shards`)."""
+    return checkpoint_path(config, "permutations", inputs).stem.removeprefix("permutations-")
+
+
+def run_permutation_shard(
+    config: Mapping[str, Any], inputs: TrainingInputs, progress: bool
+) -> dict[str, Any]:
+    """``permutation.shard=i/N``: only permutations i, i+N, ... of ``permutation.n`` (no nested CV on the
+    true labels, no model), written to ``<run>/permutation/shard-i-of-N.json`` with the key that
+    ``python -m src.merge_permutations`` checks. Resumes from its own checkpoint like a full run."""
+    perm = config["permutation"]
+    shard, shards = parse_shard(perm["shard"])
+    n = int(perm["n"])
+    checkpoint = checkpoint_path(config, "permutations", inputs)
+    cv_perm = permutation_cv(inputs.cv, perm["repeats"])
+    values, resumed = permutation_values(
+        inputs.X,
+        inputs.y,
+        inputs.space,
+        cv_perm,
+        int(config["seed"]),
+        shard_indices(n, shard, shards),
+        covariates=inputs.covariates,
+        categorical=inputs.categorical,
+        n_jobs=int(config["n_jobs"]),
+        progress=progress,
+        checkpoint=checkpoint.with_name(f"{checkpoint.stem}-shard-{shard}-of-{shards}.jsonl"),
+    )
+    folder = Path(config["paths"]["run"]) / "permutation"
+    path = write_shard(folder, permutation_key(config, inputs), shard, shards, n, cv_perm.repeats, values)
+    return {"shard": [shard, shards], "n": n, "values": values, "resumed": resumed, "path": str(path)}
+
+
+def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bool) -> TrainingOutcome:
+    """The repeated nested CV, the inline permutation test (``permutation.n > 0`` and ``inline``), the
+    metrics document and the locked ensemble."""
+    seed, n_jobs = int(config["seed"]), int(config["n_jobs"])
+    result = run_nested_cv(
+        inputs.X,
+        inputs.y,
+        inputs.space,
+        inputs.cv,
+        seed,
+        covariates=inputs.covariates,
+        categorical=inputs.categorical,
+        ids=inputs.table["participant_id"].tolist(),
+        n_jobs=n_jobs,
+        progress=progress,
+        checkpoint=checkpoint_path(config, "folds", inputs),
+    )
+    perm_cfg = config["permutation"]
+    perm = None
+    if int(perm_cfg["n"]) > 0 and perm_cfg.get("inline", True):
+        perm = permutation_test(
+            inputs.X,
+            inputs.y,
+            inputs.space,
+            inputs.cv,
+            seed,
+            int(perm_cfg["n"]),
+            observed_decision=result.decision_matrix(),
+            covariates=inputs.covariates,
+            categorical=inputs.categorical,
+            repeats=perm_cfg["repeats"],
+            n_jobs=n_jobs,
+            progress=progress,
+            checkpoint=checkpoint_path(config, "permutations", inputs),
+        )
+    document = metrics_document(config, inputs, result, perm, file_md5(inputs.path))
+    model = EnsembleModel.from_result(
+        result,
+        info={
+            "experiment": config["name"],
+            "seed": seed,
+            "feature_table_md5": document["provenance"]["feature_table_md5"],
+        },
+        training=inputs.X,  # the covariate model that explains a new patient's prediction (src.predict)
+    )
+    return TrainingOutcome(result, perm, document, model)
+
+
+def convergence(trials: pd.DataFrame) -> dict[str, float]:
+    """Trial number at which each study first reached its best inner score: median and 90th percentile."""
+    reached = trials.groupby(["repeat", "fold"]).apply(
+        lambda t: int(t.loc[t["value"] == t["value"].max(), "number"].min()), include_groups=False
+    )
+    return {
+        "best_reached_at_median": float(reached.median()),
+        "best_reached_at_p90": float(reached.quantile(0.9)),
+    }
+
+
+def metrics_document(
+    config: Mapping[str, Any],
+    inputs: TrainingInputs,
+    result: NestedCVResult,
+    perm: PermutationResult | None,
+    table_md5: str,
+) -> dict[str, Any]:
+    """``train/metrics.json``: the experiment, the CV scheme, ensemble and per-repeat metrics, the
+    permutation test and the provenance (git, feature table md5, packages, permutation key)."""
+    summary = result.summary()
+    return {
+        "experiment": config["name"],
+        "cohort": inputs.cohort,
+        "n": len(result.y),
+        "responders": int(result.y.sum()),
+        "n_features": len(result.feature_columns),
+        "cv": result.cv.__dict__,
+        "seed": int(config["seed"]),
+        "ensemble": summary["ensemble"],
+        "repeats": summary["repeats"],
+        "permutation": perm.to_dict() if perm is not None else None,
+        "trials": convergence(result.trials()),
+        "provenance": {
+            "git": git_state(),
+            "feature_table_md5": table_md5,
+            "packages": package_versions(),
+            "permutation_key": permutation_key(config, inputs),
+        },
+    }
+
+
+def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml: str) -> None:
+    """``${paths.run}/train`` in one atomic step: the model (its sha256 into the metrics document), metrics,
+    the resolved config, out-of-fold predictions, folds, trials, the permutation null and a null
+    ``tracking.json`` (always written: a DVC output; filled in once the run is in MLflow)."""
+    document, result, perm = outcome.document, outcome.result, outcome.permutation
+    with atomic_directory(out_dir) as out:
+        # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load
+        document["provenance"]["model_sha256"] = outcome.model.save(out / "model", config_yaml)
+        write_json_atomic(out / "metrics.json", document)
+        write_text_atomic(out / "config.yaml", config_yaml)
+        result.oof.to_csv(out / "predictions.csv", index=False)
+        result.fold_table().to_csv(out / "folds.csv", index=False)
+        result.trials().to_csv(out / "trials.csv", index=False)
+        if perm is not None:
+            pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
+                out / "permutation_null.csv", index=False
+            )
+        write_json_atomic(out / "tracking.json", None)
+
+
+def remove_stale_evaluation(run: Path, model_sha256: str) -> None:
+    """A retrained model makes the experiment's earlier evaluation stale: it is removed (the report would
+    refuse to combine it with the new training anyway). An evaluation of this very model is kept."""
+    metrics = run / "evaluate" / "metrics.json"
+    if not (run / "evaluate").exists():
+        return
+    try:
+        evaluated = json.loads(metrics.read_text())["provenance"]["model_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        evaluated = None
+    if evaluated != model_sha256:
+        shutil.rmtree(run / "evaluate")
+        log.warning(
+            "removed %s: it evaluated an earlier model; run `python -m src.evaluate` again", run / "evaluate"
+        )
