@@ -75,6 +75,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
         patients,
         pd.read_parquet(training) if training.is_file() else None,
         settings["align_unseen_sites"],
+        method=str(cfg.evaluation.alignment_method),
     )
     result = predict_patients(
         model,

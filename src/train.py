@@ -75,7 +75,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     remove_stale_evaluation(run, outcome.document["provenance"]["model_sha256"])
     # the results are on disk; a tracking failure now costs the MLflow copy, never the results
     tracked = _track(settings, config, inputs, outcome, out_dir, started) if settings.enabled else None
-    lines = training_summary(str(cfg.name), outcome.document, outcome.result.extra.get("resumed_folds", 0))
+    resumed = outcome.result.extra.get("resumed_folds", 0), getattr(outcome.permutation, "resumed", 0)
+    lines = training_summary(str(cfg.name), outcome.document, *resumed)
     lines.append(f"  outputs   {out_dir}")
     if tracked is not None:
         lines.append(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")

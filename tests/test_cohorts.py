@@ -10,7 +10,7 @@ from conftest import SHAPE, make_cohort, rewrite_participants, write_image
 
 from src.data.cohorts import CohortConfigError, cohort_specs, discovery_cohort, evaluation_groups
 from src.data.loader import CohortError, load_cohort
-from src.data.prepare import pipeline_feature_sets, validate_cohorts
+from src.data.validation import pipeline_feature_sets, validate_cohorts
 
 
 def _data(cohorts, root="/nowhere", **extra):

@@ -14,8 +14,8 @@ from conftest import make_cohort, rewrite_participants, write_image
 from src.data.contract import TABLE_META_COLUMNS, image_relpath
 from src.data.loader import CohortError, load_cohort
 from src.data.templates import atlas_on_grid, mni_grid
-from src.features.build import build_feature_set
 from src.features.extract import FeatureSet, build_feature_table
+from src.features.feature_sets import build_feature_set
 
 DATA = {
     "pipeline": None,

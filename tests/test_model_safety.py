@@ -56,6 +56,7 @@ def trained(local_store, tmp_path):  # noqa: F811
     return folder, metrics["provenance"]["model_sha256"]
 
 
+@pytest.mark.slow
 def test_saved_model_loads_only_with_its_recorded_hash(trained):
     folder, sha256 = trained
     assert load_model(folder, sha256).feature_columns  # the genuine file
@@ -68,6 +69,7 @@ def test_saved_model_loads_only_with_its_recorded_hash(trained):
         load_model(folder, sha256)
 
 
+@pytest.mark.slow
 def test_a_linear_model_is_arrays_and_json(trained):
     """The linear ensemble is readable with numpy alone: its arrays are the fold models' affine weights."""
     folder, sha256 = trained
@@ -92,6 +94,7 @@ def test_a_linear_model_is_arrays_and_json(trained):
     assert file_sha256(folder / LINEAR_MODEL_FILE) == sha256
 
 
+@pytest.mark.slow
 def test_an_object_array_in_a_linear_model_is_refused(trained):
     folder, _ = trained
     with zipfile.ZipFile(folder / LINEAR_MODEL_FILE, "a") as archive:
@@ -102,6 +105,7 @@ def test_an_object_array_in_a_linear_model_is_refused(trained):
         load_model(folder)
 
 
+@pytest.mark.slow
 def test_untrusted_types_are_refused_before_anything_is_built(trained):
     folder, _ = trained
     model = read_model_file(folder / LINEAR_MODEL_FILE)
@@ -114,6 +118,7 @@ def test_untrusted_types_are_refused_before_anything_is_built(trained):
         load_model(folder)
 
 
+@pytest.mark.slow
 def test_a_pickle_is_refused_unless_asked_for(trained):
     folder, _ = trained
     (folder / LINEAR_MODEL_FILE).unlink()
@@ -146,6 +151,7 @@ def evaluate(store: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
     """Replace MLflow's copy of the registered model: `src.evaluate` refuses it, naming both hashes."""
     (registered,) = [p for p in (local_store / "mlruns" / "artifacts").rglob("*.skops")]
@@ -161,6 +167,7 @@ def test_registry_swap_is_refused_by_the_evaluation(local_store):  # noqa: F811
         registered.write_bytes(original)
 
 
+@pytest.mark.slow
 def test_a_corrupt_store_falls_back_to_the_verified_dvc_copy(local_store):  # noqa: F811
     database = local_store / "mlruns" / "mlflow.db"
     original = database.read_bytes()

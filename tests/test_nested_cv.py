@@ -219,6 +219,7 @@ def test_kernel_engine_reproduces_the_former_engine(space):
 PCA_GRID = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
 
 
+@pytest.mark.slow
 def test_null_pure_noise_is_chance_while_non_nested_is_optimistic():
     """(b) p >> n pure noise: nested BAC ~ 0.5 over seeds, while choosing the number of PCA components on
     the outer test folds themselves (no nesting) reports a clearly higher BAC."""

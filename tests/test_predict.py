@@ -249,8 +249,8 @@ def test_an_image_and_an_outcome_free_folder_give_the_training_features(tmp_path
     training: the outcome-free folder (all patients) and one GM map given alone with its covariates (TIV from
     the WM and CSF maps beside it)."""
     from src.data.contract import image_relpath
-    from src.features.build import build_feature_set
     from src.features.extract import FeatureSet
+    from src.features.feature_sets import build_feature_set
     from src.prediction import patient_features
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["external_a"]}
@@ -328,8 +328,8 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     from conftest import ROOT
 
     from src.data.contract import image_relpath
-    from src.features.build import build_feature_set
     from src.features.extract import FeatureSet
+    from src.features.feature_sets import build_feature_set
     from src.utils.io import file_md5
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery", "external_a"]}
@@ -440,8 +440,8 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
     import nibabel as nib
 
     from src.data.contract import image_relpath
-    from src.features.build import build_feature_set
     from src.features.extract import FeatureSet
+    from src.features.feature_sets import build_feature_set
     from src.prediction import patient_features
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery"]}

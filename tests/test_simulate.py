@@ -68,6 +68,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path, default_config):
     assert not filecmp.cmp(tmp_path / "a/discovery" / gm, tmp_path / "c/discovery" / gm, shallow=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resolution", [2.0, 1.5])
 def test_fine_resolutions_work(tmp_path, default_config, resolution):
     sim = small_simulation(default_config, {"discovery": (1, 1)}, resolution=resolution)
@@ -96,6 +97,7 @@ def _cohens_d(table: pd.DataFrame) -> pd.Series:
     return (resp.mean() - non.mean()) / pooled
 
 
+@pytest.mark.slow
 def test_planted_signature_is_visible_in_ketamine_only(large_cohorts):
     tables, sim = large_cohorts
     planted = {f"gm_{r['name']}": r["sign"] for r in sim["signature"]["regions"]}
@@ -109,6 +111,7 @@ def test_planted_signature_is_visible_in_ketamine_only(large_cohorts):
     assert saline[list(planted)].abs().mean() < 0.2  # response unrelated to anatomy under saline
 
 
+@pytest.mark.slow
 def test_realistic_anatomy(large_cohorts):
     tables, sim = large_cohorts
     t = pd.concat(tables.values(), ignore_index=True)
@@ -121,6 +124,7 @@ def test_realistic_anatomy(large_cohorts):
     assert -0.008 < slope < -0.003
 
 
+@pytest.mark.slow
 def test_measured_tiv_and_site_effects_match_the_simulators_truth(large_cohorts):
     """Against the simulator's own per-subject TIV and per-site, per-region scanner effects (recomputed
     from the same seeds): the TIV the features measure from the GM + WM + CSF maps is each subject's true

@@ -8,7 +8,7 @@ from conftest import make_cohort, rewrite_participants
 
 from src.data.loader import CohortError, load_cohort, load_regional_table
 from src.data.tables import TableFormatError, parse_aseg_stats, read_regional_table, subject_id
-from src.features.build import build_feature_set
+from src.features.feature_sets import build_feature_set
 
 IDS = [f"sub-t{i:02d}" for i in range(4)]
 

@@ -146,7 +146,11 @@ def predict_patients(
 
 
 def align_unseen_sites(
-    model: EnsembleModel, table: pd.DataFrame, training: pd.DataFrame | None, min_scans: int | None
+    model: EnsembleModel,
+    table: pd.DataFrame,
+    training: pd.DataFrame | None,
+    min_scans: int | None,
+    method: str = "location_scale",
 ) -> tuple[pd.DataFrame, list[str]]:
     """The documented policy for patients from a site (scanner) the model was not trained on.
 
@@ -154,8 +158,9 @@ def align_unseen_sites(
     site's adjustment, so its scanner offset stays in the features. When the input holds at least
     ``min_scans`` patients of that site, their features are aligned to the training cohort with those scans
     alone, never outcomes (:class:`~src.evaluation.harmonize.SiteAligner`, as the evaluation's site-aligned
-    results); otherwise (or with ``min_scans=None``, or without the ``training`` table) they are scored as
-    they are and the note says the score may be shifted. Returns (table, one note per patient).
+    results, ``method`` as ``evaluation.alignment_method``); otherwise (or with ``min_scans=None``, or
+    without the ``training`` table) they are scored as they are and the note says the score may be shifted.
+    Returns (table, one note per patient).
     """
     from src.evaluation.harmonize import SiteAligner
 
@@ -169,7 +174,9 @@ def align_unseen_sites(
         rows = sites == site
         count = int(rows.sum())
         if min_scans is not None and count >= min_scans and training is not None:
-            aligner = aligner or SiteAligner(model.feature_columns, min_site_size=min_scans).fit(training)
+            aligner = aligner or SiteAligner(
+                model.feature_columns, min_site_size=min_scans, method=method
+            ).fit(training)
             out.loc[rows, model.feature_columns] = aligner.transform(table.loc[rows])[model.feature_columns]
             note = f"site {site!r} not in training: aligned to it with its {count} unlabelled scans here"
         else:

@@ -23,7 +23,9 @@ def p_text(p: float | None, n: int | None = None) -> str:
     return f"p = {p:.3g}" if p >= 0.001 else "p < 0.001"
 
 
-def training_summary(name: str, document: Mapping[str, Any], resumed_folds: int = 0) -> list[str]:
+def training_summary(
+    name: str, document: Mapping[str, Any], resumed_folds: int = 0, resumed_permutations: int = 0
+) -> list[str]:
     """Train: sample, CV scheme, ensemble and per-repeat metrics, the permutation test."""
     cv, ens, rep = document["cv"], document["ensemble"], document["repeats"]
     lines = [
@@ -41,9 +43,10 @@ def training_summary(name: str, document: Mapping[str, Any], resumed_folds: int 
         )
     perm = document.get("permutation")
     if perm:
+        resumed = f", {resumed_permutations} resumed from a checkpoint" if resumed_permutations else ""
         lines.append(
             f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}, mean BAC over "
-            f"{perm['repeats']} repeat(s))"
+            f"{perm['repeats']} repeat(s){resumed})"
         )
     return lines
 

@@ -164,7 +164,7 @@ def log_evaluation(
     summary["specificity_interaction_p"] = specificity["interaction"]["p_value"]
     client.log_batch(
         training["run_id"],
-        metrics=[Metric(k, float(v), now, 0) for k, v in summary.items() if np.isfinite(v)],
+        metrics=[Metric(k, shown(v), now, 0) for k, v in summary.items() if np.isfinite(v)],
     )
     client.set_tag(training["run_id"], "last_evaluation_id", group)
     for path in sorted(outputs.iterdir()):

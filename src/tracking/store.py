@@ -92,6 +92,11 @@ def connect(settings: TrackingSettings) -> None:
     mlflow.set_registry_uri(settings.tracking_uri)
 
 
+# MLflow 3 opens an experiment on its GenAI "Overview" (traces, assistant) unless the experiment says it
+# holds model training: this tag makes the UI open on the classic runs table
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def open_experiment(settings: TrackingSettings) -> str:
     """Point MLflow at the store and return the id of ``settings.experiment`` (created if absent).
 
@@ -104,13 +109,19 @@ def open_experiment(settings: TrackingSettings) -> str:
     connect(settings)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            mlflow.tracking.MlflowClient().set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return experiment.experiment_id
     location = None
     if settings.is_local:
         location = (settings.root_path / "artifacts" / settings.experiment).as_uri()
     log.info("creating MLflow experiment %r in %s", settings.experiment, settings.tracking_uri)
     try:
-        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+        return mlflow.create_experiment(
+            settings.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except mlflow.exceptions.MlflowException as error:
         # another process (a parallel run on a shared server) created it first
         if error.error_code != "RESOURCE_ALREADY_EXISTS":

@@ -248,13 +248,15 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         now = int(time.time() * 1000)
         trials = fold.trials.sort_values("number")
         metrics = [
-            Metric("inner_bac", float(v), now, int(n))
+            Metric("inner_bac", shown(v), now, int(n))
             for n, v in zip(trials["number"], trials["value"], strict=True)
         ]
         outer = binary_metrics(result.y[fold.test], fold.decision)
-        metrics += [Metric(f"outer_{m}", outer[m], now, 0) for m in OUTER_METRICS if np.isfinite(outer[m])]
-        metrics.append(Metric("inner_best_bac", float(fold.inner_best), now, 0))
-        metrics.append(Metric("seconds", float(fold.seconds), now, 0))
+        metrics += [
+            Metric(f"outer_{m}", shown(outer[m]), now, 0) for m in OUTER_METRICS if np.isfinite(outer[m])
+        ]
+        metrics.append(Metric("inner_best_bac", shown(fold.inner_best), now, 0))
+        metrics.append(Metric("seconds", round(float(fold.seconds), 2), now, 0))
         params = [Param(k, "none" if v is None else str(v)) for k, v in fold.best_params.items()]
         params += [
             Param("repeat", str(fold.repeat)),

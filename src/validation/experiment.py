@@ -22,6 +22,7 @@ from src.data.cohorts import discovery_cohort
 from src.features.tables import feature_table_path, read_feature_table, training_arrays
 from src.models.search_space import SearchSpace
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.logging import status
 from src.utils.provenance import code_fingerprint, git_state, package_versions
 from src.validation.checkpoints import checkpoint_key
 from src.validation.ensemble import EnsembleModel
@@ -130,6 +131,11 @@ def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bo
     """The repeated nested CV, the inline permutation test (``permutation.n > 0`` and ``inline``), the
     metrics document and the locked ensemble."""
     seed, n_jobs = int(config["seed"]), int(config["n_jobs"])
+    cv = inputs.cv
+    status(
+        f"{config['name']}: nested CV, {cv.repeats} x {cv.outer_folds} outer folds x {cv.inner_folds} inner "
+        f"folds, {cv.n_trials} trials, {len(inputs.y)} subjects x {inputs.X.shape[1]} columns ..."
+    )
     result = run_nested_cv(
         inputs.X,
         inputs.y,
@@ -146,6 +152,7 @@ def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bo
     perm_cfg = config["permutation"]
     perm = None
     if int(perm_cfg["n"]) > 0 and perm_cfg.get("inline", True):
+        status(f"{config['name']}: permutation test, {int(perm_cfg['n'])} permutations of the whole CV ...")
         perm = permutation_test(
             inputs.X,
             inputs.y,
