@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
 from src.tracking.store import TrackingSettings
+from src.utils.checks import check_config
 from src.utils.cli import run
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
@@ -49,6 +50,7 @@ def report_experiments(cfg: DictConfig) -> list[str]:
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure_logging(bool(cfg.verbose))
+    check_config(cfg)
     names = report_experiments(cfg)
     experiments = [ExperimentResults.load(name, Path(cfg.paths.output) / name) for name in names]
     feature_sets = {e.config["features"]["name"] for e in experiments}

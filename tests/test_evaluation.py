@@ -337,4 +337,13 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert "paper BAC" in (out / "paper_table.md").read_text()
+    # the console is quiet (no WARNING for the expected unseen sites); Hydra's log file has the full log,
+    # with the unseen sites said once for all cohorts
+    assert "WARNING" not in done.stderr and "not in training" not in done.stderr
+    log = (tmp_path / "hydra" / "evaluate.log").read_text()
+    assert log.count("not in training") == 1 and "['external_a', 'external_b', 'saline']" in log
+    assert (
+        "scoring the evaluation cohorts" in log
+        and "nested CV" in (tmp_path / "hydra" / "train.log").read_text()
+    )
     # bad evaluation tables (a column missing or a value missing in one cohort): tests/test_errors.py

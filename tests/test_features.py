@@ -197,3 +197,28 @@ def test_off_grid_image_is_resampled_when_allowed(tmp_path, tiny_simulated):
     assert table.filter(like="gm_").notna().all().all()
     with pytest.raises(CohortError, match="sub-ea001: GM image .* is on grid"):
         build_feature_set({**data, "on_grid_mismatch": "error"}, FeatureSet(name="gm_roi"), tmp_path / "g")
+
+
+def test_non_responders_as_the_positive_class_end_to_end(tmp_path, tiny_simulated):
+    """``data.outcome.positive: non-responder`` flips the label of every subject in the feature tables, and
+    the trained ensemble's scores then rank the same subjects the other way round."""
+    from src.models.search_space import SearchSpace
+    from src.validation.ensemble import EnsembleModel
+    from src.validation.nested_cv import CVConfig, run_nested_cv
+
+    scores = {}
+    for positive in ("responder", "non-responder"):
+        data = {**DATA, "root": str(tiny_simulated), "cohorts": ["discovery"]}
+        data["outcome"] = {**DATA["outcome"], "positive": positive}
+        build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / positive)
+        table = pd.read_parquet(tmp_path / positive / "gm_roi" / "discovery.parquet")
+        X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
+        space = SearchSpace.from_config({"search_space": {}, "fixed": {"kernel": "linear", "C": 1.0}})
+        cv = CVConfig(repeats=1, outer_folds=3, inner_folds=2, n_trials=1)
+        result = run_nested_cv(
+            X, table["response"].to_numpy(), space, cv, 0, ids=table["participant_id"].tolist()
+        )
+        scores[positive] = (table, EnsembleModel.from_result(result).decision_function(table))
+    (responders, s_r), (non_responders, s_n) = scores["responder"], scores["non-responder"]
+    np.testing.assert_array_equal(non_responders["response"], 1 - responders["response"])
+    assert np.corrcoef(s_r, s_n)[0, 1] < -0.9

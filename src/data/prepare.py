@@ -25,6 +25,7 @@ from src.data.cohorts import cohort_specs
 from src.data.plausibility import PlausibilityBounds
 from src.data.simulate import simulate_cohorts
 from src.data.validation import pipeline_feature_sets, validate_cohorts
+from src.utils.checks import check_config
 from src.utils.cli import run
 from src.utils.errors import user_errors
 from src.utils.io import write_json_atomic
@@ -35,6 +36,7 @@ from src.utils.logging import configure_logging
 @user_errors
 def main(cfg: DictConfig) -> None:
     configure_logging(bool(cfg.verbose))
+    check_config(cfg)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     specs = cohort_specs(data)  # roles are checked before anything is simulated or read
     if "simulation" in data:

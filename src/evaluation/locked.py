@@ -173,15 +173,14 @@ def evaluate_locked_model(
     aligner = None
     if ev["harmonize"]:
         aligner = SiteAligner(model.feature_columns, method=ev["alignment_method"]).fit(train)
+    unseen = model.unseen_levels(pd.concat(tables.values(), ignore_index=True)).get("site")
+    if unseen:  # expected for external cohorts: one line, not one per cohort or fold model
+        log.info(
+            "site(s) %s not in training: scored with the reference site's adjustment%s",
+            unseen,
+            "; also reported after site alignment" if aligner is not None else "",
+        )
     for name, table in tables.items():
-        unseen = model.unseen_levels(table)
-        if unseen.get("site"):
-            log.info(
-                "%s: site(s) %s not in training, scored with the reference site's adjustment%s",
-                name,
-                unseen["site"],
-                "; also reported after site alignment" if aligner is not None else "",
-            )
         decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
         results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)
         scored[name] = table.assign(decision=decision, probability=model.calibrate(decision))

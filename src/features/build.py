@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from src.features.extract import FeatureSet
 from src.features.feature_sets import build_feature_set
+from src.utils.checks import check_config
 from src.utils.cli import run
 
 
@@ -30,6 +31,7 @@ def main() -> None:
     @user_errors
     def _run(cfg: DictConfig) -> None:
         configure_logging(bool(cfg.verbose))
+        check_config(cfg)
         data = OmegaConf.to_container(cfg.data, resolve=True)
         feature_set = FeatureSet.from_config(OmegaConf.to_container(cfg.features, resolve=True))
         manifest = build_feature_set(data, feature_set, cfg.paths.features, n_jobs=int(cfg.n_jobs))

@@ -53,7 +53,7 @@ class SearchSpace:
                 )
             else:
                 out[name] = trial.suggest_categorical(name, list(spec["choices"]))
-        return {k: _none(v) for k, v in out.items()}
+        return {k: from_choice(v) for k, v in out.items()}
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The Optuna distribution of every tuned parameter (to rebuild studies from stored trials)."""
@@ -89,5 +89,11 @@ class SearchSpace:
         return size
 
 
-def _none(value: Any) -> Any:
+def from_choice(value: Any) -> Any:
+    """A configured or tabulated value as the estimator takes it: ``"none"``/``"null"`` -> ``None``."""
     return None if isinstance(value, str) and value.lower() in ("none", "null") else value
+
+
+def to_choice(value: Any) -> Any:
+    """A parameter value as a table cell or an MLflow param: ``None`` -> ``"none"``."""
+    return "none" if value is None else value

@@ -151,7 +151,13 @@ def tripod_ai_methods(
             "the reference site level. "
             + (
                 "Results are also reported after label-free alignment of each evaluation site's features to the "
-                "training distribution (location/scale, no outcomes used)."
+                "training distribution (ComBat with the training cohort as reference batch, "
+                + (
+                    "empirical-Bayes shrinkage of the site's location and scale"
+                    if ev.get("alignment_method") == "eb"
+                    else "the site's own location and scale per feature"
+                )
+                + ", no outcomes used)."
                 if ev.get("harmonize")
                 else ""
             ),
@@ -160,8 +166,9 @@ def tripod_ai_methods(
             "12e",
             "Performance measures",
             "Balanced accuracy (BAC, threshold 0 on the decision score), sensitivity, specificity, PPV, NPV, "
-            f"ROC AUC; stratified bootstrap 95 % CIs ({ev.get('n_bootstrap')} resamples); calibration (Brier "
-            "score, reliability curve) and decision-curve net benefit. Development performance is the out-of-"
+            f"ROC AUC; stratified bootstrap 95 % CIs (BCa, {ev.get('n_bootstrap')} resamples, scipy); "
+            "calibration (Brier score, reliability table in quintiles with Wilson 95 % CIs) and decision-curve "
+            "net benefit (dcurves). Development performance is the out-of-"
             "fold ensemble of the nested CV. Significance of the whole procedure: "
             + (
                 f"{perm.get('n')} label permutations re-running nested CV ({perm.get('repeats')} repeat each), "
@@ -171,7 +178,9 @@ def tripod_ai_methods(
             )
             + f"; evaluation cohorts: {ev.get('n_permutations')} label permutations with predictions fixed. "
             "Treatment specificity: permutation test of AUC(external) − AUC(control) and the score × treatment "
-            "likelihood-ratio test.",
+            "likelihood-ratio test (logistic regression, statsmodels). Interpretation of linear models: the "
+            "CV-ratio of each feature's weight over the fold models, corrected for their overlapping training "
+            "sets (Nadeau & Bengio 2003), with Benjamini-Hochberg FDR q < 0.05 across features.",
         ),
         (
             "13",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.models.search_space import SearchSpace
+from src.models.search_space import SearchSpace, to_choice
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
 from src.tracking.store import (
     TrackingSettings,
@@ -257,7 +257,7 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         ]
         metrics.append(Metric("inner_best_bac", shown(fold.inner_best), now, 0))
         metrics.append(Metric("seconds", round(float(fold.seconds), 2), now, 0))
-        params = [Param(k, "none" if v is None else str(v)) for k, v in fold.best_params.items()]
+        params = [Param(k, str(to_choice(v))) for k, v in fold.best_params.items()]
         params += [
             Param("repeat", str(fold.repeat)),
             Param("fold", str(fold.fold)),

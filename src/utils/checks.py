@@ -43,6 +43,8 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
         {"threshold", "coverage", "distance_percentile", "dir", "model", "align_unseen_sites", "card"}
     ),
     "patient": frozenset({"participant_id", "age", "sex", "site", "tiv"}),
+    "report": frozenset({"experiments", "params_file", "dir"}),
+    "paths": frozenset({"data", "cohorts", "features", "output", "run"}),
     "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
 }
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})

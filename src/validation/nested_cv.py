@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from src.models.linear import AffineDecision, compact
 from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
-from src.models.search_space import SearchSpace
+from src.models.search_space import SearchSpace, from_choice, to_choice
 from src.utils.errors import UserInputError, reject_unknown_keys
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
@@ -309,10 +309,7 @@ def fit_outer_fold(
     study.optimize(objective, n_trials=n_trials)
     best = select_best(study.trials)
     best_params = {**space.fixed, **{name: _py(best.params[name]) for name in space.params}}
-    best_params = {
-        k: (None if isinstance(v, str) and v.lower() in ("none", "null") else v)
-        for k, v in best_params.items()
-    }
+    best_params = {k: from_choice(v) for k, v in best_params.items()}
     trials = pd.DataFrame()
     model = None
     if keep_model and best_params.get("kernel") == "linear":
@@ -490,7 +487,7 @@ class NestedCVResult:
                     "fold": f.fold,
                     "n_train": len(f.train),
                     "n_test": len(f.test),
-                    **{f"best_{k}": "none" if v is None else v for k, v in f.best_params.items()},
+                    **{f"best_{k}": to_choice(v) for k, v in f.best_params.items()},
                     "inner_best_bac": f.inner_best,
                     **{f"outer_{k}": v for k, v in metrics.items()},
                     "seconds": f.seconds,
