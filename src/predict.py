@@ -36,7 +36,7 @@ from src.tracking.store import TrackingSettings
 from src.utils.checks import check_config, check_writable
 from src.utils.cli import run
 from src.utils.errors import UserInputError, user_errors
-from src.utils.logging import configure_logging
+from src.utils.logging import configure_logging, status
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
         bounds=PlausibilityBounds.from_config(data.get("plausibility")),
         n_jobs=int(cfg.n_jobs),
     )
+    status(f"{cfg.name}: {len(patients)} patient(s) read and checked; scoring ...")
     with tempfile.TemporaryDirectory() as tmp:
         model, source = model_for_prediction(
             TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True)),

@@ -147,7 +147,7 @@ def test_parent_run_params_tags_metrics_artifacts(local_store, client):
     # the registered model and its version say what they are; 'candidate' marks the newest trained version
     assert "Ketamine response" in client.get_registered_model(MODEL).description
     version = client.get_model_version_by_alias(MODEL, "candidate")
-    assert version.version == "1" and f"BAC {document['ensemble']['bac']:.3f}" in version.description
+    assert str(version.version) == "1" and f"BAC {document['ensemble']['bac']:.3f}" in version.description
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "repeat_bac")] == [0, 1]
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
@@ -474,6 +474,26 @@ def test_an_interrupted_run_is_marked_killed_not_running(tmp_path):
         client = MlflowClient(uri, uri)
         assert client.get_run(run.info.run_id).info.status == "KILLED"
         assert client.get_run(failed.info.run_id).info.status == "FAILED"
+
+
+def test_a_training_that_fails_is_a_failed_run_with_its_start_and_error(tmp_path):
+    """What ``src.train`` records when the training breaks after it started: FAILED (KILLED when
+    interrupted), started when the training started, the config as params, the error as a tag."""
+    import time
+
+    from src.tracking.store import TrackingSettings
+    from src.tracking.training import record_failed_training
+
+    settings = TrackingSettings(root=str(tmp_path / "mlruns"), experiment="gm_only")
+    config = {"name": "gm_only", "seed": 3, "cv": {"repeats": 2}}
+    started = time.time() - 30
+    failed = record_failed_training(settings, config, started, RuntimeError("libsvm exploded\nmore"))
+    killed = record_failed_training(settings, config, started, KeyboardInterrupt())
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run = client.get_run(failed)
+    assert run.info.status == "FAILED" and client.get_run(killed).info.status == "KILLED"
+    assert run.info.start_time == int(1000 * started) and run.info.end_time - run.info.start_time >= 30_000
+    assert run.data.tags["error"] == "RuntimeError: libsvm exploded" and run.data.params["cv.repeats"] == "2"
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_permutation_p_value_agrees_with_scipy():
     observed statistic and null distribution, ties included."""
     from scipy.stats import permutation_test
 
-    from src.evaluation.statistics import permutation_p_value
+    from src.validation.metrics import permutation_p_value
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=12), rng.normal(size=12) + 0.5

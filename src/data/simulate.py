@@ -31,6 +31,7 @@ from scipy.ndimage import gaussian_filter
 from src.data.contract import DEFAULT_SPACE, image_relpath
 from src.data.templates import atlas_on_grid, load_tissue_templates
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
+from src.utils.logging import status
 
 log = logging.getLogger(__name__)
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
@@ -324,6 +325,7 @@ def simulate_cohorts(
     }
     for name in names:
         spec = sim["cohorts"][name]
+        status(f"simulate {name}: {int(spec['n'])} subjects ...")
         participants = simulate_participants(name, spec, sim)
         effects = regional_log_effects(participants, spec, sim, anatomy, signature, name)
         with atomic_directory(root / name) as folder:

@@ -1,8 +1,8 @@
 """Permutation p-values and bootstrap CIs of fixed predictions, on ``scipy.stats``.
 
-* :func:`permutation_p_value` is the one place the p-value of a permutation test is written
-  (``(1 + #{null >= observed}) / (1 + n)``, Phipson & Smyth 2010): the whole-procedure test of training
-  (whose null distribution comes from re-running the nested CV, which no library does) uses it directly.
+* :func:`~src.validation.metrics.permutation_p_value` is the one place the p-value of a permutation test
+  is written (``(1 + #{null >= observed}) / (1 + n)``, Phipson & Smyth 2010): the whole-procedure test of
+  training (whose null comes from re-running the nested CV, which no library does) uses it directly.
 * :func:`permutation_pvalues` (labels shuffled, predictions fixed) is :func:`scipy.stats.permutation_test`
   with ``permutation_type="pairings"`` and a vectorised statistic; scipy's p-value is the same formula.
 * :func:`bootstrap_ci` is :func:`scipy.stats.bootstrap` with the responders and non-responders passed as two
@@ -17,16 +17,6 @@ import warnings
 
 import numpy as np
 from scipy.stats import bootstrap, permutation_test, rankdata
-
-# relative tolerance for "null >= observed": a permuted statistic equal to the observed one up to floating
-# point counts as at least as extreme (scipy's permutation_test uses the same kind of tolerance)
-_TIES = 1e-12
-
-
-def permutation_p_value(observed: float, null: np.ndarray) -> float:
-    """One-sided p-value of ``observed`` against a null sample: ``(1 + #{null >= observed}) / (1 + n)``."""
-    null = np.asarray(null, float)
-    return float((1 + np.sum(null >= observed - _TIES)) / (1 + len(null)))
 
 
 def _check(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -88,8 +88,15 @@ def connect(settings: TrackingSettings) -> None:
 
     if settings.is_local:
         settings.root_path.mkdir(parents=True, exist_ok=True)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    # MLflow also exports the URI to the environment (for subprocesses); put back what the user had, so
+    # that a later TrackingSettings in this process resolves its own store, not the last one connected
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
 
 
 # MLflow 3 opens an experiment on its GenAI "Overview" (traces, assistant) unless the experiment says it

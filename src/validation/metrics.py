@@ -30,3 +30,14 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.
 
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else float("nan")
+
+
+# relative tolerance for "null >= observed": a permuted statistic equal to the observed one up to floating
+# point counts as at least as extreme (scipy's permutation_test uses the same kind of tolerance)
+_TIES = 1e-12
+
+
+def permutation_p_value(observed: float, null: np.ndarray) -> float:
+    """One-sided p-value of ``observed`` against a null sample: ``(1 + #{null >= observed}) / (1 + n)``."""
+    null = np.asarray(null, float)
+    return float((1 + np.sum(null >= observed - _TIES)) / (1 + len(null)))

@@ -14,6 +14,7 @@ from joblib import delayed
 from src.models.search_space import SearchSpace
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
+from src.validation.metrics import permutation_p_value
 from src.validation.nested_cv import CVConfig, run_nested_cv
 from src.validation.seeds import Stream, derive_seed
 
@@ -30,7 +31,7 @@ class PermutationResult:
 
     @property
     def p_value(self) -> float:
-        return float((1 + np.sum(self.null >= self.observed - 1e-12)) / (1 + len(self.null)))
+        return permutation_p_value(self.observed, self.null)
 
     def to_dict(self) -> dict[str, Any]:
         return {
