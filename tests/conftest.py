@@ -36,6 +36,36 @@ def compose_config(overrides: list[str] | None = None) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def train_tiny(work: Path, table: pd.DataFrame, *overrides: str) -> tuple[dict[str, Any], Any, Path]:
+    """gm_only trained through the library (1 x 3 x 3 folds, 2 trials, no permutations) on ``table`` written
+    as the discovery feature table under ``work``: (resolved config, outcome, its train folder)."""
+    import yaml
+
+    from src.validation.experiment import experiment_inputs, run_training, write_training_outputs
+
+    features = work / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    table.to_parquet(features / "discovery.parquet", index=False)
+    config = compose_config(
+        [
+            "+experiment=gm_only",
+            f"paths.features={work / 'features'}",
+            f"paths.output={work / 'out'}",
+            "cv.repeats=1",
+            "cv.outer_folds=3",
+            "cv.inner_folds=3",
+            "cv.n_trials=2",
+            "permutation.n=0",
+            "n_jobs=1",
+            *overrides,
+        ]
+    )
+    outcome = run_training(config, experiment_inputs(config), progress=False)
+    train_dir = work / "out" / "gm_only" / "train"
+    write_training_outputs(train_dir, outcome, yaml.safe_dump(config))
+    return config, outcome, train_dir
+
+
 @pytest.fixture(scope="session")
 def default_config() -> dict[str, Any]:
     return compose_config()

@@ -481,33 +481,14 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
 def test_without_the_registry_alias_predict_uses_the_verified_dvc_copy(tmp_path):
     """Tracking on, a store that has no model with the alias: the DVC copy, verified against its recorded
     sha256, and the source says why; a swapped DVC model is refused rather than used."""
-    import yaml
-    from conftest import compose_config
+    from conftest import train_tiny
     from test_train import contract_table
 
     from src.tracking.registry import model_for_prediction
     from src.tracking.store import TrackingSettings
     from src.validation.ensemble import ModelIntegrityError, model_file
-    from src.validation.experiment import experiment_inputs, run_training, write_training_outputs
 
-    features = tmp_path / "features" / "gm_roi"
-    features.mkdir(parents=True)
-    contract_table(n=30, seed=2).to_parquet(features / "discovery.parquet", index=False)
-    config = compose_config(
-        [
-            "+experiment=gm_only",
-            f"paths.features={tmp_path / 'features'}",
-            f"paths.output={tmp_path / 'out'}",
-            "cv.repeats=1",
-            "cv.outer_folds=3",
-            "cv.inner_folds=3",
-            "cv.n_trials=2",
-            "permutation.n=0",
-        ]
-    )
-    outcome = run_training(config, experiment_inputs(config), progress=False)
-    train_dir = tmp_path / "out" / "gm_only" / "train"
-    write_training_outputs(train_dir, outcome, yaml.safe_dump(config))
+    _, outcome, train_dir = train_tiny(tmp_path, contract_table(n=30, seed=2))
     settings = TrackingSettings(root=str(tmp_path / "mlruns"), model_name="no-such-model")
     model, source = model_for_prediction(settings, "champion", train_dir, tmp_path / "dl")
     assert "verified DVC copy" in source and "models:/no-such-model@champion not found" in source

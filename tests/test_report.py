@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-import yaml
-from conftest import compose_config
+from conftest import compose_config, train_tiny
 
 from src.reporting.document import markdown_table
 from src.reporting.methods import tripod_ai_methods
@@ -60,28 +59,9 @@ def test_report_of_a_trained_but_not_evaluated_experiment(tmp_path):
         render_html,
         render_markdown,
     )
-    from src.validation.experiment import experiment_inputs, run_training, write_training_outputs
 
-    features = tmp_path / "features" / "gm_roi"
-    features.mkdir(parents=True)
-    contract_table(n=36, seed=3).to_parquet(features / "discovery.parquet", index=False)
-    config = compose_config(
-        [
-            "+experiment=gm_only",
-            f"paths.features={tmp_path / 'features'}",
-            f"paths.output={tmp_path / 'out'}",
-            "cv.repeats=1",
-            "cv.outer_folds=3",
-            "cv.inner_folds=3",
-            "cv.n_trials=2",
-            "permutation.n=0",
-            "n_jobs=1",
-        ]
-    )
-    inputs = experiment_inputs(config)
-    outcome = run_training(config, inputs, progress=False)
+    train_tiny(tmp_path, contract_table(n=36, seed=3))
     run = tmp_path / "out" / "gm_only"
-    write_training_outputs(run / "train", outcome, yaml.safe_dump(config))
     experiment = ExperimentResults.load("gm_only", run)
     assert experiment.evaluation is None
     markdown = render_markdown([experiment], {}, tmp_path / "report")

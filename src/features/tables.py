@@ -55,12 +55,20 @@ def training_arrays(
             f"have {labels[wrong].unique().tolist()[:5]}"
         )
     X = table[[*covariates, *feature_columns(table)]]
-    holes = X.isna().to_numpy()
-    if holes.any():
-        row, column = np.argwhere(holes)[0]
+    hole = first_missing(table, X)
+    if hole is not None:
+        count, subject, column = hole
         raise UserInputError(
-            f"{where}: {int(holes.sum())} missing value(s), e.g. subject "
-            f"{table['participant_id'].iloc[row]}, column {X.columns[column]!r}; rebuild the table or remove "
-            "the subject"
+            f"{where}: {count} missing value(s), e.g. subject {subject}, column {column!r}; rebuild the "
+            "table or remove the subject"
         )
     return X, labels.to_numpy(dtype=int)
+
+
+def first_missing(table: pd.DataFrame, X: pd.DataFrame) -> tuple[int, str, str] | None:
+    """(number of missing values in ``X``, the first such subject of ``table``, its column), or None."""
+    holes = X.isna().to_numpy()
+    if not holes.any():
+        return None
+    row, column = np.argwhere(holes)[0]
+    return int(holes.sum()), str(table["participant_id"].iloc[row]), str(X.columns[column])

@@ -15,11 +15,12 @@ from src.reporting.document import markdown_table
 
 
 def p_text(p: float | None, n: int | None = None) -> str:
-    """``p = 0.0123``; with ``n`` permutations, ``p < 1/(n+1)`` is the smallest a permutation test can say."""
+    """``p = 0.0123`` (3 significant digits; ``p < 0.001`` below). With ``n`` permutations, the smallest p a
+    permutation test can give, 1/(n+1), is said to be that."""
     if p is None:
         return "p = –"
     if n is not None and p <= 1 / (n + 1) + 1e-12:
-        return f"p ≤ {p:.2g} (no permutation reached it)"
+        return f"p = {p:.2g}, the smallest possible with {n} permutations"
     return f"p = {p:.3g}" if p >= 0.001 else "p < 0.001"
 
 
@@ -45,7 +46,7 @@ def training_summary(
     if perm:
         resumed = f", {resumed_permutations} resumed from a checkpoint" if resumed_permutations else ""
         lines.append(
-            f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}, mean BAC over "
+            f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}; mean BAC over "
             f"{perm['repeats']} repeat(s){resumed})"
         )
     return lines
@@ -78,7 +79,11 @@ def evaluation_summary(
         "paper BAC",
         "paper AUC",
     ]
-    lines = [f"{name}: locked model on the evaluation cohorts", markdown_table(table[columns])]
+    lines = [
+        f"{name}: locked model on the evaluation cohorts",
+        markdown_table(table[columns]),
+        "(– : the paper reports no value for that cohort group, or the test was not run)",
+    ]
     if not specificity:
         lines.append(
             "treatment specificity: not tested (the data config has no external or no control cohort)"

@@ -7,6 +7,7 @@ import logging
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,11 @@ def log_dataset_input(
     source = source or f"feature table {name}"
     if not wide:
         data = table[[*input_columns, "response"]].reset_index(drop=True)
-        dataset = mlflow.data.from_pandas(data, source=source, targets="response", name=name)
+        with (
+            warnings.catch_warnings()
+        ):  # "source can be interpreted in multiple ways": a local file, as meant
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(data, source=source, targets="response", name=name)
         mlflow.log_input(dataset, context=context)
         return
     covariates = [c for c in input_columns if not pd.api.types.is_numeric_dtype(table[c])]
@@ -284,6 +289,21 @@ def log_training_outcome(
     """:func:`log_training` of a finished :class:`~src.validation.experiment.TrainingOutcome` (its inputs
     a :class:`~src.validation.experiment.TrainingInputs`): the weight summary of a linear model, the
     training table as the run's dataset, the DVC hash of the feature folder."""
+    with warnings.catch_warnings():
+        # MLflow's hints (a dataset source "interpreted in multiple ways", integer columns in a schema) are
+        # about situations the checked inputs rule out: not for the console
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        return _log_outcome(settings, config, inputs, outcome, outputs, start_time)
+
+
+def _log_outcome(
+    settings: TrackingSettings,
+    config: Mapping[str, Any],
+    inputs: Any,
+    outcome: Any,
+    outputs: Path,
+    start_time: float,
+) -> TrainingRun:
     from src.interpretation.importance import model_regions
     from src.utils.provenance import dvc_output_md5
 
@@ -454,8 +474,11 @@ def _log_model(settings: TrackingSettings, model: Any, example: pd.DataFrame, na
     wide = example.shape[1] > settings.wide_table_columns
     # a column signature and input example grow with the columns, and MLflow casts them one column at a time
     # on every log and load: a voxel model goes without (columns.json in the run's artifacts lists them)
-    signature = None if wide else infer_signature(example, model.predict(example))
-    with quiet_stderr():  # the registry prints "Successfully registered model ..." to stderr unconditionally
+    # the registry prints "Successfully registered model ..." to stderr unconditionally; the schema inference
+    # warns that integer columns cannot hold missing values (none are missing: the inputs are checked)
+    with quiet_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        signature = None if wide else infer_signature(example, model.predict(example))
         return mlflow.sklearn.log_model(
             model,
             name="model",

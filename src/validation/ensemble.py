@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from src.data.contract import TABLE_META_COLUMNS
+from src.features.tables import first_missing
 from src.models.linear import AffineDecision
 from src.models.residualize import CovariateResidualizer
 from src.utils.errors import MissingInputError, UserInputError
@@ -198,12 +199,12 @@ class EnsembleModel:
             X = self.check_columns(table)
         except ColumnMismatchError as err:
             raise ColumnMismatchError(f"{where}: {err}") from None
-        holes = X.isna().to_numpy()
-        if holes.any():
-            row, column = np.argwhere(holes)[0]
+        hole = first_missing(table, X)
+        if hole is not None:
+            count, subject, column = hole
             raise ColumnMismatchError(
-                f"{where}: subject {table['participant_id'].iloc[row]} has no value in column "
-                f"{X.columns[column]!r} ({int(holes.sum())} missing value(s) in the model's columns)"
+                f"{where}: subject {subject} has no value in column {column!r} ({count} missing value(s) in "
+                "the model's columns)"
             )
         return X
 
