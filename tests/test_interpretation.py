@@ -117,3 +117,4 @@ def test_rbf_permutation_importance_ranks_the_planted_feature_first():
     importance = permutation_importance_table(model, table, seed=0)
     assert importance.iloc[0]["feature"] == features[0]
     assert importance.iloc[0]["auc_drop_mean"] > 0.1 > importance.iloc[1:]["auc_drop_mean"].max()
+    pd.testing.assert_frame_equal(permutation_importance_table(model, table, seed=0, n_jobs=2), importance)

@@ -190,7 +190,7 @@ def evaluate_locked_model(
                 table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
             )
     specificity = treatment_specificity(scored, n_perm // 5, seed)
-    regions = feature_importance(model, train, Path(features_root) / feature_set, seed)
+    regions = feature_importance(model, train, Path(features_root) / feature_set, seed, int(config["n_jobs"]))
     train_config = config.get("train_config") or {}
     document = {
         "experiment": config["name"],

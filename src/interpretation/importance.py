@@ -37,25 +37,40 @@ def model_regions(
     )
 
 
-def permutation_importance_table(model: EnsembleModel, training: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Out-of-fold permutation importance (AUC drop) per feature: each fold model scored on the subjects it
-    never saw (``sklearn.inspection.permutation_importance``), mean and SE over the fold models."""
+def _fold_importance(
+    fold_model: object, test: pd.DataFrame, columns: list[str], n_covariates: int, seed: int
+):
     from sklearn.inspection import permutation_importance
 
-    rows = []
+    result = permutation_importance(
+        fold_model, test[columns], test["response"], scoring="roc_auc", n_repeats=5, random_state=seed
+    )
+    return result.importances_mean[n_covariates:]
+
+
+def permutation_importance_table(
+    model: EnsembleModel, training: pd.DataFrame, seed: int, n_jobs: int = 1
+) -> pd.DataFrame:
+    """Out-of-fold permutation importance (AUC drop) per feature: each fold model scored on the subjects it
+    never saw (``sklearn.inspection.permutation_importance``, 5 shuffles, seed + fold), mean and SE over
+    the fold models; the fold models in ``n_jobs`` processes (same numbers with any number)."""
+    from joblib import Parallel, delayed
+
+    from src.utils.logging import status
+
+    status(
+        f"permutation importance: {len(model.feature_columns)} features x {len(model.models)} fold models ..."
+    )
     ids = training["participant_id"].to_numpy()
-    for i, (fold_model, test_ids) in enumerate(zip(model.models, model.info["fold_test_ids"], strict=True)):
-        test = training[np.isin(ids, test_ids)]
-        result = permutation_importance(
-            fold_model,
-            test[model.input_columns],
-            test["response"],
-            scoring="roc_auc",
-            n_repeats=5,
-            random_state=seed + i,
+    jobs = (
+        delayed(_fold_importance)(
+            fold_model, training[np.isin(ids, test_ids)], model.input_columns, len(model.covariates), seed + i
         )
-        rows.append(result.importances_mean[len(model.covariates) :])
-    importance = np.vstack(rows)
+        for i, (fold_model, test_ids) in enumerate(
+            zip(model.models, model.info["fold_test_ids"], strict=True)
+        )
+    )
+    importance = np.vstack(Parallel(n_jobs=n_jobs)(jobs))
     table = pd.DataFrame(
         {
             "feature": model.feature_columns,
@@ -69,8 +84,8 @@ def permutation_importance_table(model: EnsembleModel, training: pd.DataFrame, s
 
 
 def feature_importance(
-    model: EnsembleModel, training: pd.DataFrame, features_dir: str | Path, seed: int
+    model: EnsembleModel, training: pd.DataFrame, features_dir: str | Path, seed: int, n_jobs: int = 1
 ) -> pd.DataFrame:
     """Weights (linear ensembles) or out-of-fold permutation importance (other kernels) per feature."""
     regions = model_regions(model, training, features_dir)
-    return regions if regions is not None else permutation_importance_table(model, training, seed)
+    return regions if regions is not None else permutation_importance_table(model, training, seed, n_jobs)
