@@ -1,21 +1,25 @@
-"""Screenshots for the README: the MLflow runs view of an experiment and the top of the report.
+"""Screenshots for the README: the MLflow runs view of some experiments and the top of the report.
 
-Starts ``mlflow server`` on 127.0.0.1 at a free port against a store, opens the experiment's runs table in
-headless Chromium (the command-line ``--screenshot``, no Python driver needed), and captures the report's
-first screen the same way; stops the server. Needs Chromium (Debian: ``apt-get install chromium``).
+Starts ``mlflow server`` on 127.0.0.1 at a free port against a store, opens the runs table of the
+experiments in headless Chromium (the classic "Model training" view, training runs only, the discovery,
+external and control metrics as columns), and captures the report's first screen; stops the server. Needs
+Chromium (Debian: ``apt-get install chromium``) and Playwright's Python package (``pip install playwright``;
+it drives the system Chromium, no browser download).
 
 Usage::
 
-    python docs/screenshots.py --store mlruns --experiment gm_only --report reports/report.html
+    python docs/screenshots.py --store mlruns --experiments gm_only gm_rbf --report reports/report.html
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +56,57 @@ def screenshot(browser: str, url: str, out: Path, size: str, wait_ms: int) -> No
         )
 
 
+METRICS = [
+    "discovery_bac",
+    "discovery_auc",
+    "permutation_p",
+    "external_bac",
+    "external_auc",
+    "external_p_bac",
+    "control_bac",
+    "control_auc",
+    "specificity_p",
+]
+
+
+def runs_view(browser: str, url: str, out: Path, size: str) -> None:
+    """The runs table at ``url``: Model-training mode, assistant closed, training runs, METRICS as columns."""
+    from playwright.sync_api import sync_playwright
+
+    width, height = (int(v) for v in size.split(","))
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_timeout(6000)
+        if page.get_by_text("Model training").count():  # the UI's own mode switch (stored per browser)
+            page.get_by_text("Model training").first.click()
+            page.wait_for_timeout(1500)
+        if page.get_by_role("button", name="Close").count():  # the assistant panel
+            page.get_by_role("button", name="Close").first.click()
+        search = page.get_by_placeholder('metrics.rmse < 1 and params.model = "tree"')
+        search.fill("tags.run_role = 'training'")
+        search.press("Enter")
+        page.wait_for_timeout(2500)
+        page.get_by_role("button", name="Columns", exact=True).click()
+        columns = page.get_by_placeholder("Search columns")
+        for name in ("Source", "Models", *METRICS):  # untick two attributes, tick the metrics
+            columns.fill(name)
+            page.wait_for_timeout(500)
+            page.get_by_text(name, exact=True).last.click()
+            page.wait_for_timeout(300)
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out))
+        chromium.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--store", type=Path, default=ROOT / "mlruns")
-    parser.add_argument("--experiment", default="gm_only")
+    parser.add_argument("--experiments", nargs="+", default=["gm_only", "gm_rbf"])
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "report.html")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
@@ -69,12 +118,15 @@ def main() -> None:
     from src.tracking.server import mlflow_server
 
     uri = f"sqlite:///{args.store.resolve() / 'mlflow.db'}"
-    experiment = MlflowClient(uri).get_experiment_by_name(args.experiment)
-    if experiment is None:
-        raise SystemExit(f"experiment {args.experiment!r} not in {uri}")
+    ids = []
+    for name in args.experiments:
+        experiment = MlflowClient(uri).get_experiment_by_name(name)
+        if experiment is None:
+            raise SystemExit(f"experiment {name!r} not in {uri}")
+        ids.append(experiment.experiment_id)
     with mlflow_server(uri) as url:
-        runs_url = f"{url}/#/experiments/{experiment.experiment_id}/runs"
-        screenshot(browser, runs_url, args.out / "mlflow_runs.png", "1600,900", 20_000)
+        runs_url = f"{url}/#/compare-experiments/s?experiments={urllib.parse.quote(json.dumps(ids))}"
+        runs_view(browser, runs_url, args.out / "mlflow_runs.png", "1900,330")
     print(f"{args.out / 'mlflow_runs.png'} <- {runs_url}")
     screenshot(browser, args.report.resolve().as_uri(), args.out / "report_top.png", "1300,1100", 2_000)
     print(f"{args.out / 'report_top.png'} <- {args.report}")
