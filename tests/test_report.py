@@ -75,3 +75,25 @@ def test_report_of_a_trained_but_not_evaluated_experiment(tmp_path):
     user = ExperimentResults.load("gm_only", run)
     user.config["data"] = {"name": "bids", "cohorts": []}
     assert SIMULATED_BANNER not in render_markdown([user], {}, tmp_path / "report2")
+
+
+def test_console_summary_rounds_and_leaves_out_a_spread_of_one_repeat():
+    from src.reporting.console import p_text, training_summary
+
+    metrics = {"bac": 0.6764, "sensitivity": 0.7, "specificity": 0.65, "auc": 0.71234, "ppv": 0.7, "npv": 0.6}
+    spread = {"mean": 0.6764, "sd": 0.0, "q025": 0.6764, "q975": 0.6764}
+    document = {
+        "n": 99,
+        "responders": 52,
+        "cv": {"repeats": 1, "outer_folds": 10, "inner_folds": 5, "n_trials": 30},
+        "ensemble": metrics,
+        "repeats": {"bac": spread, "auc": spread},
+        "permutation": {"p_value": 1 / 1001, "n": 1000, "repeats": 1},
+    }
+    lines = training_summary("gm_only", document)
+    assert not any("±" in line for line in lines)  # one repeat has no spread to show
+    assert "BAC 0.676" in lines[1] and "AUC 0.712" in lines[1]
+    assert "p = 0.001, the smallest possible with 1000 permutations" in lines[-1]
+    assert p_text(0.0345) == "p = 0.0345" and p_text(0.0004) == "p < 0.001" and p_text(None) == "p = –"
+    document["cv"]["repeats"] = 3
+    assert any("±" in line for line in training_summary("gm_only", document))
