@@ -247,9 +247,11 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
     assert recorded["registry"].startswith("model registry: 'champion' set on ketamine-trd-gm_only v1")
     for name in (MODEL, f"{MODEL}-scorer"):
         version = client.get_model_version_by_alias(name, "champion")
-        assert str(version.version) == "1" and version.description.startswith(
-            "'champion': passed the external"
+        assert (
+            str(version.version) == "1" and "External evaluation: 'champion': passed." in version.description
         )
+        if name == MODEL:  # the training's evidence written at registration stays first
+            assert version.description.startswith("Nested CV on discovery")
         assert f"external: BAC {100 * document['cohorts']['external']['bac']:.1f} %" in version.description
     patients = pd.read_parquet(local_store / "features" / "gm_roi" / "external_b.parquet").head(4)
     patients.drop(columns=["response"]).to_csv(local_store / "new.csv", index=False)

@@ -23,6 +23,10 @@ from src.validation.ensemble import EnsembleModel
 log = logging.getLogger(__name__)
 
 
+# the version description: the training's evidence (written at registration), then this paragraph
+EVALUATION_HEADING = "External evaluation:"
+
+
 def _versions_of_run(client: Any, name: str, run_id: str) -> list[Any]:
     return list(client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
 
@@ -56,8 +60,11 @@ def promote_if_passing(
         for version in _versions_of_run(client, registered, training["run_id"]):
             if passed:
                 client.set_registered_model_alias(registered, alias, version.version)
+                training_text = (version.description or "").split(EVALUATION_HEADING)[0].strip()
                 client.update_model_version(
-                    registered, version.version, f"'{alias}': passed the external evaluation. {evidence}"
+                    registered,
+                    version.version,
+                    f"{training_text}\n\n{EVALUATION_HEADING} '{alias}': passed. {evidence}".strip(),
                 )
                 changed.append(f"{registered} v{version.version}")
             elif alias in client.get_model_version(registered, version.version).aliases:

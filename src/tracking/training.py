@@ -383,7 +383,7 @@ def describe_version(
             + (f", permutation p = {perm['p_value']:.3g} (n = {perm['n']})" if perm else "")
             + f". Feature table md5 {prov.get('feature_table_md5')}, code {git.get('commit')}"
             + (" (uncommitted changes)" if git.get("dirty") else "")
-            + ". Not evaluated externally yet."
+            + "."
         ),
     )
     client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, version)
