@@ -289,41 +289,30 @@ def log_training_outcome(
     """:func:`log_training` of a finished :class:`~src.validation.experiment.TrainingOutcome` (its inputs
     a :class:`~src.validation.experiment.TrainingInputs`): the weight summary of a linear model, the
     training table as the run's dataset, the DVC hash of the feature folder."""
-    with warnings.catch_warnings():
-        # MLflow's hints (a dataset source "interpreted in multiple ways", integer columns in a schema) are
-        # about situations the checked inputs rule out: not for the console
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-        return _log_outcome(settings, config, inputs, outcome, outputs, start_time)
-
-
-def _log_outcome(
-    settings: TrackingSettings,
-    config: Mapping[str, Any],
-    inputs: Any,
-    outcome: Any,
-    outputs: Path,
-    start_time: float,
-) -> TrainingRun:
     from src.interpretation.importance import model_regions
     from src.utils.provenance import dvc_output_md5
 
     model, document = outcome.model, outcome.document
-    return log_training(
-        settings,
-        config=config,
-        document=document,
-        result=outcome.result,
-        model=model,
-        space=inputs.space,
-        outputs=outputs,
-        example=inputs.table[model.input_columns].head(5),
-        feature_tables={inputs.cohort: document["provenance"]["feature_table_md5"]},
-        dvc_md5=dvc_output_md5(inputs.path.parent),
-        regions=model_regions(model, inputs.table, inputs.path.parent),
-        permutation_null=None if outcome.permutation is None else outcome.permutation.null,
-        start_time=start_time,
-        dataset=(inputs.table, inputs.cohort, str(inputs.path)),
-    )
+    with warnings.catch_warnings():
+        # MLflow's hints (a dataset source "interpreted in multiple ways", integer columns in a schema) are
+        # about situations the checked inputs rule out: not for the console
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        return log_training(
+            settings,
+            config=config,
+            document=document,
+            result=outcome.result,
+            model=model,
+            space=inputs.space,
+            outputs=outputs,
+            example=inputs.table[model.input_columns].head(5),
+            feature_tables={inputs.cohort: document["provenance"]["feature_table_md5"]},
+            dvc_md5=dvc_output_md5(inputs.path.parent),
+            regions=model_regions(model, inputs.table, inputs.path.parent),
+            permutation_null=None if outcome.permutation is None else outcome.permutation.null,
+            start_time=start_time,
+            dataset=(inputs.table, inputs.cohort, str(inputs.path)),
+        )
 
 
 def record_failed_training(
