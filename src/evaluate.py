@@ -32,19 +32,17 @@ from src.evaluation.outputs import write_evaluation
 from src.reporting.console import evaluation_summary
 from src.tracking.registry import load_locked_model
 from src.tracking.store import TrackingSettings
-from src.utils.checks import check_config, check_writable
-from src.utils.cli import run
+from src.utils.checks import check_writable
+from src.utils.cli import run, start
 from src.utils.errors import user_errors
 from src.utils.io import atomic_directory, write_json_atomic
-from src.utils.logging import configure_logging, status
+from src.utils.logging import status
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
-    configure_logging(bool(cfg.verbose))
-    check_config(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = start(cfg)
     train_dir = Path(config["paths"]["run"]) / "train"
     settings = TrackingSettings.from_config(config["tracking"])
     # the registered model is downloaded here, verified, and used from here by MLflow's evaluation too

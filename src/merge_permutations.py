@@ -20,14 +20,12 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.reporting.console import p_text
-from src.utils.checks import check_config
-from src.utils.cli import run
+from src.utils.cli import run, start
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import write_json_atomic
-from src.utils.logging import configure_logging
 from src.validation.ensemble import train_metrics
 from src.validation.experiment import experiment_inputs, permutation_key
 from src.validation.permutation import PermutationResult, observed_statistic, permutation_cv
@@ -48,9 +46,7 @@ def observed_decisions(train_dir: Path, ids: list[str]) -> np.ndarray:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
-    configure_logging(bool(cfg.verbose))
-    check_config(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = start(cfg)
     inputs = experiment_inputs(config)
     key = permutation_key(config, inputs)
     run = Path(cfg.paths.run)

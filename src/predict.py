@@ -24,7 +24,7 @@ from pathlib import Path
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.data.cohorts import discovery_cohort
 from src.data.plausibility import PlausibilityBounds
@@ -33,10 +33,10 @@ from src.prediction.report import write_outputs
 from src.prediction.score import align_unseen_sites, check_settings
 from src.tracking.registry import model_for_prediction
 from src.tracking.store import TrackingSettings
-from src.utils.checks import check_config, check_writable
-from src.utils.cli import run
+from src.utils.checks import check_writable
+from src.utils.cli import run, start
 from src.utils.errors import UserInputError, user_errors
-from src.utils.logging import configure_logging, status
+from src.utils.logging import status
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,25 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> pd.DataFrame:
-    configure_logging(bool(cfg.verbose))
-    check_config(cfg)
+    config = start(cfg)
     if not cfg.input:
         raise UserInputError("no input: give a GM map, a cohort folder or a feature table with input=<path>")
-    settings = OmegaConf.to_container(cfg.predict, resolve=True)
+    settings, data = config["predict"], config["data"]
     check_settings(float(settings["threshold"]), float(settings["coverage"]))
-    data = OmegaConf.to_container(cfg.data, resolve=True)
     out_dir = Path(settings["dir"])
     check_writable(out_dir)
     patients = patient_features(
         cfg.input,
         data=data,
-        features=OmegaConf.to_container(cfg.features, resolve=True),
-        patient=OmegaConf.to_container(cfg.patient, resolve=True),
+        features=config["features"],
+        patient=config["patient"],
         bounds=PlausibilityBounds.from_config(data.get("plausibility")),
         n_jobs=int(cfg.n_jobs),
     )
     status(f"{cfg.name}: {len(patients)} patient(s) read and checked; scoring ...")
     with tempfile.TemporaryDirectory() as tmp:
         model, source = model_for_prediction(
-            TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True)),
+            TrackingSettings.from_config(config["tracking"]),
             settings["model"],
             Path(cfg.paths.run) / "train",
             Path(tmp),

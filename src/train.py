@@ -27,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.reporting.console import shard_summary, training_summary
 from src.tracking.store import TrackingSettings, check_store
-from src.utils.checks import check_config, check_writable
-from src.utils.cli import run
+from src.utils.checks import check_writable
+from src.utils.cli import run, start
 from src.utils.errors import UserInputError, user_errors
-from src.utils.logging import configure_logging, progress_wanted, status
+from src.utils.logging import progress_wanted, status
 from src.utils.parallel import ParallelSettings, parallel_backend
 from src.validation.experiment import (
     experiment_inputs,
@@ -46,10 +46,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
-    configure_logging(bool(cfg.verbose))
     # everything that can fail without the CV fails before it: config, inputs, class sizes, outputs, store
-    check_config(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = start(cfg)
     inputs = experiment_inputs(config)
     run = Path(config["paths"]["run"])
     check_writable(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 SETTINGS = """
 Settings are Hydra overrides, key=value, e.g.:
@@ -16,6 +17,19 @@ Settings are Hydra overrides, key=value, e.g.:
   verbose=true             every INFO line on the console (the full log is always in Hydra's log file)
 Print the composed configuration with --cfg job; Hydra's own options with --hydra-help.
 """
+
+
+def start(cfg: Any) -> dict[str, Any]:
+    """What every command does first: logging (quiet console, full log file), the config checked (types,
+    ranges, unknown keys), and the config resolved into a plain dict for the library code."""
+    from omegaconf import OmegaConf
+
+    from src.utils.checks import check_config
+    from src.utils.logging import configure_logging
+
+    configure_logging(bool(cfg.verbose))
+    check_config(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def run(main: Callable[[], object], doc: str | None) -> None:
