@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.data.cohorts import cohort_specs, evaluation_groups
+from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
 from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
@@ -158,16 +158,15 @@ def evaluate_locked_model(
     specs = cohort_specs(config["data"])
     roles = {spec.name: spec.role for spec in specs}
     groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
-    discovery = next(name for name, role in roles.items() if role == "discovery")
-    train = read_tables(features_root, feature_set, [discovery])
+    train = read_tables(features_root, feature_set, [discovery_cohort(config["data"])])
     tables = {
         name: read_tables(features_root, feature_set, list(members), model)
         for name, members in groups.items()
     }
     seed, n_perm, n_boot = int(config["seed"]), int(ev["n_permutations"]), int(ev["n_bootstrap"])
 
-    results, oof = {}, None
-    results["discovery"], oof = discovery_results(run / "train", n_boot, seed)
+    discovery, oof = discovery_results(run / "train", n_boot, seed)
+    results = {"discovery": discovery}
     aligned: dict[str, dict[str, Any]] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = None
