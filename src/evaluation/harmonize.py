@@ -11,9 +11,10 @@ For each feature j: a covariate model ``x_j ~ 1 + age + sex + tiv`` is fitted on
 residual mean and SD of the training rows (mu_j, sd_j) define the target. A new site's standardised
 residuals ``z = (r - mu) / sd`` have a per-feature shift gamma_j and scale delta_j:
 
-* ``method="eb"`` (default): ComBat's parametric empirical Bayes (Johnson, Li & Rabinovic 2007): gamma and
+* ``method="eb"``: ComBat's parametric empirical Bayes (Johnson, Li & Rabinovic 2007): gamma and
   delta are shrunk towards their distribution over all features, which stabilises a small site's estimates;
-* ``method="location_scale"``: the site's own per-feature mean and variance, no pooling.
+* ``method="location_scale"`` (default; it scored the simulated external cohorts better,
+  ``benchmarks/site_alignment.py``): the site's own per-feature mean and variance, no pooling.
 
 The aligned values are ``covariate part + mu + sd * (z - gamma) / sqrt(delta)``.
 """
