@@ -37,6 +37,8 @@ def empirical_bayes(z: np.ndarray, tol: float = 1e-4, max_iter: int = 1000) -> t
     n = z.shape[0]
     gamma_hat = z.mean(axis=0)
     delta_hat = z.var(axis=0, ddof=1)
+    if z.shape[1] < 3 or gamma_hat.var(ddof=1) == 0 or delta_hat.var(ddof=1) == 0:
+        return gamma_hat, delta_hat  # no distribution over features to shrink towards
     gamma_bar, tau2 = gamma_hat.mean(), gamma_hat.var(ddof=1)
     m, s2 = delta_hat.mean(), delta_hat.var(ddof=1)
     a_prior, b_prior = (2 * s2 + m**2) / s2, (m * s2 + m**3) / s2  # inverse-gamma prior of delta
