@@ -205,6 +205,24 @@ def test_registered_model_reproduces_the_ensemble(local_store, client):
 
 
 @pytest.mark.slow
+def test_loading_the_registered_model_keeps_the_projects_code_first(local_store, tmp_path):
+    """MLflow puts the model's shipped copy of src/ first on sys.path; worker processes started after the load
+    (the RBF permutation importance runs in n_jobs processes) would import that older copy. The project's
+    own loader leaves sys.path as it was."""
+    import sys
+
+    from src.tracking.evaluation import load_registered_model, read_training_run
+    from src.tracking.store import TrackingSettings
+
+    train_dir = local_store / "out" / "gm_only" / "train"
+    training = read_training_run(train_dir)
+    settings = TrackingSettings(root=str(local_store / "mlruns"), model_name=MODEL, experiment="gm_only")
+    before = list(sys.path)
+    model, folder = load_registered_model(settings, training, training["model_sha256"], tmp_path)
+    assert sys.path == before and (folder / "code" / "src").is_dir()  # the copy is there, not on the path
+
+
+@pytest.mark.slow
 def test_evaluation_runs_linked_to_training_and_model(local_store, client):
     (parent,) = runs(client, "training")
     evaluations = runs(client, "evaluation")

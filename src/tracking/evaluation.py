@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.tracking.store import TrackingSettings, connect, killed_on_interrupt, quiet_stderr, shown
+from src.tracking.store import (
+    TrackingSettings,
+    connect,
+    killed_on_interrupt,
+    own_code_path,
+    quiet_stderr,
+    shown,
+)
 from src.tracking.training import (
     EVALUATION,
     ROLE_TAG,
@@ -62,7 +69,8 @@ def load_registered_model(
             f"{error.message.splitlines()[0]}"
         ) from error
     read_model_file(model_file, sha256)  # hash and types checked before MLflow builds anything
-    return mlflow.sklearn.load_model(str(folder)), folder
+    with own_code_path():
+        return mlflow.sklearn.load_model(str(folder)), folder
 
 
 def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
@@ -107,7 +115,8 @@ def log_evaluation(
     client = mlflow.tracking.MlflowClient()
     model_uri = training_model_uri(training)
     with quiet_stderr():
-        pyfunc = mlflow.pyfunc.load_model(str(model_path))  # the copy verified by load_registered_model
+        with own_code_path():
+            pyfunc = mlflow.pyfunc.load_model(str(model_path))  # the copy verified by load_registered_model
     group = time.strftime("%Y%m%dT%H%M%S")
     tags = {
         ROLE_TAG: EVALUATION,

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,20 @@ METRIC_DECIMALS = 4
 def shown(value: float) -> float:
     """A metric value as logged to MLflow: rounded to :data:`METRIC_DECIMALS`."""
     return round(float(value), METRIC_DECIMALS)
+
+
+@contextlib.contextmanager
+def own_code_path() -> Iterator[None]:
+    """Load an MLflow model without letting its shipped code (``code_paths``: a copy of ``src/`` from when
+    it was trained) shadow this project's. MLflow puts that copy first on ``sys.path``; this process has
+    ``src`` imported already, but worker processes started later (joblib/loky, Dask) inherit ``sys.path``
+    and would import the model's older ``src`` (seen: a function added since training "not found" in a
+    worker). ``sys.path`` is restored when the block ends."""
+    saved = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def connect(settings: TrackingSettings) -> None:
