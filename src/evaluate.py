@@ -48,7 +48,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     # the registered model is downloaded here, verified, and used from here by MLflow's evaluation too
     with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
         locked = load_locked_model(settings, train_dir, Path(local_dir))
-        config["train_config"] = OmegaConf.to_container(OmegaConf.load(train_dir / "config.yaml"))
         check_writable(train_dir.parent)
         ev = config["evaluation"]
         status(
@@ -58,6 +57,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         provenance = {
             "model_source": locked.source,
             "mlflow_training_run": None if locked.training is None else locked.training["run_id"],
+            "train_seed": OmegaConf.load(train_dir / "config.yaml").get("seed"),
         }
         evaluation = evaluate_locked_model(config, locked.model, provenance)
         features_dir = Path(config["paths"]["features"]) / config["features"]["name"]

@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 def _track(
     settings: TrackingSettings, config: dict, inputs: Any, outcome: Any, out_dir: Path, started: float
-):
+) -> Any:
     from src.tracking.training import log_training_outcome
     from src.utils.io import write_json_atomic
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class Evaluation:
     regions: pd.DataFrame
     paper_table: pd.DataFrame
     document: dict[str, Any]
-    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def read_tables(
@@ -159,9 +159,10 @@ def evaluate_locked_model(
     roles = {spec.name: spec.role for spec in specs}
     groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
     train = read_tables(features_root, feature_set, [discovery_cohort(config["data"])])
+    # each cohort read and checked once (a cohort is in its role's pooled group and alone), then grouped
+    cohorts = {c: read_tables(features_root, feature_set, [c], model) for m in groups.values() for c in m}
     tables = {
-        name: read_tables(features_root, feature_set, list(members), model)
-        for name, members in groups.items()
+        name: pd.concat([cohorts[c] for c in members], ignore_index=True) for name, members in groups.items()
     }
     seed, n_perm, n_boot = int(config["seed"]), int(ev["n_permutations"]), int(ev["n_bootstrap"])
 
@@ -190,7 +191,6 @@ def evaluate_locked_model(
             )
     specificity = treatment_specificity(scored, n_perm // 5, seed)
     regions = feature_importance(model, train, Path(features_root) / feature_set, seed, int(config["n_jobs"]))
-    train_config = config.get("train_config") or {}
     document = {
         "experiment": config["name"],
         "positive_weight_means": "larger feature value -> predicted response",
@@ -203,7 +203,6 @@ def evaluate_locked_model(
             "git": git_state(),
             "model_sha256": file_sha256(model_file(run / "train" / "model")),
             **provenance,
-            "train_seed": train_config.get("seed"),
         },
     }
     curves = {

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class TrainingOutcome:
     permutation: PermutationResult | None
     document: dict[str, Any]
     model: EnsembleModel
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def experiment_inputs(config: Mapping[str, Any]) -> TrainingInputs:
