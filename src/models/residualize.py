@@ -19,6 +19,18 @@ def least_squares(design: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(design) @ features
 
 
+def unseen_levels(table: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str, list[str]]:
+    """For each categorical covariate with training ``levels``, the values of ``table`` not among them
+    (sorted; covariates with none are left out)."""
+    out = {}
+    for name, known in levels.items():
+        if name in table:
+            unseen = sorted(set(table[name].astype(str)) - set(known))
+            if unseen:
+                out[name] = unseen
+    return out
+
+
 class CovariateResidualizer(TransformerMixin, BaseEstimator):
     """Regress covariates out of every feature (OLS fitted on the training rows only) and drop them.
 
@@ -84,13 +96,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         """Levels of each categorical covariate in ``X`` that the training rows did not have (e.g. a new
         scanner site): what callers report, once, before they transform."""
         check_is_fitted(self, "levels_")
-        out = {}
-        for name in self.covariates:
-            if name in self.categorical:
-                unseen = sorted(set(X[name].astype(str)) - set(self.levels_[name]))
-                if unseen:
-                    out[name] = unseen
-        return out
+        return unseen_levels(X, self.levels_)
 
     def _design(self, X: pd.DataFrame, fitting: bool) -> np.ndarray:
         """Design matrix [1, numeric covariates, one-hot categorical covariates] of ``X``'s rows.

@@ -170,7 +170,7 @@ def align_unseen_sites(
         return table, notes
     sites = table["site"].astype(str).to_numpy()
     out, aligner = table.copy(), None
-    for site in sorted(set(sites) - seen):
+    for site in model.unseen_levels(table).get("site", []):
         rows = sites == site
         count = int(rows.sum())
         if min_scans is not None and count >= min_scans and training is not None:

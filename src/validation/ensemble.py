@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from src.data.contract import TABLE_META_COLUMNS
 from src.features.tables import first_missing
 from src.models.linear import AffineDecision
-from src.models.residualize import CovariateResidualizer
+from src.models.residualize import CovariateResidualizer, unseen_levels
 from src.utils.errors import MissingInputError, UserInputError
 from src.utils.io import atomic_path, file_sha256, write_json_atomic, write_text_atomic
 
@@ -166,13 +166,9 @@ class EnsembleModel:
         """Levels of each categorical covariate in ``table`` (e.g. a scanner site) that the training cohort
         did not have: their adjustment is the reference level's."""
         seen = self.info.get("training_covariates") or {}
-        out = {}
-        for name, levels in seen.items():
-            if name in table and levels and all(isinstance(v, str) for v in levels):
-                unseen = sorted(set(table[name].astype(str)) - set(levels))
-                if unseen:
-                    out[name] = unseen
-        return out
+        # categorical covariates are recorded as their levels (strings), numeric ones as [min, max]
+        categorical = {n: v for n, v in seen.items() if v and all(isinstance(x, str) for x in v)}
+        return unseen_levels(table, categorical)
 
     @property
     def is_linear(self) -> bool:
