@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ from src.evaluation.locked import evaluate_locked_model
 from src.evaluation.outputs import write_evaluation
 from src.reporting.console import evaluation_summary
 from src.tracking.registry import load_locked_model
-from src.tracking.store import TrackingSettings
+from src.tracking.store import TrackingSettings, check_store, quiet_stderr
 from src.utils.checks import check_writable
 from src.utils.cli import run, start
 from src.utils.errors import user_errors
 from src.utils.io import atomic_directory, write_json_atomic
 from src.utils.logging import status
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -45,33 +48,38 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     train_dir = Path(config["paths"]["run"]) / "train"
     settings = TrackingSettings.from_config(config["tracking"])
-    # the registered model is downloaded here, verified, and used from here by MLflow's evaluation too
+    # the registered model is downloaded here, verified, and built from the verified file
     with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
         locked = load_locked_model(settings, train_dir, Path(local_dir))
-        check_writable(train_dir.parent)
-        ev = config["evaluation"]
-        status(
-            f"{cfg.name}: scoring the evaluation cohorts ({ev['n_permutations']} permutations, "
-            f"{ev['n_bootstrap']} bootstrap resamples each) ..."
-        )
-        provenance = {
-            "model_source": locked.source,
-            "mlflow_training_run": None if locked.training is None else locked.training["run_id"],
-            "train_seed": OmegaConf.load(train_dir / "config.yaml").get("seed"),
-        }
-        evaluation = evaluate_locked_model(config, locked.model, provenance)
-        features_dir = Path(config["paths"]["features"]) / config["features"]["name"]
-        with atomic_directory(train_dir.parent / "evaluate") as out:
-            write_evaluation(out, evaluation, features_dir)
-            tracking = {
-                "model_source": locked.source,
-                "training": locked.training,
-                "evaluation_runs": {},
-                "registry": None,
-            }
-            if locked.training is not None:
-                tracking.update(_track(settings, config, locked, evaluation, out))
-            write_json_atomic(out / "tracking.json", tracking)
+    check_writable(train_dir.parent)
+    if locked.training is not None:
+        check_store(settings)  # before the work: a store that cannot be opened is one error
+    ev = config["evaluation"]
+    status(
+        f"{cfg.name}: scoring the evaluation cohorts ({ev['n_permutations']} permutations, "
+        f"{ev['n_bootstrap']} bootstrap resamples each) ..."
+    )
+    provenance = {
+        "model_source": locked.source,
+        "mlflow_training_run": None if locked.training is None else locked.training["run_id"],
+        "train_seed": OmegaConf.load(train_dir / "config.yaml").get("seed"),
+    }
+    evaluation = evaluate_locked_model(config, locked.model, provenance)
+    features_dir = Path(config["paths"]["features"]) / config["features"]["name"]
+    tracking: dict[str, Any] = {
+        "model_source": locked.source,
+        "training": locked.training,
+        "evaluation_runs": {},
+        "registry": None,
+    }
+    out = train_dir.parent / "evaluate"
+    # the results reach the disk before tracking: a store that fails now costs the MLflow copy, not them
+    with atomic_directory(out) as tmp:
+        write_evaluation(tmp, evaluation, features_dir)
+        write_json_atomic(tmp / "tracking.json", tracking)
+    if locked.training is not None:
+        tracking.update(_track(settings, config, locked, evaluation, out))
+        write_json_atomic(out / "tracking.json", tracking)
     lines = evaluation_summary(
         str(cfg.name), evaluation.paper_table, evaluation.specificity, evaluation.aligned
     )
@@ -82,31 +90,43 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _track(settings: TrackingSettings, config: dict, locked: Any, evaluation: Any, out: Path) -> dict:
-    """The evaluation runs in MLflow and the champion alias (imported here: evaluating needs no MLflow)."""
+    """The evaluation runs in MLflow and the champion alias (imported here: evaluating needs no MLflow). A
+    failure is one warning: the results are already complete in ``out``."""
     from src.tracking.evaluation import log_evaluation
     from src.tracking.registry import evidence_description, promote_if_passing
 
     status("logging the evaluation to MLflow ...")
-    runs = log_evaluation(
-        settings,
-        locked.training,
-        results=evaluation.results,
-        aligned=evaluation.aligned,
-        tables=evaluation.scored,
-        input_columns=locked.model.input_columns,
-        specificity=evaluation.specificity,
-        outputs=out,
-        model_path=locked.folder,
-    )
-    champion = config["evaluation"]["champion"]
-    promotion = promote_if_passing(
-        settings,
-        locked.training,
-        evaluation.results.get("external"),
-        str(champion["alias"]),
-        float(champion["max_p"]),
-        evidence_description(evaluation.results, evaluation.document["provenance"]),
-    )
+    try:
+        with quiet_stderr():
+            runs = log_evaluation(
+                settings,
+                locked.training,
+                results=evaluation.results,
+                aligned=evaluation.aligned,
+                tables=evaluation.scored,
+                input_columns=locked.model.input_columns,
+                specificity=evaluation.specificity,
+                outputs=out,
+                model=locked.model,
+            )
+            champion = config["evaluation"]["champion"]
+            promotion = promote_if_passing(
+                settings,
+                locked.training,
+                evaluation.results.get("external"),
+                str(champion["alias"]),
+                float(champion["max_p"]),
+                evidence_description(evaluation.results, evaluation.document["provenance"]),
+            )
+    except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+        log.warning(
+            "MLflow logging failed (%s: %s); the evaluation is complete in %s, not in MLflow. Run the same "
+            "command again once the store accepts writes",
+            type(err).__name__,
+            (str(err).strip().splitlines() or [""])[0][:300],
+            out,
+        )
+        return {"tracking_error": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"}
     return {"evaluation_runs": runs, "registry": promotion}
 
 

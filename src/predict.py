@@ -67,6 +67,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
             Path(cfg.paths.run) / "train",
             Path(tmp),
         )
+    model.checked_inputs(patients, str(cfg.input))  # columns, numbers, codes: before any alignment
     features_dir = Path(cfg.paths.features) / cfg.features.name
     training = features_dir / f"{discovery_cohort(data)}.parquet"
     patients, notes = align_unseen_sites(

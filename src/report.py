@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
@@ -28,6 +27,7 @@ from src.utils.cli import run
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.logging import configure_logging
+from src.utils.params import read_params
 from src.utils.provenance import dvc_output_md5
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def report_experiments(cfg: DictConfig) -> list[str]:
     params = Path(cfg.report.params_file)
     if not params.is_file():
         raise MissingInputError(f"{params} not found: set report.experiments=[name,...]")
-    experiments = (yaml.safe_load(params.read_text()) or {}).get("experiments")
+    experiments = read_params(params).get("experiments")
     if not experiments:
         raise UserInputError(f"{params} lists no experiments: set report.experiments=[name,...]")
     return list(experiments)

@@ -144,3 +144,68 @@ def test_shards_from_a_submitit_sweep_merge_to_the_same_test_as_one_run(tmp_path
     assert refused.returncode == 2 and "2 of 7 permutations are in no shard" in refused.stderr
     other = _merge(tmp_path, "seed=5")
     assert other.returncode == 2 and "was trained with other data, settings or code" in other.stderr
+
+
+def _shard(folder: Path, name: str, **document) -> None:
+    (folder / "shards").mkdir(parents=True, exist_ok=True)
+    base = {"key": "k" * 16, "shard": 0, "shards": 2, "n": 4, "repeats": 1, "values": {"0": 0.5, "2": 0.25}}
+    text = document.pop("text", None)
+    (folder / "shards" / name).write_text(text if text is not None else json.dumps({**base, **document}))
+
+
+SHARD_CASES = {
+    "value a string": ({"values": {"0": "0.5", "2": 0.25}}, "permutation 0 has value '0.5', not a balanced"),
+    "value NaN": (
+        {
+            "text": '{"key": "kkkkkkkkkkkkkkkk", "shard": 0, "shards": 2, "n": 4, '
+            '"values": {"0": NaN, "2": 0.3}}'
+        },
+        "permutation 0 has value nan",
+    ),
+    "value out of [0, 1]": ({"values": {"0": 1.5, "2": 0.25}}, "permutation 0 has value 1.5"),
+    "index a string": (
+        {"values": {"zero": 0.5, "2": 0.25}},
+        "index 'zero' is not a permutation of shard 0/2",
+    ),
+    "index out of range": ({"values": {"0": 0.5, "2": 0.25, "6": 0.5}}, "index '6' is not a permutation"),
+    "index of another shard": (
+        {"values": {"0": 0.5, "1": 0.25}},
+        "index '1' is not a permutation of shard 0/2",
+    ),
+    "values a list": ({"values": [0.5, 0.25]}, "values must map permutation index -> statistic, not a list"),
+    "shard index a string": ({"shard": "0"}, "shard='0', shards=2, n=4 must be integers"),
+    "other n": ({"n": 8}, "was run with n = 8, this merge has n = 4"),
+    "not an object": ({"text": "[1, 2]"}, "a JSON object is needed, not list"),
+    "not JSON": ({"text": "{"}, "cannot be read"),
+    "field missing": (
+        {"text": '{"key": "kkkkkkkkkkkkkkkk"}'},
+        "field(s) ['shard', 'shards', 'n', 'values'] missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARD_CASES))
+def test_a_malformed_shard_is_refused_naming_file_and_entry(tmp_path, case):
+    """Hand-written shards: each schema violation is one error naming the shard file and the entry; the
+    well-formed pair merges to the values in index order."""
+    edit, expected = SHARD_CASES[case]
+    _shard(tmp_path, "shard-1-of-2.json", shard=1, values={"1": 0.75, "3": 0.5})
+    _shard(tmp_path, "shard-0-of-2.json", **edit)
+    with pytest.raises(UserInputError) as error:
+        merge_shards(tmp_path, "k" * 16, 4)
+    assert "shard-0-of-2.json" in str(error.value) and expected in str(error.value), str(error.value)
+
+
+def test_well_formed_shards_merge_in_index_order_and_overlaps_are_refused(tmp_path):
+    _shard(tmp_path, "shard-1-of-2.json", shard=1, values={"1": 0.75, "3": 0.5})
+    _shard(tmp_path, "shard-0-of-2.json")
+    null, files = merge_shards(tmp_path, "k" * 16, 4)
+    np.testing.assert_array_equal(null, [0.5, 0.75, 0.25, 0.5])
+    assert files == ["shard-0-of-2.json", "shard-1-of-2.json"]
+    _shard(tmp_path, "shard-0-of-4.json", shard=0, shards=4, values={"0": 0.5})  # overlaps shard 0 of 2
+    with pytest.raises(UserInputError, match="permutation 0 is in two shards"):
+        merge_shards(tmp_path, "k" * 16, 4)
+    (tmp_path / "shards" / "shard-0-of-4.json").unlink()
+    (tmp_path / "shards" / "shard-1-of-2.json").unlink()
+    with pytest.raises(UserInputError, match=r"2 of 4 permutations are in no shard .* \[1, 3\]"):
+        merge_shards(tmp_path, "k" * 16, 4)

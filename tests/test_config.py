@@ -117,3 +117,35 @@ def test_no_pipeline_output_is_committed_to_git():
         pytest.skip("not a git checkout")
     tracked = [f for f in listed.stdout.splitlines() if not f.endswith("metrics.json")]
     assert tracked == [], f"pipeline outputs committed to git: {tracked[:5]}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "feature_sets: gm_roi\n",
+            "feature_sets='gm_roi' must be a list of feature set names, e.g. feature_sets: [gm_roi]",
+        ),
+        (
+            "experiments: [gm_only]\n",
+            "experiments must be a mapping of name -> {features: <set>, model: <model>}, not a list",
+        ),
+        (
+            "experiments: {gm_only: gm_roi}\n",
+            "experiments.gm_only='gm_roi' must be {features: <set>, model: <model>}",
+        ),
+        ("- a\n- b\n", "a mapping of settings is needed, not a list"),
+        ("seed: [\n", "cannot be read as YAML"),
+    ],
+)
+def test_params_of_the_wrong_shape_are_one_error(tmp_path, text, expected):
+    """params.yaml with a string for a list, a list for a mapping: one error naming the file and key, from
+    every reader (prepare's feature plan, the report's experiments)."""
+    from src.data.validation import pipeline_feature_sets
+    from src.utils.errors import UserInputError
+
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(UserInputError) as error:
+        pipeline_feature_sets(params, {"name": "gm_roi"})
+    assert str(error.value).startswith(str(params)) and expected in str(error.value)

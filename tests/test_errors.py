@@ -73,6 +73,13 @@ def _edit_value(column: str, value: str):
     return setup
 
 
+def _trailing_tab(root: Path) -> list[str]:
+    path = root / "b" / "participants.tsv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *(line + "\t" for line in lines[1:])]) + "\n")
+    return []
+
+
 def _missing_image(root: Path) -> list[str]:
     (root / "b" / image_relpath("sub-t02", "GM", "cat12")).unlink()
     return []
@@ -120,6 +127,7 @@ CASES = {
         lambda r: ["data.cohorts=[{name:zz,role:discovery}]"],
         "zz/participants.tsv not found",
     ),
+    "trailing tab on data rows": (_trailing_tab, "tab-separated fields, its header"),
     "unknown table format": (_unknown_table_format, "unknown table format 'spm12'"),
     "missing table": (_missing_table, "regional table"),
     "path escapes the cohort": (_path_escapes, "subject sub-t00: column 'gm_file': path '../a/"),
@@ -264,6 +272,36 @@ TRAIN_CASES = {
     "covariate column missing": ([], "column(s) ['tiv'] missing", _no_tiv),
     "one class only": ([], "only one class present", _one_class),
     "missing feature value": ([], "1 missing value(s), e.g. subject sub-x005, column 'gm_r3'", _hole),
+    "typo in a data key": (
+        ["+data.on_grid_missmatch=resample"],
+        "config key data.on_grid_missmatch is not a setting this project reads (did you mean "
+        "data.on_grid_mismatch?)",
+        None,
+    ),
+    "typo in a data section": (["+data.plausibilty.max_value=0.5"], "did you mean data.plausibility?", None),
+    "typo in the outcome": (["+data.outcome.threshhold=0.4"], "did you mean data.outcome.threshold?", None),
+    "outcome threshold not a number": (
+        ["data.outcome.threshold=half"],
+        "config key data.outcome.threshold='half': a number is needed",
+        None,
+    ),
+    "outcome threshold out of range": (
+        ["data.outcome.threshold=1.5"],
+        "config key data.outcome.threshold=1.5: must be in (0, 1]",
+        None,
+    ),
+    "predict threshold not a number": (
+        ["predict.threshold=high"],
+        "config key predict.threshold='high': a number is needed",
+        None,
+    ),
+    "unknown grid policy": (
+        ["data.on_grid_mismatch=resmaple"],
+        "config key data.on_grid_mismatch='resmaple' is not a known value (did you mean 'resample'?)",
+        None,
+    ),
+    "unknown experiment": (["+experiment=gm_onyl"], "did you mean +experiment=gm_only?", None),
+    "unknown feature set": (["features=gm_roii"], "no config conf/features/gm_roii.yaml (did you mean", None),
     "response not 0/1": ([], "response must be 0 or 1; subject(s) ['sub-x002'] have [2]", _bad_label),
 }
 

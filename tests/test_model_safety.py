@@ -197,3 +197,89 @@ def test_report_refuses_an_evaluation_of_another_model(tmp_path):
         UserInputError, match=f"made with model sha256 {'b' * 64}, but .* now holds {'a' * 64}"
     ):
         ExperimentResults.load("exp", tmp_path / "exp")
+
+
+@pytest.mark.slow
+def test_an_edited_mlmodel_cannot_run_code_through_the_evaluation(local_store):  # noqa: F811
+    """The registry version's MLmodel (not covered by the model hash) is edited to name a cloudpickle
+    beside the verified model.skops: the evaluation builds the model from the verified file itself, so the
+    pickle is never read, and the evaluation still runs (MLflow's evaluation included)."""
+    (registered,) = [p for p in (local_store / "mlruns" / "artifacts").rglob("*.skops")]
+    mlmodel = registered.parent / "MLmodel"
+    original = mlmodel.read_text()
+    assert "serialization_format: skops" in original
+    with open(registered.parent / "model.pkl", "wb") as handle:
+        pickle.dump(Payload(), handle)
+    edited = original.replace("serialization_format: skops", "serialization_format: cloudpickle")
+    edited = edited.replace(f"pickled_model: {registered.name}", "pickled_model: model.pkl")
+    assert edited.count("model.pkl") == 1
+    try:
+        mlmodel.write_text(edited)
+        done = evaluate(local_store)
+        assert done.returncode == 0, done.stderr
+        assert not MARKER.exists(), "the evaluation followed the edited MLmodel"
+        tracking = json.loads((local_store / "out" / "gm_only" / "evaluate" / "tracking.json").read_text())
+        assert tracking["model_source"].startswith("models:/") and tracking["evaluation_runs"]
+    finally:
+        mlmodel.write_text(original)
+        (registered.parent / "model.pkl").unlink()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recorded", [None, "deleted", "not-a-hash"])
+def test_a_model_without_a_recorded_hash_is_never_used(local_store, tmp_path, recorded):  # noqa: F811
+    """A null, deleted or malformed ``model_sha256`` in train/metrics.json: evaluate and predict refuse
+    (one line, exit 2), with and without tracking; nothing is called verified."""
+    from test_errors import refused
+
+    work = tmp_path / "work"
+    shutil.copytree(local_store / "out", work / "out")
+    metrics_path = work / "out" / "gm_only" / "train" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    if recorded == "deleted":
+        del metrics["provenance"]["model_sha256"]
+    else:
+        metrics["provenance"]["model_sha256"] = recorded
+    metrics_path.write_text(json.dumps(metrics))
+    common = [
+        "+experiment=gm_only",
+        f"paths.features={local_store / 'features'}",
+        f"paths.output={work / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "tracking.enabled=false",
+    ]
+    expected = "provenance.model_sha256 is "
+    refused("src.evaluate", common, expected)
+    table = local_store / "features" / "gm_roi" / "saline.parquet"
+    refused("src.predict", [*common, f"input={table}"], expected)
+    assert not (work / "out" / "gm_only" / "evaluate").exists()
+    assert not (work / "out" / "gm_only" / "predict").exists()
+
+
+def test_an_internally_inconsistent_model_is_refused(tmp_path):
+    """A model whose file and hash were both edited still cannot have a negated calibration (every decision
+    flipped) or an unsorted distance reference: training never writes one."""
+    from src.models.linear import AffineDecision
+    from src.models.residualize import CovariateResidualizer
+    from src.utils.io import file_sha256
+    from src.validation.ensemble import EnsembleModel, check_consistent, model_file
+
+    design = CovariateResidualizer.from_parts(["age"], [], {}, [])
+    design.n_features_in_ = 3
+    fold = AffineDecision(np.array([1.0, -1.0]), np.zeros(2), 0.0, design)
+    good = EnsembleModel([fold], ["gm_a", "gm_b"], ["age"], (2.0, 0.1))
+    assert check_consistent(good, "x") is good
+    for calibration, expected in (
+        ((-2.0, 0.1), "slope -2 is not positive"),
+        ((np.nan, 0.0), "not two finite"),
+    ):
+        bad = EnsembleModel([fold], ["gm_a", "gm_b"], ["age"], calibration)
+        bad.save(tmp_path / "m")
+        path = model_file(tmp_path / "m")
+        with pytest.raises(ModelIntegrityError, match=expected):
+            read_model_file(path, file_sha256(path))  # the hash matches: the edit was "re-signed"
+    bad = EnsembleModel(
+        [fold], ["gm_a", "gm_b"], ["age"], (2.0, 0.1), distance={"reference": np.array([3.0, 1.0])}
+    )
+    with pytest.raises(ModelIntegrityError, match="reference is not sorted"):
+        check_consistent(bad, "x")

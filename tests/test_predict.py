@@ -167,9 +167,21 @@ def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch,
     for overrides, expected in (
         ([], "no input: give a GM map, a cohort folder or a feature table"),
         ([f"input={tmp_path / 'missing.tsv'}"], "missing.tsv not found"),
-        ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=1.5"], "predict.threshold=1.5: must lie"),
+        ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=1.5"], "predict.threshold=1.5: must be in"),
+        ([f"input={tmp_path / 'new.tsv'}", "predict.threshold=high"], "predict.threshold='high': a number"),
     ):
         refused("src.predict", [*common, *overrides], expected)
+    # a text cell or a code the contract does not know: the file, the subject and the column, as training says
+    for column, value, expected in (
+        ("age", "forty", "subject sub-new2 has non-numeric value 'forty' in column 'age'"),
+        ("gm_r3", "7,5", "subject sub-new2 has non-numeric value '7,5' in column 'gm_r3'"),
+        ("sex", "female", "subject sub-new2 has unknown sex code 'female' in column 'sex'"),
+    ):
+        bad = new.astype({column: object})
+        bad.loc[1, column] = value
+        bad.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+        line = refused("src.predict", [*common, f"input={tmp_path / 'bad.tsv'}"], expected)
+        assert str(tmp_path / "bad.tsv") in line
 
 
 def test_covariates_outside_the_training_cohort_are_flagged(locked):

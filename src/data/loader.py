@@ -163,7 +163,12 @@ def load_cohort(
     if not table_path.is_file():
         raise CohortError(f"cohort {name!r}: {table_path} not found (every cohort needs a participants.tsv)")
     try:
-        raw = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False, na_values=_NA)
+        _check_field_counts(table_path, name)
+        # index_col=False: pandas would otherwise turn the first column into the index when the data rows
+        # have more fields than the header (the shift _check_field_counts reports), silently
+        raw = pd.read_csv(
+            table_path, sep="\t", dtype=str, keep_default_na=False, na_values=_NA, index_col=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise CohortError(f"cohort {name!r}: cannot parse {table_path}: {err}") from err
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -193,6 +198,22 @@ def load_cohort(
         len(excluded),
     )
     return cohort
+
+
+def _check_field_counts(path: Path, name: str) -> None:
+    """Every data row of a TSV has as many fields as its header. A row with more (a trailing tab, a tab
+    inside a value) would shift every column to the right of it: refused, naming the line."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        header = handle.readline().rstrip("\r\n").split("\t")
+        for number, line in enumerate(handle, start=2):
+            fields = line.rstrip("\r\n").split("\t")
+            if line.strip() and len(fields) != len(header):
+                trailing = len(fields) > len(header) and not any(f.strip() for f in fields[len(header) :])
+                why = " (a trailing tab?)" if trailing else ""
+                raise CohortError(
+                    f"cohort {name!r}: line {number} of {path} has {len(fields)} tab-separated fields, its "
+                    f"header {len(header)}{why}; the columns would be shifted. Fix the line"
+                )
 
 
 def _validate_participants(

@@ -414,6 +414,7 @@ def main() -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from src.data.cohorts import cohort_names
+    from src.utils.cli import run
     from src.utils.errors import user_errors
     from src.utils.logging import configure_logging
 
@@ -433,7 +434,7 @@ def main() -> None:
             n_jobs=int(cfg.n_jobs),
         )
 
-    _run()
+    run(_run, __doc__)
 
 
 if __name__ == "__main__":

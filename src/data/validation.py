@@ -15,6 +15,7 @@ from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.utils.io import file_md5
+from src.utils.params import read_params
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -28,7 +29,7 @@ def pipeline_feature_sets(params_file: str | Path, current: Mapping[str, Any]) -
     params_path = Path(params_file)
     if not params_path.is_file():
         return {current["name"]: {**current, "experiments": []}}
-    params = yaml.safe_load(params_path.read_text()) or {}
+    params = read_params(params_path)
     plan: dict[str, dict[str, Any]] = {}
     for name in params.get("feature_sets") or []:
         plan.setdefault(name, {"experiments": []})

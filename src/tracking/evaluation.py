@@ -19,7 +19,6 @@ from src.tracking.store import (
     TrackingSettings,
     connect,
     killed_on_interrupt,
-    own_code_path,
     quiet_stderr,
     shown,
 )
@@ -30,7 +29,7 @@ from src.tracking.training import (
     log_dataset_input,
     training_model_uri,
 )
-from src.validation.ensemble import read_model_file
+from src.validation.ensemble import EnsembleModel, ModelIntegrityError, read_model_file
 from src.validation.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -46,20 +45,28 @@ def read_training_run(train_dir: Path) -> dict[str, Any] | None:
 
 def load_registered_model(
     settings: TrackingSettings, training: Mapping[str, Any], sha256: str | None, local_dir: Path
-) -> Any:
+) -> tuple[EnsembleModel, Path]:
     """The locked ensemble from the model registry (or the run's logged model when not registered),
     downloaded to ``local_dir`` and verified there: its ``model.skops`` must have the sha256 training
-    recorded, and hold only trusted types, before anything is built from it.
+    recorded, and hold only trusted types. The ensemble is built from that verified file by this project
+    (skops with the trusted-type list), never by MLflow's loader: the loader follows the version's
+    ``MLmodel`` file, which is not covered by the hash and could name a pickle (code run on load).
 
     Raises a clear error when the store does not hold the training run (e.g. ``mlruns/`` was deleted or
     ``tracking.uri`` points elsewhere): the caller decides whether to fall back to the DVC-versioned copy.
-    A swapped or corrupted registry artifact raises :class:`~src.validation.ensemble.ModelIntegrityError`.
+    A swapped or corrupted registry artifact, or a missing recorded hash, raises
+    :class:`~src.validation.ensemble.ModelIntegrityError`.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    connect(settings)
     uri = training_model_uri(training)
+    if not sha256:
+        raise ModelIntegrityError(
+            f"model {uri}: its training run recorded no sha256 (tracking.json), so the registry copy "
+            "cannot be verified; refusing to load it"
+        )
+    connect(settings)
     try:
         mlflow.tracking.MlflowClient().get_run(training["run_id"])
         folder, model_file = download_model(uri, local_dir)
@@ -68,9 +75,35 @@ def load_registered_model(
             f"training run {training['run_id']} / model {uri} not found in {settings.tracking_uri}: "
             f"{error.message.splitlines()[0]}"
         ) from error
-    read_model_file(model_file, sha256)  # hash and types checked before MLflow builds anything
-    with own_code_path():
-        return mlflow.sklearn.load_model(str(folder)), folder
+    return read_model_file(model_file, sha256), folder  # hash and types checked before anything is built
+
+
+class _VerifiedModel:
+    """``mlflow.models.evaluate``'s view of the verified ensemble: what its scikit-learn flavour wrapper
+    offers (predict, predict_proba, the raw model), built in memory from the verified file instead of by
+    ``mlflow.pyfunc.load_model``, which would follow the unverified ``MLmodel`` file."""
+
+    def __init__(self, model: EnsembleModel) -> None:
+        self.model = model
+
+    def get_raw_model(self) -> EnsembleModel:
+        return self.model
+
+    def predict(self, data: pd.DataFrame, params: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.model.predict(data)
+
+    def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(data)
+
+
+def verified_pyfunc(model: EnsembleModel) -> Any:
+    """A pyfunc model around the verified ensemble (MLflow's evaluators treat it as a scikit-learn model:
+    ROC AUC, log loss and calibration from ``predict_proba``)."""
+    import mlflow
+    from mlflow.models import Model
+
+    meta = Model(flavors={"python_function": {"loader_module": "mlflow.sklearn"}})
+    return mlflow.pyfunc.PyFuncModel(model_meta=meta, model_impl=_VerifiedModel(model))
 
 
 def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
@@ -95,14 +128,14 @@ def log_evaluation(
     input_columns: list[str],
     specificity: Mapping[str, Any],
     outputs: Path,
-    model_path: Path,
+    model: EnsembleModel,
 ) -> dict[str, str]:
     """Log every evaluation cohort as its own run and summarise them on the training run.
 
     Each cohort run holds MLflow's classifier evaluation of the registered model (``mlflow.models.evaluate``:
     accuracy, precision, recall, F1, ROC AUC, log loss, ROC/PR/calibration/confusion plots, the dataset as a
     run input) plus this project's metrics (BAC, sensitivity, specificity, PPV, NPV, permutation p, bootstrap
-    CIs, site-aligned results). ``model_path`` is the verified local copy of the registered model
+    CIs, site-aligned results). ``model`` is the verified registered ensemble
     (:func:`load_registered_model`). Returns ``{cohort: run_id}``.
     """
     import mlflow
@@ -114,9 +147,7 @@ def log_evaluation(
     ]  # beside the training run, whatever tracking.experiment says now
     client = mlflow.tracking.MlflowClient()
     model_uri = training_model_uri(training)
-    with quiet_stderr():
-        with own_code_path():
-            pyfunc = mlflow.pyfunc.load_model(str(model_path))  # the copy verified by load_registered_model
+    pyfunc = verified_pyfunc(model)  # never mlflow.pyfunc.load_model: it follows the unverified MLmodel
     group = time.strftime("%Y%m%dT%H%M%S")
     tags = {
         ROLE_TAG: EVALUATION,
@@ -177,6 +208,6 @@ def log_evaluation(
     )
     client.set_tag(training["run_id"], "last_evaluation_id", group)
     for path in sorted(outputs.iterdir()):
-        if path.is_file():
+        if path.is_file() and path.name != TRACKING_FILE:  # written after logging, with the run ids
             client.log_artifact(training["run_id"], str(path), "evaluate")
     return run_ids

@@ -120,27 +120,27 @@ def evidence_description(results: Mapping[str, Mapping[str, Any]], provenance: M
 @dataclass
 class LockedModel:
     """The locked ensemble and where it came from: ``training`` is the MLflow training run record (None when
-    the DVC copy is used), ``folder`` the verified local copy of the MLflow model (None likewise)."""
+    the DVC copy is used)."""
 
     model: EnsembleModel
     source: str
     training: dict[str, Any] | None = None
-    folder: Path | None = None
 
 
 def load_locked_model(settings: TrackingSettings, train_dir: Path, local_dir: Path) -> LockedModel:
     """The model ``src.evaluate`` scores with.
 
     Every load is verified against a sha256 recorded at train time (``train/metrics.json`` for the DVC
-    copy, ``train/tracking.json`` and the run's ``registry_model_sha256`` tag for MLflow's copy). With
-    tracking on and a tracked training run, the model comes from the MLflow registry (downloaded to
-    ``local_dir`` and verified); if the store does not hold that run or cannot be read (deleted or corrupted
-    ``mlruns/``, another ``tracking.uri``), the DVC-versioned copy is used with one warning and nothing is
-    logged to MLflow. A model file that fails verification is an error wherever it comes from.
+    copy, ``train/tracking.json`` for MLflow's copy); a missing or malformed hash is an error, never an
+    unverified load. With tracking on and a tracked training run, the model comes from the MLflow registry
+    (downloaded to ``local_dir``, verified, built by this project from the verified file); if the store does
+    not hold that run or cannot be read (deleted or corrupted ``mlruns/``, another ``tracking.uri``), the
+    DVC-versioned copy is used with one warning and nothing is logged to MLflow. A model file that fails
+    verification is an error wherever it comes from.
     """
-    from src.validation.ensemble import ModelIntegrityError, load_model, train_metrics
+    from src.validation.ensemble import ModelIntegrityError, load_trained_model, recorded_sha256
 
-    sha256 = (train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
+    recorded_sha256(train_dir)  # the DVC copy's record is checked even when the registry's copy is used
     if settings.enabled:
         from src.tracking.evaluation import load_registered_model, read_training_run
 
@@ -150,17 +150,16 @@ def load_locked_model(settings: TrackingSettings, train_dir: Path, local_dir: Pa
         else:
             try:
                 # verified against the hash of MLflow's own copy, recorded at train time
-                model, folder = load_registered_model(
-                    settings, training, training.get("model_sha256"), local_dir
-                )
-                return LockedModel(model, training_model_uri(training), training, folder)
+                model, _ = load_registered_model(settings, training, training.get("model_sha256"), local_dir)
+                return LockedModel(model, training_model_uri(training), training)
             except ModelIntegrityError:
                 raise  # a swapped or corrupted model is an error, never a silent fallback
             except Exception as error:  # store gone, corrupt or unreachable: MLflow/SQLAlchemy/network errors
                 log.warning(
                     "%s; using the DVC-versioned model in %s, not logging to MLflow", error, train_dir
                 )
-    return LockedModel(load_model(train_dir / "model", sha256), str(train_dir / "model"))
+    model, _ = load_trained_model(train_dir)
+    return LockedModel(model, str(train_dir / "model"))
 
 
 def model_for_prediction(
@@ -168,8 +167,9 @@ def model_for_prediction(
 ) -> tuple[EnsembleModel, str]:
     """The model ``src.predict`` scores with, and where it came from: the registry version carrying ``alias``
     when tracking is on and the store has one, else the verified DVC copy in ``train_dir`` (the returned
-    source says why). A model that fails verification is an error wherever it comes from."""
-    from src.validation.ensemble import ModelIntegrityError, load_trained_model, train_metrics
+    source says why). A model that fails verification, or has no recorded hash, is an error wherever it
+    comes from."""
+    from src.validation.ensemble import ModelIntegrityError, load_trained_model
 
     reason = "tracking off" if not settings.enabled else "no registry alias configured"
     if settings.enabled and alias:
@@ -179,6 +179,5 @@ def model_for_prediction(
             raise
         except Exception as error:  # store gone or unreadable, no model, no alias yet
             reason = str(error).splitlines()[0]
-    model = load_trained_model(train_dir)
-    sha256 = train_metrics(train_dir)["provenance"]["model_sha256"]
+    model, sha256 = load_trained_model(train_dir)
     return model, f"{train_dir / 'model'} (verified DVC copy, sha256 {sha256}; registry: {reason})"

@@ -3,6 +3,7 @@ naming the key or the path (:class:`~src.utils.errors.UserInputError`)."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -46,6 +47,41 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
     "report": frozenset({"experiments", "params_file", "dir"}),
     "paths": frozenset({"data", "cohorts", "features", "output", "run"}),
     "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
+    "data": frozenset(
+        {
+            "name",
+            "root",
+            "layout",
+            "pipeline",
+            "space",
+            "cohorts",
+            "source",
+            "table_format",
+            "outcome",
+            "on_grid_mismatch",
+            "plausibility",
+            "simulation",
+        }
+    ),
+    "data.outcome": frozenset({"baseline", "followup", "threshold", "positive"}),
+    "data.plausibility": frozenset({"min_value", "max_value", "total_gm_ml", "min_inside_brain"}),
+}
+# key -> (low, high, low inclusive, high inclusive): real-valued settings (an integer is a number too)
+NUMBER_KEYS: dict[str, tuple[float, float, bool, bool]] = {
+    "data.outcome.threshold": (0.0, 1.0, False, True),
+    "data.plausibility.min_value": (-float("inf"), float("inf"), False, False),
+    "data.plausibility.max_value": (0.0, float("inf"), False, False),
+    "data.plausibility.min_inside_brain": (0.0, 1.0, True, True),
+    "predict.threshold": (0.0, 1.0, False, False),
+    "predict.coverage": (0.0, 1.0, False, False),
+    "predict.distance_percentile": (0.0, 100.0, False, True),
+    "evaluation.champion.max_p": (0.0, 1.0, False, True),
+}
+# key -> allowed values
+CHOICE_KEYS: dict[str, tuple[str, ...]] = {
+    "data.outcome.positive": ("responder", "non-responder"),
+    "data.on_grid_mismatch": ("error", "resample"),
+    "data.source": ("images", "table"),
 }
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})
 SPEC_KEYS = frozenset({"type", "low", "high", "log", "grid", "choices"})
@@ -71,6 +107,21 @@ def check_config(cfg: Any) -> None:
         if value < minimum or (key == "n_jobs" and value == 0):
             allowed = "-1 (all cores) or a positive number" if key == "n_jobs" else f">= {minimum}"
             raise UserInputError(f"config key {key}={value}: must be {allowed}")
+    for key, (low, high, low_in, high_in) in NUMBER_KEYS.items():
+        value = _select(cfg, key)
+        if value is None:
+            continue  # absent: the reader's default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise UserInputError(f"config key {key}={value!r}: a number is needed")
+        if not ((value >= low if low_in else value > low) and (value <= high if high_in else value < high)):
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise UserInputError(f"config key {key}={value}: must be in {interval}")
+    for key, allowed in CHOICE_KEYS.items():
+        value = _select(cfg, key)
+        if value is not None and value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(allowed)}"
+            raise UserInputError(f"config key {key}={value!r} is not a known value ({hint})")
 
 
 def _select(cfg: Mapping[str, Any], key: str) -> Any:  # a DictConfig is a Mapping too

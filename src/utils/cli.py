@@ -3,8 +3,10 @@ docstring), instead of Hydra's dump of the whole configuration."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 SETTINGS = """
@@ -32,9 +34,38 @@ def start(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+GROUPS = ("data", "features", "model", "cv", "experiment")
+
+
+def unknown_group_option(args: list[str], conf: Path = CONF) -> str | None:
+    """The message for the first ``group=option`` argument (``+experiment=gm_onyl``, ``features=gm_roii``,
+    multirun lists ``a,b`` too) naming no file in ``conf/<group>/``, with the nearest name; None if all are
+    known. Hydra's own message for it is several lines with exit status 1; this keeps the one-line rule."""
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not sep or group not in GROUPS or not value or any(c in value for c in "${}[]()"):
+            continue
+        known = sorted(path.stem for path in (conf / group).glob("*.yaml"))
+        for option in value.split(","):
+            if option not in known:
+                close = difflib.get_close_matches(option, known, n=1)
+                hint = f"did you mean {key}={close[0]}?" if close else f"known: {', '.join(known)}"
+                return f"{key}={option}: no config conf/{group}/{option}.yaml ({hint})"
+    return None
+
+
 def run(main: Callable[[], object], doc: str | None) -> None:
-    """Run a Hydra ``main``; ``--help``/``-h`` prints ``doc`` and the common settings instead."""
+    """Run a Hydra ``main``; ``--help``/``-h`` prints ``doc`` and the common settings instead. A config group
+    option that does not exist is one ``error:`` line and exit status 2, before Hydra composes anything."""
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print((doc or "").strip() + "\n" + SETTINGS)
         return
+    problem = unknown_group_option(sys.argv[1:])
+    if problem is not None:
+        from src.utils.errors import EXIT_USER_ERROR
+
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
     main()

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
-from src.data.contract import TABLE_META_COLUMNS
+from src.data.contract import SEXES, TABLE_META_COLUMNS
 from src.features.tables import first_missing
 from src.models.linear import AffineDecision
 from src.models.residualize import CovariateResidualizer, unseen_levels
@@ -171,6 +171,13 @@ class EnsembleModel:
         return unseen_levels(table, categorical)
 
     @property
+    def categorical_covariates(self) -> list[str]:
+        """The covariates coded as categories (sex, site), as the fold models' residualiser codes them."""
+        first = self.models[0]
+        design = first.residualizer if isinstance(first, AffineDecision) else first.named_steps["residualize"]
+        return list(design.categorical)
+
+    @property
     def is_linear(self) -> bool:
         """Every fold model is linear (an exact affine form: weights, contributions, weight maps)."""
         return bool(self.models) and all(isinstance(m, AffineDecision) for m in self.models)
@@ -195,6 +202,29 @@ class EnsembleModel:
             X = self.check_columns(table)
         except ColumnMismatchError as err:
             raise ColumnMismatchError(f"{where}: {err}") from None
+        categorical = self.categorical_covariates
+        # only columns that are not numeric already can hold text (a voxel table has 10^5 numeric columns)
+        for column in X.columns[[not pd.api.types.is_numeric_dtype(t) for t in X.dtypes]]:
+            if column in categorical:
+                continue
+            numbers = pd.to_numeric(X[column], errors="coerce")
+            text = numbers.isna() & X[column].notna()
+            if text.any():
+                row = int(np.flatnonzero(text.to_numpy())[0])
+                raise ColumnMismatchError(
+                    f"{where}: subject {table['participant_id'].iloc[row]} has non-numeric value "
+                    f"{X[column].iloc[row]!r} in column {column!r} (a number is needed; decimal point, not "
+                    f"comma); {int(text.sum())} such value(s)"
+                )
+        if "sex" in categorical:
+            codes = X["sex"].astype(str).str.strip()
+            wrong = X["sex"].notna() & ~codes.isin(SEXES)
+            if wrong.any():
+                row = int(np.flatnonzero(wrong.to_numpy())[0])
+                raise ColumnMismatchError(
+                    f"{where}: subject {table['participant_id'].iloc[row]} has unknown sex code "
+                    f"{X['sex'].iloc[row]!r} in column 'sex' (allowed: {list(SEXES)}, as in participants.tsv)"
+                )
         hole = first_missing(table, X)
         if hole is not None:
             count, subject, column = hole
@@ -569,6 +599,10 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
 
     path = Path(path)
     if sha256 is not None:
+        if not is_sha256(sha256):
+            raise ModelIntegrityError(
+                f"model file {path}: the recorded hash {sha256!r} is not a sha256; refusing to load it"
+            )
         actual = file_sha256(path)
         if actual != sha256:
             raise ModelIntegrityError(
@@ -576,13 +610,55 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
                 "replaced or corrupted; refusing to load it"
             )
     if path.suffix == ".npz":
-        return read_linear_npz(path)
+        return check_consistent(read_linear_npz(path), path)
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ModelIntegrityError(f"model file {path} holds types this project does not trust: {untrusted}")
     model = sio.load(path, trusted=TRUSTED_TYPES)
     if not isinstance(model, EnsembleModel):
         raise ModelIntegrityError(f"model file {path} holds a {type(model).__name__}, not an EnsembleModel")
+    return check_consistent(model, path)
+
+
+def is_sha256(value: Any) -> bool:
+    """``value`` is a sha256 hex digest (64 lower-case hex digits)."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def check_consistent(model: EnsembleModel, path: str | Path) -> EnsembleModel:
+    """Refuse a model that no training run of this project can have written, whatever its hash says.
+
+    The hash proves only that the file is the one whose hash was recorded beside it; someone who can edit
+    the file can edit the record too. What training guarantees is checked here: at least one fold model,
+    unique feature names, a Platt calibration of two finite numbers with a positive slope (a larger decision
+    score never means a lower probability: a negated calibration flips every decision and prints its
+    intervals upside down), and a sorted, finite reference of training distances.
+    """
+    problems = []
+    if not model.models:
+        problems.append("no fold models")
+    if len(set(model.feature_columns)) != len(model.feature_columns):
+        problems.append("duplicate feature names")
+    try:
+        slope, intercept = (float(v) for v in model.calibration)
+    except (TypeError, ValueError):
+        slope, intercept = float("nan"), float("nan")
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        problems.append(f"calibration {model.calibration!r} is not two finite numbers")
+    elif slope <= 0:
+        problems.append(
+            f"calibration slope {slope:g} is not positive (probabilities would fall as scores rise)"
+        )
+    reference = (model.distance or {}).get("reference")
+    if reference is not None:
+        reference = np.asarray(reference, float)
+        if not np.all(np.isfinite(reference)) or np.any(np.diff(reference) < 0):
+            problems.append("the training distance reference is not sorted and finite")
+    if problems:
+        raise ModelIntegrityError(
+            f"model file {path} is internally inconsistent ({'; '.join(problems)}): training does not write "
+            "such a model; refusing to use it"
+        )
     return model
 
 
@@ -591,13 +667,34 @@ def train_metrics(train_dir: str | Path) -> dict[str, Any]:
     path = Path(train_dir) / "metrics.json"
     if not path.is_file():
         raise MissingInputError(f"{path} not found: train first (`python -m src.train` or `dvc repro`)")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelIntegrityError(f"{path} is not valid JSON ({err}): train again") from err
+    if not isinstance(metrics, dict):
+        raise ModelIntegrityError(f"{path} does not hold a mapping: train again")
+    return metrics
 
 
-def load_trained_model(train_dir: str | Path) -> EnsembleModel:
-    """The locked model of a training output folder, verified against the sha256 its metrics.json records."""
-    sha256 = (train_metrics(train_dir).get("provenance") or {}).get("model_sha256")
-    return load_model(Path(train_dir) / "model", sha256)
+def recorded_sha256(train_dir: str | Path) -> str:
+    """The model sha256 that training recorded in ``metrics.json``; a missing, null or malformed hash is an
+    error (a model is never used unverified)."""
+    path = Path(train_dir) / "metrics.json"
+    provenance = train_metrics(train_dir).get("provenance")
+    sha256 = provenance.get("model_sha256") if isinstance(provenance, dict) else None
+    if not is_sha256(sha256):
+        raise ModelIntegrityError(
+            f"{path}: provenance.model_sha256 is {sha256!r}, not a sha256, so the model in "
+            f"{Path(train_dir) / 'model'} cannot be verified; refusing to use it (train again)"
+        )
+    return sha256
+
+
+def load_trained_model(train_dir: str | Path) -> tuple[EnsembleModel, str]:
+    """The locked model of a training output folder, verified against the sha256 its metrics.json records
+    (which must be there), and that hash."""
+    sha256 = recorded_sha256(train_dir)
+    return load_model(Path(train_dir) / "model", sha256), sha256
 
 
 def load_model(folder: str | Path, sha256: str | None = None, allow_pickle: bool = False) -> EnsembleModel:

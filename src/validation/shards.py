@@ -59,10 +59,70 @@ def write_shard(
     return path
 
 
+def read_shard(path: str | Path, key: str, n: int) -> dict[int, float]:
+    """One shard file checked against its schema before anything is merged: a JSON object whose ``key`` is
+    this experiment's, integer ``shard``/``shards``/``n`` (``n`` the experiment's), and ``values`` a mapping
+    of permutation index (an integer in 0..n-1, of this shard: index % shards == shard) to a finite statistic
+    in [0, 1] (a balanced accuracy). Refused, naming the file and the entry: anything else (a NaN would
+    change the p-value's denominator, an index out of range its numerator)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserInputError(f"permutation shard {path} cannot be read: {error}") from None
+    if not isinstance(document, dict):
+        raise UserInputError(
+            f"permutation shard {path}: a JSON object is needed, not {type(document).__name__}"
+        )
+    missing = [name for name in ("key", "shard", "shards", "n", "values") if name not in document]
+    if missing:
+        raise UserInputError(f"permutation shard {path}: field(s) {missing} missing")
+    if document["key"] != key:
+        raise UserInputError(
+            f"permutation shard {path} was computed for other data, settings or code (key "
+            f"{document['key']}, this experiment's is {key}); rerun it or remove it"
+        )
+    shard, shards, shard_n = document["shard"], document["shards"], document["n"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (shard, shards, shard_n)) or not (
+        0 <= shard < shards
+    ):
+        raise UserInputError(
+            f"permutation shard {path}: shard={shard!r}, shards={shards!r}, n={shard_n!r} must be integers "
+            "with 0 <= shard < shards"
+        )
+    if shard_n != n:
+        raise UserInputError(f"permutation shard {path} was run with n = {shard_n}, this merge has n = {n}")
+    values = document["values"]
+    if not isinstance(values, dict):
+        raise UserInputError(
+            f"permutation shard {path}: values must map permutation index -> statistic, not a "
+            f"{type(values).__name__}"
+        )
+    out: dict[int, float] = {}
+    for index, value in values.items():
+        try:
+            i = int(index)
+        except ValueError:
+            i = -1
+        if str(i) != str(index) or not 0 <= i < n or i % shards != shard:
+            raise UserInputError(
+                f"permutation shard {path}: index {index!r} is not a permutation of shard {shard}/{shards} "
+                f"in 0..{n - 1}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise UserInputError(
+                f"permutation shard {path}: permutation {index} has value {value!r}, not a balanced "
+                "accuracy in [0, 1]"
+            )
+        out[i] = float(value)
+    return out
+
+
 def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list[str]]:
     """The null distribution (permutations 0..n-1 in order) from the shard files in ``folder``, and their
-    names. Refused, naming the file: a shard of other data/settings/code (its key), two shards holding the
-    same permutation, permutations missing from every shard."""
+    names. Every file is checked by :func:`read_shard` first; refused, naming the file: a shard of other
+    data/settings/code (its key), a malformed entry, two shards holding the same permutation, permutations
+    missing from every shard."""
     files = sorted((Path(folder) / "shards").glob("shard-*-of-*.json"))
     if not files:
         raise UserInputError(
@@ -70,20 +130,10 @@ def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list
         )
     values: dict[int, float] = {}
     for path in files:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            shard_key, shard_values = document["key"], document["values"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UserInputError(f"permutation shard {path} cannot be read: {error}") from None
-        if shard_key != key:
-            raise UserInputError(
-                f"permutation shard {path} was computed for other data, settings or code (key {shard_key}, "
-                f"this experiment's is {key}); rerun it or remove it"
-            )
-        for index, value in shard_values.items():
-            if int(index) in values:
+        for index, value in read_shard(path, key, n).items():
+            if index in values:
                 raise UserInputError(f"permutation {index} is in two shards (the second: {path})")
-            values[int(index)] = float(value)
+            values[index] = value
     missing = [i for i in range(n) if i not in values]
     if missing:
         raise UserInputError(
