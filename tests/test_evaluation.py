@@ -347,3 +347,16 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
         and "nested CV" in (tmp_path / "hydra" / "train.log").read_text()
     )
     # bad evaluation tables (a column missing or a value missing in one cohort): tests/test_errors.py
+
+
+def test_platt_scaling_of_scores_ranked_the_wrong_way_is_the_base_rate():
+    """Out-of-fold scores that rank non-responders above responders: no negative slope (which would invert
+    every decision), but the smoothed base rate for everyone."""
+    from src.validation.ensemble import platt_scaling
+
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=400)
+    y = (rng.uniform(size=s.size) < 1 / (1 + np.exp(2 * s))).astype(int)
+    slope, intercept = platt_scaling(s, y)
+    rate = (y.sum() + 1) / (len(y) + 2)
+    assert slope == 0.0 and intercept == pytest.approx(np.log(rate / (1 - rate)))

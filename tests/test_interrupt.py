@@ -120,3 +120,52 @@ def test_a_killed_permutation_test_resumes_with_identical_results(tmp_path):
         pd.testing.assert_frame_equal(
             a.drop(columns=timing, errors="ignore"), b.drop(columns=timing, errors="ignore")
         )
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_is_one_line_and_a_rerun_resumes(tmp_path):
+    """Past a file-size limit (EFBIG, as a full disk's ENOSPC): one `error:` line naming the file and saying
+    that a rerun resumes, exit 2, no traceback, no output folder; the rerun without the limit resumes the
+    checkpointed folds and finishes."""
+    import resource
+
+    from test_train import contract_table
+
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    contract_table(n=40, seed=1).to_parquet(features / "discovery.parquet", index=False)
+    command = [
+        sys.executable,
+        "-m",
+        "src.train",
+        "+experiment=gm_only",
+        f"paths.features={tmp_path / 'features'}",
+        f"paths.output={tmp_path / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+        "cv.repeats=1",
+        "cv.outer_folds=3",
+        "cv.inner_folds=3",
+        "cv.n_trials=3",
+        "permutation.n=0",
+        "tracking.enabled=false",
+        "n_jobs=1",
+    ]
+
+    def limit() -> None:  # checkpoints fit, the model file does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    done = subprocess.run(
+        command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, preexec_fn=limit
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr, done.stderr
+    assert lines[-1].startswith(f"error: cannot write {tmp_path / 'out' / 'gm_only' / 'train'}")
+    assert "(EFBIG)" in lines[-1] and "run the same command again" in lines[-1]
+    assert not (tmp_path / "out" / "gm_only" / "train").exists()
+    again = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "3 of 3 outer folds resumed" in again.stdout or "resumed" in again.stdout, again.stdout

@@ -234,6 +234,8 @@ def test_a_model_without_a_recorded_hash_is_never_used(local_store, tmp_path, re
 
     work = tmp_path / "work"
     shutil.copytree(local_store / "out", work / "out")
+    for stage in ("evaluate", "predict"):  # the fixture's own evaluation: not this test's output
+        shutil.rmtree(work / "out" / "gm_only" / stage, ignore_errors=True)
     metrics_path = work / "out" / "gm_only" / "train" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     if recorded == "deleted":
@@ -270,7 +272,7 @@ def test_an_internally_inconsistent_model_is_refused(tmp_path):
     good = EnsembleModel([fold], ["gm_a", "gm_b"], ["age"], (2.0, 0.1))
     assert check_consistent(good, "x") is good
     for calibration, expected in (
-        ((-2.0, 0.1), "slope -2 is not positive"),
+        ((-2.0, 0.1), "slope -2 is negative"),
         ((np.nan, 0.0), "not two finite"),
     ):
         bad = EnsembleModel([fold], ["gm_a", "gm_b"], ["age"], calibration)

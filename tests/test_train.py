@@ -171,6 +171,23 @@ def test_experiments_compose_the_groups_they_name(experiment):
     CVConfig.from_config(cfg["cv"])
 
 
+def _platt_reference(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt (1999) written out: P = 1 / (1 + exp(-(a s + b))) fitted by minimising the log loss against the
+    smoothed targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    target = np.where(y == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+    def loss(params: np.ndarray) -> float:
+        p = np.clip(expit(params[0] * scores + params[1]), 1e-12, 1 - 1e-12)
+        return float(-np.sum(target * np.log(p) + (1 - target) * np.log(1 - p)))
+
+    fit = minimize(loss, np.array([1.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-12})
+    return float(fit.x[0]), float(fit.x[1])
+
+
 def test_train_entry_point(tmp_path):
     features = tmp_path / "features" / "gm_roi"
     features.mkdir(parents=True)
@@ -206,6 +223,14 @@ def test_train_entry_point(tmp_path):
     model = load_model(folder / "model")
     assert len(model.models) == 6 and (folder / "model" / "config.yaml").is_file()
     assert model.decision_function(table).shape == (36,)
+    # the locked model's Platt calibration is fitted on the out-of-fold ensemble scores of predictions.csv
+    # (checked with an independent fit: Platt's smoothed targets, log loss minimised by scipy), not on the
+    # ensemble's in-sample scores of its own training data (over-confident)
+    oof = pd.read_csv(folder / "predictions.csv").groupby("participant_id")
+    expected = _platt_reference(oof["decision"].mean().to_numpy(), oof["y_true"].first().to_numpy())
+    assert model.calibration == pytest.approx(expected, abs=2e-3)
+    in_sample = _platt_reference(model.decision_function(table), table["response"].to_numpy())
+    assert abs(in_sample[0] - expected[0]) > 0.1 * abs(expected[0])  # the test can tell the two apart
     # tracking off: the run record says so and no MLflow store appears anywhere
     assert json.loads((folder / "tracking.json").read_text()) is None
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

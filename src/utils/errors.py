@@ -9,6 +9,7 @@ traceback. ``verbose=true`` or ``HYDRA_FULL_ERROR=1`` show the full trace of use
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import os
 import signal
@@ -46,6 +47,13 @@ def user_errors(task: F) -> F:
                 raise
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except OSError as err:
+            if err.errno not in DISK_FULL or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            if bool(getattr(cfg, "verbose", False)):
+                raise
+            print(f"error: {disk_full_message(err)}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as stop:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(getattr(cfg, "verbose", False)):
                 raise
@@ -53,6 +61,26 @@ def user_errors(task: F) -> F:
             raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# a full disk, a quota or a file-size limit: the user can fix them, and a rerun resumes
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def disk_full_message(err: OSError, path: str | os.PathLike | None = None) -> str:
+    """One line for a write that failed for lack of space: the path, the reason, and that a rerun resumes
+    (finished folds and permutations are checkpointed; outputs are written whole or not at all)."""
+    where = path if path is not None else (err.filename or "an output file")
+    return (
+        f"cannot write {where}: {err.strerror or os.strerror(err.errno or 0)} "
+        f"({errno.errorcode.get(err.errno or 0, err.errno)}); nothing half-written was kept. Free space (or "
+        "set paths.output elsewhere) and run the same command again: finished folds and permutations are "
+        "resumed from their checkpoints"
+    )
+
+
+class DiskFullError(UserInputError, OSError):
+    """A write that failed for lack of space (ENOSPC, EDQUOT) or past the file-size limit (EFBIG)."""
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from src.utils.errors import DISK_FULL, DiskFullError, disk_full_message
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -35,6 +37,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno in DISK_FULL:  # name the file meant, not the temporary one (or none: a failed write())
+            raise DiskFullError(disk_full_message(err, target)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -52,7 +58,15 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     # the writer's pid in the name: a later run can tell a killed writer's debris from a live one's work
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except DiskFullError as err:  # name the folder's final path, not the temporary one
+            raise DiskFullError(str(err).replace(str(tmp), str(target))) from err
+        except OSError as err:
+            if err.errno in DISK_FULL:
+                name = str(err.filename).replace(str(tmp), str(target)) if err.filename else target
+                raise DiskFullError(disk_full_message(err, name)) from err
+            raise
         os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             old = target.with_name(f".{target.name}.old")

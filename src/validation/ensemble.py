@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import io
 import json
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from src.models.linear import AffineDecision
 from src.models.residualize import CovariateResidualizer, unseen_levels
 from src.utils.errors import MissingInputError, UserInputError
 from src.utils.io import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.skops"  # ensembles that must stay objects (e.g. RBF pipelines)
 LINEAR_MODEL_FILE = "model.npz"  # linear ensembles: plain arrays + JSON
@@ -68,10 +71,25 @@ def platt_scaling(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
+    y = np.asarray(y, int)
     calibrated = CalibratedClassifierCV(FrozenEstimator(_Scores()), method="sigmoid")
-    calibrated.fit(np.asarray(scores, float).reshape(-1, 1), np.asarray(y, int))
+    calibrated.fit(np.asarray(scores, float).reshape(-1, 1), y)
     sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]  # P = expit(-(a * score + b))
-    return -float(sigmoid.a_), -float(sigmoid.b_)
+    slope, intercept = -float(sigmoid.a_), -float(sigmoid.b_)
+    if slope < 0:
+        # out-of-fold scores rank the classes the wrong way round (a model worse than chance): a negative
+        # slope would turn every decision around, i.e. use the model inverted on the strength of its own
+        # failure. The calibrated answer of a model without discrimination is the base rate (slope 0, with
+        # Platt's smoothed targets), and a locked model never has a negative slope (check_consistent).
+        rate = (int(y.sum()) + 1) / (len(y) + 2)
+        log.warning(
+            "out-of-fold decision scores rank the classes the wrong way round (Platt slope %.3g): the "
+            "calibrated probability is the base rate %.2f for every patient",
+            slope,
+            rate,
+        )
+        return 0.0, float(np.log(rate / (1 - rate)))
+    return slope, intercept
 
 
 class EnsembleModel:
@@ -630,7 +648,7 @@ def check_consistent(model: EnsembleModel, path: str | Path) -> EnsembleModel:
 
     The hash proves only that the file is the one whose hash was recorded beside it; someone who can edit
     the file can edit the record too. What training guarantees is checked here: at least one fold model,
-    unique feature names, a Platt calibration of two finite numbers with a positive slope (a larger decision
+    unique feature names, a Platt calibration of two finite numbers with a slope >= 0 (a larger decision
     score never means a lower probability: a negated calibration flips every decision and prints its
     intervals upside down), and a sorted, finite reference of training distances.
     """
@@ -645,10 +663,8 @@ def check_consistent(model: EnsembleModel, path: str | Path) -> EnsembleModel:
         slope, intercept = float("nan"), float("nan")
     if not (np.isfinite(slope) and np.isfinite(intercept)):
         problems.append(f"calibration {model.calibration!r} is not two finite numbers")
-    elif slope <= 0:
-        problems.append(
-            f"calibration slope {slope:g} is not positive (probabilities would fall as scores rise)"
-        )
+    elif slope < 0:
+        problems.append(f"calibration slope {slope:g} is negative (P would fall as scores rise)")
     reference = (model.distance or {}).get("reference")
     if reference is not None:
         reference = np.asarray(reference, float)
