@@ -118,3 +118,54 @@ def test_rbf_permutation_importance_ranks_the_planted_feature_first():
     assert importance.iloc[0]["feature"] == features[0]
     assert importance.iloc[0]["auc_drop_mean"] > 0.1 > importance.iloc[1:]["auc_drop_mean"].max()
     pd.testing.assert_frame_equal(permutation_importance_table(model, table, seed=0, n_jobs=2), importance)
+
+
+def _models_with_cvr(targets: np.ndarray, J: int = 40) -> list:
+    """J affine fold models whose weights have exactly the CV-ratio ``targets`` (mean / SE across folds)."""
+    from src.models.linear import AffineDecision
+    from src.models.residualize import CovariateResidualizer
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(J, len(targets)))
+    z = (z - z.mean(0)) / z.std(0, ddof=1)  # mean 0, SD 1 in every column: SE = 1 / sqrt(J)
+    W = np.asarray(targets, float) / np.sqrt(J) + z
+    design = CovariateResidualizer.from_parts((), (), {}, [f"gm_{j}" for j in range(len(targets))])
+    return [AffineDecision(w, np.zeros(1), 0.0, design) for w in W]
+
+
+def test_fdr_selection_is_on_q_not_on_the_raw_p():
+    """Regions with p < 0.05 but q >= 0.05 exist here (CVRs 2.2, 2.0, 1.97 among 20): they are not selected;
+    the two with q < 0.05 are, as statsmodels' Benjamini-Hochberg says, element by element."""
+    from scipy.stats import norm
+    from statsmodels.stats.multitest import multipletests
+
+    targets = np.r_[5.0, -4.0, 2.2, -2.0, 1.97, np.linspace(-0.9, 0.9, 15)]
+    names = [f"gm_{j}" for j in range(len(targets))]
+    # test_fraction 0: no Nadeau-Bengio inflation, so the corrected CVR is the CVR itself
+    table = (
+        weight_summary(_models_with_cvr(targets), names, test_fraction=0.0).set_index("feature").loc[names]
+    )
+    np.testing.assert_allclose(table["cvr_corrected"], targets, atol=1e-9)
+    p = 2 * norm.sf(np.abs(targets))
+    q = multipletests(p, method="fdr_bh")[1]
+    assert ((p < 0.05) & (q >= 0.05)).sum() == 3  # the data can tell selection on p from selection on q
+    np.testing.assert_array_equal(table["selected"].to_numpy(), q < 0.05)
+    assert table.index[table["selected"]].tolist() == ["gm_0", "gm_1"]
+
+
+def test_fdr_selects_almost_nothing_under_pure_noise():
+    """1000 ensembles of pure-noise weights (30 features, 500 fold models, no inflation): the share of
+    ensembles with any region selected stays near the FDR level 0.05 (under the complete null, BH's FDR is
+    the chance of any selection); selecting on the raw p would select in ~80 % of them."""
+    rng = np.random.default_rng(11)
+    from src.models.linear import AffineDecision
+    from src.models.residualize import CovariateResidualizer
+
+    names = [f"gm_{j}" for j in range(30)]
+    design = CovariateResidualizer.from_parts((), (), {}, names)
+    any_selected = []
+    for _ in range(1000):
+        W = rng.normal(size=(500, 30))
+        models = [AffineDecision(w, np.zeros(1), 0.0, design) for w in W]
+        any_selected.append(weight_summary(models, names, test_fraction=0.0)["selected"].any())
+    assert np.mean(any_selected) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 1000)  # alpha + 3 MC standard errors
