@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -510,3 +511,21 @@ def test_without_the_registry_alias_predict_uses_the_verified_dvc_copy(tmp_path)
     path.write_bytes(path.read_bytes() + b" ")  # swapped on disk
     with pytest.raises(ModelIntegrityError):
         model_for_prediction(settings, "champion", train_dir, tmp_path / "dl2")
+
+
+def test_the_decision_is_probability_at_or_above_the_threshold(locked):
+    """Patients placed between the right rule (P >= threshold) and each wrong one: P >= 0.5, decision score
+    > 0, P > threshold (a patient exactly at the threshold is a responder)."""
+    model, table = locked
+    patients = table.drop(columns=["response", "treatment"])
+    shifted = copy.deepcopy(model)
+    shifted.calibration = (model.calibration[0], model.calibration[1] + 0.8)  # P(score 0) > 0.5
+    p = shifted.predict_proba(patients)[:, 1]
+    decision = shifted.decision_function(patients)
+    threshold = float(np.sort(p)[len(p) // 2])  # one patient exactly at it, others on both sides
+    out = predict_patients(shifted, patients, threshold=threshold)
+    responder = out["prediction"].eq("responder").to_numpy()
+    np.testing.assert_array_equal(responder, p >= threshold)
+    assert (p == threshold).sum() >= 1 and responder[p == threshold].all()  # at the threshold: responder
+    assert (responder != (decision > 0)).any(), "no patient separates P >= threshold from score > 0"
+    assert (responder != (p >= 0.5)).any(), "no patient separates P >= threshold from P >= 0.5"
