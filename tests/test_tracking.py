@@ -585,3 +585,32 @@ def test_a_voxel_width_model_is_tracked_and_evaluated(tmp_path):
     (dataset,) = run.inputs.dataset_inputs
     assert json.loads(dataset.dataset.schema)["mlflow_tensorspec"]["features"]  # a shape, not 22k columns
     assert run.data.metrics["bac"] >= 0 and "auc" in run.data.metrics
+
+
+def test_an_interruption_while_logging_fold_runs_leaves_none_running(tmp_path):
+    """Ctrl-C (SIGTERM becomes one) after two of the outer-fold child runs were created: those two end
+    KILLED, none stays RUNNING (a real SQLite store)."""
+    from test_train import SPACE, contract_table
+
+    from src.tracking.training import _log_fold_runs
+    from src.validation.nested_cv import CVConfig, run_nested_cv
+
+    table = contract_table(n=24, seed=4)
+    X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
+    cv = CVConfig(repeats=1, outer_folds=3, inner_folds=2, n_trials=2)
+    result = run_nested_cv(X, table["response"].to_numpy(), SPACE, cv, seed=1, ids=table["participant_id"])
+
+    class Interrupted(list):
+        def __iter__(self):
+            yield from self[:2]
+            raise KeyboardInterrupt("stopped by signal 15")
+
+    result.folds = Interrupted(result.folds)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("interrupted", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment)
+    with pytest.raises(KeyboardInterrupt):
+        _log_fold_runs(client, experiment, parent.info.run_id, result)
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and {run.info.status for run in children} == {"KILLED"}

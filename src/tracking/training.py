@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import tempfile
@@ -240,16 +241,44 @@ def log_training(
 def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any) -> None:
     """One child run per (repeat, outer fold). Each trial's mean inner BAC is the stepped metric
     ``inner_bac`` (step = trial number) so the UI draws every study's optimisation history; all of a
-    fold's values go in one ``log_batch`` call, sent asynchronously and awaited at the end."""
+    fold's values go in one ``log_batch`` call, sent asynchronously and awaited at the end. Interrupted or
+    failed, the child runs created so far are ended KILLED or FAILED, never left RUNNING."""
+    operations: list[tuple[str, Any]] = []
+    created: list[str] = []
+    try:
+        _create_fold_runs(client, experiment_id, parent_id, result, created, operations)
+        for run_id, operation in operations:
+            operation.wait()
+            client.set_terminated(run_id)
+            created.remove(run_id)
+    except BaseException as error:
+        # an interruption (Ctrl-C, SIGTERM) or an error: no child run may stay RUNNING beside its parent
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        for run_id in created:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status)
+        raise
+
+
+def _create_fold_runs(
+    client: Any,
+    experiment_id: str,
+    parent_id: str,
+    result: Any,
+    created: list[str],
+    operations: list[tuple[str, Any]],
+) -> None:
+    """Create the child runs (their ids appended to ``created`` as soon as they exist) and start sending
+    their values (the pending operations appended to ``operations``)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    operations = []
     for fold in result.folds:
         child = client.create_run(
             experiment_id,
             run_name=f"repeat {fold.repeat:02d} fold {fold.fold:02d}",
             tags={"mlflow.parentRunId": parent_id, ROLE_TAG: OUTER_FOLD},
         )
+        created.append(child.info.run_id)
         now = int(time.time() * 1000)
         trials = fold.trials.sort_values("number")
         metrics = [
@@ -273,9 +302,6 @@ def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any)
         operations.append(
             (child.info.run_id, client.log_batch(child.info.run_id, metrics, params, tags, synchronous=False))
         )
-    for run_id, operation in operations:
-        operation.wait()
-        client.set_terminated(run_id)
 
 
 def log_training_outcome(
