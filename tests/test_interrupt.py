@@ -109,17 +109,19 @@ def test_a_killed_permutation_test_resumes_with_identical_results(tmp_path):
     fresh = _train(tmp_path, "fresh", n)
     _, err = fresh.communicate(timeout=600)
     assert fresh.returncode == 0, err
-    for name in ("permutation_null.csv", "metrics.json", "predictions.csv", "model/model.npz"):
+    for name in (
+        "permutation_null.csv",
+        "metrics.json",
+        "predictions.csv",
+        "model/model.npz",
+        "folds.csv",
+        "trials.csv",
+    ):
         a = (tmp_path / "resumed" / "gm_only" / "train" / name).read_bytes()
         b = (tmp_path / "fresh" / "gm_only" / "train" / name).read_bytes()
         assert a == b, name  # byte-identical: the same null distribution, p-value, refitted model (hash)
-    for name in ("folds.csv", "trials.csv"):  # all but the recorded timings
-        a = pd.read_csv(tmp_path / "resumed" / "gm_only" / "train" / name)
-        b = pd.read_csv(tmp_path / "fresh" / "gm_only" / "train" / name)
-        timing = ["seconds", "duration"]
-        pd.testing.assert_frame_equal(
-            a.drop(columns=timing, errors="ignore"), b.drop(columns=timing, errors="ignore")
-        )
+    timings = pd.read_csv(tmp_path / "fresh" / "gm_only" / "train" / "timings.csv")  # the one file apart
+    assert list(timings.columns) == ["repeat", "fold", "number", "trial_seconds", "fold_seconds"]
 
 
 @pytest.mark.slow

@@ -136,8 +136,8 @@ def test_parent_run_params_tags_metrics_artifacts(local_store, client):
     assert metrics["permutation_p"] == logged(document["permutation"]["p_value"])
     assert all(round(v, 4) == v for v in metrics.values())  # as the UI shows them
     # the run spans the training: it starts when the CV starts, so it lasts at least its slowest fold
-    folds = pd.read_csv(train / "folds.csv")
-    assert (parent.info.end_time - parent.info.start_time) / 1000 >= folds["seconds"].max()
+    timings = pd.read_csv(train / "timings.csv")
+    assert (parent.info.end_time - parent.info.start_time) / 1000 >= timings["fold_seconds"].max()
     # the discovery table is the run's training dataset; the experiment opens on the classic runs view
     (dataset,) = parent.inputs.dataset_inputs
     assert dataset.dataset.name == "discovery" and dataset.tags[0].value == "training"

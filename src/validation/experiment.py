@@ -224,7 +224,8 @@ def metrics_document(
 
 def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml: str) -> None:
     """``${paths.run}/train`` in one atomic step: the model (its sha256 into the metrics document), metrics,
-    the resolved config, out-of-fold predictions, folds, trials, the permutation null and a null
+    the resolved config, out-of-fold predictions, folds, trials, their timings (``timings.csv``: the only
+    file that differs between two runs of the same config), the permutation null and a null
     ``tracking.json`` (always written: a DVC output; filled in once the run is in MLflow)."""
     document, result, perm = outcome.document, outcome.result, outcome.permutation
     with atomic_directory(out_dir) as out:
@@ -233,8 +234,15 @@ def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml:
         write_json_atomic(out / "metrics.json", document)
         write_text_atomic(out / "config.yaml", config_yaml)
         result.oof.to_csv(out / "predictions.csv", index=False)
-        result.fold_table().to_csv(out / "folds.csv", index=False)
-        result.trials().to_csv(out / "trials.csv", index=False)
+        # timings apart: folds.csv and trials.csv are byte-identical for the same config (resumed or not)
+        folds, trials = result.fold_table(), result.trials()
+        folds.drop(columns="seconds").to_csv(out / "folds.csv", index=False)
+        trials.drop(columns="duration").to_csv(out / "trials.csv", index=False)
+        timings = trials[["repeat", "fold", "number", "duration"]].rename(
+            columns={"duration": "trial_seconds"}
+        )
+        timings = timings.merge(folds[["repeat", "fold", "seconds"]], on=["repeat", "fold"], how="left")
+        timings.rename(columns={"seconds": "fold_seconds"}).to_csv(out / "timings.csv", index=False)
         if perm is not None:
             pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
                 out / "permutation_null.csv", index=False
