@@ -381,6 +381,7 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     assert f"md5 {file_md5(image)}" in card
     top = written["towards_response"].iloc[0].split(" (")[0]
     assert top in card  # the region names of the CSV are the bars' labels
+    assert "Not checked: a left-right mirrored scan" in card  # the limit is said where the result is read
 
 
 def test_an_unseen_site_is_aligned_with_enough_unlabelled_scans_and_flagged_otherwise(locked):

@@ -124,6 +124,11 @@ def patient_card(
         parts.append(
             '<p class="ok">No out-of-distribution warning (covariates, distance to training, site).</p>'
         )
+    parts.append(
+        '<p class="note">Not checked: a left-right mirrored scan (a flipped header). Mirroring swaps the '
+        "left and right regions; on a symmetric template this looks ordinary, so no warning can see it. "
+        "Check the orientation of the scan before trusting this card.</p>"
+    )
     if contributions is not None:
         parts.append("<h2>Regions behind the prediction</h2>")
         parts.append(contribution_figure(contributions, names or {}))
