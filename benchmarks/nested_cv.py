@@ -220,4 +220,6 @@ def main() -> None:
 VARIANTS = ("engine", "former", "floor", "naive")
 
 if __name__ == "__main__":
-    main()
+    from record import run_and_record
+
+    run_and_record("nested_cv", main)

@@ -68,4 +68,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from record import run_and_record
+
+    run_and_record("predict_patient", main)

@@ -45,4 +45,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from record import run_and_record
+
+    run_and_record("simulate_and_features", main)

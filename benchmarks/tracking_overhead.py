@@ -92,4 +92,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from record import run_and_record
+
+    run_and_record("tracking_overhead", main)

@@ -69,4 +69,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from record import run_and_record
+
+    run_and_record("trials_convergence", main)
