@@ -285,3 +285,32 @@ def test_an_internally_inconsistent_model_is_refused(tmp_path):
     )
     with pytest.raises(ModelIntegrityError, match="reference is not sorted"):
         check_consistent(bad, "x")
+
+
+@pytest.mark.slow
+def test_a_store_that_fails_while_logging_keeps_the_evaluation(local_store, tmp_path):  # noqa: F811
+    """The store loads the registered model but cannot take the evaluation's artifacts (the experiment's
+    artifact location is a file): one warning, exit 0, the evaluation complete on disk, tracking.json says
+    what failed."""
+    import sqlite3
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    database = local_store / "mlruns" / "mlflow.db"
+    original = database.read_bytes()
+    evaluate_dir = local_store / "out" / "gm_only" / "evaluate"
+    try:
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE experiments SET artifact_location = ?", (blocker.as_uri(),))
+        shutil.rmtree(evaluate_dir, ignore_errors=True)
+        done = evaluate(local_store)
+        assert done.returncode == 0, done.stderr
+        output = done.stdout + done.stderr
+        assert output.count("MLflow logging failed") == 1 and "Traceback" not in output, output
+        assert "the evaluation is complete in" in output
+        metrics = json.loads((evaluate_dir / "metrics.json").read_text())
+        assert set(metrics["cohorts"]) >= {"discovery", "external", "control"}
+        tracking = json.loads((evaluate_dir / "tracking.json").read_text())
+        assert tracking["model_source"].startswith("models:/") and tracking["tracking_error"]
+    finally:
+        database.write_bytes(original)
