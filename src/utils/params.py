@@ -36,8 +36,11 @@ def read_params(path: str | Path) -> dict[str, Any]:
                 f"not a {type(experiments).__name__} ({experiments!r})"
             )
         for name, spec in experiments.items():
-            if not isinstance(spec, dict) or not all(
-                isinstance(spec.get(k), str) for k in ("features", "model")
+            # the feature set is what the cohorts stage plans for; the model (the experiment's) may be absent
+            if (
+                not isinstance(spec, dict)
+                or not all(isinstance(spec.get(k, ""), str) for k in ("features", "model"))
+                or "features" not in spec
             ):
                 raise UserInputError(
                     f"{path}: experiments.{name}={spec!r} must be {{features: <set>, model: <model>}}"
