@@ -302,6 +302,12 @@ TRAIN_CASES = {
     ),
     "unknown experiment": (["+experiment=gm_onyl"], "did you mean +experiment=gm_only?", None),
     "unknown feature set": (["features=gm_roii"], "no config conf/features/gm_roii.yaml (did you mean", None),
+    "typo without a plus": (["cv.n_trails=5"], "config key cv.n_trails is not a setting", None),
+    "typo at the top level": (
+        ["seeed=3"],
+        "config key seeed is not a setting this project reads (did you mean seed?)",
+        None,
+    ),
     "response not 0/1": ([], "response must be 0 or 1; subject(s) ['sub-x002'] have [2]", _bad_label),
 }
 

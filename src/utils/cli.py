@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SETTINGS = """
 Settings are Hydra overrides, key=value, e.g.:
   +experiment=gm_only      an experiment of conf/experiment/ (features, model, CV)
@@ -56,13 +58,36 @@ def unknown_group_option(args: list[str], conf: Path = CONF) -> str | None:
     return None
 
 
+def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
+    """The message for the first ``section.key=value`` argument whose key this project does not read
+    (``cv.n_trails=5``), with the nearest known key; None if none. Hydra's own message for a key not in
+    the config is several lines advising ``+cv.n_trails``, which would then be refused as a typo anyway."""
+    from src.utils.checks import SECTION_KEYS
+
+    top = set(yaml.safe_load((conf / "config.yaml").read_text())) | set(GROUPS) | {"hydra", "input"}
+    for arg in args:
+        key, sep, _ = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "hydra.", "hydra/")) or "/" in key:
+            continue
+        section, _, leaf = key.rpartition(".")
+        known = sorted(top) if not section else sorted(SECTION_KEYS.get(section, ()))
+        if section and section not in SECTION_KEYS:
+            continue  # deeper settings (a search space's bounds, the simulation): checked after composing
+        if (leaf if section else key) not in known:
+            close = difflib.get_close_matches(leaf if section else key, known, n=1)
+            where = f"{section}." if section else ""
+            hint = f"did you mean {where}{close[0]}?" if close else f"known: {', '.join(known)}"
+            return f"config key {key} is not a setting this project reads ({hint})"
+    return None
+
+
 def run(main: Callable[[], object], doc: str | None) -> None:
     """Run a Hydra ``main``; ``--help``/``-h`` prints ``doc`` and the common settings instead. A config group
     option that does not exist is one ``error:`` line and exit status 2, before Hydra composes anything."""
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print((doc or "").strip() + "\n" + SETTINGS)
         return
-    problem = unknown_group_option(sys.argv[1:])
+    problem = unknown_group_option(sys.argv[1:]) or unknown_override_key(sys.argv[1:])
     if problem is not None:
         from src.utils.errors import EXIT_USER_ERROR
 
