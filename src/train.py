@@ -111,7 +111,11 @@ def _record_failure(settings: TrackingSettings, config: dict, started: float, er
 
     try:
         run_id = record_failed_training(settings, config, started, error)
-        log.warning("training failed: recorded as MLflow run %s", run_id)
+        # an interruption is said once, by the entry point's one line; the record is for the MLflow view
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        (log.info if what == "interrupted" else log.warning)(
+            "training %s: recorded as MLflow run %s", what, run_id
+        )
     except Exception as tracking_error:  # the training's own error is the one to show
         log.warning("could not record the failed training in MLflow: %s", tracking_error)
 

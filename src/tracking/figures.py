@@ -22,7 +22,7 @@ def studies_from_trials(trials: pd.DataFrame, space: SearchSpace) -> list[optuna
     """In-memory Optuna studies rebuilt from the engine's trial table, one per (repeat, outer fold), so that
     Optuna's own visualisations can draw them (the engine keeps tables, not study objects)."""
     distributions = space.distributions()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" line per study otherwise
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one "study created" line per study otherwise
     studies = []
     for _, group in trials.groupby(["repeat", "fold"], sort=True):
         study = optuna.create_study(direction="maximize")

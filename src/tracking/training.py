@@ -356,7 +356,8 @@ def record_failed_training(
         experiment_id,
         start_time=int(1000 * start_time),
         tags={
-            "mlflow.runName": f"{name} seed {config.get('seed')} (failed)",
+            "mlflow.runName": f"{name} seed {config.get('seed')} "
+            f"({'interrupted' if isinstance(error, KeyboardInterrupt) else 'failed'})",
             ROLE_TAG: TRAINING,
             "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:5000],
         },

@@ -57,6 +57,7 @@ def user_errors(task: F) -> F:
         except KeyboardInterrupt as stop:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(getattr(cfg, "verbose", False)):
                 raise
+            _stop_workers()
             print(f"interrupted ({stop or 'Ctrl-C'}): nothing half-written was kept", file=sys.stderr)
             raise SystemExit(EXIT_INTERRUPTED) from None
 
@@ -81,6 +82,19 @@ def disk_full_message(err: OSError, path: str | os.PathLike | None = None) -> st
 
 class DiskFullError(UserInputError, OSError):
     """A write that failed for lack of space (ENOSPC, EDQUOT) or past the file-size limit (EFBIG)."""
+
+
+def _stop_workers() -> None:
+    """End joblib's worker processes before exiting on an interruption: left to the interpreter's exit, they
+    die mid-task and the resource tracker prints a "leaked semaphore objects" warning after our one line."""
+    if "joblib" not in sys.modules:
+        return
+    try:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    except Exception:  # the interruption is what the user needs to see, not a failed clean-up
+        pass
 
 
 def _interrupt(signum: int, frame: Any) -> None:

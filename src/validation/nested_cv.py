@@ -40,7 +40,9 @@ from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# ERROR: Optuna logs a trial stopped by Ctrl-C/SIGTERM ("Trial 3 failed ... KeyboardInterrupt") as a WARNING with a
+# traceback, before the entry point's one line; a real error in a trial is re-raised by Optuna anyway
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass(frozen=True)
