@@ -40,8 +40,8 @@ from src.validation.metrics import METRICS, binary_metrics
 from src.validation.seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
-# ERROR: Optuna logs a trial stopped by Ctrl-C/SIGTERM ("Trial 3 failed ... KeyboardInterrupt") as a WARNING with a
-# traceback, before the entry point's one line; a real error in a trial is re-raised by Optuna anyway
+# ERROR: Optuna logs a trial stopped by Ctrl-C/SIGTERM ("Trial 3 failed ... KeyboardInterrupt") as a WARNING
+# with a traceback, before the entry point's one line; a real error in a trial is re-raised by Optuna anyway
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
