@@ -76,6 +76,9 @@ def test_sigterm_stops_a_training_run_cleanly(tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr
     assert "interrupted (stopped by signal 15)" in stderr and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("interrupted (stopped by signal 15)"), stderr  # the last word is ours
+    assert "leaked semaphore" not in stderr and "failed" not in stderr, stderr
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, f"workers left running: {alive}"
     out = tmp_path / "out"
