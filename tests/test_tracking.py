@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -265,8 +266,9 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
     assert recorded["registry"].startswith("model registry: 'champion' set on ketamine-trd-gm_only v1")
     for name in (MODEL, f"{MODEL}-scorer"):
         version = client.get_model_version_by_alias(name, "champion")
-        assert (
-            str(version.version) == "1" and "External evaluation: 'champion': passed." in version.description
+        assert str(version.version) == "1" and re.search(
+            r"External evaluation: \d{4}-\d\d-\d\d \d\d:\d\d, 'champion' passed \(external BAC",
+            version.description,
         )
         if name == MODEL:  # the training's evidence written at registration stays first
             assert version.description.startswith("Nested CV on discovery")
@@ -305,6 +307,12 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
     )
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(MODEL, "champion")
+    # the failed evaluation is in the description too, after the passed one
+    description = client.get_model_version(MODEL, "1").description
+    assert (
+        "'champion' not passed (external BAC 52.0 % (p = 0.4, n = 40) >= 0.05). re-evaluated" in description
+    )
+    assert description.index("' passed (") < description.index("' not passed (")
     passed = document["cohorts"]["external"]
     promote_if_passing(
         settings, training, passed, "champion", 0.05, "re-evaluated"

@@ -23,7 +23,7 @@ from src.validation.ensemble import EnsembleModel
 log = logging.getLogger(__name__)
 
 
-# the version description: the training's evidence (written at registration), then this paragraph
+# the version description: the training's evidence (written at registration), then a paragraph per evaluation
 EVALUATION_HEADING = "External evaluation:"
 
 
@@ -40,7 +40,8 @@ def promote_if_passing(
     evidence: str,
 ) -> str:
     """Set ``alias`` on the training run's registered model (and scorer) when ``external['p_bac'] < max_p``;
-    remove it from them when it fails. Returns one line saying what was done (printed by the evaluation)."""
+    remove it from them when it fails. Either way the evaluation (date, verdict, ``evidence``) is appended to
+    the versions' descriptions. Returns one line saying what was done (printed by the evaluation)."""
     from mlflow.tracking import MlflowClient
 
     name = training.get("registered_model")
@@ -56,16 +57,18 @@ def promote_if_passing(
         f"{'<' if passed else '>='} {max_p:g}"
     )
     changed = []
+    # every evaluation, passed or not, is added to the version's description with its date: the registry
+    # shows the bad news too (the training's evidence stays first, the evaluations follow in order)
+    paragraph = (
+        f"{EVALUATION_HEADING} {time.strftime('%Y-%m-%d %H:%M')}, '{alias}' "
+        f"{'passed' if passed else 'not passed'} ({verdict}). {evidence}"
+    )
     for registered in (name, name + SCORER_SUFFIX):
         for version in _versions_of_run(client, registered, training["run_id"]):
+            before = (version.description or "").strip()
+            client.update_model_version(registered, version.version, f"{before}\n\n{paragraph}".strip())
             if passed:
                 client.set_registered_model_alias(registered, alias, version.version)
-                training_text = (version.description or "").split(EVALUATION_HEADING)[0].strip()
-                client.update_model_version(
-                    registered,
-                    version.version,
-                    f"{training_text}\n\n{EVALUATION_HEADING} '{alias}': passed. {evidence}".strip(),
-                )
                 changed.append(f"{registered} v{version.version}")
             elif alias in client.get_model_version(registered, version.version).aliases:
                 client.delete_registered_model_alias(registered, alias)
