@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,10 @@ def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch,
     assert written["prediction"].tolist() == ["responder", "non-responder"]
     assert "sub-new1: P(response) = " in printed and "responder" in printed
     assert written.loc[0, "towards_response"].startswith("gm_r0 (+")  # the planted region, by name
+    # each run its own dated file; predictions.csv is the latest
+    runpy.run_module("src.predict", run_name="__main__")
+    dated = sorted((tmp_path / "out" / "gm_only" / "predict").glob("predictions-*.csv"))
+    assert len(dated) == 2 and all(pd.read_csv(f).equals(written) for f in dated)
     # a swapped model file is refused before any patient is scored
     model_file = tmp_path / "out" / "gm_only" / "train" / "model" / "model.npz"
     shutil.copy(model_file, tmp_path / "original.npz")
@@ -530,3 +535,28 @@ def test_the_decision_is_probability_at_or_above_the_threshold(locked):
     assert (p == threshold).sum() >= 1 and responder[p == threshold].all()  # at the threshold: responder
     assert (responder != (decision > 0)).any(), "no patient separates P >= threshold from score > 0"
     assert (responder != (p >= 0.5)).any(), "no patient separates P >= threshold from P >= 0.5"
+
+
+def test_the_card_says_simulated_and_uncertain_and_prints_no_folder_of_this_machine(tmp_path, monkeypatch):
+    """A model trained on the simulated cohorts: said first. An interval across the threshold: 'uncertain
+    (leans ...)', not 'predicted ...'. The input is shown relative to the working folder, or by name."""
+    from src.prediction.card import patient_card
+    from src.prediction.report import shown_path
+
+    row = {
+        "participant_id": "sub-x1",
+        "prediction": "responder",
+        "probability": 0.51,
+        "interval_low": 0.44,
+        "interval_high": 0.60,
+        "fold_agreement": 0.55,
+        "warnings": "",
+    }
+    card = patient_card(row, threshold=0.5, coverage=0.95, provenance=[], simulated=True)
+    assert "Model trained on simulated data." in card and "sub-x1: uncertain (leans responder)" in card
+    assert "predicted responder" not in card
+    sure = patient_card({**row, "interval_low": 0.52}, threshold=0.5, coverage=0.95, provenance=[])
+    assert "sub-x1: predicted responder" in sure and "simulated data" not in sure
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "in" / "a.tsv") == "in/a.tsv"
+    assert shown_path(Path("/elsewhere/b.nii.gz")) == ".../b.nii.gz"

@@ -208,3 +208,9 @@ def load_configured(
         layout=spec.layout or data.get("layout", "bids"),
         treatment=spec.treatment,
     )
+
+
+def is_simulated(config: Mapping[str, Any]) -> bool:
+    """The resolved config's data is the embedded simulation (its data config carries ``simulation``)."""
+    data = config.get("data") or {}
+    return data.get("name") == "simulated" or data.get("simulation") is not None

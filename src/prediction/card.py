@@ -84,6 +84,16 @@ def brain_figure(image: nib.Nifti1Image) -> str:
     return _png(figure)
 
 
+def headline(row: Mapping[str, object], threshold: float) -> str:
+    """``predicted responder`` / ``predicted non-responder``, or, when the fold models' interval reaches
+    across the threshold (the models trained on other subsets disagree about the side),
+    ``uncertain (leans responder)``."""
+    low, high = float(row["interval_low"]), float(row["interval_high"])
+    if low < threshold <= high:
+        return f"uncertain (leans {row['prediction']})"
+    return f"predicted {row['prediction']}"
+
+
 def patient_card(
     row: Mapping[str, object],
     *,
@@ -95,16 +105,25 @@ def patient_card(
     brain: nib.Nifti1Image | None = None,
     attribution: str = "",
     note: str = "",
+    simulated: bool = False,
 ) -> str:
     """The HTML card of one row of :func:`~src.prediction.score.predict_patients` (with
     :func:`~src.prediction.score.top_regions` columns when given); ``contributions`` are the patient's
     per-feature values of :func:`~src.prediction.score.local_attribution`, ``attribution`` says how they
-    were computed, ``brain`` is them painted on the brain."""
+    were computed, ``brain`` is them painted on the brain. ``simulated``: the model was trained on the
+    embedded simulated cohorts (said first, in the card's warning colour)."""
     esc = html.escape
     probability = float(row["probability"])
     warnings = [w for w in str(row.get("warnings") or "").split("; ") if w]
-    parts = [
-        f"<h1>{esc(str(row['participant_id']))}: predicted {esc(str(row['prediction']))}</h1>",
+    parts = []
+    if simulated:
+        parts.append(
+            '<div class="warn"><b>Model trained on simulated data.</b> This model was trained on the '
+            "embedded simulated cohorts (a planted signature), not on patients: this card shows what the "
+            "tool does and says nothing about this person.</div>"
+        )
+    parts += [
+        f"<h1>{esc(str(row['participant_id']))}: {esc(headline(row, threshold))}</h1>",
         '<p class="sub">Response to one IV ketamine infusion (&ge; 50 % MADRS reduction at 24 h), from '
         "pre-treatment grey-matter volume. Research use only: not a clinical decision tool.</p>",
         f'<p><span class="big">P(response) = {probability:.2f}</span> &nbsp; '

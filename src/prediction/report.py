@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from src.interpretation.regions import paint_features, read_feature_regions
-from src.prediction.card import patient_card
+from src.prediction.card import headline, patient_card
 from src.prediction.score import local_attribution, top_regions
 from src.utils.io import atomic_path, file_md5
 from src.utils.provenance import git_state
@@ -24,6 +24,17 @@ def _input_hash(path: Path) -> str:
     return file_md5(target) if target.is_file() else "n/a"
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a card or report may print it: relative to the working folder when inside it, else the
+    file's name only (a card is shared; the machine's folders are not its reader's business). The md5
+    beside it identifies the file."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return f".../{path.name}"
+
+
 def provenance_rows(model: EnsembleModel, source: str, input_path: Path) -> list[tuple[str, str]]:
     """Where a prediction came from: the model (source, experiment, training data), the input, the code."""
     git = git_state()
@@ -32,7 +43,7 @@ def provenance_rows(model: EnsembleModel, source: str, input_path: Path) -> list
         ("experiment", str(model.info.get("experiment"))),
         ("training feature table md5", str(model.info.get("feature_table_md5"))),
         ("fold models", str(len(model.models))),
-        ("input", f"{input_path} (md5 {_input_hash(input_path)})"),
+        ("input", f"{shown_path(input_path)} (md5 {_input_hash(input_path)})"),
         ("code", f"{git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}"),
         ("scored", time.strftime("%Y-%m-%d %H:%M:%S")),
     ]
@@ -57,8 +68,17 @@ def write_outputs(
     if values is not None:
         result = pd.concat([result, top_regions(values, names).reset_index(drop=True)], axis=1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        result.to_csv(tmp, index=False)
+    # each run its own dated file (a second run never overwrites the first's); the latest also under the
+    # stable name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dated = out_dir / f"predictions-{stamp}.csv"
+    for n in range(2, 1000):  # two runs within one second
+        if not dated.exists():
+            break
+        dated = out_dir / f"predictions-{stamp}-{n}.csv"
+    for target in (dated, out_dir / "predictions.csv"):
+        with atomic_path(target) as tmp:
+            result.to_csv(tmp, index=False)
     threshold, coverage = float(settings["threshold"]), float(settings["coverage"])
     cards = out_dir / "cards"
     if settings.get("card", True):
@@ -85,26 +105,29 @@ def write_outputs(
                 names=names,
                 brain=brain,
                 attribution=method,
+                simulated=bool(model.info.get("simulated")),
             )
             with atomic_path(cards / f"{row['participant_id']}.html") as tmp:
                 tmp.write_text(card, encoding="utf-8")
-    _print(result, coverage, source, out_dir, cards if settings.get("card", True) else None)
+    _print(result, threshold, coverage, source, dated, cards if settings.get("card", True) else None)
     return result
 
 
-def _print(result: pd.DataFrame, coverage: float, source: str, out_dir: Path, cards: Path | None) -> None:
+def _print(
+    result: pd.DataFrame, threshold: float, coverage: float, source: str, written: Path, cards: Path | None
+) -> None:
     print(f"model: {source}")
-    for row in result.itertuples():
+    for _, row in result.iterrows():
         print(
             f"{row.participant_id}: P(response) = {row.probability:.2f} "
             f"[{round(100 * coverage)} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
-            f"{row.prediction} (fold agreement {row.fold_agreement:.0%})"
+            f"{headline(row, threshold)} (fold agreement {row.fold_agreement:.0%})"
         )
         if row.warnings:
             print(f"    warning: {row.warnings}")
         if "towards_response" in result:
             print(f"    towards response: {row.towards_response or '-'}")
             print(f"    towards non-response: {row.towards_non_response or '-'}")
-    print(f"  written   {out_dir / 'predictions.csv'}")
+    print(f"  written   {written} (the latest also as {written.with_name('predictions.csv').name})")
     if cards is not None:
         print(f"            {cards}/<participant_id>.html")

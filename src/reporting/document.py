@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from src.data.cohorts import is_simulated
 from src.reporting.methods import tripod_ai_methods
 from src.tracking.training import training_model_uri
 from src.utils.errors import MissingInputError, UserInputError
@@ -209,12 +210,6 @@ def _specificity_text(e: ExperimentResults) -> str:
         f"AUC external {d['auc_a']:.3f} vs control {d['auc_b']:.3f}: difference {d['difference']:.3f}, "
         f"permutation p = {d['p_value']:.4f}; score × treatment likelihood-ratio test p = {lr['p_value']:.4f}."
     )
-
-
-def is_simulated(config: Mapping[str, Any]) -> bool:
-    """The data config is the embedded simulation (it carries ``simulation`` settings)."""
-    data = config.get("data") or {}
-    return data.get("name") == "simulated" or data.get("simulation") is not None
 
 
 def top_regions(regions: pd.DataFrame | None, n: int = 15) -> pd.DataFrame | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.data.cohorts import discovery_cohort
+from src.data.cohorts import discovery_cohort, is_simulated
 from src.features.tables import feature_table_path, read_feature_table, training_arrays
 from src.models.search_space import SearchSpace
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
@@ -173,6 +173,8 @@ def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bo
         info={
             "experiment": config["name"],
             "seed": seed,
+            "data": str((config.get("data") or {}).get("name")),
+            "simulated": is_simulated(config),
             "feature_table_md5": document["provenance"]["feature_table_md5"],
         },
         training=inputs.X,  # the covariate model that explains a new patient's prediction (src.predict)
