@@ -124,7 +124,7 @@ def test_no_pipeline_output_is_committed_to_git():
     listed = subprocess.run(["git", "ls-files", *outs], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
-    tracked = [f for f in listed.stdout.splitlines() if not f.endswith("metrics.json")]
+    tracked = [f for f in listed.stdout.splitlines() if not f.endswith(("/metrics.json", "/summary.json"))]
     assert tracked == [], f"pipeline outputs committed to git: {tracked[:5]}"
 
 

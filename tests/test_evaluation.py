@@ -326,6 +326,10 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     assert metrics["cohorts"]["external"]["n"] == 48 and "ci95" in metrics["cohorts"]["control"]
     assert set(metrics["cohorts_site_aligned"]) == {"external", "external_a", "external_b", "control"}
     assert metrics["cohorts"]["external"]["auc"] > metrics["cohorts"]["control"]["auc"]
+    summary = json.loads((out / "summary.json").read_text())  # DVC's metrics: numbers only
+    assert summary["external_bac"] == round(metrics["cohorts"]["external"]["bac"], 4)
+    assert summary["control_p_bac"] == round(metrics["cohorts"]["control"]["p_bac"], 4)
+    assert len(summary) == 7 and all(isinstance(v, float) for v in summary.values())
     for name in (
         "paper_table.csv",
         "paper_table.md",

@@ -218,6 +218,11 @@ def test_train_entry_point(tmp_path):
     assert metrics["permutation"]["n"] == 3 and metrics["cv"]["repeats"] == 2
     assert set(metrics["ensemble"]) == {"bac", "sensitivity", "specificity", "auc", "ppv", "npv"}
     assert metrics["provenance"]["feature_table_md5"] and "git" in metrics["provenance"]
+    # DVC's metrics: numbers only, equal to the document's (provenance stays in metrics.json)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["discovery_bac"] == round(metrics["ensemble"]["bac"], 4)
+    assert summary["permutation_p"] == round(metrics["permutation"]["p_value"], 4)
+    assert len(summary) == 6 and all(isinstance(v, float) for v in summary.values())
     assert len(pd.read_csv(folder / "predictions.csv")) == 72
     assert len(pd.read_csv(folder / "trials.csv")) == 2 * 3 * 3
     model = load_model(folder / "model")

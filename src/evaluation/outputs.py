@@ -4,6 +4,7 @@ of an :class:`~src.evaluation.locked.Evaluation`, written in one atomic step by 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -116,10 +117,32 @@ def write_maps(out: Path, regions: pd.DataFrame, features_dir: Path) -> str:
     return ""
 
 
+SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers only, a screen wide
+
+
+def evaluation_summary_metrics(document: dict[str, Any]) -> dict[str, float]:
+    """The evaluation's DVC metrics: BAC, AUC and permutation p of the pooled groups (external, control),
+    and the treatment-specificity p (each cohort alone, CIs, site-aligned results and provenance stay in
+    ``metrics.json``)."""
+    out: dict[str, float] = {}
+    for group in ("external", "control"):
+        result = document["cohorts"].get(group)
+        if result is None:
+            continue
+        for key in ("bac", "auc", "p_bac"):
+            if result.get(key) is not None:
+                out[f"{group}_{key}"] = round(float(result[key]), 4)
+    difference = (document.get("treatment_specificity") or {}).get("auc_difference")
+    if difference:
+        out["specificity_p"] = round(float(difference["p_value"]), 4)
+    return out
+
+
 def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> None:
     """Every file of ``${paths.run}/evaluate/`` but ``tracking.json`` (written once MLflow has the runs)."""
     evaluation.document["maps_note"] = write_maps(out / "maps", evaluation.regions, features_dir) or None
     write_json_atomic(out / "metrics.json", evaluation.document)
+    write_json_atomic(out / SUMMARY_FILE, evaluation_summary_metrics(evaluation.document))
     evaluation.paper_table.to_csv(out / "paper_table.csv", index=False)
     write_text_atomic(out / "paper_table.md", markdown_table(evaluation.paper_table) + "\n")
     columns = ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]

@@ -224,6 +224,23 @@ def metrics_document(
     }
 
 
+SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers only, a screen wide
+
+
+def training_summary_metrics(document: Mapping[str, Any]) -> dict[str, float]:
+    """The training's DVC metrics: the out-of-fold ensemble, the spread of the repeats' BAC and the
+    permutation p (the whole document, provenance included, stays in ``metrics.json``)."""
+    ensemble, repeats = document["ensemble"], document["repeats"]["bac"]
+    out = {
+        f"discovery_{k}": round(float(ensemble[k]), 4) for k in ("bac", "auc", "sensitivity", "specificity")
+    }
+    out["discovery_bac_repeat_sd"] = round(float(repeats["sd"]), 4)
+    permutation = document.get("permutation") or {}
+    if permutation.get("p_value") is not None:
+        out["permutation_p"] = round(float(permutation["p_value"]), 4)
+    return out
+
+
 def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml: str) -> None:
     """``${paths.run}/train`` in one atomic step: the model (its sha256 into the metrics document), metrics,
     the resolved config, out-of-fold predictions, folds, trials, their timings (``timings.csv``: the only
@@ -234,6 +251,7 @@ def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml:
         # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load
         document["provenance"]["model_sha256"] = outcome.model.save(out / "model", config_yaml)
         write_json_atomic(out / "metrics.json", document)
+        write_json_atomic(out / SUMMARY_FILE, training_summary_metrics(document))
         write_text_atomic(out / "config.yaml", config_yaml)
         result.oof.to_csv(out / "predictions.csv", index=False)
         # timings apart: folds.csv and trials.csv are byte-identical for the same config (resumed or not)
