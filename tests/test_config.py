@@ -36,9 +36,10 @@ def test_params_yaml_agrees_with_hydra_defaults():
         assert cfg["data"]["simulation"]["seed"] == cfg["seed"]
     assert params["data"] == _hydra_default("data") == cfg["data"]["name"]
     assert params["cv"] == _hydra_default("cv")
+    # `dvc repro` builds the feature sets its experiments use, no more (each a config of conf/features/)
     available = {p.stem for p in (ROOT / "conf" / "features").glob("*.yaml")}
-    # every feature set but the opt-in 2 mm voxel grid (~150 MB of tables) is built by `dvc repro`
-    assert set(params["feature_sets"]) == available - {"gm_voxel_2mm"}
+    used = {spec["features"] for spec in params["experiments"].values()}
+    assert set(params["feature_sets"]) == used and used <= available
     assert params["permutation"]["n"] == cfg["permutation"]["n"]
     for name, spec in params["experiments"].items():
         composed = compose_config([f"+experiment={name}"])

@@ -174,3 +174,22 @@ def test_a_file_size_limit_is_one_line_and_a_rerun_resumes(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "3 of 3 outer folds resumed" in again.stdout or "resumed" in again.stdout, again.stdout
+
+
+def test_long_loops_say_their_rate_and_finish_without_a_terminal(capsys):
+    """RateLines (permutations under `dvc repro` or in a log): a line after the first 5 units, then one per
+    tenth of the work, each with the rate and the estimated finish; nothing after the last unit."""
+    from src.utils.logging import RateLines
+
+    lines = RateLines(total=100, done=20, label="permutations")
+    for _ in range(80):
+        lines.update()
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("permutations:")]
+    assert [line.split(",")[0] for line in printed] == [
+        "permutations: 25/100",
+        *[f"permutations: {k}/100" for k in range(30, 100, 10)],
+    ]
+    assert all(" s each, about " in line and "(finishing ~" in line for line in printed)
+    quiet = RateLines(total=10, done=0, label="x", enabled=False)
+    quiet.update()
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 
 log = logging.getLogger("src.status")
@@ -46,3 +47,36 @@ def status(message: str) -> None:
     always, in the log file too."""
     print(message, file=sys.stderr, flush=True)
     log.info(message)
+
+
+class RateLines:
+    """Status lines for a long loop when no progress bar is shown (a log file, ``dvc repro``, CI): after the
+    first ``first`` units the rate and an estimated finish, then at every further tenth of the work.
+
+    Written by hand: tqdm's bar needs a terminal, and its ``mininterval`` lines would flood a log.
+    """
+
+    def __init__(self, total: int, done: int, label: str, first: int = 5, enabled: bool = True) -> None:
+        self.total, self.start_done, self.done, self.label = total, done, done, label
+        self.enabled = enabled and total > done
+        self.started = time.monotonic()
+        self.next = done + min(first, total - done)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled or self.done < self.next or self.done >= self.total:
+            return
+        computed = self.done - self.start_done
+        each = (time.monotonic() - self.started) / computed
+        left = each * (self.total - self.done)
+        finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+        status(
+            f"{self.label}: {self.done}/{self.total}, {each:.2f} s each, about {_minutes(left)} left "
+            f"(finishing ~{finish})"
+        )
+        step = max(1, self.total // 10)
+        self.next = (self.done // step + 1) * step
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

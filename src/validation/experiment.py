@@ -120,6 +120,7 @@ def run_permutation_shard(
         n_jobs=int(config["n_jobs"]),
         progress=progress,
         checkpoint=checkpoint.with_name(f"{checkpoint.stem}-shard-{shard}-of-{shards}.jsonl"),
+        status_lines=True,
     )
     folder = Path(config["paths"]["run"]) / "permutation"
     path = write_shard(folder, permutation_key(config, inputs), shard, shards, n, cv_perm.repeats, values)
@@ -166,6 +167,7 @@ def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bo
             n_jobs=n_jobs,
             progress=progress,
             checkpoint=checkpoint_path(config, "permutations", inputs),
+            status_lines=True,  # without a terminal's bar: the rate and the estimated finish
         )
     document = metrics_document(config, inputs, result, perm, file_md5(inputs.path))
     model = EnsembleModel.from_result(

@@ -12,6 +12,7 @@ import pandas as pd
 from joblib import delayed
 
 from src.models.search_space import SearchSpace
+from src.utils.logging import RateLines
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.metrics import permutation_p_value
@@ -89,10 +90,12 @@ def permutation_values(
     n_jobs: int = 1,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    status_lines: bool = False,
 ) -> tuple[dict[int, float], int]:
     """The null statistic of each permutation in ``indices`` (``cv`` already holds the permutation's
     repeats): ``({index: value}, how many were read from the checkpoint)``. Permutation i's labels and seeds
-    derive from (seed, i) only, so any subset (a shard) gives the same values as a full run."""
+    derive from (seed, i) only, so any subset (a shard) gives the same values as a full run. ``progress``:
+    a bar (a terminal); ``status_lines``: the rate and the estimated finish as status lines instead."""
     from tqdm.auto import tqdm
 
     y = np.asarray(y).astype(int)
@@ -106,10 +109,12 @@ def permutation_values(
         ) as bar,
         record_appender(checkpoint) as record,
     ):
+        lines = RateLines(len(indices), len(done), "permutations", enabled=status_lines and not progress)
         for i, value in zip(todo, run_parallel(jobs, n_jobs, shared=(X, y)), strict=True):
             done[i] = value
             record({"i": i, "value": value})
             bar.update()
+            lines.update()
     return {i: done[i] for i in indices}, len(indices) - len(todo)
 
 
@@ -142,6 +147,7 @@ def permutation_test(
     n_jobs: int = 1,
     progress: bool = False,
     checkpoint: str | Path | None = None,
+    status_lines: bool = False,
 ) -> PermutationResult:
     """Permutation test of the mean per-repeat BAC of repeated nested CV.
 
@@ -174,6 +180,7 @@ def permutation_test(
         n_jobs=n_jobs,
         progress=progress,
         checkpoint=checkpoint,
+        status_lines=status_lines,
     )
     null = np.asarray([values[i] for i in range(n)])
     return PermutationResult(
