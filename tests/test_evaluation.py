@@ -314,6 +314,7 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
         "+experiment=gm_only",
         "evaluation.n_permutations=1000",
         "evaluation.n_bootstrap=500",
+        "evaluation.weight_permutations=1000",
         *common,
     ]
     done = subprocess.run(evaluate, **run)
@@ -341,6 +342,10 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     ):
         assert (out / name).is_file(), name
     assert "paper BAC" in (out / "paper_table.md").read_text()
+    # the regions called selected are those of the weights' permutation test (q < 0.05)
+    regions = pd.read_csv(out / "regions.csv")
+    assert {"p_perm", "q_perm", "cvr_corrected"} <= set(regions.columns)
+    assert (regions["selected"] == (regions["q_perm"] < 0.05)).all() and regions["p_perm"].min() >= 1 / 1001
     # the console is quiet (no WARNING for the expected unseen sites); Hydra's log file has the full log,
     # with the unseen sites said once for all cohorts
     assert "WARNING" not in done.stderr and "not in training" not in done.stderr

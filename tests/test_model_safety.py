@@ -143,6 +143,7 @@ def evaluate(store: Path) -> subprocess.CompletedProcess:
             f"hydra.run.dir={store}/hydra",
             "evaluation.n_permutations=100",
             "evaluation.n_bootstrap=50",
+            "evaluation.weight_permutations=200",
         ],
         cwd=store,
         env=subprocess_env(),

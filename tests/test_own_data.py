@@ -109,6 +109,7 @@ def test_null_tables_through_the_readme_commands(tmp_path):
         "+experiment=gm_only",
         "evaluation.n_permutations=2000",
         "evaluation.n_bootstrap=200",
+        "evaluation.weight_permutations=200",
         *data,
     )
     report = run(tmp_path, sys.executable, "-m", "src.report", "report.experiments=[gm_only]", *data)

@@ -59,7 +59,11 @@ def run_pipeline(work: Path, repeats: int, folds: int, tracking: list[str]) -> N
         "cv.n_trials=4",
         "permutation.n=3",
     ]
-    evaluate = ["evaluation.n_permutations=200", "evaluation.n_bootstrap=100"]
+    evaluate = [
+        "evaluation.n_permutations=200",
+        "evaluation.n_bootstrap=100",
+        "evaluation.weight_permutations=200",
+    ]
     for module, extra in (("src.train", train), ("src.evaluate", evaluate)):
         done = subprocess.run(
             [sys.executable, "-m", module, *common, *extra],

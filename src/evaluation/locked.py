@@ -190,7 +190,14 @@ def evaluate_locked_model(
                 table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
             )
     specificity = treatment_specificity(scored, n_perm // 5, seed)
-    regions = feature_importance(model, train, Path(features_root) / feature_set, seed, int(config["n_jobs"]))
+    regions = feature_importance(
+        model,
+        train,
+        Path(features_root) / feature_set,
+        seed,
+        int(config["n_jobs"]),
+        n_weight_permutations=int(ev.get("weight_permutations") or 0),
+    )
     document = {
         "experiment": config["name"],
         "positive_weight_means": "larger feature value -> predicted response",

@@ -35,6 +35,19 @@ REGION_COLUMNS = [
     "sign_consistency",
     "direction",
 ]
+# with the weights' permutation test: ranked by its p, every top region shown, selected ones marked
+TESTED_COLUMNS = [
+    "rank",
+    "region",
+    "hemisphere",
+    "lobe",
+    "standardised_weight",
+    "p_perm",
+    "q_perm",
+    "selected",
+    "planted",
+    "direction",
+]
 SIMULATED_BANNER = (
     "Simulated data: these results come from the embedded simulated cohorts (a planted, known response "
     "signature built from MNI templates), not from patients. Run the pipeline with data=bids (your cohorts) "
@@ -49,6 +62,13 @@ REGIONS_NOTE = (
     "weight over the R×K fold models) corrected for the overlap of their training sets (Nadeau & Bengio "
     "2003), Benjamini-Hochberg FDR q < 0.05; ranked by the standardised weight (per SD of the region's "
     "volume). Positive: larger volume → response."
+)
+TESTED_NOTE = (
+    "The regions with the smallest permutation p of their weight: the first CV repeat's fold models refitted "
+    "with their tuned C on permuted labels (label-permutation test of the weights), two-sided p of the mean "
+    "standardised weight, Benjamini-Hochberg across all regions; 'selected' = q < 0.05. The weights are "
+    "those of a multivariate model: a region may carry weight because it helps others (e.g. by removing "
+    "shared variance), not only because it differs between the groups. Positive: larger volume → response."
 )
 FIGURES = {
     "curves.png": "ROC, calibration and decision curves",
@@ -180,7 +200,7 @@ def _fmt(value: Any, column: str) -> str:
         return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if "AUC" in column:
         return f"{value:.2f}"
-    if column == "q_value":
+    if column in ("q_value", "p_perm", "q_perm"):
         return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if column in ("mean_weight", "sign_consistency", "standardised_weight", "se"):
         return f"{value:.3g}"
@@ -201,6 +221,35 @@ def html_table(table: pd.DataFrame) -> str:
     return _formatted(table).to_html(index=False, border=0, classes="table", escape=True)
 
 
+ALIGNED_NOTE = (
+    "The same locked model after label-free alignment of each unseen site to the training cohort (each "
+    "site's feature means and SDs, after the covariate model, from its own scans; outcomes never used)."
+)
+
+
+def site_aligned_table(e: ExperimentResults) -> pd.DataFrame | None:
+    """Each evaluated cohort group with and without site alignment (BAC, AUC, permutation p), or None."""
+    aligned = (e.evaluation or {}).get("cohorts_site_aligned") or {}
+    if not aligned:
+        return None
+    rows = []
+    for group, result in aligned.items():
+        plain = e.evaluation["cohorts"].get(group, {})
+        rows.append(
+            {
+                "cohort": group,
+                "n": plain.get("n"),
+                "BAC": 100 * plain["bac"] if "bac" in plain else None,
+                "aligned BAC": 100 * result["bac"],
+                "AUC": plain.get("auc"),
+                "aligned AUC": result["auc"],
+                "p (BAC)": plain.get("p_bac"),
+                "aligned p (BAC)": result.get("p_bac"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _specificity_text(e: ExperimentResults) -> str:
     spec = (e.evaluation or {}).get("treatment_specificity")
     if not spec:
@@ -212,22 +261,61 @@ def _specificity_text(e: ExperimentResults) -> str:
     )
 
 
-def top_regions(regions: pd.DataFrame | None, n: int = 15) -> pd.DataFrame | None:
-    """The report's region table: FDR-selected regions ranked by |standardised weight| (weight tables), or
-    the first rows as they are (permutation importance of non-linear models)."""
+def top_regions(
+    regions: pd.DataFrame | None, n: int = 15, planted: set[str] | None = None
+) -> pd.DataFrame | None:
+    """The report's region table. With the weights' permutation test: the ``n`` regions of smallest p, each
+    marked selected (q < 0.05) or not, and, for simulated data, planted (in the simulator's signature) or
+    not. Otherwise the FDR-selected regions ranked by |standardised weight|, or the first rows as they are
+    (permutation importance of non-linear models)."""
     if regions is None:
         return None
     if "standardised_weight" not in regions:
         return regions[list(regions.columns[:8])].head(n)
+    if "p_perm" in regions:
+        order = np.lexsort((-regions["standardised_weight"].abs().to_numpy(), regions["p_perm"].to_numpy()))
+        table = regions.iloc[order].head(n)
+        table = table.assign(
+            rank=np.arange(1, len(table) + 1), selected=np.where(table["selected"], "yes", "")
+        )
+        if planted is not None:
+            table = table.assign(planted=np.where(is_planted(table, planted), "yes", ""))
+        return table[[c for c in TESTED_COLUMNS if c in table.columns]].reset_index(drop=True)
     table = regions[regions["selected"]] if "selected" in regions else regions
     table = table.reindex(table["standardised_weight"].abs().sort_values(ascending=False).index).head(n)
     table = table.assign(rank=np.arange(1, len(table) + 1))
     return table[[c for c in REGION_COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
+def is_planted(regions: pd.DataFrame, planted: set[str]) -> pd.Series:
+    """Rows of a region table in the simulator's signature (a GM shift: WM rows of the same name are not)."""
+    names = regions["region"] if "region" in regions else regions["feature"].str.removeprefix("gm_")
+    grey = regions["tissue"].fillna("GM").eq("GM") if "tissue" in regions else True
+    return names.isin(planted) & grey
+
+
+def planted_regions(config: Mapping[str, Any]) -> set[str] | None:
+    """The simulator's planted regions (``ground_truth.json`` of the simulated cohorts), or None."""
+    if not is_simulated(config):
+        return None
+    path = Path((config.get("paths") or {}).get("cohorts", "")) / "ground_truth.json"
+    if not path.is_file():
+        return None
+    signature = json.loads(path.read_text()).get("signature") or {}
+    return {str(region["name"]) for region in signature.get("regions", [])}
+
+
 def _sections(e: ExperimentResults) -> dict[str, Any]:
-    regions = top_regions(e.regions)
+    planted = planted_regions(e.config)
+    regions = top_regions(e.regions, planted=planted)
     selected = None if e.regions is None or "selected" not in e.regions else int(e.regions["selected"].sum())
+    tested = e.regions is not None and "p_perm" in e.regions
+    note = TESTED_NOTE if tested else REGIONS_NOTE
+    if selected is not None:
+        note = f"{note} {selected} of {len(e.regions)} regions selected."
+        if tested and planted is not None:
+            hits = int((e.regions["selected"] & is_planted(e.regions, planted)).sum())
+            note += f" Simulated data: {hits} of the selected are among the {len(planted)} planted regions."
     return {
         "simulated": is_simulated(e.config),
         "not_evaluated": (
@@ -235,9 +323,7 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
             if e.evaluation is not None
             else f"Not evaluated yet: run `python -m src.evaluate +experiment={e.name}` (or `dvc repro`)."
         ),
-        "regions_note": None
-        if selected is None
-        else f"{REGIONS_NOTE} {selected} of {len(e.regions)} regions pass.",
+        "regions_note": None if selected is None else note,
         "name": e.name,
         "summary": (
             f"features {e.config['features']['name']}, model {e.config['model']['name']}, "
@@ -246,6 +332,7 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
             f"seed {e.config['seed']}"
         ),
         "paper_table": e.paper_table,
+        "aligned": site_aligned_table(e),
         "regions": regions,
         "specificity": _specificity_text(e),
         "methods": tripod_ai_methods(e.config, e.train, e.evaluation),
@@ -273,6 +360,8 @@ def render_markdown(
                 markdown_table(s["paper_table"]),
                 "",
             ]
+        if s["aligned"] is not None:
+            lines += ["### After site alignment", "", ALIGNED_NOTE, "", markdown_table(s["aligned"]), ""]
         lines += ["### Treatment specificity", "", s["specificity"], ""]
         for filename, title in FIGURES.items():
             if filename in e.figures:
@@ -315,6 +404,7 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 <p>{{ e.summary }}</p>
 {% if e.not_evaluated %}<p class="banner">{{ e.not_evaluated }}</p>{% endif %}
 {% if e.paper_table %}<h3>Paper-style table (published numbers beside ours)</h3>{{ e.paper_table }}{% endif %}
+{% if e.aligned %}<h3>After site alignment</h3><p class="note">{{ aligned_note }}</p>{{ e.aligned }}{% endif %}
 <h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
 {% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
 {% if e.regions %}<h3>Top regions</h3>{% if e.regions_note %}<p class="note">{{ e.regions_note }}</p>{% endif %}{{ e.regions }}{% endif %}
@@ -338,6 +428,7 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
                 "summary": s["summary"],
                 "paper_table": None if s["paper_table"] is None else _markup(html_table(s["paper_table"])),
                 "regions": None if s["regions"] is None else _markup(html_table(s["regions"])),
+                "aligned": None if s["aligned"] is None else _markup(html_table(s["aligned"])),
                 "regions_note": s["regions_note"],
                 "not_evaluated": s["not_evaluated"],
                 "specificity": s["specificity"],
@@ -356,6 +447,7 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
         experiments=blocks,
         simulated=simulated,
         dash_note=DASH_NOTE,
+        aligned_note=ALIGNED_NOTE,
     )
 
 

@@ -25,6 +25,7 @@ INTEGER_KEYS: dict[str, tuple[int, bool]] = {
     "permutation.repeats": (1, True),
     "evaluation.n_permutations": (1, False),
     "evaluation.n_bootstrap": (1, False),
+    "evaluation.weight_permutations": (0, True),
     "predict.align_unseen_sites": (2, True),
     "parallel.workers": (1, True),
 }
@@ -37,7 +38,15 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
     "permutation": frozenset({"n", "repeats", "shard", "inline"}),
     "parallel": frozenset({"backend", "address", "scheduler_file", "workers"}),
     "evaluation": frozenset(
-        {"n_permutations", "n_bootstrap", "harmonize", "alignment_method", "reference", "champion"}
+        {
+            "n_permutations",
+            "n_bootstrap",
+            "weight_permutations",
+            "harmonize",
+            "alignment_method",
+            "reference",
+            "champion",
+        }
     ),
     "evaluation.champion": frozenset({"alias", "max_p"}),
     "predict": frozenset(

@@ -159,7 +159,12 @@ class EnsembleModel:
         calibration = platt_scaling(result.ensemble_scores(), result.y)
         ids = np.asarray(result.ids)
         # which subjects each fold model never saw: needed for out-of-fold permutation importance
-        info = {**(info or {}), "fold_test_ids": [ids[f.test].tolist() for f in result.folds]}
+        info = {
+            **(info or {}),
+            "fold_test_ids": [ids[f.test].tolist() for f in result.folds],
+            # each fold's tuned parameters: the weight permutation test refits the folds with them
+            "fold_params": [dict(f.best_params) for f in result.folds],
+        }
         if training is not None:  # what a new patient is compared with (src.predict warns outside it)
             info["training_covariates"] = {
                 c: sorted(map(str, training[c].astype(str).unique()))

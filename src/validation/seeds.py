@@ -15,6 +15,7 @@ class Stream(IntEnum):
     INNER_SPLIT = 1
     SAMPLER = 2
     PERMUTATION = 3
+    WEIGHT_PERMUTATION = 4
 
 
 def derive_seed(seed: int, stream: Stream, *keys: int) -> int:
