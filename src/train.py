@@ -78,6 +78,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     lines.append(f"  outputs   {out_dir}")
     if tracked is not None:
         lines.append(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")
+        from src.tracking.server import runs_page
+
+        lines.append(
+            f"  UI        `mlflow ui`, then {runs_page('http://127.0.0.1:5000', tracked.experiment_id)}"
+        )
     print("\n".join(lines))
     return outcome.document
 

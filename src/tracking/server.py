@@ -13,6 +13,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+# MLflow 3's UI opens an experiment on the GenAI "Overview" of traces in a fresh browser, whatever the
+# experiment's mlflow.experimentKind tag says: the mode is a per-browser switch (GenAI / Model training)
+# that only the URL parameter sets from outside (seen in MLflow 3.17.2, tests/test_mlflow_ui.py)
+CLASSIC_VIEW = "workflowType=machine_learning"
+
+
+def runs_page(base: str, experiment_id: str | None = None) -> str:
+    """The UI address that opens on the runs table (an experiment's) or the experiment list, in the
+    classic "Model training" mode, in any browser."""
+    path = "#/experiments" if experiment_id is None else f"#/experiments/{experiment_id}/runs"
+    return f"{base.rstrip('/')}/{path}?{CLASSIC_VIEW}"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
