@@ -541,7 +541,7 @@ def test_the_card_says_simulated_and_uncertain_and_prints_no_folder_of_this_mach
     """A model trained on the simulated cohorts: said first. An interval across the threshold: 'uncertain
     (leans ...)', not 'predicted ...'. The input is shown relative to the working folder, or by name."""
     from src.prediction.card import patient_card
-    from src.prediction.report import shown_path
+    from src.utils.io import shown_path
 
     row = {
         "participant_id": "sub-x1",

@@ -97,3 +97,40 @@ def test_console_summary_rounds_and_leaves_out_a_spread_of_one_repeat():
     assert p_text(0.0345) == "p = 0.0345" and p_text(0.0004) == "p < 0.001" and p_text(None) == "p = –"
     document["cv"]["repeats"] = 3
     assert any("±" in line for line in training_summary("gm_only", document))
+
+
+def test_region_table_ranks_by_the_weight_test_and_marks_selected_and_planted():
+    """With the weights' permutation test: the regions of smallest p first, each marked selected (q < 0.05)
+    or not and planted or not (GM rows of the signature only)."""
+    import pandas as pd
+
+    from src.reporting.document import top_regions
+
+    regions = pd.DataFrame(
+        {
+            "feature": ["gm_A", "gm_B", "gm_C", "wm_A"],
+            "region": ["A", "B", "C", "A"],
+            "tissue": ["GM", "GM", "GM", "WM"],
+            "standardised_weight": [0.1, -0.3, 0.2, 0.5],
+            "p_perm": [0.001, 0.2, 0.001, 0.01],
+            "q_perm": [0.004, 0.2, 0.004, 0.02],
+            "selected": [True, False, True, True],
+            "direction": ["response", "non-response", "response", "response"],
+        }
+    )
+    table = top_regions(regions, n=3, planted={"A", "B"})
+    assert table["region"].tolist() == ["C", "A", "A"]  # equal p: the larger |weight| first
+    assert table["selected"].tolist() == ["yes", "yes", "yes"]
+    assert table["planted"].tolist() == ["", "yes", ""]  # the WM row of a planted name is not planted
+
+
+def test_the_report_shows_the_site_aligned_results():
+    from src.reporting.document import ExperimentResults, site_aligned_table
+
+    evaluation = {
+        "cohorts": {"external": {"n": 51, "bac": 0.586, "auc": 0.60, "p_bac": 0.17}},
+        "cohorts_site_aligned": {"external": {"bac": 0.606, "auc": 0.61, "p_bac": 0.11}},
+    }
+    e = ExperimentResults("x", {}, {}, evaluation, None, None)
+    row = site_aligned_table(e).iloc[0]
+    assert row["cohort"] == "external" and round(row["aligned BAC"], 1) == 60.6 and row["p (BAC)"] == 0.17

@@ -13,7 +13,7 @@ import pandas as pd
 from src.interpretation.regions import paint_features, read_feature_regions
 from src.prediction.card import headline, patient_card
 from src.prediction.score import local_attribution, top_regions
-from src.utils.io import atomic_path, file_md5
+from src.utils.io import atomic_path, file_md5, shown_path
 from src.utils.provenance import git_state
 from src.validation.ensemble import EnsembleModel
 
@@ -22,17 +22,6 @@ def _input_hash(path: Path) -> str:
     """md5 of the input file (of participants.tsv for a cohort folder; its images are checked one by one)."""
     target = path / "participants.tsv" if path.is_dir() else path
     return file_md5(target) if target.is_file() else "n/a"
-
-
-def shown_path(path: Path) -> str:
-    """``path`` as a card or report may print it: relative to the working folder when inside it, else the
-    file's name only (a card is shared; the machine's folders are not its reader's business). The md5
-    beside it identifies the file."""
-    path = Path(path).absolute()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return f".../{path.name}"
 
 
 def provenance_rows(model: EnsembleModel, source: str, input_path: Path) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from src.data.cohorts import is_simulated
 from src.reporting.methods import tripod_ai_methods
 from src.tracking.training import training_model_uri
 from src.utils.errors import MissingInputError, UserInputError
+from src.utils.io import shown_uri
 from src.validation.shards import read_permutation
 
 REGION_COLUMNS = [
@@ -172,14 +173,14 @@ def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> li
         ("seed", str(e.config.get("seed"))),
         ("discovery feature table md5", str(p.get("feature_table_md5"))),
         ("feature folder (DVC md5)", str(dvc_hashes.get(e.config["features"]["name"]))),
-        ("MLflow tracking URI", str(tracking.get("tracking_uri"))),
+        ("MLflow tracking URI", shown_uri(tracking.get("tracking_uri"))),
         ("MLflow training run", str(tracking.get("run_id"))),
         ("registered model", str(training_model_uri(tracking))),
         (
             "MLflow evaluation runs",
             ", ".join(f"{k}: {v}" for k, v in (evaluation.get("evaluation_runs") or {}).items()) or "None",
         ),
-        ("model loaded from", str(evaluation.get("model_source"))),
+        ("model loaded from", shown_uri(evaluation.get("model_source"))),
         ("packages", packages),
     ]
 

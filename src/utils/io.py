@@ -151,3 +151,22 @@ def _file_digest(path: str | os.PathLike, digest: Any, chunk_size: int) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a card or report may print it: relative to the working folder when inside it, else the
+    file's name only (a card is shared; the machine's folders are not its reader's business). The md5
+    beside it identifies the file."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return f".../{path.name}"
+
+
+def shown_uri(uri: str | None) -> str:
+    """A store URI as a report may print it: a ``sqlite:///`` path shown with :func:`shown_path`; other URIs
+    (servers, databases) as they are."""
+    if uri and uri.startswith("sqlite:///"):
+        return "sqlite:///" + shown_path(Path(uri.removeprefix("sqlite:///")))
+    return str(uri)
