@@ -47,7 +47,7 @@ def timed_repro(repo: Path, extra: list[str]) -> tuple[float, list[tuple[str, fl
     if process.wait() != 0:
         raise SystemExit(f"{' '.join(command)} failed in {repo}")
     total = time.perf_counter() - started
-    ends = [start for _, start in stages[1:]] + [total]
+    ends = [start for _, start in stages[1:]] + ([total] if stages else [])  # a no-op runs no stage
     return total, [(name, end - start) for (name, start), end in zip(stages, ends, strict=True)], rates
 
 
