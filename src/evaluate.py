@@ -119,14 +119,14 @@ def _track(settings: TrackingSettings, config: dict, locked: Any, evaluation: An
                 evidence_description(evaluation.results, evaluation.document["provenance"]),
             )
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+        error = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
         log.warning(
-            "MLflow logging failed (%s: %s); the evaluation is complete in %s, not in MLflow. Run the same "
+            "MLflow logging failed (%s); the evaluation is complete in %s, not in MLflow. Run the same "
             "command again once the store accepts writes",
-            type(err).__name__,
-            (str(err).strip().splitlines() or [""])[0][:300],
+            error,
             out,
         )
-        return {"tracking_error": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"}
+        return {"tracking_error": error}
     return {"evaluation_runs": runs, "registry": promotion}
 
 

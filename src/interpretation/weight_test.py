@@ -53,9 +53,10 @@ class _Fold:
         covariates: Sequence[str],
         categorical: Sequence[str],
     ) -> None:
-        pipeline = build_pipeline(params, covariates, categorical).fit(X, y)
-        self.rows = pipeline[:-1].transform(X)
-        pca = pipeline.named_steps["pca"]
+        # the preprocessing steps only: the SVC is what each permutation refits
+        preprocessing = build_pipeline(params, covariates, categorical)[:-1].fit(X, y)
+        self.rows = preprocessing.transform(X)
+        pca = preprocessing.named_steps["pca"]
         self.back = pca.components_ if hasattr(pca, "components_") else None
         self.kernel = self.rows @ self.rows.T
         self.svc = {k: params[k] for k in ("C", "class_weight", "tol") if k in params}

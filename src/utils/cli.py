@@ -63,6 +63,7 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
     (``cv.n_trails=5``), with the nearest known key; None if none. Hydra's own message for a key not in
     the config is several lines advising ``+cv.n_trails``, which would then be refused as a typo anyway."""
     from src.utils.checks import SECTION_KEYS
+    from src.utils.errors import UserInputError, reject_unknown_keys
 
     top = set(yaml.safe_load((conf / "config.yaml").read_text())) | set(GROUPS) | {"hydra", "input"}
     for arg in args:
@@ -70,14 +71,12 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
         if not sep or key.startswith(("+", "~", "hydra.", "hydra/")) or "/" in key:
             continue
         section, _, leaf = key.rpartition(".")
-        known = sorted(top) if not section else sorted(SECTION_KEYS.get(section, ()))
         if section and section not in SECTION_KEYS:
             continue  # deeper settings (a search space's bounds, the simulation): checked after composing
-        if (leaf if section else key) not in known:
-            close = difflib.get_close_matches(leaf if section else key, known, n=1)
-            where = f"{section}." if section else ""
-            hint = f"did you mean {where}{close[0]}?" if close else f"known: {', '.join(known)}"
-            return f"config key {key} is not a setting this project reads ({hint})"
+        try:
+            reject_unknown_keys({leaf: None}, SECTION_KEYS[section] if section else top, section)
+        except UserInputError as err:
+            return str(err)
     return None
 
 

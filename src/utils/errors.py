@@ -103,12 +103,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def reject_unknown_keys(node: Mapping[str, Any] | None, known: Iterable[str], where: str) -> None:
     """Refuse a config section holding a key its reader does not know (a typo such as ``cv.n_trails`` is an
-    error naming the closest known key, not a setting silently ignored)."""
+    error naming the closest known key, not a setting silently ignored). ``where``: the section's dotted
+    path, empty for the top level."""
     if not isinstance(node, Mapping):
         return
     known = sorted(known)
+    prefix = f"{where}." if where else ""
     for key in node:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(known)}"
-            raise UserInputError(f"config key {where}.{key} is not a setting this project reads ({hint})")
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"known: {', '.join(known)}"
+            raise UserInputError(f"config key {prefix}{key} is not a setting this project reads ({hint})")
