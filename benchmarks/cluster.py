@@ -44,10 +44,13 @@ def main() -> None:
     parser.add_argument("--skip-loky-2", action="store_true", help="leave out the loky run with 2 workers")
     args = parser.parse_args()
 
+    from sklearn.base import clone
+
     from src.models.search_space import SearchSpace
     from src.utils.parallel import ParallelSettings, parallel_backend
+    from src.validation.estimator import NestedCVClassifier
     from src.validation.experiment import experiment_inputs
-    from src.validation.nested_cv import CVConfig, run_nested_cv
+    from src.validation.nested_cv import CVConfig
     from src.validation.permutation import permutation_test
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -59,22 +62,13 @@ def main() -> None:
     space = SearchSpace.from_config(model_cfg)
     cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))
     seed = int(cfg.seed)
-    observed = run_nested_cv(X, y, space, cv, seed, covariates=covariates, categorical=categorical, n_jobs=2)
+    method = NestedCVClassifier(space, cv, covariates, categorical, random_state=seed, keep_models=False)
+    observed = clone(method).set_params(n_jobs=2).fit(X, y)
 
     def permutations(n: int, n_jobs: int):
         start = time.perf_counter()
         result = permutation_test(
-            X,
-            y,
-            space,
-            cv,
-            seed,
-            n,
-            observed_decision=observed.decision_matrix(),
-            covariates=covariates,
-            categorical=categorical,
-            repeats=cfg.permutation.repeats,
-            n_jobs=n_jobs,
+            observed.set_params(n_jobs=n_jobs), X, y, n, repeats=cfg.permutation.repeats
         )
         return time.perf_counter() - start, result.null
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from src.evaluation.harmonize import SiteAligner
+from src.models.harmonize import SiteAligner
 from src.validation.ensemble import load_model
 
 

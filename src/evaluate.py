@@ -28,15 +28,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.cli import run, start
 from src.evaluation.locked import evaluate_locked_model
 from src.evaluation.outputs import write_evaluation
 from src.reporting.console import evaluation_summary
 from src.tracking.registry import load_locked_model
 from src.tracking.store import TrackingSettings, check_store, quiet_stderr
-from src.utils.checks import check_writable
-from src.utils.cli import run, start
 from src.utils.errors import user_errors
-from src.utils.io import atomic_directory, write_json_atomic
+from src.utils.io import atomic_directory, check_writable, write_json_atomic
 from src.utils.logging import status
 
 log = logging.getLogger(__name__)

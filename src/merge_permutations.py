@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from src.config.cli import run, start
 from src.reporting.console import p_text
-from src.utils.cli import run, start
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import write_json_atomic
 from src.validation.ensemble import train_metrics

@@ -26,6 +26,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from src.config.cli import run, start
 from src.data.cohorts import discovery_cohort
 from src.data.plausibility import PlausibilityBounds
 from src.prediction import patient_features, predict_patients
@@ -33,9 +34,8 @@ from src.prediction.report import write_outputs
 from src.prediction.score import align_unseen_sites, check_settings
 from src.tracking.registry import model_for_prediction
 from src.tracking.store import TrackingSettings
-from src.utils.checks import check_writable
-from src.utils.cli import run, start
 from src.utils.errors import UserInputError, user_errors
+from src.utils.io import check_writable
 from src.utils.logging import status
 
 log = logging.getLogger(__name__)

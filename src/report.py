@@ -20,14 +20,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.checks import check_config
+from src.config.cli import run
+from src.config.params import read_params
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
 from src.tracking.store import TrackingSettings
-from src.utils.checks import check_config
-from src.utils.cli import run
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.logging import configure_logging
-from src.utils.params import read_params
 from src.utils.provenance import dvc_output_md5
 
 log = logging.getLogger(__name__)

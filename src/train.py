@@ -25,11 +25,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.cli import run, start
 from src.reporting.console import shard_summary, training_summary
 from src.tracking.store import TrackingSettings, check_store
-from src.utils.checks import check_writable
-from src.utils.cli import run, start
 from src.utils.errors import UserInputError, user_errors
+from src.utils.io import check_writable
 from src.utils.logging import progress_wanted, status
 from src.utils.parallel import ParallelSettings, parallel_backend
 from src.validation.experiment import (

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, subprocess_env
+from sklearn.base import clone
 from test_train import SPACE, contract_table
 
 from src.utils.errors import UserInputError
 from src.utils.parallel import ParallelSettings, parallel_backend
-from src.validation.nested_cv import CVConfig, run_nested_cv
+from src.validation.estimator import NestedCVClassifier
+from src.validation.nested_cv import CVConfig
 from src.validation.permutation import permutation_test
 from src.validation.shards import merge_shards, parse_shard, read_permutation, shard_indices
 
@@ -29,17 +31,16 @@ def test_dask_gives_bit_identical_folds_and_permutations_with_1_and_2_workers():
     X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
     y = table["response"].to_numpy()
     cv = CVConfig(repeats=2, outer_folds=3, inner_folds=3, n_trials=3)
-    reference = run_nested_cv(X, y, SPACE, cv, seed=4, n_jobs=1)
-    null = permutation_test(X, y, SPACE, cv, 4, 4, observed_decision=reference.decision_matrix(), n_jobs=1)
+    method = NestedCVClassifier(SPACE, cv, random_state=4, keep_models=False)
+    reference = clone(method).fit(X, y)
+    null = permutation_test(reference, X, y, 4)
     for workers in (1, 2):
         with parallel_backend(ParallelSettings(backend="dask", workers=workers), n_jobs=2) as where:
             assert where.startswith(f"dask, {workers} worker(s) at tcp://127.0.0.1:")
-            result = run_nested_cv(X, y, SPACE, cv, seed=4, n_jobs=2)
-            permuted = permutation_test(
-                X, y, SPACE, cv, 4, 4, observed_decision=result.decision_matrix(), n_jobs=2
-            )
-        np.testing.assert_array_equal(result.decision_matrix(), reference.decision_matrix())
-        assert [f.best_params for f in result.folds] == [f.best_params for f in reference.folds]
+            result = clone(method).set_params(n_jobs=2).fit(X, y)
+            permuted = permutation_test(result, X, y, 4)
+        np.testing.assert_array_equal(result.oof_decision_, reference.oof_decision_)
+        assert result.best_params_ == reference.best_params_
         np.testing.assert_array_equal(permuted.null, null.null)
 
 

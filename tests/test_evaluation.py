@@ -17,11 +17,11 @@ from test_train import contract_table
 from src.data.loader import load_cohort
 from src.data.simulate import simulate_cohorts
 from src.evaluation.clinical import calibration_table, decision_curve
-from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bac_auc_for_labels, bootstrap_ci, permutation_pvalues
 from src.features.extract import FeatureSet, build_feature_table
 from src.interpretation.regions import hemisphere, lobe, weight_summary
+from src.models.harmonize import SiteAligner
 from src.models.search_space import SearchSpace
 from src.validation.nested_cv import CVConfig, run_nested_cv
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from conftest import compose_config, train_tiny
 
-from src.reporting.document import markdown_table
 from src.reporting.methods import tripod_ai_methods
+from src.utils.tables import markdown_table
 
 TRAIN = {"n": 99, "responders": 52, "n_features": 22764, "permutation": None, "provenance": {}}
 

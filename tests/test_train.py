@@ -14,6 +14,7 @@ from conftest import ROOT, compose_config, subprocess_env
 
 from src.models.search_space import SearchSpace
 from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
+from src.validation.estimator import NestedCVClassifier
 from src.validation.nested_cv import CVConfig, run_nested_cv
 from src.validation.permutation import PermutationResult, permutation_test
 
@@ -129,9 +130,10 @@ def test_permutation_p_value_agrees_with_scipy():
 def test_permutation_test_whole_procedure(small_result):
     table, X, result = small_result
     y = table["response"].to_numpy()
-    kwargs = dict(observed_decision=result.decision_matrix(), repeats=1)
-    a = permutation_test(X, y, SPACE, result.cv, 1, 9, n_jobs=1, **kwargs)
-    b = permutation_test(X, y, SPACE, result.cv, 1, 9, n_jobs=2, **kwargs)
+    method = NestedCVClassifier(SPACE, result.cv, random_state=1).fit(X, y)
+    np.testing.assert_array_equal(method.oof_decision_, result.decision_matrix())  # the fixture's run
+    a = permutation_test(method, X, y, 9, repeats=1)
+    b = permutation_test(method.set_params(n_jobs=2), X, y, 9, repeats=1)
     np.testing.assert_array_equal(a.null, b.null)
     assert a.observed == pytest.approx(result.per_repeat()["bac"].iloc[0])
     assert a.p_value == pytest.approx(0.1)  # strong signal: no permutation reaches it -> 1 / (1 + 9)

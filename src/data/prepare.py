@@ -21,12 +21,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.checks import check_config
+from src.config.cli import run
 from src.data.cohorts import cohort_specs
 from src.data.plausibility import PlausibilityBounds
 from src.data.simulate import simulate_cohorts
 from src.data.validation import pipeline_feature_sets, validate_cohorts
-from src.utils.checks import check_config
-from src.utils.cli import run
 from src.utils.errors import user_errors
 from src.utils.io import write_json_atomic
 from src.utils.logging import configure_logging

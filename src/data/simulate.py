@@ -413,8 +413,8 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    from src.config.cli import run
     from src.data.cohorts import cohort_names
-    from src.utils.cli import run
     from src.utils.errors import user_errors
     from src.utils.logging import configure_logging
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
+from src.config.params import read_params
 from src.data.cohorts import CohortSpec, cohort_specs, load_configured
 from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.utils.io import file_md5
-from src.utils.params import read_params
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
-from src.evaluation.harmonize import SiteAligner
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
 from src.features.tables import feature_table_path, read_feature_table
 from src.interpretation.importance import feature_importance
+from src.models.harmonize import SiteAligner
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state
 from src.validation.ensemble import EnsembleModel, model_file

@@ -12,9 +12,9 @@ import pandas as pd
 
 from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.locked import Evaluation
-from src.reporting.document import markdown_table
-from src.reporting.style import cohort_colour
 from src.utils.io import write_json_atomic, write_text_atomic
+from src.utils.style import cohort_colour
+from src.utils.tables import markdown_table
 
 matplotlib.use("Agg")
 

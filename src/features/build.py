@@ -13,10 +13,10 @@ Example::
 
 from __future__ import annotations
 
+from src.config.checks import check_config
+from src.config.cli import run
 from src.features.extract import FeatureSet
 from src.features.feature_sets import build_feature_set
-from src.utils.checks import check_config
-from src.utils.cli import run
 
 
 def main() -> None:

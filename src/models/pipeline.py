@@ -10,9 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from src.config.checks import SVC_PARAMS
 from src.models.residualize import CovariateResidualizer
-
-SVC_PARAMS = ("C", "kernel", "gamma", "class_weight", "degree", "coef0", "tol", "max_iter")
 
 
 def build_pipeline(

@@ -89,6 +89,24 @@ class SearchSpace:
         return size
 
 
+def default_search_space() -> SearchSpace:
+    """The linear SVC of ``conf/model/svc_linear.yaml`` (tests/test_estimator.py keeps the two equal): the
+    estimator's default when it is used without a config."""
+    return SearchSpace(
+        params={
+            "C": {
+                "type": "float",
+                "low": 1.0e-4,
+                "high": 10.0,
+                "log": True,
+                "grid": [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0],
+            },
+            "class_weight": {"type": "categorical", "choices": ["balanced", "none"]},
+        },
+        fixed={"kernel": "linear"},
+    )
+
+
 def from_choice(value: Any) -> Any:
     """A configured or tabulated value as the estimator takes it: ``"none"``/``"null"`` -> ``None``."""
     return None if isinstance(value, str) and value.lower() in ("none", "null") else value

@@ -157,12 +157,12 @@ def align_unseen_sites(
     The fold models' covariate adjustment knows only the training sites: an unseen site gets the reference
     site's adjustment, so its scanner offset stays in the features. When the input holds at least
     ``min_scans`` patients of that site, their features are aligned to the training cohort with those scans
-    alone, never outcomes (:class:`~src.evaluation.harmonize.SiteAligner`, as the evaluation's site-aligned
+    alone, never outcomes (:class:`~src.models.harmonize.SiteAligner`, as the evaluation's site-aligned
     results, ``method`` as ``evaluation.alignment_method``); otherwise (or with ``min_scans=None``, or
     without the ``training`` table) they are scored as they are and the note says the score may be shifted.
     Returns (table, one note per patient).
     """
-    from src.evaluation.harmonize import SiteAligner
+    from src.models.harmonize import SiteAligner
 
     seen = set((model.info.get("training_covariates") or {}).get("site", []))
     notes = [""] * len(table)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from src.reporting.document import markdown_table
+from src.utils.tables import markdown_table
 
 
 def p_text(p: float | None, n: int | None = None) -> str:

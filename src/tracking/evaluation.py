@@ -27,8 +27,8 @@ from src.tracking.training import (
     ROLE_TAG,
     download_model,
     log_dataset_input,
-    training_model_uri,
 )
+from src.utils.provenance import training_model_uri
 from src.validation.ensemble import EnsembleModel, ModelIntegrityError, read_model_file
 from src.validation.metrics import METRICS
 

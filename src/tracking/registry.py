@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from src.tracking.store import TrackingSettings, connect
-from src.tracking.training import SCORER_SUFFIX, training_model_uri
+from src.tracking.training import SCORER_SUFFIX
+from src.utils.provenance import training_model_uri
 from src.validation.ensemble import EnsembleModel
 
 log = logging.getLogger(__name__)

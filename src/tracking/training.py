@@ -63,11 +63,6 @@ class TrainingRun:
         return {**self.__dict__, "registry_uri": self.registry_uri}
 
 
-def training_model_uri(training: Mapping[str, Any]) -> str | None:
-    """The model a tracked training run produced: its registered version, else the run's logged model."""
-    return training.get("registry_uri") or training.get("model_uri")
-
-
 def log_dataset_input(
     table: pd.DataFrame, input_columns: list[str], name: str, context: str, wide: bool, source: str = ""
 ) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from src.utils.errors import DISK_FULL, DiskFullError, disk_full_message
+from src.utils.errors import DISK_FULL, DiskFullError, UserInputError, disk_full_message
 
 
 @contextlib.contextmanager
@@ -170,3 +170,21 @@ def shown_uri(uri: str | None) -> str:
     if uri and uri.startswith("sqlite:///"):
         return "sqlite:///" + shown_path(Path(uri.removeprefix("sqlite:///")))
     return str(uri)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """``folder`` could be created and written: its nearest existing ancestor accepts a new file. Checked
+    before the work, not after it, and without creating anything."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file stands where a folder is needed", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check."):
+            pass
+    except OSError as err:
+        raise UserInputError(
+            f"output folder {folder} is not writable ({err.strerror}: {existing}); set paths.output"
+        ) from err

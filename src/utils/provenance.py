@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGES = (
     "numpy",
@@ -87,3 +89,8 @@ def dvc_output_md5(path: str | Path, lock: str | Path = "dvc.lock") -> str | Non
             if (lock.parent / out["path"]).resolve() == target:
                 return out.get("md5")
     return None
+
+
+def training_model_uri(training: Mapping[str, Any]) -> str | None:
+    """The model a tracked training run produced: its registered version, else the run's logged model."""
+    return training.get("registry_uri") or training.get("model_uri")

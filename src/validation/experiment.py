@@ -26,8 +26,14 @@ from src.utils.logging import status
 from src.utils.provenance import code_fingerprint, git_state, package_versions
 from src.validation.checkpoints import checkpoint_key
 from src.validation.ensemble import EnsembleModel
-from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes, run_nested_cv
-from src.validation.permutation import PermutationResult, permutation_cv, permutation_test, permutation_values
+from src.validation.estimator import NestedCVClassifier
+from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes
+from src.validation.permutation import (
+    PermutationResult,
+    permutation_test,
+    permutation_values,
+    permuted_estimator,
+)
 from src.validation.shards import parse_shard, shard_indices, write_shard
 
 log = logging.getLogger(__name__)
@@ -107,80 +113,76 @@ def run_permutation_shard(
     shard, shards = parse_shard(perm["shard"])
     n = int(perm["n"])
     checkpoint = checkpoint_path(config, "permutations", inputs)
-    cv_perm = permutation_cv(inputs.cv, perm["repeats"])
+    permuted = permuted_estimator(training_estimator(config, inputs), perm["repeats"])
     values, resumed = permutation_values(
+        permuted,
         inputs.X,
         inputs.y,
-        inputs.space,
-        cv_perm,
-        int(config["seed"]),
         shard_indices(n, shard, shards),
-        covariates=inputs.covariates,
-        categorical=inputs.categorical,
-        n_jobs=int(config["n_jobs"]),
         progress=progress,
         checkpoint=checkpoint.with_name(f"{checkpoint.stem}-shard-{shard}-of-{shards}.jsonl"),
         status_lines=True,
     )
     folder = Path(config["paths"]["run"]) / "permutation"
-    path = write_shard(folder, permutation_key(config, inputs), shard, shards, n, cv_perm.repeats, values)
+    path = write_shard(folder, permutation_key(config, inputs), shard, shards, n, permuted.cv.repeats, values)
     return {"shard": [shard, shards], "n": n, "values": values, "resumed": resumed, "path": str(path)}
+
+
+def training_estimator(
+    config: Mapping[str, Any], inputs: TrainingInputs, progress: bool = False
+) -> NestedCVClassifier:
+    """The experiment's method, unfitted: its search space, CV scheme, covariates, seed and workers."""
+    return NestedCVClassifier(
+        search_space=inputs.space,
+        cv=inputs.cv,
+        covariates=inputs.covariates,
+        categorical=inputs.categorical,
+        random_state=int(config["seed"]),
+        n_jobs=int(config["n_jobs"]),
+        progress=progress,
+    )
 
 
 def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bool) -> TrainingOutcome:
     """The repeated nested CV, the inline permutation test (``permutation.n > 0`` and ``inline``), the
     metrics document and the locked ensemble."""
-    seed, n_jobs = int(config["seed"]), int(config["n_jobs"])
+    seed = int(config["seed"])
     cv = inputs.cv
     status(
         f"{config['name']}: nested CV, {cv.repeats} x {cv.outer_folds} outer folds x {cv.inner_folds} inner "
         f"folds, {cv.n_trials} trials, {len(inputs.y)} subjects x {inputs.X.shape[1]} columns ..."
     )
-    result = run_nested_cv(
+    estimator = training_estimator(config, inputs, progress=progress)
+    estimator.set_params(checkpoint=checkpoint_path(config, "folds", inputs))
+    estimator.fit(
         inputs.X,
         inputs.y,
-        inputs.space,
-        inputs.cv,
-        seed,
-        covariates=inputs.covariates,
-        categorical=inputs.categorical,
         ids=inputs.table["participant_id"].tolist(),
-        n_jobs=n_jobs,
-        progress=progress,
-        checkpoint=checkpoint_path(config, "folds", inputs),
-    )
-    perm_cfg = config["permutation"]
-    perm = None
-    if int(perm_cfg["n"]) > 0 and perm_cfg.get("inline", True):
-        status(f"{config['name']}: permutation test, {int(perm_cfg['n'])} permutations of the whole CV ...")
-        perm = permutation_test(
-            inputs.X,
-            inputs.y,
-            inputs.space,
-            inputs.cv,
-            seed,
-            int(perm_cfg["n"]),
-            observed_decision=result.decision_matrix(),
-            covariates=inputs.covariates,
-            categorical=inputs.categorical,
-            repeats=perm_cfg["repeats"],
-            n_jobs=n_jobs,
-            progress=progress,
-            checkpoint=checkpoint_path(config, "permutations", inputs),
-            status_lines=True,  # without a terminal's bar: the rate and the estimated finish
-        )
-    document = metrics_document(config, inputs, result, perm, file_md5(inputs.path))
-    model = EnsembleModel.from_result(
-        result,
         info={
             "experiment": config["name"],
             "seed": seed,
             "data": str((config.get("data") or {}).get("name")),
             "simulated": is_simulated(config),
-            "feature_table_md5": document["provenance"]["feature_table_md5"],
+            "feature_table_md5": file_md5(inputs.path),
         },
-        training=inputs.X,  # the covariate model that explains a new patient's prediction (src.predict)
     )
+    result = estimator.result_
+    perm_cfg = config["permutation"]
+    perm = None
+    if int(perm_cfg["n"]) > 0 and perm_cfg.get("inline", True):
+        status(f"{config['name']}: permutation test, {int(perm_cfg['n'])} permutations of the whole CV ...")
+        perm = permutation_test(
+            estimator,
+            inputs.X,
+            inputs.y,
+            int(perm_cfg["n"]),
+            repeats=perm_cfg["repeats"],
+            progress=progress,
+            checkpoint=checkpoint_path(config, "permutations", inputs),
+            status_lines=True,  # without a terminal's bar: the rate and the estimated finish
+        )
+    document = metrics_document(config, inputs, result, perm, file_md5(inputs.path))
+    model = estimator.ensemble_
     return TrainingOutcome(result, perm, document, model)
 
 

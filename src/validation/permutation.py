@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import delayed
+from sklearn.base import clone
 
-from src.models.search_space import SearchSpace
 from src.utils.logging import RateLines
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
+from src.validation.estimator import NestedCVClassifier
 from src.validation.metrics import permutation_p_value
-from src.validation.nested_cv import CVConfig, run_nested_cv
+from src.validation.nested_cv import CVConfig
 from src.validation.seeds import Stream, derive_seed
 
 
@@ -52,57 +53,37 @@ def _statistic(y: np.ndarray, decision: np.ndarray) -> float:
     return float(np.mean([binary_metrics(y, decision[:, r])["bac"] for r in range(decision.shape[1])]))
 
 
-def _one_permutation(
-    X: pd.DataFrame,
-    y: np.ndarray,
-    space: SearchSpace,
-    cv: CVConfig,
-    seed: int,
-    i: int,
-    covariates: Sequence[str],
-    categorical: Sequence[str],
-) -> float:
+def _one_permutation(estimator: NestedCVClassifier, X: pd.DataFrame, y: np.ndarray, i: int) -> float:
+    """Permutation ``i``: the whole procedure refitted on labels permuted with a seed derived from
+    (``random_state``, i) only, so any subset of permutations (a shard) gives the same values."""
+    seed = int(estimator.random_state)
     y_perm = np.random.default_rng(derive_seed(seed, Stream.PERMUTATION, i)).permutation(y)
-    result = run_nested_cv(
-        X,
-        y_perm,
-        space,
-        cv,
-        seed,
-        covariates=covariates,
-        categorical=categorical,
-        n_jobs=1,
-        keep_models=False,
-    )
-    return _statistic(y_perm, result.decision_matrix())
+    fitted = clone(estimator).set_params(n_jobs=1, keep_models=False, checkpoint=None, progress=False)
+    return _statistic(y_perm, fitted.fit(X, y_perm).oof_decision_)
 
 
 def permutation_values(
+    estimator: NestedCVClassifier,
     X: pd.DataFrame,
     y: np.ndarray,
-    space: SearchSpace,
-    cv: CVConfig,
-    seed: int,
     indices: Sequence[int],
     *,
-    covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
-    categorical: Sequence[str] = ("sex", "site"),
-    n_jobs: int = 1,
     progress: bool = False,
     checkpoint: str | Path | None = None,
     status_lines: bool = False,
 ) -> tuple[dict[int, float], int]:
-    """The null statistic of each permutation in ``indices`` (``cv`` already holds the permutation's
-    repeats): ``({index: value}, how many were read from the checkpoint)``. Permutation i's labels and seeds
-    derive from (seed, i) only, so any subset (a shard) gives the same values as a full run. ``progress``:
-    a bar (a terminal); ``status_lines``: the rate and the estimated finish as status lines instead."""
+    """The null statistic of each permutation in ``indices``: ``({index: value}, how many were read from
+    the checkpoint)``. Each permutation is ``clone(estimator).fit(X, y_permuted)`` with the estimator's CV
+    scheme (:func:`permutation_cv` gives one with fewer repeats); ``estimator.n_jobs`` workers run
+    permutations side by side. ``progress``: a bar (a terminal); ``status_lines``: the rate and the
+    estimated finish as status lines instead."""
     from tqdm.auto import tqdm
 
     y = np.asarray(y).astype(int)
     known = read_checkpoint(checkpoint)
     done = {i: known[i] for i in indices if i in known}
     todo = [i for i in indices if i not in done]
-    jobs = (delayed(_one_permutation)(X, y, space, cv, seed, i, covariates, categorical) for i in todo)
+    jobs = (delayed(_one_permutation)(estimator, X, y, i) for i in todo)
     with (
         tqdm(
             total=len(indices), initial=len(done), desc="permutations", disable=not progress, leave=True
@@ -110,7 +91,7 @@ def permutation_values(
         record_appender(checkpoint) as record,
     ):
         lines = RateLines(len(indices), len(done), "permutations", enabled=status_lines and not progress)
-        for i, value in zip(todo, run_parallel(jobs, n_jobs, shared=(X, y)), strict=True):
+        for i, value in zip(todo, run_parallel(jobs, estimator.n_jobs, shared=(X, y)), strict=True):
             done[i] = value
             record({"i": i, "value": value})
             bar.update()
@@ -126,6 +107,11 @@ def permutation_cv(cv: CVConfig, repeats: int | None) -> CVConfig:
     return CVConfig(**{**cv.__dict__, "repeats": repeats})
 
 
+def permuted_estimator(estimator: NestedCVClassifier, repeats: int | None) -> NestedCVClassifier:
+    """An unfitted copy of ``estimator`` with the permutations' CV scheme (:func:`permutation_cv`)."""
+    return clone(estimator).set_params(cv=permutation_cv(estimator.cv, repeats))
+
+
 def observed_statistic(y: np.ndarray, observed_decision: np.ndarray, repeats: int) -> float:
     """The statistic of the real run that the null is compared with: mean BAC of its first ``repeats``
     repeats (the permutations use the same splits)."""
@@ -133,58 +119,56 @@ def observed_statistic(y: np.ndarray, observed_decision: np.ndarray, repeats: in
 
 
 def permutation_test(
+    estimator: NestedCVClassifier,
     X: pd.DataFrame,
     y: np.ndarray,
-    space: SearchSpace,
-    cv: CVConfig,
-    seed: int,
     n: int,
     *,
-    observed_decision: np.ndarray,
-    covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
-    categorical: Sequence[str] = ("sex", "site"),
     repeats: int | None = None,
-    n_jobs: int = 1,
-    progress: bool = False,
     checkpoint: str | Path | None = None,
+    progress: bool = False,
     status_lines: bool = False,
 ) -> PermutationResult:
     """Permutation test of the mean per-repeat BAC of repeated nested CV.
 
     Each permutation re-runs the whole procedure (splits, tuning, refit) on permuted labels with the same
-    seeds. ``repeats`` (default: all of ``cv.repeats``) lets the null use fewer CV repeats; the observed
-    statistic is then computed from the first ``repeats`` repeats of the real run, which use the same splits.
+    seeds: ``clone(estimator).fit(X, y_permuted)``. ``repeats`` (default: all of ``cv.repeats``) lets the
+    null use fewer CV repeats; the observed statistic is then computed from the first ``repeats`` repeats of
+    the real run, which use the same splits.
 
     Parameters
     ----------
-    observed_decision : ndarray (n_subjects, cv.repeats)
-        Out-of-fold decision scores of the real run (:meth:`NestedCVResult.decision_matrix`).
+    estimator : NestedCVClassifier
+        Fitted on ``X``, ``y`` (its out-of-fold scores give the observed statistic); an unfitted one is
+        fitted first, without keeping its models.
+    X, y : the data it was fitted on.
+    n : int
+        Number of permutations.
+    repeats : int, optional
+        CV repeats per permutation.
     checkpoint : path, optional
         A JSON-lines file of finished permutations (``{"i": index, "value": statistic}``), appended as each
         one finishes. Permutations already in it are not recomputed: a run interrupted or crashed after k
         permutations resumes at k, with the same null distribution as an uninterrupted run (each
         permutation's labels and seeds derive from its index only). Its name should carry
         :func:`checkpoint_key` so that other data, settings or code never reuse it.
+    progress, status_lines : bool
+        A progress bar; or, without a terminal, status lines with the rate and the estimated finish.
+
+    Returns
+    -------
+    PermutationResult
     """
-    cv_perm = permutation_cv(cv, repeats)
-    observed = observed_statistic(y, observed_decision, cv_perm.repeats)
+    if not estimator.__sklearn_is_fitted__():
+        estimator = clone(estimator).set_params(keep_models=False, checkpoint=None).fit(X, y)
+    permuted = permuted_estimator(estimator, repeats)
+    observed = observed_statistic(y, estimator.oof_decision_, permuted.cv.repeats)
     values, resumed = permutation_values(
-        X,
-        y,
-        space,
-        cv_perm,
-        seed,
-        range(n),
-        covariates=covariates,
-        categorical=categorical,
-        n_jobs=n_jobs,
-        progress=progress,
-        checkpoint=checkpoint,
-        status_lines=status_lines,
+        permuted, X, y, range(n), progress=progress, checkpoint=checkpoint, status_lines=status_lines
     )
     null = np.asarray([values[i] for i in range(n)])
     return PermutationResult(
-        statistic="mean_bac", observed=observed, null=null, repeats=cv_perm.repeats, resumed=resumed
+        statistic="mean_bac", observed=observed, null=null, repeats=permuted.cv.repeats, resumed=resumed
     )
 
 

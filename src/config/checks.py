@@ -4,13 +4,9 @@ naming the key or the path (:class:`~src.utils.errors.UserInputError`)."""
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from src.models.pipeline import SVC_PARAMS
 from src.utils.errors import UserInputError, reject_unknown_keys
 
 # key -> (minimum, None allowed): integer settings that scripts and users override on the command line
@@ -92,6 +88,8 @@ CHOICE_KEYS: dict[str, tuple[str, ...]] = {
     "data.on_grid_mismatch": ("error", "resample"),
     "data.source": ("images", "table"),
 }
+# the hyperparameters a model config may set (src.models.pipeline passes SVC_PARAMS to scikit-learn's SVC)
+SVC_PARAMS = ("C", "kernel", "gamma", "class_weight", "degree", "coef0", "tol", "max_iter")
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})
 SPEC_KEYS = frozenset({"type", "low", "high", "log", "grid", "choices"})
 
@@ -138,21 +136,3 @@ def _select(cfg: Mapping[str, Any], key: str) -> Any:  # a DictConfig is a Mappi
     for part in key.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
-
-
-def check_writable(folder: str | os.PathLike) -> None:
-    """``folder`` could be created and written: its nearest existing ancestor accepts a new file. Checked
-    before the work, not after it, and without creating anything."""
-    folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "a file stands where a folder is needed", str(existing))
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check."):
-            pass
-    except OSError as err:
-        raise UserInputError(
-            f"output folder {folder} is not writable ({err.strerror}: {existing}); set paths.output"
-        ) from err

@@ -28,7 +28,7 @@ def start(cfg: Any) -> dict[str, Any]:
     ranges, unknown keys), and the config resolved into a plain dict for the library code."""
     from omegaconf import OmegaConf
 
-    from src.utils.checks import check_config
+    from src.config.checks import check_config
     from src.utils.logging import configure_logging
 
     configure_logging(bool(cfg.verbose))
@@ -62,7 +62,7 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
     """The message for the first ``section.key=value`` argument whose key this project does not read
     (``cv.n_trails=5``), with the nearest known key; None if none. Hydra's own message for a key not in
     the config is several lines advising ``+cv.n_trails``, which would then be refused as a typo anyway."""
-    from src.utils.checks import SECTION_KEYS
+    from src.config.checks import SECTION_KEYS
     from src.utils.errors import UserInputError, reject_unknown_keys
 
     top = set(yaml.safe_load((conf / "config.yaml").read_text())) | set(GROUPS) | {"hydra", "input"}
