@@ -46,6 +46,7 @@ def main() -> None:
 
     from sklearn.base import clone
 
+    from src.config.settings import settings_from
     from src.models.search_space import SearchSpace
     from src.utils.parallel import ParallelSettings, parallel_backend
     from src.validation.estimator import NestedCVClassifier
@@ -57,7 +58,7 @@ def main() -> None:
         cfg = compose("config", [f"+experiment={args.experiment}", f"paths.features={args.features_dir}"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     covariates, categorical = list(model_cfg["covariates"]), list(model_cfg["categorical"])
-    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    inputs = experiment_inputs(settings_from(cfg))
     X, y = inputs.X, inputs.y
     space = SearchSpace.from_config(model_cfg)
     cv = CVConfig.from_config(OmegaConf.to_container(cfg.cv, resolve=True))

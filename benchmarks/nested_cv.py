@@ -39,6 +39,7 @@ def _setup(experiment: str, features_dir: str, repeats: int | None):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from src.config.settings import settings_from
     from src.models.search_space import SearchSpace
     from src.validation.experiment import experiment_inputs
     from src.validation.nested_cv import CVConfig
@@ -49,7 +50,7 @@ def _setup(experiment: str, features_dir: str, repeats: int | None):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    inputs = experiment_inputs(settings_from(cfg))
     X, y = inputs.X, inputs.y
     return (
         X,

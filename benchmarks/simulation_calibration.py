@@ -49,6 +49,7 @@ def _table(root: Path, name: str, cfg: dict):
 def run_seed(seed: int, scales: list[float | None], cfg: dict, work: Path) -> list[dict]:
     import pandas as pd
 
+    from src.config.settings import settings_from
     from src.data.cohorts import cohort_specs
     from src.data.simulate import simulate_cohorts
     from src.models.search_space import SearchSpace
@@ -57,7 +58,7 @@ def run_seed(seed: int, scales: list[float | None], cfg: dict, work: Path) -> li
     from src.validation.nested_cv import CVConfig, run_nested_cv
 
     data = cfg["data"]
-    roles = {spec.name: spec.role for spec in cohort_specs(data)}
+    roles = {spec.name: spec.role for spec in cohort_specs(settings_from(cfg).data)}
     sim = copy.deepcopy(data["simulation"])
     sim["seed"] = seed
     base = work / f"seed{seed}"

@@ -20,6 +20,7 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from src.config.settings import settings_from
     from src.models.search_space import SearchSpace
     from src.validation.experiment import experiment_inputs
     from src.validation.nested_cv import CVConfig, run_nested_cv
@@ -38,7 +39,7 @@ def main() -> None:
             overrides=[f"+experiment={args.experiment}", f"paths.features={args.features_dir}"],
         )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    inputs = experiment_inputs(OmegaConf.to_container(cfg, resolve=True))
+    inputs = experiment_inputs(settings_from(cfg))
     X, y = inputs.X, inputs.y
     space = SearchSpace.from_config(model_cfg)
     base = OmegaConf.to_container(cfg.cv)

@@ -29,11 +29,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.config.cli import run, start
+from src.config.settings import ExperimentConfig, TrackingSettings
 from src.evaluation.locked import evaluate_locked_model
 from src.evaluation.outputs import write_evaluation
 from src.reporting.console import evaluation_summary
 from src.tracking.registry import load_locked_model
-from src.tracking.store import TrackingSettings, check_store, quiet_stderr
+from src.tracking.store import check_store, quiet_stderr
 from src.utils.errors import user_errors
 from src.utils.io import atomic_directory, check_writable, write_json_atomic
 from src.utils.logging import status
@@ -45,18 +46,18 @@ log = logging.getLogger(__name__)
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
-    train_dir = Path(config["paths"]["run"]) / "train"
-    settings = TrackingSettings.from_config(config["tracking"])
+    train_dir = Path(config.paths.run) / "train"
+    settings = config.tracking
     # the registered model is downloaded here, verified, and built from the verified file
     with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
         locked = load_locked_model(settings, train_dir, Path(local_dir))
     check_writable(train_dir.parent)
     if locked.training is not None:
         check_store(settings)  # before the work: a store that cannot be opened is one error
-    ev = config["evaluation"]
+    ev = config.evaluation
     status(
-        f"{cfg.name}: scoring the evaluation cohorts ({ev['n_permutations']} permutations, "
-        f"{ev['n_bootstrap']} bootstrap resamples each) ..."
+        f"{config.name}: scoring the evaluation cohorts ({ev.n_permutations} permutations, "
+        f"{ev.n_bootstrap} bootstrap resamples each) ..."
     )
     provenance = {
         "model_source": locked.source,
@@ -64,7 +65,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "train_seed": OmegaConf.load(train_dir / "config.yaml").get("seed"),
     }
     evaluation = evaluate_locked_model(config, locked.model, provenance)
-    features_dir = Path(config["paths"]["features"]) / config["features"]["name"]
+    features_dir = Path(config.paths.features) / config.features.name
     tracking: dict[str, Any] = {
         "model_source": locked.source,
         "training": locked.training,
@@ -80,7 +81,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         tracking.update(_track(settings, config, locked, evaluation, out))
         write_json_atomic(out / "tracking.json", tracking)
     lines = evaluation_summary(
-        str(cfg.name), evaluation.paper_table, evaluation.specificity, evaluation.aligned
+        config.name, evaluation.paper_table, evaluation.specificity, evaluation.aligned
     )
     if tracking.get("registry"):
         lines.append(f"  {tracking['registry']}")
@@ -88,7 +89,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return evaluation.document
 
 
-def _track(settings: TrackingSettings, config: dict, locked: Any, evaluation: Any, out: Path) -> dict:
+def _track(
+    settings: TrackingSettings, config: ExperimentConfig, locked: Any, evaluation: Any, out: Path
+) -> dict:
     """The evaluation runs in MLflow and the champion alias (imported here: evaluating needs no MLflow). A
     failure is one warning: the results are already complete in ``out``."""
     from src.tracking.evaluation import log_evaluation
@@ -108,13 +111,13 @@ def _track(settings: TrackingSettings, config: dict, locked: Any, evaluation: An
                 outputs=out,
                 model=locked.model,
             )
-            champion = config["evaluation"]["champion"]
+            champion = config.evaluation.champion
             promotion = promote_if_passing(
                 settings,
                 locked.training,
                 evaluation.results.get("external"),
-                str(champion["alias"]),
-                float(champion["max_p"]),
+                champion.alias,
+                champion.max_p,
                 evidence_description(evaluation.results, evaluation.document["provenance"]),
             )
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base

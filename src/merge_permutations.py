@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     inputs = experiment_inputs(config)
     key = permutation_key(config, inputs)
-    run = Path(cfg.paths.run)
+    run = Path(config.paths.run)
     trained = (train_metrics(run / "train").get("provenance") or {}).get("permutation_key")
     if trained != key:
         raise UserInputError(
@@ -57,9 +57,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"{key}): train again with the settings of the shards"
         )
     folder = run / "permutation"
-    n = int(cfg.permutation.n)
+    n = config.permutation.n
     null, files = merge_shards(folder, key, n)
-    repeats = permutation_cv(inputs.cv, cfg.permutation.repeats).repeats
+    repeats = permutation_cv(inputs.cv, config.permutation.repeats).repeats
     decisions = observed_decisions(run / "train", inputs.table["participant_id"].astype(str).tolist())
     observed = observed_statistic(inputs.y, decisions, repeats)
     result = PermutationResult(statistic="mean_bac", observed=observed, null=null, repeats=repeats)
@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     permutation_figure(null, result.observed, folder)
     write_json_atomic(folder / MERGED, document)
     print(
-        f"{cfg.name}: permutation {p_text(result.p_value, n)} (n = {n} from {len(files)} shard(s), "
+        f"{config.name}: permutation {p_text(result.p_value, n)} (n = {n} from {len(files)} shard(s), "
         f"observed mean BAC {result.observed:.3f} over {repeats} repeat(s))"
     )
     print(f"  written   {folder / MERGED}")

@@ -33,7 +33,6 @@ from src.prediction import patient_features, predict_patients
 from src.prediction.report import write_outputs
 from src.prediction.score import align_unseen_sites, check_settings
 from src.tracking.registry import model_for_prediction
-from src.tracking.store import TrackingSettings
 from src.utils.errors import UserInputError, user_errors
 from src.utils.io import check_writable
 from src.utils.logging import status
@@ -45,45 +44,42 @@ log = logging.getLogger(__name__)
 @user_errors
 def main(cfg: DictConfig) -> pd.DataFrame:
     config = start(cfg)
-    if not cfg.input:
+    if not config.input:
         raise UserInputError("no input: give a GM map, a cohort folder or a feature table with input=<path>")
-    settings, data = config["predict"], config["data"]
-    check_settings(float(settings["threshold"]), float(settings["coverage"]))
-    out_dir = Path(settings["dir"])
+    settings, data = config.predict, config.data
+    check_settings(settings.threshold, settings.coverage)
+    out_dir = Path(settings.dir)
     check_writable(out_dir)
     patients = patient_features(
-        cfg.input,
+        config.input,
         data=data,
-        features=config["features"],
-        patient=config["patient"],
-        bounds=PlausibilityBounds.from_config(data.get("plausibility")),
-        n_jobs=int(cfg.n_jobs),
+        features=config.features,
+        patient=config.patient,
+        bounds=data.plausibility or PlausibilityBounds(),
+        n_jobs=config.n_jobs,
     )
-    status(f"{cfg.name}: {len(patients)} patient(s) read and checked; scoring ...")
+    status(f"{config.name}: {len(patients)} patient(s) read and checked; scoring ...")
     with tempfile.TemporaryDirectory() as tmp:
         model, source = model_for_prediction(
-            TrackingSettings.from_config(config["tracking"]),
-            settings["model"],
-            Path(cfg.paths.run) / "train",
-            Path(tmp),
+            config.tracking, settings.model, Path(config.paths.run) / "train", Path(tmp)
         )
-    model.checked_inputs(patients, str(cfg.input))  # columns, numbers, codes: before any alignment
-    features_dir = Path(cfg.paths.features) / cfg.features.name
+    model.checked_inputs(patients, str(config.input))  # columns, numbers, codes: before any alignment
+    features_dir = Path(config.paths.features) / config.features.name
     training = features_dir / f"{discovery_cohort(data)}.parquet"
     patients, notes = align_unseen_sites(
         model,
         patients,
         pd.read_parquet(training) if training.is_file() else None,
-        settings["align_unseen_sites"],
-        method=str(cfg.evaluation.alignment_method),
+        settings.align_unseen_sites,
+        method=config.evaluation.alignment_method,
     )
     result = predict_patients(
         model,
         patients,
-        float(settings["threshold"]),
-        float(settings["coverage"]),
-        where=str(cfg.input),
-        distance_percentile=float(settings["distance_percentile"]),
+        settings.threshold,
+        settings.coverage,
+        where=str(config.input),
+        distance_percentile=settings.distance_percentile,
         notes=notes,
     )
     return write_outputs(
@@ -94,7 +90,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
         settings=settings,
         source=source,
         features_dir=features_dir,
-        input_path=Path(cfg.input),
+        input_path=Path(config.input),
     )
 
 

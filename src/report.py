@@ -18,26 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.config.checks import check_config
-from src.config.cli import run
+from src.config.cli import run, start
 from src.config.params import read_params
+from src.config.settings import ReportSettings
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
-from src.tracking.store import TrackingSettings
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_text_atomic
-from src.utils.logging import configure_logging
 from src.utils.provenance import dvc_output_md5
 
 log = logging.getLogger(__name__)
 
 
-def report_experiments(cfg: DictConfig) -> list[str]:
+def report_experiments(settings: ReportSettings) -> list[str]:
     """``report.experiments``, or (null) the experiments ``params.yaml`` lists — those `dvc repro` trains."""
-    if cfg.report.experiments:
-        return list(cfg.report.experiments)
-    params = Path(cfg.report.params_file)
+    if settings.experiments:
+        return list(settings.experiments)
+    params = Path(settings.params_file)
     if not params.is_file():
         raise MissingInputError(f"{params} not found: set report.experiments=[name,...]")
     experiments = read_params(params).get("experiments")
@@ -49,19 +47,18 @@ def report_experiments(cfg: DictConfig) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
-    configure_logging(bool(cfg.verbose))
-    check_config(cfg)
-    names = report_experiments(cfg)
-    experiments = [ExperimentResults.load(name, Path(cfg.paths.output) / name) for name in names]
-    feature_sets = {e.config["features"]["name"] for e in experiments}
-    dvc_hashes = {name: dvc_output_md5(Path(cfg.paths.features) / name) for name in feature_sets}
-    out_dir = Path(cfg.report.dir)
+    config = start(cfg)
+    names = report_experiments(config.report)
+    experiments = [ExperimentResults.load(name, Path(config.paths.output) / name) for name in names]
+    feature_sets = {e.config.features.name for e in experiments}
+    dvc_hashes = {name: dvc_output_md5(Path(config.paths.features) / name) for name in feature_sets}
+    out_dir = Path(config.report.dir)
     with atomic_directory(out_dir) as out:
         write_text_atomic(out / "report.md", render_markdown(experiments, dvc_hashes, out))
         write_text_atomic(out / "report.html", render_html(experiments, dvc_hashes))
         summary = summary_table(experiments)
         summary.to_csv(out / "summary.csv", index=False)
-    settings = TrackingSettings.from_config(OmegaConf.to_container(cfg.tracking, resolve=True))
+    settings = config.tracking
     run_ids = [e.training_run_id for e in experiments if e.training_run_id]
     if settings.enabled and run_ids:
         from src.tracking.report import log_report

@@ -25,13 +25,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.cli import run, start
+from src.config.cli import composed, run, start
+from src.config.settings import ExperimentConfig
 from src.reporting.console import shard_summary, training_summary
-from src.tracking.store import TrackingSettings, check_store
+from src.tracking.store import check_store
 from src.utils.errors import UserInputError, user_errors
 from src.utils.io import check_writable
 from src.utils.logging import progress_wanted, status
-from src.utils.parallel import ParallelSettings, parallel_backend
+from src.utils.parallel import parallel_backend
 from src.validation.experiment import (
     experiment_inputs,
     remove_stale_evaluation,
@@ -49,32 +50,33 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     # everything that can fail without the CV fails before it: config, inputs, class sizes, outputs, store
     config = start(cfg)
     inputs = experiment_inputs(config)
-    run = Path(config["paths"]["run"])
+    run = Path(config.paths.run)
     check_writable(run)
-    sharded = config["permutation"].get("shard") is not None
-    settings = TrackingSettings.from_config(config["tracking"])
+    sharded = config.permutation.shard is not None
+    settings = config.tracking
     if settings.enabled and not sharded:  # a shard logs nothing
         check_store(settings)
     started, progress = time.time(), progress_wanted()
-    with parallel_backend(ParallelSettings.from_config(config.get("parallel")), int(cfg.n_jobs)) as where:
+    with parallel_backend(config.parallel, config.n_jobs) as where:
         log.info("parallel: %s", where)
         if sharded:
             shard = run_permutation_shard(config, inputs, progress)
-            print("\n".join(shard_summary(str(cfg.name), shard)))
+            print("\n".join(shard_summary(config.name, shard)))
             return shard
         try:
             outcome = run_training(config, inputs, progress)
         except (Exception, KeyboardInterrupt) as error:
             if settings.enabled and not isinstance(error, UserInputError):
-                _record_failure(settings, config, started, error)
+                _record_failure(config, composed(cfg), started, error)
             raise
     out_dir = run / "train"
     write_training_outputs(out_dir, outcome, OmegaConf.to_yaml(cfg, resolve=True))
     remove_stale_evaluation(run, outcome.document["provenance"]["model_sha256"])
     # the results are on disk; a tracking failure now costs the MLflow copy, never the results
-    tracked = _track(settings, config, inputs, outcome, out_dir, started) if settings.enabled else None
+    params = composed(cfg)  # the configuration as composed: the MLflow run's params
+    tracked = _track(config, params, inputs, outcome, out_dir, started) if settings.enabled else None
     resumed = outcome.result.extra.get("resumed_folds", 0), getattr(outcome.permutation, "resumed", 0)
-    lines = training_summary(str(cfg.name), outcome.document, *resumed)
+    lines = training_summary(config.name, outcome.document, *resumed)
     lines.append(f"  outputs   {out_dir}")
     if tracked is not None:
         lines.append(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")
@@ -88,14 +90,14 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _track(
-    settings: TrackingSettings, config: dict, inputs: Any, outcome: Any, out_dir: Path, started: float
+    config: ExperimentConfig, params: dict, inputs: Any, outcome: Any, out_dir: Path, started: float
 ) -> Any:
-    from src.tracking.training import log_training_outcome
+    from src.tracking.training import log_training
     from src.utils.io import write_json_atomic
 
     status("logging the run to MLflow (model, scorer, figures, fold runs) ...")
     try:
-        tracked = log_training_outcome(settings, config, inputs, outcome, out_dir, started)
+        tracked = log_training(config, params, inputs, outcome, out_dir, started)
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
         log.warning(
             "MLflow logging failed (%s: %s); the results are complete in %s, not in MLflow. To log them once "
@@ -111,11 +113,11 @@ def _track(
     return tracked
 
 
-def _record_failure(settings: TrackingSettings, config: dict, started: float, error: BaseException) -> None:
+def _record_failure(config: ExperimentConfig, params: dict, started: float, error: BaseException) -> None:
     from src.tracking.training import record_failed_training
 
     try:
-        run_id = record_failed_training(settings, config, started, error)
+        run_id = record_failed_training(config, params, started, error)
         # an interruption is said once, by the entry point's one line; the record is for the MLflow view
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         (log.info if what == "interrupted" else log.warning)(

@@ -29,6 +29,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def data_settings(**data: Any) -> Any:
+    """:class:`~src.config.settings.DataSettings` of a data config given as keywords (the rest defaults)."""
+    from src.config.settings import settings_from
+
+    return settings_from({"data": data}).data
+
+
 def compose_config(overrides: list[str] | None = None) -> dict[str, Any]:
     """The project's real Hydra config, resolved, as a plain dict."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -41,6 +48,7 @@ def train_tiny(work: Path, table: pd.DataFrame, *overrides: str) -> tuple[dict[s
     as the discovery feature table under ``work``: (resolved config, outcome, its train folder)."""
     import yaml
 
+    from src.config.settings import settings_from
     from src.validation.experiment import experiment_inputs, run_training, write_training_outputs
 
     features = work / "features" / "gm_roi"
@@ -60,7 +68,8 @@ def train_tiny(work: Path, table: pd.DataFrame, *overrides: str) -> tuple[dict[s
             *overrides,
         ]
     )
-    outcome = run_training(config, experiment_inputs(config), progress=False)
+    settings = settings_from(config)
+    outcome = run_training(settings, experiment_inputs(settings), progress=False)
     train_dir = work / "out" / "gm_only" / "train"
     write_training_outputs(train_dir, outcome, yaml.safe_dump(config))
     return config, outcome, train_dir

@@ -11,59 +11,63 @@ from pathlib import Path
 import pytest
 from test_train import SPACE, contract_table
 
+from src.config.settings import ExperimentConfig, ModelSettings, settings_from
 from src.utils import provenance
 from src.validation.experiment import TrainingInputs, checkpoint_path
 from src.validation.nested_cv import CVConfig
 
-MODEL = {"name": "svc_linear", "covariates": ["age", "sex", "tiv", "site"], "categorical": ["sex", "site"]}
+MODEL = ModelSettings(
+    name="svc_linear", covariates=["age", "sex", "tiv", "site"], categorical=["sex", "site"]
+)
 
 
-def _inputs() -> tuple[dict, TrainingInputs]:
+def _inputs() -> tuple[ExperimentConfig, TrainingInputs]:
     table = contract_table(n=24, seed=2)
     X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
     cv = CVConfig(repeats=2, outer_folds=3, inner_folds=3, n_trials=3)
     inputs = TrainingInputs(
         copy.deepcopy(MODEL), Path("t.parquet"), table, X, table["response"].to_numpy(), cv, SPACE, "d"
     )
-    config = {"seed": 1, "permutation": {"repeats": 1}, "paths": {"run": "run"}}
+    config = settings_from({"seed": 1, "permutation": {"repeats": 1}, "paths": {"run": "run"}})
     return config, inputs
 
 
-def _data(config: dict, inputs: TrainingInputs) -> None:
+def _data(config: ExperimentConfig, inputs: TrainingInputs) -> None:
     inputs.X = inputs.X.copy()
     inputs.X.iloc[3, -1] += 1e-9  # one feature value of one subject
 
 
-def _labels(config: dict, inputs: TrainingInputs) -> None:
+def _labels(config: ExperimentConfig, inputs: TrainingInputs) -> None:
     inputs.y = inputs.y.copy()
     inputs.y[[0, 1]] = inputs.y[[1, 0]] if inputs.y[0] != inputs.y[1] else 1 - inputs.y[[0, 1]]
 
 
-def _column_name(config: dict, inputs: TrainingInputs) -> None:
+def _column_name(config: ExperimentConfig, inputs: TrainingInputs) -> None:
     inputs.X = inputs.X.rename(columns={inputs.X.columns[-1]: "gm_renamed"})
 
 
-def _seed(config: dict, inputs: TrainingInputs) -> None:
-    config["seed"] = 2
+def _seed(config: ExperimentConfig, inputs: TrainingInputs) -> ExperimentConfig:
+    return dataclasses.replace(config, seed=2)
 
 
 def _cv(field: str, value: object):
-    def edit(config: dict, inputs: TrainingInputs) -> None:
+    def edit(config: ExperimentConfig, inputs: TrainingInputs) -> None:
         inputs.cv = dataclasses.replace(inputs.cv, **{field: value})
 
     return edit
 
 
-def _model(config: dict, inputs: TrainingInputs) -> None:
-    inputs.model_cfg["search_space"] = {"C": {"type": "float", "low": 1e-2, "high": 1.0, "log": True}}
+def _model(config: ExperimentConfig, inputs: TrainingInputs) -> None:
+    space = {"C": {"type": "float", "low": 1e-2, "high": 1.0, "log": True}}
+    inputs.model = dataclasses.replace(inputs.model, search_space=space)
 
 
-def _covariates(config: dict, inputs: TrainingInputs) -> None:
-    inputs.model_cfg["covariates"] = ["age", "sex", "tiv"]
+def _covariates(config: ExperimentConfig, inputs: TrainingInputs) -> None:
+    inputs.model = dataclasses.replace(inputs.model, covariates=["age", "sex", "tiv"])
 
 
-def _permutation_repeats(config: dict, inputs: TrainingInputs) -> None:
-    config["permutation"]["repeats"] = 2
+def _permutation_repeats(config: ExperimentConfig, inputs: TrainingInputs) -> ExperimentConfig:
+    return dataclasses.replace(config, permutation=dataclasses.replace(config.permutation, repeats=2))
 
 
 CHANGES = {
@@ -87,14 +91,14 @@ def test_every_input_changes_the_checkpoint_key(kind, change):
     config, inputs = _inputs()
     before = checkpoint_path(config, kind, inputs)
     assert checkpoint_path(*_inputs()[:1], kind, _inputs()[1]) == before  # the same inputs: the same key
-    CHANGES[change](config, inputs)
+    config = CHANGES[change](config, inputs) or config
     assert checkpoint_path(config, kind, inputs) != before
 
 
 def test_permutation_repeats_change_the_permutation_key_only():
     config, inputs = _inputs()
     folds, permutations = (checkpoint_path(config, k, inputs) for k in ("folds", "permutations"))
-    _permutation_repeats(config, inputs)
+    config = _permutation_repeats(config, inputs)
     assert checkpoint_path(config, "folds", inputs) == folds  # the real run's folds do not depend on it
     assert checkpoint_path(config, "permutations", inputs) != permutations
 

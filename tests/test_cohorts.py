@@ -6,15 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from conftest import SHAPE, make_cohort, rewrite_participants, write_image
+from conftest import SHAPE, data_settings, make_cohort, rewrite_participants, write_image
 
+from src.config.settings import FeaturesSettings
 from src.data.cohorts import CohortConfigError, cohort_specs, discovery_cohort, evaluation_groups
 from src.data.loader import CohortError, load_cohort
-from src.data.validation import pipeline_feature_sets, validate_cohorts
+from src.data.validation import PlannedFeatures, pipeline_feature_sets, validate_cohorts
 
 
 def _data(cohorts, root="/nowhere", **extra):
-    return {"root": str(root), "cohorts": cohorts, **extra}
+    return data_settings(root=str(root), cohorts=cohorts, **extra)
 
 
 def test_roles_define_discovery_and_evaluation_groups():
@@ -163,8 +164,8 @@ def test_prepare_names_experiment_feature_set_cohort_and_tissue(tmp_path):
             }
         )
     )
-    plan = pipeline_feature_sets(params, {"name": "gm_roi"})
-    assert plan["gm_wm_roi"]["experiments"] == ["gm_wm"] and plan["gm_wm_roi"]["tissues"] == ["GM", "WM"]
+    plan = pipeline_feature_sets(params, FeaturesSettings(name="gm_roi"))
+    assert plan["gm_wm_roi"].experiments == ["gm_wm"] and plan["gm_wm_roi"].tissues == ["GM", "WM"]
     data = _data(
         [{"name": "a", "role": "discovery"}, {"name": "b", "role": "external"}], tmp_path, pipeline="cat12"
     )
@@ -200,13 +201,13 @@ def test_each_cohort_can_have_its_own_layout_and_midazolam_is_a_control(tmp_path
         pipeline="cat12",
     )
     assert [s.role for s in cohort_specs(data)] == ["discovery", "control"]
-    summary = validate_cohorts(data, {"gm_roi": {"name": "gm_roi", "tissues": ["GM"], "experiments": []}})
+    summary = validate_cohorts(data, {"gm_roi": PlannedFeatures("roi", ["GM"])})
     assert summary["cohorts"]["cat_site"]["treatment"] == ["midazolam"]
     assert list(summary["cohorts"]["cat_site"]["images_md5"]) == ["GM"]  # TIV from the CAT12 reports
     assert list(summary["cohorts"]["bids_site"]["images_md5"]) == ["CSF", "GM", "WM"]  # TIV = GM + WM + CSF
-    data["cohorts"][1].pop("layout")
+    data.cohorts[1].pop("layout")
     with pytest.raises(CohortError, match="cohort 'cat_site': subject sub-t00 .* no GM image"):
-        validate_cohorts(data, {"gm_roi": {"name": "gm_roi", "tissues": ["GM"], "experiments": []}})
+        validate_cohorts(data, {"gm_roi": PlannedFeatures("roi", ["GM"])})
 
 
 def test_files_that_look_like_tissue_maps_but_are_not_used_are_reported(tmp_path, caplog):

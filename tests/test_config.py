@@ -151,11 +151,12 @@ def test_no_pipeline_output_is_committed_to_git():
 def test_params_of_the_wrong_shape_are_one_error(tmp_path, text, expected):
     """params.yaml with a string for a list, a list for a mapping: one error naming the file and key, from
     every reader (prepare's feature plan, the report's experiments)."""
+    from src.config.settings import FeaturesSettings
     from src.data.validation import pipeline_feature_sets
     from src.utils.errors import UserInputError
 
     params = tmp_path / "params.yaml"
     params.write_text(text)
     with pytest.raises(UserInputError) as error:
-        pipeline_feature_sets(params, {"name": "gm_roi"})
+        pipeline_feature_sets(params, FeaturesSettings(name="gm_roi"))
     assert str(error.value).startswith(str(params)) and expected in str(error.value)

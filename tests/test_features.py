@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_cohort, rewrite_participants, write_image
+from conftest import data_settings, make_cohort, rewrite_participants, write_image
 
 from src.data.contract import TABLE_META_COLUMNS, image_relpath
 from src.data.loader import CohortError, load_cohort
@@ -70,7 +70,7 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
         {"name": "gm_roi_nmm", "atlas": "neuromorphometrics"},
         {"name": "gm_voxel", "kind": "voxel", "resolution": 8.0, "smoothing_fwhm": 8.0},
     ):
-        manifest = build_feature_set(data, FeatureSet.from_config(cfg), tmp_path)
+        manifest = build_feature_set(data_settings(**data), FeatureSet.from_config(cfg), tmp_path)
         tables = {c: pd.read_parquet(tmp_path / cfg["name"] / f"{c}.parquet") for c in data["cohorts"]}
         shapes[cfg["name"]] = tables["discovery"].shape
         assert [len(t) for t in tables.values()] == [12, 5, 5, 6]
@@ -93,8 +93,8 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
 def test_tables_are_deterministic(tmp_path, tiny_simulated):
     data = {**DATA, "root": str(tiny_simulated), "cohorts": ["discovery"]}
     fs = FeatureSet(name="gm_roi")
-    build_feature_set(data, fs, tmp_path / "a", n_jobs=1)
-    build_feature_set(data, fs, tmp_path / "b", n_jobs=2)
+    build_feature_set(data_settings(**data), fs, tmp_path / "a", n_jobs=1)
+    build_feature_set(data_settings(**data), fs, tmp_path / "b", n_jobs=2)
     for name in ("discovery.parquet", "regions.tsv", "manifest.json"):
         assert (tmp_path / "a/gm_roi" / name).read_bytes() == (tmp_path / "b/gm_roi" / name).read_bytes()
 
@@ -121,7 +121,7 @@ def test_user_style_folder_gives_the_same_table(tmp_path, tiny_simulated):
     pd.concat([participants, extra]).to_csv(user / "participants.tsv", sep="\t", index=False)
     (user / "derivatives" / "cat12").mkdir(parents=True)
     data = {**DATA, "root": str(tmp_path), "cohorts": ["mystudy"], "pipeline": "cat12"}
-    manifest = build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    manifest = build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     got = pd.read_parquet(tmp_path / "features" / "gm_roi" / "mystudy.parquet")
     assert manifest["cohorts"]["mystudy"]["excluded_missing_outcome"] == ["sub-late"]
     pd.testing.assert_frame_equal(
@@ -146,7 +146,7 @@ def test_regional_table_source(tmp_path):
         "cohorts": [{"name": "c", "role": "discovery", "table": str(tmp_path / "aseg.csv")}],
         "source": "table",
     }
-    build_feature_set(data, FeatureSet(name="user_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="user_roi"), tmp_path / "features")
     table = pd.read_parquet(tmp_path / "features" / "user_roi" / "c.parquet")
     assert list(table.columns[7:]) == ["lh_superiorfrontal", "Left_Cerebellum_Cortex"]
     assert table["tiv"].tolist() == [1500, 1600, 1400, 1450]
@@ -166,10 +166,10 @@ def test_corrupt_image_data_names_subject_and_leaves_nothing_behind(tmp_path, ti
     gm.write_bytes(gm.read_bytes()[:4000])  # truncated download: header fine, data cut
     data = {**DATA, "root": str(root), "cohorts": ["discovery", "saline"]}
     out = tmp_path / "features"
-    build_feature_set({**data, "cohorts": ["discovery"]}, FeatureSet(name="gm_roi"), out)
+    build_feature_set(data_settings(**{**data, "cohorts": ["discovery"]}), FeatureSet(name="gm_roi"), out)
     before = (out / "gm_roi" / "discovery.parquet").read_bytes()
     with pytest.raises(CohortError, match=r"cohort 'saline': subject sub-s002: cannot read GM image"):
-        build_feature_set(data, FeatureSet(name="gm_roi"), out)
+        build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), out)
     # the previous complete output is untouched and no temporary folder is left
     assert (out / "gm_roi" / "discovery.parquet").read_bytes() == before
     assert not (out / "gm_roi" / "saline.parquet").exists()
@@ -192,11 +192,13 @@ def test_off_grid_image_is_resampled_when_allowed(tmp_path, tiny_simulated):
     )
     nib.save(fine, gm)
     data = {**DATA, "root": str(root), "cohorts": ["external_a"], "on_grid_mismatch": "resample"}
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "f")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "f")
     table = pd.read_parquet(tmp_path / "f" / "gm_roi" / "external_a.parquet")
     assert table.filter(like="gm_").notna().all().all()
     with pytest.raises(CohortError, match="sub-ea001: GM image .* is on grid"):
-        build_feature_set({**data, "on_grid_mismatch": "error"}, FeatureSet(name="gm_roi"), tmp_path / "g")
+        build_feature_set(
+            data_settings(**{**data, "on_grid_mismatch": "error"}), FeatureSet(name="gm_roi"), tmp_path / "g"
+        )
 
 
 def test_non_responders_as_the_positive_class_end_to_end(tmp_path, tiny_simulated):
@@ -210,7 +212,7 @@ def test_non_responders_as_the_positive_class_end_to_end(tmp_path, tiny_simulate
     for positive in ("responder", "non-responder"):
         data = {**DATA, "root": str(tiny_simulated), "cohorts": ["discovery"]}
         data["outcome"] = {**DATA["outcome"], "positive": positive}
-        build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / positive)
+        build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / positive)
         table = pd.read_parquet(tmp_path / positive / "gm_roi" / "discovery.parquet")
         X = table[["age", "sex", "tiv", "site", *[c for c in table.columns if c.startswith("gm_")]]]
         space = SearchSpace.from_config({"search_space": {}, "fixed": {"kernel": "linear", "C": 1.0}})

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import data_settings
 from test_errors import refused
 from test_features import DATA
 from test_train import SPACE, contract_table
 
+from src.config.settings import FeaturesSettings, PatientSettings
 from src.prediction import predict_patients
 from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
 from src.validation.nested_cv import CVConfig, run_nested_cv
@@ -272,22 +274,32 @@ def test_an_image_and_an_outcome_free_folder_give_the_training_features(tmp_path
     from src.prediction import patient_features
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["external_a"]}
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     training_path = pd.read_parquet(tmp_path / "features" / "gm_roi" / "external_a.parquet")
     expected = training_path.drop(columns=["response", "treatment"])
     folder = _without_outcomes(tiny_simulated / "external_a", tmp_path / "new")
-    got = patient_features(folder, data=data, features=GM_ROI)
+    got = patient_features(folder, data=data_settings(**data), features=FeaturesSettings(**GM_ROI))
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
 
     row = expected.iloc[2]
     image = folder / image_relpath(row["participant_id"], "GM", "simvbm")
     patient = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
-    one = patient_features(image, data=data, features=GM_ROI, patient=patient)
+    one = patient_features(
+        image,
+        data=data_settings(**data),
+        features=FeaturesSettings(**GM_ROI),
+        patient=PatientSettings(**patient),
+    )
     pd.testing.assert_frame_equal(
         one, expected.iloc[[2]].reset_index(drop=True), check_exact=False, rtol=1e-12
     )
     # a given TIV replaces the one from the WM and CSF maps
-    given = patient_features(image, data=data, features=GM_ROI, patient={**patient, "tiv": 1234.5})
+    given = patient_features(
+        image,
+        data=data_settings(**data),
+        features=FeaturesSettings(**GM_ROI),
+        patient=PatientSettings(**{**patient, "tiv": 1234.5}),
+    )
     assert given["tiv"].tolist() == [1234.5]
 
 
@@ -330,7 +342,12 @@ def test_a_bad_image_input_is_refused_with_the_reason(tmp_path, tiny_simulated, 
     elif case == "table features":
         features = {"name": "fs_table", "kind": "table"}
     with pytest.raises(UserInputError, match=None) as error:
-        patient_features(image, data=data, features=features, patient=patient)
+        patient_features(
+            image,
+            data=data_settings(**data),
+            features=FeaturesSettings(**features),
+            patient=PatientSettings(**patient),
+        )
     assert expected in str(error.value)
 
 
@@ -351,7 +368,7 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     from src.utils.io import file_md5
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery", "external_a"]}
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     common = [
         "+experiment=gm_only",
         f"data.root={tiny_simulated}",
@@ -464,7 +481,7 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
     from src.prediction import patient_features
 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery"]}
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     training = pd.read_parquet(tmp_path / "features" / "gm_roi" / "discovery.parquet")
     X = training.drop(columns=["participant_id", "treatment", "response"])
     cv = CVConfig(repeats=1, outer_folds=3, inner_folds=2, n_trials=2)
@@ -488,7 +505,12 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
                 values = np.roll(values, 2, axis=2)
             nib.save(nib.Nifti1Image(values, img.affine), folder / source.name)
         image = folder / image_relpath(row["participant_id"], "GM", "simvbm").name
-        table = patient_features(image, data=data, features=GM_ROI, patient=patient)
+        table = patient_features(
+            image,
+            data=data_settings(**data),
+            features=FeaturesSettings(**GM_ROI),
+            patient=PatientSettings(**patient),
+        )
         scored = predict_patients(model, table)
         percentiles[change] = scored.loc[0, "distance_percentile"]
         assert ("features farther from the training cohort" in scored.loc[0, "warnings"]) == (

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 from conftest import compose_config, train_tiny
 
+from src.config.settings import DataSettings, settings_from
 from src.reporting.methods import tripod_ai_methods
 from src.utils.tables import markdown_table
 
@@ -13,7 +16,7 @@ TRAIN = {"n": 99, "responders": 52, "n_features": 22764, "permutation": None, "p
 
 def test_methods_cover_tripod_ai_items_and_follow_the_config():
     cfg = compose_config(["+experiment=gm_voxel", "cv.repeats=3", "cv.n_trials=12"])
-    items = {item: text for item, _, text in tripod_ai_methods(cfg, TRAIN, None)}
+    items = {item: text for item, _, text in tripod_ai_methods(settings_from(cfg), TRAIN, None)}
     assert {"5a", "6a", "8a", "9a", "10", "11", "12a", "12b", "12c", "12d", "12e", "13", "17", "18"} <= set(
         items
     )
@@ -26,7 +29,10 @@ def test_methods_cover_tripod_ai_items_and_follow_the_config():
     assert "no permutation test run" in items["12e"]
     assert "≥ 0.5" in items["8a"] and "Simulated cohorts" in items["5a"]
     rbf = {
-        item: text for item, _, text in tripod_ai_methods(compose_config(["+experiment=gm_rbf"]), TRAIN, None)
+        item: text
+        for item, _, text in tripod_ai_methods(
+            settings_from(compose_config(["+experiment=gm_rbf"])), TRAIN, None
+        )
     }
     assert "kernel rbf" in rbf["12c"] and "gamma log-uniform" in rbf["12c"] and "PCA" not in rbf["12b"]
 
@@ -73,7 +79,7 @@ def test_report_of_a_trained_but_not_evaluated_experiment(tmp_path):
     assert "Not evaluated yet" in html and 'class="banner"' in html
     # a user's data config (no simulation settings): no banner
     user = ExperimentResults.load("gm_only", run)
-    user.config["data"] = {"name": "bids", "cohorts": []}
+    user.config = dataclasses.replace(user.config, data=DataSettings(name="bids", cohorts=[]))
     assert SIMULATED_BANNER not in render_markdown([user], {}, tmp_path / "report2")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import make_cohort, rewrite_participants
+from conftest import data_settings, make_cohort, rewrite_participants
 
 from src.data.loader import CohortError, load_cohort, load_regional_table
 from src.data.tables import TableFormatError, parse_aseg_stats, read_regional_table, subject_id
@@ -127,16 +127,16 @@ def test_table_tiv_fills_a_missing_tiv_column(tmp_path):
     }
     from src.features.extract import FeatureSet
 
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     table = pd.read_parquet(tmp_path / "features" / "gm_roi" / "c.parquet")
     assert table["tiv"].tolist() == [1500.0, 1600.0, 1400.0, 1450.0]
     # participants.tsv's tiv wins over the table's
     rewrite_participants(root, lambda df: df.assign(tiv=["1", "2", "3", "4"]))
-    build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+    build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     assert pd.read_parquet(tmp_path / "features" / "gm_roi" / "c.parquet")["tiv"].tolist() == [1, 2, 3, 4]
     # a table without TIV and no tiv column: a clear error
     (root / "plain.tsv").write_text("participant_id\tHippo\n" + "".join(f"{p}\t4.1\n" for p in IDS))
     rewrite_participants(root, lambda df: df.drop(columns="tiv"))
     data["cohorts"][0].update(table="plain.tsv", table_format="plain")
     with pytest.raises(CohortError, match="format 'plain' carries no TIV: add a 'tiv' column"):
-        build_feature_set(data, FeatureSet(name="gm_roi"), tmp_path / "features")
+        build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")

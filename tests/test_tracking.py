@@ -513,14 +513,17 @@ def test_a_training_that_fails_is_a_failed_run_with_its_start_and_error(tmp_path
     interrupted), started when the training started, the config as params, the error as a tag."""
     import time
 
-    from src.tracking.store import TrackingSettings
+    from src.config.settings import settings_from
     from src.tracking.training import record_failed_training
 
-    settings = TrackingSettings(root=str(tmp_path / "mlruns"), experiment="gm_only")
-    config = {"name": "gm_only", "seed": 3, "cv": {"repeats": 2}}
+    params = {"name": "gm_only", "seed": 3, "cv": {"repeats": 2}}
+    config = settings_from(
+        {**params, "tracking": {"root": str(tmp_path / "mlruns"), "experiment": "gm_only"}}
+    )
+    settings = config.tracking
     started = time.time() - 30
-    failed = record_failed_training(settings, config, started, RuntimeError("libsvm exploded\nmore"))
-    killed = record_failed_training(settings, config, started, KeyboardInterrupt())
+    failed = record_failed_training(config, params, started, RuntimeError("libsvm exploded\nmore"))
+    killed = record_failed_training(config, params, started, KeyboardInterrupt())
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     run = client.get_run(failed)
     assert run.info.status == "FAILED" and client.get_run(killed).info.status == "KILLED"

@@ -1,93 +1,63 @@
-"""Checks run before any expensive work: config values, writable outputs. Each failure is one message
-naming the key or the path (:class:`~src.utils.errors.UserInputError`)."""
+"""Checks run before any expensive work: config values. Each failure is one message naming the key
+(:class:`~src.utils.errors.UserInputError`).
+
+The tables below are read off the typed settings (:mod:`src.config.settings`): the sections and their keys
+from the dataclasses' fields, the bounds from each field's metadata. There is no second schema to keep.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
+from src.config.settings import ExperimentConfig
 from src.utils.errors import UserInputError, reject_unknown_keys
 
-# key -> (minimum, None allowed): integer settings that scripts and users override on the command line
-INTEGER_KEYS: dict[str, tuple[int, bool]] = {
-    "seed": (0, False),
-    "n_jobs": (-1, False),
-    "cv.repeats": (1, False),
-    "cv.outer_folds": (2, False),
-    "cv.inner_folds": (2, False),
-    "cv.n_trials": (1, False),
-    "permutation.n": (0, False),
-    "permutation.repeats": (1, True),
-    "evaluation.n_permutations": (1, False),
-    "evaluation.n_bootstrap": (1, False),
-    "evaluation.weight_permutations": (0, True),
-    "predict.align_unseen_sites": (2, True),
-    "parallel.workers": (1, True),
-}
+
+def _schema_tables(
+    schema: type, prefix: str = ""
+) -> tuple[
+    dict[str, frozenset[str]],
+    dict[str, tuple[int, bool]],
+    dict[str, tuple[float, float, bool, bool]],
+    dict[str, tuple[str, ...]],
+]:
+    """(sections, integer keys, number keys, choice keys) of a settings dataclass and its sub-sections."""
+    sections: dict[str, frozenset[str]] = {}
+    integers: dict[str, tuple[int, bool]] = {}
+    numbers: dict[str, tuple[float, float, bool, bool]] = {}
+    choices: dict[str, tuple[str, ...]] = {}
+    hints = typing.get_type_hints(schema)
+    for spec in dataclasses.fields(schema):
+        key, kind = f"{prefix}{spec.name}", hints[spec.name]
+        options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+        nullable = type(None) in options
+        inner = next((o for o in options if o is not type(None)), kind)
+        if dataclasses.is_dataclass(inner):
+            sections[key] = frozenset(f.name for f in dataclasses.fields(inner))
+            more = _schema_tables(inner, f"{key}.")
+            sections.update(more[0])
+            integers.update(more[1])
+            numbers.update(more[2])
+            choices.update(more[3])
+        elif "min" in spec.metadata:
+            integers[key] = (int(spec.metadata["min"]), nullable)
+        elif "interval" in spec.metadata:
+            numbers[key] = spec.metadata["interval"]
+        elif "choices" in spec.metadata:
+            choices[key] = tuple(spec.metadata["choices"])
+    return sections, integers, numbers, choices
 
 
-# Sections whose keys are read by name: a key not listed here is a typo (Hydra merges unknown keys from
-# config files silently, and the readers would ignore them).
-SECTION_KEYS: dict[str, frozenset[str]] = {
-    "cv": frozenset({"repeats", "outer_folds", "inner_folds", "n_trials", "sampler", "n_startup_trials"}),
-    "permutation": frozenset({"n", "repeats", "shard", "inline"}),
-    "parallel": frozenset({"backend", "address", "scheduler_file", "workers"}),
-    "evaluation": frozenset(
-        {
-            "n_permutations",
-            "n_bootstrap",
-            "weight_permutations",
-            "harmonize",
-            "alignment_method",
-            "reference",
-            "champion",
-        }
-    ),
-    "evaluation.champion": frozenset({"alias", "max_p"}),
-    "predict": frozenset(
-        {"threshold", "coverage", "distance_percentile", "dir", "model", "align_unseen_sites", "card"}
-    ),
-    "patient": frozenset({"participant_id", "age", "sex", "site", "tiv"}),
-    "report": frozenset({"experiments", "params_file", "dir"}),
-    "paths": frozenset({"data", "cohorts", "features", "output", "run"}),
-    "model": frozenset({"name", "covariates", "categorical", "search_space", "fixed"}),
-    "data": frozenset(
-        {
-            "name",
-            "root",
-            "layout",
-            "pipeline",
-            "space",
-            "cohorts",
-            "source",
-            "table_format",
-            "outcome",
-            "on_grid_mismatch",
-            "plausibility",
-            "simulation",
-        }
-    ),
-    "data.outcome": frozenset({"baseline", "followup", "threshold", "positive"}),
-    "data.plausibility": frozenset({"min_value", "max_value", "total_gm_ml", "min_inside_brain"}),
-}
-# key -> (low, high, low inclusive, high inclusive): real-valued settings (an integer is a number too)
-NUMBER_KEYS: dict[str, tuple[float, float, bool, bool]] = {
-    "data.outcome.threshold": (0.0, 1.0, False, True),
-    "data.plausibility.min_value": (-float("inf"), float("inf"), False, False),
-    "data.plausibility.max_value": (0.0, float("inf"), False, False),
-    "data.plausibility.min_inside_brain": (0.0, 1.0, True, True),
-    "predict.threshold": (0.0, 1.0, False, False),
-    "predict.coverage": (0.0, 1.0, False, False),
-    "predict.distance_percentile": (0.0, 100.0, False, True),
-    "evaluation.champion.max_p": (0.0, 1.0, False, True),
-}
-# key -> allowed values
-CHOICE_KEYS: dict[str, tuple[str, ...]] = {
-    "data.outcome.positive": ("responder", "non-responder"),
-    "data.on_grid_mismatch": ("error", "resample"),
-    "data.source": ("images", "table"),
-}
+# Sections whose keys are read by name: a key not listed is a typo (Hydra merges unknown keys from config
+# files silently, and the readers would ignore them). key -> (minimum, None allowed): integer settings;
+# key -> (low, high, low inclusive, high inclusive): real-valued settings; key -> allowed values.
+SECTION_KEYS, INTEGER_KEYS, NUMBER_KEYS, CHOICE_KEYS = _schema_tables(ExperimentConfig)
+
 # the hyperparameters a model config may set (src.models.pipeline passes SVC_PARAMS to scikit-learn's SVC)
 SVC_PARAMS = ("C", "kernel", "gamma", "class_weight", "degree", "coef0", "tol", "max_iter")
 MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})
@@ -111,7 +81,7 @@ def check_config(cfg: Any) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserInputError(f"config key {key}={value!r}: an integer is needed")
-        if value < minimum or (key == "n_jobs" and value == 0):
+        if value < minimum or (key == "n_jobs" and value == 0):  # n_jobs: -1 (all cores) or >= 1
             allowed = "-1 (all cores) or a positive number" if key == "n_jobs" else f">= {minimum}"
             raise UserInputError(f"config key {key}={value}: must be {allowed}")
     for key, (low, high, low_in, high_in) in NUMBER_KEYS.items():

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from src.config.settings import ExperimentConfig, settings_from
+
 SETTINGS = """
 Settings are Hydra overrides, key=value, e.g.:
   +experiment=gm_only      an experiment of conf/experiment/ (features, model, CV)
@@ -23,16 +25,22 @@ Print the composed configuration with --cfg job; Hydra's own options with --hydr
 """
 
 
-def start(cfg: Any) -> dict[str, Any]:
+def start(cfg: Any) -> ExperimentConfig:
     """What every command does first: logging (quiet console, full log file), the config checked (types,
-    ranges, unknown keys), and the config resolved into a plain dict for the library code."""
-    from omegaconf import OmegaConf
-
+    ranges, unknown keys: one line each) and built into the typed settings the library code takes."""
     from src.config.checks import check_config
     from src.utils.logging import configure_logging
 
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
+    return settings_from(cfg)
+
+
+def composed(cfg: Any) -> dict[str, Any]:
+    """The composed config as the user gave it, resolved (what is saved beside a model and logged as MLflow
+    params): only the entry points hold it; the library takes :class:`ExperimentConfig`."""
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_container(cfg, resolve=True)
 
 

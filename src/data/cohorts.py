@@ -25,8 +25,9 @@ from typing import Any
 
 import pandas as pd
 
+from src.config.settings import DataSettings
 from src.data.contract import DEFAULT_SPACE, TREATMENTS
-from src.data.loader import Cohort, OutcomeSpec, load_cohort
+from src.data.loader import Cohort, load_cohort
 from src.utils.errors import UserInputError
 
 ROLES: tuple[str, ...] = ("discovery", "external", "control")
@@ -75,7 +76,7 @@ class CohortSpec:
     def folder(self, root: str | Path) -> Path:
         return Path(self.path) if self.path else Path(root) / self.name
 
-    def regional_table(self, data: Mapping[str, Any]) -> tuple[Path, str]:
+    def regional_table(self, data: DataSettings) -> tuple[Path, str]:
         """(path, format) of this cohort's regional table (``data.source=table``); relative paths are inside
         the cohort folder, the format defaults to ``data.table_format``."""
         if not self.table:
@@ -83,8 +84,8 @@ class CohortSpec:
                 f"cohort {self.name!r}: data.source=table but the cohort has no 'table' in data.cohorts"
             )
         path = Path(self.table)
-        path = path if path.is_absolute() else self.folder(data["root"]) / path
-        return path, self.table_format or data.get("table_format", "plain")
+        path = path if path.is_absolute() else self.folder(data.root) / path
+        return path, self.table_format or data.table_format
 
 
 def _declared_treatment(folder: Path, name: str) -> str:
@@ -104,8 +105,9 @@ def _declared_treatment(folder: Path, name: str) -> str:
     return found[0]
 
 
-def cohort_specs(data: Mapping[str, Any]) -> list[CohortSpec]:
-    """The validated cohorts of a resolved ``data`` config, in config order.
+def cohort_specs(data: DataSettings) -> list[CohortSpec]:
+    """The validated cohorts of the data settings, in config order (``data.cohorts`` is the user's list:
+    names or mappings, parsed and checked here).
 
     Raises
     ------
@@ -113,7 +115,7 @@ def cohort_specs(data: Mapping[str, Any]) -> list[CohortSpec]:
         Unknown key or role, duplicate name, not exactly one discovery cohort, a cohort name that clashes
         with an evaluation group name (``external``/``control`` when that role has several cohorts).
     """
-    raw: Sequence[Any] = data.get("cohorts") or []
+    raw: Sequence[Any] = data.cohorts or []
     if isinstance(raw, Mapping) or isinstance(raw, str):
         raise CohortConfigError(
             "data.cohorts must be a list, e.g. "
@@ -134,8 +136,8 @@ def cohort_specs(data: Mapping[str, Any]) -> list[CohortSpec]:
             if i == 0:
                 entry["role"] = "discovery"
             else:
-                simulated = (data.get("simulation") or {}).get("cohorts", {}).get(name, {})
-                folder = Path(entry["path"]) if entry.get("path") else Path(data["root"]) / name
+                simulated = (data.simulation or {}).get("cohorts", {}).get(name, {})
+                folder = Path(entry["path"]) if entry.get("path") else Path(data.root) / name
                 treatment = simulated.get("treatment") or _declared_treatment(folder, name)
                 entry["role"] = _ROLE_OF_TREATMENT[treatment]
         if entry["role"] not in ROLES:
@@ -166,14 +168,14 @@ def cohort_specs(data: Mapping[str, Any]) -> list[CohortSpec]:
     return specs
 
 
-def discovery_cohort(data: Mapping[str, Any]) -> str:
+def discovery_cohort(data: DataSettings) -> str:
     """Name of the discovery (training) cohort."""
     return next(s.name for s in cohort_specs(data) if s.role == "discovery")
 
 
-def cohort_names(data: Mapping[str, Any]) -> list[str]:
+def cohort_names(data: DataSettings) -> list[str]:
     """Names of ``data.cohorts`` in config order (without resolving roles)."""
-    return [str(e if isinstance(e, str) else e["name"]) for e in data.get("cohorts") or []]
+    return [str(e if isinstance(e, str) else e["name"]) for e in data.cohorts or []]
 
 
 def evaluation_groups(specs: Sequence[CohortSpec]) -> dict[str, list[str]]:
@@ -191,26 +193,25 @@ def evaluation_groups(specs: Sequence[CohortSpec]) -> dict[str, list[str]]:
 
 
 def load_configured(
-    spec: CohortSpec, data: Mapping[str, Any], tissues: tuple[str, ...] = ("GM",), with_images: bool = True
+    spec: CohortSpec, data: DataSettings, tissues: tuple[str, ...] = ("GM",), with_images: bool = True
 ) -> Cohort:
     """:func:`~src.data.loader.load_cohort` of one cohort of the data config: the cohort's own layout,
     pipeline and space if it sets them, else the config's; the config's outcome and grid policy; the
     cohort's declared treatment."""
     return load_cohort(
-        spec.folder(data["root"]),
+        spec.folder(data.root),
         name=spec.name,
-        pipeline=spec.pipeline or data.get("pipeline"),
-        space=spec.space or data.get("space", DEFAULT_SPACE),
+        pipeline=spec.pipeline or data.pipeline,
+        space=spec.space or data.space or DEFAULT_SPACE,
         tissues=tissues,
-        outcome=OutcomeSpec(**data.get("outcome", {})),
-        on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+        outcome=data.outcome,
+        on_grid_mismatch=data.on_grid_mismatch,
         with_images=with_images,
-        layout=spec.layout or data.get("layout", "bids"),
+        layout=spec.layout or data.layout,
         treatment=spec.treatment,
     )
 
 
-def is_simulated(config: Mapping[str, Any]) -> bool:
-    """The resolved config's data is the embedded simulation (its data config carries ``simulation``)."""
-    data = config.get("data") or {}
-    return data.get("name") == "simulated" or data.get("simulation") is not None
+def is_simulated(data: DataSettings) -> bool:
+    """The data is the embedded simulation (its data config carries ``simulation``)."""
+    return data.name == "simulated" or data.simulation is not None

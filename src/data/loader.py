@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from src.config.settings import OutcomeSettings
 from src.data.contract import (
     DEFAULT_SPACE,
     IMAGE_PATH_COLUMNS,
@@ -37,32 +38,8 @@ class CohortError(UserInputError):
     """Invalid cohort input. The message names the cohort and the subject, file or column at fault."""
 
 
-@dataclass(frozen=True)
-class OutcomeSpec:
-    """How the binary response label is derived from the clinical table.
-
-    Parameters
-    ----------
-    baseline, followup : str
-        Columns holding the pre-treatment and 24-h MADRS scores.
-    threshold : float
-        Minimum relative reduction, (baseline - followup) / baseline, that counts as response.
-    positive : {"responder", "non-responder"}
-        Which group is labelled 1.
-    """
-
-    baseline: str = "madrs_baseline"
-    followup: str = "madrs_24h"
-    threshold: float = 0.5
-    positive: str = "responder"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"outcome threshold must be in (0, 1], got {self.threshold}")
-        if self.positive not in ("responder", "non-responder"):
-            raise ValueError(
-                f"outcome positive must be 'responder' or 'non-responder', got {self.positive!r}"
-            )
+# how the binary response label is derived from the clinical table (``data.outcome``)
+OutcomeSpec = OutcomeSettings
 
 
 @dataclass

@@ -15,8 +15,6 @@ those become features silently. :func:`check_gm_maps` reads every GM map and che
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -24,27 +22,11 @@ import numpy as np
 from nilearn import datasets, image
 from nilearn.image.resampling import BoundingBoxError
 
+from src.config.settings import PlausibilitySettings
 from src.data.loader import Cohort, CohortError
 
-
-@dataclass(frozen=True)
-class PlausibilityBounds:
-    """Bounds of :func:`check_gm_maps` (``data.plausibility`` in the config)."""
-
-    min_value: float = -0.01
-    max_value: float = 3.0
-    total_gm_ml: tuple[float, float] = (200.0, 1500.0)
-    min_inside_brain: float = 0.8
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> PlausibilityBounds:
-        cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise CohortError(f"data.plausibility: unknown key(s) {unknown}")
-        if "total_gm_ml" in cfg:
-            cfg["total_gm_ml"] = tuple(float(v) for v in cfg["total_gm_ml"])
-        return cls(**cfg)
+# the bounds of check_gm_maps (``data.plausibility``; the defaults when the data config sets none)
+PlausibilityBounds = PlausibilitySettings
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,39 +19,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.config.checks import check_config
-from src.config.cli import run
+from src.config.cli import run, start
 from src.data.cohorts import cohort_specs
 from src.data.plausibility import PlausibilityBounds
 from src.data.simulate import simulate_cohorts
 from src.data.validation import pipeline_feature_sets, validate_cohorts
 from src.utils.errors import user_errors
 from src.utils.io import write_json_atomic
-from src.utils.logging import configure_logging
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    configure_logging(bool(cfg.verbose))
-    check_config(cfg)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    config = start(cfg)
+    data = config.data
     specs = cohort_specs(data)  # roles are checked before anything is simulated or read
-    if "simulation" in data:
+    if data.simulation is not None:
         simulate_cohorts(
-            data["simulation"],
-            data["root"],
-            pipeline=data["pipeline"],
-            space=data["space"],
+            data.simulation,
+            data.root,
+            pipeline=data.pipeline,
+            space=data.space,
             cohorts=[s.name for s in specs],
-            n_jobs=int(cfg.n_jobs),
+            n_jobs=config.n_jobs,
         )
         return
-    plan = pipeline_feature_sets(cfg.params_file, OmegaConf.to_container(cfg.features, resolve=True))
-    summary = validate_cohorts(data, plan, PlausibilityBounds.from_config(data.get("plausibility")))
-    write_json_atomic(Path(cfg.paths.cohorts) / "validated.json", summary)
+    plan = pipeline_feature_sets(config.params_file, config.features)
+    summary = validate_cohorts(data, plan, data.plausibility or PlausibilityBounds())
+    write_json_atomic(Path(config.paths.cohorts) / "validated.json", summary)
     for name, c in summary["cohorts"].items():
         print(f"{name} ({c['role']}): {c['n']} subjects ({c['responders']} responders) valid")
     print(f"feature sets supported by every cohort: {', '.join(plan)}")

@@ -411,26 +411,24 @@ def _write_cohort_metadata(
 def main() -> None:
     """Hydra entry point: ``python -m src.data.simulate [overrides]``."""
     import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
-    from src.config.cli import run
+    from src.config.cli import run, start
     from src.data.cohorts import cohort_names
     from src.utils.errors import user_errors
-    from src.utils.logging import configure_logging
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
     @user_errors
     def _run(cfg: DictConfig) -> None:
-        configure_logging(bool(cfg.verbose))
-        if "simulation" not in cfg.data:
-            raise SystemExit(f"data={cfg.data.name} has no 'simulation' section: nothing to simulate")
-        sim = OmegaConf.to_container(cfg.data.simulation, resolve=True)
+        data = start(cfg).data
+        if data.simulation is None:
+            raise SystemExit(f"data={data.name} has no 'simulation' section: nothing to simulate")
         simulate_cohorts(
-            sim,
-            cfg.data.root,
-            pipeline=cfg.data.pipeline,
-            space=cfg.data.space,
-            cohorts=cohort_names(OmegaConf.to_container(cfg.data, resolve=True)),
+            data.simulation,
+            data.root,
+            pipeline=data.pipeline,
+            space=data.space,
+            cohorts=cohort_names(data),
             n_jobs=int(cfg.n_jobs),
         )
 

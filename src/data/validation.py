@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from src.config.params import read_params
+from src.config.settings import DataSettings, FeaturesSettings
 from src.data.cohorts import CohortSpec, cohort_specs, load_configured
 from src.data.contract import TISSUES
 from src.data.loader import Cohort, CohortError, load_regional_table
@@ -21,25 +23,48 @@ log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def pipeline_feature_sets(params_file: str | Path, current: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Feature sets the pipeline will build or train -> their config plus the experiments using them.
+@dataclass
+class PlannedFeatures:
+    """A feature set the pipeline will build: what it needs of a cohort, and the experiments using it."""
+
+    kind: str
+    tissues: list[str]
+    experiments: list[str] = field(default_factory=list)
+
+
+def _feature_config(name: str, source: Path) -> dict[str, Any]:
+    """``conf/features/<name>.yaml`` with the files of its ``defaults`` list under it (``gm_voxel_2mm``
+    inherits ``kind`` and ``tissues`` from ``gm_voxel``)."""
+    path = CONF / "features" / f"{name}.yaml"
+    if not path.is_file():
+        raise CohortError(f"{source}: feature set {name!r} has no config {path}")
+    own = yaml.safe_load(path.read_text()) or {}
+    merged: dict[str, Any] = {}
+    for base in own.pop("defaults", None) or []:
+        merged.update(own if base == "_self_" else _feature_config(str(base), path))
+    return {**merged, **own}
+
+
+def pipeline_feature_sets(params_file: str | Path, current: FeaturesSettings) -> dict[str, PlannedFeatures]:
+    """Feature sets the pipeline will build or train -> what they need plus the experiments using them.
 
     From ``params.yaml`` (``feature_sets`` and each experiment's ``features``) when it exists, else the
     composed config's own feature set."""
     params_path = Path(params_file)
     if not params_path.is_file():
-        return {current["name"]: {**current, "experiments": []}}
+        return {current.name: PlannedFeatures(current.kind, list(current.tissues))}
     params = read_params(params_path)
-    plan: dict[str, dict[str, Any]] = {}
+    used: dict[str, list[str]] = {}
     for name in params.get("feature_sets") or []:
-        plan.setdefault(name, {"experiments": []})
+        used.setdefault(name, [])
     for experiment, spec in (params.get("experiments") or {}).items():
-        plan.setdefault(spec["features"], {"experiments": []})["experiments"].append(experiment)
-    for name, entry in plan.items():
-        path = CONF / "features" / f"{name}.yaml"
-        if not path.is_file():
-            raise CohortError(f"{params_path}: feature set {name!r} has no config {path}")
-        entry.update(yaml.safe_load(path.read_text()))
+        used.setdefault(spec["features"], []).append(experiment)
+    plan = {}
+    for name, experiments in used.items():
+        features = _feature_config(name, params_path)
+        plan[name] = PlannedFeatures(
+            str(features.get("kind", "roi")), list(features.get("tissues", ["GM"])), experiments
+        )
     return plan
 
 
@@ -49,7 +74,7 @@ def _user(experiments: list[str], feature_set: str) -> str:
 
 
 def validate_cohorts(
-    data: dict[str, Any], plan: Mapping[str, Mapping[str, Any]], bounds: PlausibilityBounds | None = None
+    data: DataSettings, plan: Mapping[str, PlannedFeatures], bounds: PlausibilityBounds | None = None
 ) -> dict[str, Any]:
     """Load every cohort of ``data`` (raising a clear error naming the subject/file), check the feature sets
     of ``plan`` against what each cohort holds, with ``bounds`` read every GM map and check it is a
@@ -60,15 +85,15 @@ def validate_cohorts(
     CohortError
         One message listing every (experiment, feature set, cohort, missing tissue or TIV) problem.
     """
-    summary: dict[str, Any] = {"root": str(data["root"]), "cohorts": {}}
-    source = data.get("source", "images")
+    summary: dict[str, Any] = {"root": str(data.root), "cohorts": {}}
+    source = data.source
     problems: list[str] = []
     validated: list[Cohort] = []
     if source == "table":
         problems += [
-            f"{_user(fs['experiments'], name)}, voxel features: data.source=table has no images"
+            f"{_user(fs.experiments, name)}, voxel features: data.source=table has no images"
             for name, fs in plan.items()
-            if fs.get("kind") == "voxel"
+            if fs.kind == "voxel"
         ]
     for spec in cohort_specs(data):
         if source == "table":
@@ -93,18 +118,18 @@ def validate_cohorts(
         has_tiv = "tiv" in cohort.participants.columns
         needed: set[str] = {"GM"}
         for name, fs in plan.items():
-            tissues = list(fs.get("tissues", ["GM"]))
+            tissues = list(fs.tissues)
             for tissue in tissues:
                 if tissue not in available or available[tissue] is not None:
                     problems.append(
-                        f"{_user(fs['experiments'], name)}, which needs {tissue} maps; cohort {spec.name!r} "
+                        f"{_user(fs.experiments, name)}, which needs {tissue} maps; cohort {spec.name!r} "
                         f"has none ({available.get(tissue) or 'unknown tissue'})"
                     )
             if not has_tiv:
                 lacking = [t for t in TISSUES if available.get(t) is not None]
                 if lacking:
                     problems.append(
-                        f"{_user(fs['experiments'], name)}: cohort {spec.name!r} has no TIV (no 'tiv' column "
+                        f"{_user(fs.experiments, name)}: cohort {spec.name!r} has no TIV (no 'tiv' column "
                         f"in participants.tsv, no CAT12 report) and no {'/'.join(lacking)} map(s) to compute "
                         f"TIV = GM + WM + CSF ({available[lacking[0]]})"
                     )

@@ -1,8 +1,9 @@
 """The locked model on the evaluation cohorts: scores, statistics per cohort, treatment specificity,
 interpretation and the outputs of ``${paths.run}/evaluate/``.
 
-Takes the resolved configuration as a plain mapping; no Hydra, no MLflow (``src.evaluate`` hands the result
-to :mod:`src.tracking.evaluation`). The model is never refitted or re-tuned here.
+Takes the typed settings (:class:`~src.config.settings.ExperimentConfig`); no Hydra, no MLflow
+(``src.evaluate`` hands the result to :mod:`src.tracking.evaluation`). The model is never refitted or
+re-tuned here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
@@ -145,34 +147,34 @@ def discovery_results(train_dir: Path, n_boot: int, seed: int) -> tuple[dict[str
 
 
 def evaluate_locked_model(
-    config: Mapping[str, Any], model: EnsembleModel, provenance: Mapping[str, Any]
+    config: ExperimentConfig, model: EnsembleModel, provenance: Mapping[str, Any]
 ) -> Evaluation:
     """Score every evaluation group with ``model`` (and, with ``evaluation.harmonize``, after label-free
     alignment of each unseen site) and gather the statistics, interpretation and paper table.
 
     ``provenance`` (model source, MLflow run) is added to the document's provenance. Every cohort's table is
     read and checked before any statistics: a bad last table fails before any work."""
-    ev = config["evaluation"]
-    run = Path(config["paths"]["run"])
-    features_root, feature_set = config["paths"]["features"], config["features"]["name"]
-    specs = cohort_specs(config["data"])
+    ev = config.evaluation
+    run = Path(config.paths.run)
+    features_root, feature_set = config.paths.features, config.features.name
+    specs = cohort_specs(config.data)
     roles = {spec.name: spec.role for spec in specs}
     groups = evaluation_groups(specs)  # from the cohorts' roles: external, control (+ each alone)
-    train = read_tables(features_root, feature_set, [discovery_cohort(config["data"])])
+    train = read_tables(features_root, feature_set, [discovery_cohort(config.data)])
     # each cohort read and checked once (a cohort is in its role's pooled group and alone), then grouped
     cohorts = {c: read_tables(features_root, feature_set, [c], model) for m in groups.values() for c in m}
     tables = {
         name: pd.concat([cohorts[c] for c in members], ignore_index=True) for name, members in groups.items()
     }
-    seed, n_perm, n_boot = int(config["seed"]), int(ev["n_permutations"]), int(ev["n_bootstrap"])
+    seed, n_perm, n_boot = config.seed, ev.n_permutations, ev.n_bootstrap
 
     discovery, oof = discovery_results(run / "train", n_boot, seed)
     results = {"discovery": discovery}
     aligned: dict[str, dict[str, Any]] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = None
-    if ev["harmonize"]:
-        aligner = SiteAligner(model.feature_columns, method=ev["alignment_method"]).fit(train)
+    if ev.harmonize:
+        aligner = SiteAligner(model.feature_columns, method=ev.alignment_method).fit(train)
     unseen = model.unseen_levels(pd.concat(tables.values(), ignore_index=True)).get("site")
     if unseen:  # expected for external cohorts: one line, not one per cohort or fold model
         log.info(
@@ -195,16 +197,16 @@ def evaluate_locked_model(
         train,
         Path(features_root) / feature_set,
         seed,
-        int(config["n_jobs"]),
-        n_weight_permutations=int(ev.get("weight_permutations") or 0),
+        config.n_jobs,
+        n_weight_permutations=ev.weight_permutations or 0,
     )
     document = {
-        "experiment": config["name"],
+        "experiment": config.name,
         "positive_weight_means": "larger feature value -> predicted response",
         "cohorts": results,
         "groups": {name: {"role": roles[m[0]], "cohorts": m} for name, m in groups.items()},
         "cohorts_site_aligned": aligned,
-        "site_alignment": {"method": ev["alignment_method"]} if aligner is not None else None,
+        "site_alignment": {"method": ev.alignment_method} if aligner is not None else None,
         "treatment_specificity": specificity,
         "provenance": {
             "git": git_state(),
@@ -229,7 +231,7 @@ def evaluate_locked_model(
         scored,
         specificity,
         regions,
-        paper_table(results, ev["reference"]),
+        paper_table(results, ev.reference),
         document,
         curves,
     )

@@ -13,8 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from src.config.checks import check_config
-from src.config.cli import run
+from src.config.cli import run, start
 from src.features.extract import FeatureSet
 from src.features.feature_sets import build_feature_set
 
@@ -22,19 +21,16 @@ from src.features.feature_sets import build_feature_set
 def main() -> None:
     """Hydra entry point."""
     import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     from src.utils.errors import user_errors
-    from src.utils.logging import configure_logging
 
     @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
     @user_errors
     def _run(cfg: DictConfig) -> None:
-        configure_logging(bool(cfg.verbose))
-        check_config(cfg)
-        data = OmegaConf.to_container(cfg.data, resolve=True)
-        feature_set = FeatureSet.from_config(OmegaConf.to_container(cfg.features, resolve=True))
-        manifest = build_feature_set(data, feature_set, cfg.paths.features, n_jobs=int(cfg.n_jobs))
+        config = start(cfg)
+        feature_set = FeatureSet.from_settings(config.features)
+        manifest = build_feature_set(config.data, feature_set, config.paths.features, n_jobs=config.n_jobs)
         for name, info in manifest["cohorts"].items():
             print(
                 f"{feature_set.name}/{name}: {info['n']} subjects ({info['responders']} responders) "

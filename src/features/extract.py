@@ -19,6 +19,7 @@ from joblib import Parallel, delayed
 from nilearn import image
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 
+from src.config.settings import FeaturesSettings
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.templates import atlas_on_grid, load_tissue_templates
@@ -57,6 +58,19 @@ class FeatureSet:
     smoothing_fwhm: float | None = 8.0
     mask_threshold: float = 0.2
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: FeaturesSettings) -> FeatureSet:
+        """The feature set of the typed ``features`` settings."""
+        return cls(
+            name=settings.name,
+            kind=settings.kind,
+            atlas=settings.atlas,
+            tissues=tuple(settings.tissues),
+            resolution=settings.resolution,
+            smoothing_fwhm=settings.smoothing_fwhm,
+            mask_threshold=settings.mask_threshold,
+        )
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> FeatureSet:

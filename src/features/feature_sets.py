@@ -8,6 +8,7 @@ from typing import Any
 
 import nibabel as nib
 
+from src.config.settings import DataSettings
 from src.data.cohorts import cohort_specs, load_configured
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import CohortError
@@ -19,21 +20,21 @@ log = logging.getLogger(__name__)
 
 
 def build_feature_set(
-    data: dict[str, Any], feature_set: FeatureSet, out_root: str | Path, n_jobs: int = 1
+    data: DataSettings, feature_set: FeatureSet, out_root: str | Path, n_jobs: int = 1
 ) -> dict[str, Any]:
     """Build ``feature_set`` for every cohort of the ``data`` config; return the manifest.
 
     Parameters
     ----------
-    data : dict
-        The resolved ``data`` config (root, layout, pipeline, space, cohorts with their roles, source,
-        table_format, outcome, on_grid_mismatch).
+    data : DataSettings
+        The data settings (root, layout, pipeline, space, cohorts with their roles, source, table_format,
+        outcome, on_grid_mismatch).
     feature_set : FeatureSet
     out_root : path
         Parent folder; the tables go to ``out_root/<feature set name>/``.
     """
     out_dir = Path(out_root) / feature_set.name
-    source = data.get("source", "images")
+    source = data.source
     if source not in ("images", "table"):
         raise ValueError(f"data.source must be 'images' or 'table', got {source!r}")
     if source == "table" and feature_set.kind == "voxel":
@@ -48,7 +49,7 @@ def build_feature_set(
     side: dict[str, Any] = {}
     with atomic_directory(out_dir) as tmp:
         for spec in specs:
-            name, root = spec.name, spec.folder(data["root"])
+            name, root = spec.name, spec.folder(data.root)
             table_path, table_format = None, "plain"
             if feature_set.kind == "table":
                 cohort = load_configured(spec, data, (), with_images=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from src.config.settings import ModelSettings
 from src.utils.errors import UserInputError
 
 
@@ -38,6 +39,11 @@ class SearchSpace:
             if kind != "categorical" and not spec["low"] <= spec["high"]:
                 raise UserInputError(f"search space {name!r}: need low <= high")
         return cls(params=space, fixed=dict(model_cfg.get("fixed") or {}))
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings) -> SearchSpace:
+        """The search space and fixed parameters of a model's typed settings."""
+        return cls.from_config({"search_space": model.search_space, "fixed": model.fixed})
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw one parameter set (fixed parameters included)."""

@@ -9,14 +9,15 @@ so a patient's features are computed exactly as the training subjects' were.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from src.config.settings import DataSettings, FeaturesSettings, PatientSettings
 from src.data.contract import DEFAULT_SPACE
-from src.data.loader import Cohort, OutcomeSpec, load_cohort, single_image_cohort
+from src.data.loader import Cohort, load_cohort, single_image_cohort
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.features.extract import FeatureSet, build_feature_table
 from src.utils.errors import MissingInputError, UserInputError
@@ -49,16 +50,16 @@ def is_image(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
-def _folder_cohort(folder: Path, data: Mapping[str, Any], tissues: tuple[str, ...]) -> Cohort:
+def _folder_cohort(folder: Path, data: DataSettings, tissues: tuple[str, ...]) -> Cohort:
     """A cohort folder of patients (participants.tsv without outcomes + derivatives), read with the data
     config's layout, pipeline, space and grid policy."""
-    options = {
+    options: dict[str, Any] = {
         "name": folder.name,
-        "pipeline": data.get("pipeline"),
-        "space": data.get("space", DEFAULT_SPACE),
-        "outcome": OutcomeSpec(**data.get("outcome", {})),
-        "on_grid_mismatch": data.get("on_grid_mismatch", "error"),
-        "layout": data.get("layout", "bids"),
+        "pipeline": data.pipeline,
+        "space": data.space or DEFAULT_SPACE,
+        "outcome": data.outcome,
+        "on_grid_mismatch": data.on_grid_mismatch,
+        "layout": data.layout,
         "require_outcome": False,
     }
     listed = load_cohort(folder, with_images=False, **options)
@@ -70,9 +71,9 @@ def _folder_cohort(folder: Path, data: Mapping[str, Any], tissues: tuple[str, ..
 def patient_features(
     path: str | Path,
     *,
-    data: Mapping[str, Any],
-    features: Mapping[str, Any],
-    patient: Mapping[str, Any] | None = None,
+    data: DataSettings,
+    features: FeaturesSettings,
+    patient: PatientSettings | None = None,
     bounds: PlausibilityBounds | None = None,
     n_jobs: int = 1,
 ) -> pd.DataFrame:
@@ -82,8 +83,10 @@ def patient_features(
     ----------
     path : path
         A GM map (``.nii``/``.nii.gz``; covariates from ``patient``), a cohort folder, or a feature table.
-    data, features : the resolved ``data`` and ``features`` configs of the experiment.
-    patient : covariates of a single image (``participant_id``, ``age``, ``sex``, ``site``, ``tiv``).
+    data, features : DataSettings, FeaturesSettings
+        The experiment's data and feature-set settings.
+    patient : PatientSettings, optional
+        Covariates of a single image (``participant_id``, ``age``, ``sex``, ``site``, ``tiv``).
     bounds : the image plausibility bounds (``data.plausibility``).
     """
     path = Path(path)
@@ -96,7 +99,7 @@ def patient_features(
             f"input {path}: give a GM map (.nii, .nii.gz), a cohort folder or a feature table "
             f"({', '.join(TABLE_SUFFIXES)})"
         )
-    feature_set = FeatureSet.from_config(dict(features))
+    feature_set = FeatureSet.from_settings(features)
     if feature_set.kind == "table":
         raise UserInputError(
             f"input {path}: feature set {feature_set.name!r} comes from regional tables, not images; give "
@@ -107,9 +110,9 @@ def patient_features(
     else:
         cohort = single_image_cohort(
             path,
-            dict(patient or {}),
+            dataclasses.asdict(patient or PatientSettings()),  # the patient's row of participants.tsv
             tissues=feature_set.tissues,
-            on_grid_mismatch=data.get("on_grid_mismatch", "error"),
+            on_grid_mismatch=data.on_grid_mismatch,
         )
     check_gm_maps(cohort, bounds or PlausibilityBounds())
     table, _ = build_feature_table(cohort, feature_set, n_jobs=n_jobs)

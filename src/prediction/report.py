@@ -4,12 +4,11 @@ patient, and a few lines per patient on the console."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from src.config.settings import PredictSettings
 from src.interpretation.regions import paint_features, read_feature_regions
 from src.prediction.card import headline, patient_card
 from src.prediction.score import local_attribution, top_regions
@@ -44,7 +43,7 @@ def write_outputs(
     patients: pd.DataFrame,
     *,
     out_dir: Path,
-    settings: Mapping[str, Any],
+    settings: PredictSettings,
     source: str,
     features_dir: Path,
     input_path: Path,
@@ -68,9 +67,9 @@ def write_outputs(
     for target in (dated, out_dir / "predictions.csv"):
         with atomic_path(target) as tmp:
             result.to_csv(tmp, index=False)
-    threshold, coverage = float(settings["threshold"]), float(settings["coverage"])
+    threshold, coverage = settings.threshold, settings.coverage
     cards = out_dir / "cards"
-    if settings.get("card", True):
+    if settings.card:
         cards.mkdir(exist_ok=True)
         provenance = provenance_rows(model, source, input_path)
         for i, row in result.iterrows():
@@ -98,7 +97,7 @@ def write_outputs(
             )
             with atomic_path(cards / f"{row['participant_id']}.html") as tmp:
                 tmp.write_text(card, encoding="utf-8")
-    _print(result, threshold, coverage, source, dated, cards if settings.get("card", True) else None)
+    _print(result, threshold, coverage, source, dated, cards if settings.card else None)
     return result
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from src.config.settings import ExperimentConfig, settings_from
 from src.data.cohorts import is_simulated
 from src.reporting.methods import tripod_ai_methods
 from src.utils.errors import MissingInputError, UserInputError
@@ -83,7 +84,7 @@ class ExperimentResults:
     """Everything the train and evaluate stages wrote for one experiment."""
 
     name: str
-    config: dict[str, Any]
+    config: ExperimentConfig
     train: dict[str, Any]
     evaluation: dict[str, Any] | None
     paper_table: pd.DataFrame | None
@@ -104,7 +105,7 @@ class ExperimentResults:
             _same_model(name, train_dir, eval_dir)
         return cls(
             name=name,
-            config=yaml.safe_load((train_dir / "config.yaml").read_text()),
+            config=_saved_config(train_dir / "config.yaml"),
             # the permutation test: merged shards when they belong to this training, else the training's own
             train={
                 **json.loads((train_dir / "metrics.json").read_text()),
@@ -123,6 +124,15 @@ class ExperimentResults:
     @property
     def training_run_id(self) -> str | None:
         return (self.tracking.get("train") or {}).get("run_id")
+
+
+def _saved_config(path: Path) -> ExperimentConfig:
+    """The settings a training ran with (its ``config.yaml``), typed; one error naming the file if they do
+    not fit this version's settings."""
+    try:
+        return settings_from(yaml.safe_load(path.read_text()))
+    except UserInputError as err:
+        raise UserInputError(f"{path}: {err} (written by another version: train again)") from None
 
 
 def _same_model(name: str, train_dir: Path, eval_dir: Path) -> None:
@@ -146,8 +156,8 @@ def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
     """One row per experiment: discovery, external and control BAC/AUC, p-values, treatment specificity."""
     rows = []
     for e in experiments:
-        row: dict[str, Any] = {"experiment": e.name, "features": e.config["features"]["name"]}
-        row["model"] = e.config["model"]["name"]
+        row: dict[str, Any] = {"experiment": e.name, "features": e.config.features.name}
+        row["model"] = e.config.model.name
         row["discovery BAC"] = 100 * e.train["ensemble"]["bac"]
         row["discovery AUC"] = e.train["ensemble"]["auc"]
         row["permutation p"] = (e.train.get("permutation") or {}).get("p_value")
@@ -171,9 +181,9 @@ def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> li
     packages = ", ".join(f"{k} {v}" for k, v in p.get("packages", {}).items())
     return [
         ("git commit", f"{git.get('commit')}" + (" (uncommitted changes)" if git.get("dirty") else "")),
-        ("seed", str(e.config.get("seed"))),
+        ("seed", str(e.config.seed)),
         ("discovery feature table md5", str(p.get("feature_table_md5"))),
-        ("feature folder (DVC md5)", str(dvc_hashes.get(e.config["features"]["name"]))),
+        ("feature folder (DVC md5)", str(dvc_hashes.get(e.config.features.name))),
         ("MLflow tracking URI", shown_uri(tracking.get("tracking_uri"))),
         ("MLflow training run", str(tracking.get("run_id"))),
         ("registered model", str(training_model_uri(tracking))),
@@ -259,11 +269,11 @@ def is_planted(regions: pd.DataFrame, planted: set[str]) -> pd.Series:
     return names.isin(planted) & grey
 
 
-def planted_regions(config: Mapping[str, Any]) -> set[str] | None:
+def planted_regions(config: ExperimentConfig) -> set[str] | None:
     """The simulator's planted regions (``ground_truth.json`` of the simulated cohorts), or None."""
-    if not is_simulated(config):
+    if not is_simulated(config.data):
         return None
-    path = Path((config.get("paths") or {}).get("cohorts", "")) / "ground_truth.json"
+    path = Path(config.paths.cohorts) / "ground_truth.json"
     if not path.is_file():
         return None
     signature = json.loads(path.read_text()).get("signature") or {}
@@ -282,7 +292,7 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
             hits = int((e.regions["selected"] & is_planted(e.regions, planted)).sum())
             note += f" Simulated data: {hits} of the selected are among the {len(planted)} planted regions."
     return {
-        "simulated": is_simulated(e.config),
+        "simulated": is_simulated(e.config.data),
         "not_evaluated": (
             None
             if e.evaluation is not None
@@ -291,10 +301,10 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
         "regions_note": None if selected is None else note,
         "name": e.name,
         "summary": (
-            f"features {e.config['features']['name']}, model {e.config['model']['name']}, "
-            f"{e.config['cv']['repeats']} × {e.config['cv']['outer_folds']} outer × "
-            f"{e.config['cv']['inner_folds']} inner folds, {e.config['cv']['n_trials']} Optuna trials, "
-            f"seed {e.config['seed']}"
+            f"features {e.config.features.name}, model {e.config.model.name}, "
+            f"{e.config.cv.repeats} × {e.config.cv.outer_folds} outer × "
+            f"{e.config.cv.inner_folds} inner folds, {e.config.cv.n_trials} Optuna trials, "
+            f"seed {e.config.seed}"
         ),
         "paper_table": e.paper_table,
         "aligned": site_aligned_table(e),
@@ -310,7 +320,7 @@ def render_markdown(
     """The report as markdown; figures are copied to ``out/figures/``."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     lines = ["# Ketamine response from structural MRI — report", ""]
-    if any(is_simulated(e.config) for e in experiments):
+    if any(is_simulated(e.config.data) for e in experiments):
         lines += [f"> **{SIMULATED_BANNER}**", ""]
     lines += ["## Summary", "", markdown_table(summary_table(experiments)), "", DASH_NOTE, ""]
     for e in experiments:
@@ -406,7 +416,7 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
                 "methods": s["methods"],
             }
         )
-    simulated = SIMULATED_BANNER if any(is_simulated(e.config) for e in experiments) else None
+    simulated = SIMULATED_BANNER if any(is_simulated(e.config.data) for e in experiments) else None
     return _TEMPLATE.render(
         summary=_markup(html_table(summary_table(experiments))),
         experiments=blocks,

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from src.config.settings import ExperimentConfig, FeaturesSettings, ModelSettings
 from src.data.cohorts import discovery_cohort
 
 
-def _space(model: Mapping[str, Any]) -> str:
+def _space(model: ModelSettings) -> str:
     parts = []
-    for name, spec in (model.get("search_space") or {}).items():
+    for name, spec in model.search_space.items():
         if spec["type"] == "categorical":
             parts.append(f"{name} ∈ {{{', '.join(map(str, spec['choices']))}}}")
         else:
@@ -25,40 +26,41 @@ def _space(model: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _features(features: Mapping[str, Any], n_features: int | None) -> str:
+def _features(features: FeaturesSettings, n_features: int | None) -> str:
     count = f" ({n_features} features)" if n_features else ""
-    if features.get("kind") == "voxel":
-        smooth = features.get("smoothing_fwhm")
+    if features.kind == "voxel":
+        smooth = features.smoothing_fwhm
         return (
-            f"modulated grey-matter (GM) voxel values{count}, resampled to {features.get('resolution')} mm"
+            f"modulated grey-matter (GM) voxel values{count}, resampled to {features.resolution} mm"
             + (f" after Gaussian smoothing (FWHM {smooth} mm)" if smooth else "")
-            + f", inside a data-independent mask (MNI152 GM template probability > {features.get('mask_threshold')})"
+            + f", inside a data-independent mask (MNI152 GM template probability > {features.mask_threshold})"
         )
-    tissues = " and ".join(features.get("tissues", ["GM"]))
+    tissues = " and ".join(features.tissues)
     return (
         f"regional {tissues} volumes in ml{count}: the modulated tissue maps summed within each region of the "
-        f"{features.get('atlas', 'atlas').upper()} atlas (nilearn NiftiLabelsMasker)"
+        f"{features.atlas.upper()} atlas (nilearn NiftiLabelsMasker)"
     )
 
 
 def tripod_ai_methods(
-    config: Mapping[str, Any], train: Mapping[str, Any], evaluation: Mapping[str, Any] | None
+    config: ExperimentConfig, train: Mapping[str, Any], evaluation: Mapping[str, Any] | None
 ) -> list[tuple[str, str, str]]:
     """Methods paragraphs keyed by TRIPOD+AI item.
 
     Parameters
     ----------
-    config : the experiment's resolved Hydra config (``train/config.yaml``).
+    config : the experiment's settings (its ``train/config.yaml``).
     train : the train ``metrics.json`` document.
     evaluation : the evaluate ``metrics.json`` document (None if the experiment was not evaluated).
     """
-    data, model, cv = config["data"], config["model"], config["cv"]
-    outcome = data.get("outcome", {})
-    ev = config.get("evaluation", {})
+    data, model, cv = config.data, config.model, config.cv
+    outcome = data.outcome
+    ev = config.evaluation
+    signature = (data.simulation or {}).get("signature", {})
     cohorts = (evaluation or {}).get("cohorts", {})
-    simulated = data.get("name") == "simulated"
+    simulated = data.name == "simulated"
     discovery = train.get("cohort") or discovery_cohort(data)
-    covariates = ", ".join(model.get("covariates", []))
+    covariates = ", ".join(model.covariates)
     perm = train.get("permutation") or {}
     eval_cohorts = ", ".join(
         f"{name} (n = {cohorts[name]['n']}, {cohorts[name]['responders']} responders)"
@@ -72,12 +74,12 @@ def tripod_ai_methods(
             (
                 "Simulated cohorts (the embedded default): GM/WM/CSF maps generated from the MNI152 templates "
                 "bundled with nilearn, with site effects, age/sex/TIV effects and a planted response signature "
-                f"(effect size d = {data.get('simulation', {}).get('signature', {}).get('effect_size')} in "
-                f"{len(data.get('simulation', {}).get('signature', {}).get('regions', []))} regions), in the sizes "
+                f"(effect size d = {signature.get('effect_size')} in "
+                f"{len(signature.get('regions', []))} regions), in the sizes "
                 "of the seed study."
                 if simulated
-                else f"BIDS-style cohorts under {data.get('root')} (derivatives pipeline {data.get('pipeline')!r}, "
-                f"space {data.get('space')})."
+                else f"BIDS-style cohorts under {data.root} (derivatives pipeline {data.pipeline!r}, "
+                f"space {data.space})."
             ),
         ),
         (
@@ -90,27 +92,27 @@ def tripod_ai_methods(
             "7",
             "Data preparation",
             "Tissue maps on one reference grid per cohort (mismatching grids are "
-            + ("rejected" if data.get("on_grid_mismatch", "error") == "error" else "resampled with a warning")
+            + ("rejected" if data.on_grid_mismatch == "error" else "resampled with a warning")
             + "); total intracranial volume (TIV) from GM + WM + CSF unless supplied.",
         ),
         (
             "8a",
             "Outcome",
-            f"Response = ({outcome.get('baseline')} − {outcome.get('followup')}) / {outcome.get('baseline')} ≥ "
-            f"{outcome.get('threshold')} (MADRS reduction at 24 h); positive class: {outcome.get('positive')}. "
+            f"Response = ({outcome.baseline} − {outcome.followup}) / {outcome.baseline} ≥ "
+            f"{outcome.threshold} (MADRS reduction at 24 h); positive class: {outcome.positive}. "
             "Blinding of outcome assessment to the imaging data: to be stated by the authors.",
         ),
         (
             "9a",
             "Predictors",
-            f"{_features(config['features'], train.get('n_features'))}; covariates {covariates} "
+            f"{_features(config.features, train.get('n_features'))}; covariates {covariates} "
             "(regressed out of every feature inside each training split, then dropped).",
         ),
         (
             "10",
             "Sample size",
             f"All available participants were used (n = {train['n']}); no sample-size calculation. Uncertainty "
-            f"is shown by {cv['repeats']} CV repeats, bootstrap CIs ({ev.get('n_bootstrap')} resamples) and "
+            f"is shown by {cv.repeats} CV repeats, bootstrap CIs ({ev.n_bootstrap} resamples) and "
             "label-permutation tests.",
         ),
         (
@@ -122,26 +124,26 @@ def tripod_ai_methods(
         (
             "12a",
             "Data use",
-            f"Repeated nested cross-validation on the development cohort: {cv['repeats']} repeats × "
-            f"{cv['outer_folds']} stratified outer folds; in each outer-training part "
-            f"{cv['inner_folds']} stratified inner folds. Evaluation cohorts were never used for training, "
+            f"Repeated nested cross-validation on the development cohort: {cv.repeats} repeats × "
+            f"{cv.outer_folds} stratified outer folds; in each outer-training part "
+            f"{cv.inner_folds} stratified inner folds. Evaluation cohorts were never used for training, "
             "tuning, scaling or calibration.",
         ),
         (
             "12b",
             "Predictor handling",
             "Within every training split (inner and outer): covariate regression, standardisation"
-            + (", PCA (variance kept tuned)" if "pca_variance" in (model.get("search_space") or {}) else "")
+            + (", PCA (variance kept tuned)" if "pca_variance" in model.search_space else "")
             + "; all fitted on the training part only (scikit-learn Pipeline) and applied to its test part.",
         ),
         (
             "12c",
             "Model type and tuning",
-            f"Support-vector classifier (libsvm, kernel {model.get('fixed', {}).get('kernel')}); hyperparameters "
-            f"tuned by Optuna ({cv['sampler']} sampler, {cv['n_trials']} trials per outer fold, "
-            f"{cv.get('n_startup_trials')} random start-up trials) maximising mean inner balanced accuracy; "
+            f"Support-vector classifier (libsvm, kernel {model.fixed.get('kernel')}); hyperparameters "
+            f"tuned by Optuna ({cv.sampler} sampler, {cv.n_trials} trials per outer fold, "
+            f"{cv.n_startup_trials} random start-up trials) maximising mean inner balanced accuracy; "
             f"search space: {_space(model)}. Ties go to the smallest C. The locked model is the ensemble of all "
-            f"{cv['repeats'] * cv['outer_folds']} outer-fold models (mean decision score), Platt-calibrated "
+            f"{cv.repeats * cv.outer_folds} outer-fold models (mean decision score), Platt-calibrated "
             "on the out-of-fold ensemble scores.",
         ),
         (
@@ -154,11 +156,11 @@ def tripod_ai_methods(
                 "training distribution (ComBat with the training cohort as reference batch, "
                 + (
                     "empirical-Bayes shrinkage of the site's location and scale"
-                    if ev.get("alignment_method") == "eb"
+                    if ev.alignment_method == "eb"
                     else "the site's own location and scale per feature"
                 )
                 + ", no outcomes used)."
-                if ev.get("harmonize")
+                if ev.harmonize
                 else ""
             ),
         ),
@@ -166,7 +168,7 @@ def tripod_ai_methods(
             "12e",
             "Performance measures",
             "Balanced accuracy (BAC, threshold 0 on the decision score), sensitivity, specificity, PPV, NPV, "
-            f"ROC AUC; stratified bootstrap 95 % CIs (BCa, {ev.get('n_bootstrap')} resamples, scipy); "
+            f"ROC AUC; stratified bootstrap 95 % CIs (BCa, {ev.n_bootstrap} resamples, scipy); "
             "calibration (Brier score, reliability table in quintiles with Wilson 95 % CIs) and decision-curve "
             "net benefit (dcurves). Development performance is the out-of-"
             "fold ensemble of the nested CV. Significance of the whole procedure: "
@@ -176,7 +178,7 @@ def tripod_ai_methods(
                 if perm
                 else "no permutation test run"
             )
-            + f"; evaluation cohorts: {ev.get('n_permutations')} label permutations with predictions fixed. "
+            + f"; evaluation cohorts: {ev.n_permutations} label permutations with predictions fixed. "
             "Treatment specificity: permutation test of AUC(external) − AUC(control) and the score × treatment "
             "likelihood-ratio test (logistic regression, statsmodels). Interpretation of linear models: the "
             "CV-ratio of each feature's weight over the fold models, corrected for their overlapping training "
@@ -213,7 +215,7 @@ def tripod_ai_methods(
             "18",
             "Open science",
             f"Code: this repository (commit {train.get('provenance', {}).get('git', {}).get('commit')}); "
-            f"random seed {config.get('seed')}; configuration, data hashes and MLflow run ids in the "
+            f"random seed {config.seed}; configuration, data hashes and MLflow run ids in the "
             "provenance section. Funding, conflicts of interest and registration: to be stated by the authors.",
         ),
     ]

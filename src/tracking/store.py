@@ -8,69 +8,11 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from src.utils.errors import reject_unknown_keys
+from src.config.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    """The ``tracking`` config group.
-
-    Parameters
-    ----------
-    enabled : bool
-        False: nothing is logged (quick runs, or no MLflow wanted); entry points still write their files.
-    uri : str or None
-        Tracking URI. None: ``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<root>/mlflow.db``.
-    root : str
-        The local store folder (default the top-level ``mlruns/``): the SQLite database and every
-        experiment's artifacts live inside it, whatever the current directory.
-    experiment : str
-        MLflow experiment (default: the Hydra experiment's name).
-    register_model : bool
-        Register the locked ensemble in the model registry as ``model_name``.
-    model_name : str
-        Registered model name.
-    wide_table_columns : int
-        Above this many input columns (voxel tables), MLflow's per-column machinery is not used: the model
-        is logged without a column signature and input example, and evaluation logs a compact tensor
-        dataset (shape and digest) instead of ``mlflow.models.evaluate``'s column schema, which MLflow
-        caps at 1 MB and builds one column at a time. This project's own metrics are logged either way.
-    """
-
-    enabled: bool = True
-    uri: str | None = None
-    root: str = "mlruns"
-    experiment: str = "default"
-    register_model: bool = True
-    model_name: str = "ketamine-trd"
-    wide_table_columns: int = 2000
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> TrackingSettings:
-        reject_unknown_keys(cfg, cls.__dataclass_fields__, "tracking")
-        return cls(**cfg)
-
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root).expanduser().resolve()
-
-    @property
-    def tracking_uri(self) -> str:
-        if self.uri:
-            return str(self.uri)
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
-        return f"sqlite:///{self.root_path / 'mlflow.db'}"
-
-    @property
-    def is_local(self) -> bool:
-        return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
 
 
 # metrics are logged to 4 decimals (what the MLflow UI shows and compares); full precision is in the

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.models.search_space import SearchSpace, to_choice
+from src.config.settings import ExperimentConfig, PredictSettings, TrackingSettings
+from src.models.search_space import to_choice
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
 from src.tracking.store import (
-    TrackingSettings,
     flatten,
     killed_on_interrupt,
     open_experiment,
@@ -30,6 +30,7 @@ from src.tracking.store import (
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state, package_versions
 from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError
+from src.validation.experiment import TrainingInputs, TrainingOutcome
 from src.validation.metrics import METRICS, binary_metrics
 
 log = logging.getLogger(__name__)
@@ -110,15 +111,15 @@ def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
 
 
 def provenance_tags(
-    config: Mapping[str, Any], feature_tables: Mapping[str, str], dvc_md5: str | None
+    config: ExperimentConfig, feature_tables: Mapping[str, str], dvc_md5: str | None
 ) -> dict[str, str]:
     git = git_state()
     tags = {
         ROLE_TAG: TRAINING,
-        "experiment": str(config.get("name")),
-        "features": str(config.get("features", {}).get("name")),
-        "model": str(config.get("model", {}).get("name")),
-        "seed": str(config.get("seed")),
+        "experiment": config.name,
+        "features": config.features.name,
+        "model": config.model.name,
+        "seed": str(config.seed),
         "host": platform.node(),
         "git_commit": str(git["commit"]),
         "git_dirty": str(git["dirty"]),
@@ -133,60 +134,79 @@ def provenance_tags(
 
 
 def log_training(
-    settings: TrackingSettings,
-    *,
-    config: Mapping[str, Any],
-    document: Mapping[str, Any],
-    result: Any,
-    model: Any,
-    space: SearchSpace,
+    config: ExperimentConfig,
+    params: Mapping[str, Any],
+    inputs: TrainingInputs,
+    outcome: TrainingOutcome,
     outputs: Path,
-    example: pd.DataFrame,
-    feature_tables: Mapping[str, str],
-    dvc_md5: str | None = None,
-    regions: pd.DataFrame | None = None,
-    permutation_null: np.ndarray | None = None,
     start_time: float | None = None,
-    dataset: tuple[pd.DataFrame, str, str] | None = None,
 ) -> TrainingRun:
     """Log one nested-CV run: parent (config, provenance, metrics, artifacts, model) + R x K fold runs.
 
     Parameters
     ----------
-    config : resolved Hydra config (plain dict); flattened into the parent's params.
-    document : the train ``metrics.json`` document.
-    result : :class:`~src.validation.nested_cv.NestedCVResult`.
-    model : the locked :class:`~src.validation.ensemble.EnsembleModel`.
-    outputs : folder holding the train outputs (tables, config.yaml); its files become artifacts.
-    example : a few rows of the training table (the model's input example and signature).
-    feature_tables : ``{cohort: md5}`` of the input feature tables.
-    start_time : when training started (``time.time()``): the run's start, so its duration is the training's
-        (the run is created once the results are on disk, so that a failed logging never loses them).
-    dataset : (training table, cohort name, its path): logged as the run's training dataset input.
+    config : ExperimentConfig
+        The typed settings (tracking store, names, seed, the patient scorer's settings).
+    params : mapping
+        The configuration as composed (resolved): flattened into the parent's params.
+    inputs : TrainingInputs
+        The training table (its first rows: the model's input example; the whole: the run's dataset input),
+        its path (md5 and DVC hash) and the search space (Optuna figures).
+    outcome : TrainingOutcome
+        The nested-CV result, the permutation test, the ``metrics.json`` document and the locked model.
+    outputs : Path
+        The folder holding the train outputs (tables, config.yaml); its files become artifacts.
+    start_time : float, optional
+        When training started (``time.time()``): the run's start, so its duration is the training's (the
+        run is created once the results are on disk, so that a failed logging never loses them).
+
+    Returns
+    -------
+    TrainingRun
     """
+    with warnings.catch_warnings():
+        # MLflow's hints (a dataset source "interpreted in multiple ways", integer columns in a schema) are
+        # about situations the checked inputs rule out: not for the console
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        return _log_training(config, params, inputs, outcome, outputs, start_time)
+
+
+def _log_training(
+    config: ExperimentConfig,
+    params: Mapping[str, Any],
+    inputs: TrainingInputs,
+    outcome: TrainingOutcome,
+    outputs: Path,
+    start_time: float | None,
+) -> TrainingRun:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from src.interpretation.importance import model_regions
+    from src.utils.provenance import dvc_output_md5
+
+    settings, model, document, result = config.tracking, outcome.model, outcome.document, outcome.result
     start = time.perf_counter()
     experiment_id = open_experiment(settings)
     client = MlflowClient()
-    name = str(config.get("name"))
-    tags = provenance_tags(config, feature_tables, dvc_md5)
+    name = config.name
+    feature_tables = {inputs.cohort: document["provenance"]["feature_table_md5"]}
+    tags = provenance_tags(config, feature_tables, dvc_output_md5(inputs.path.parent))
     model_sha256 = document.get("provenance", {}).get("model_sha256")
     if model_sha256:
         tags["model_sha256"] = model_sha256
     created = client.create_run(
         experiment_id,
         start_time=int(1000 * (start_time or time.time())),
-        tags={**tags, "mlflow.runName": f"{name} seed {config.get('seed')}"},
+        tags={**tags, "mlflow.runName": f"{name} seed {config.seed}"},
     )
     with mlflow.start_run(run_id=created.info.run_id) as run, killed_on_interrupt():
         run_id = run.info.run_id
-        mlflow.log_params(flatten(config))
-        if dataset is not None:
-            table, cohort, path = dataset
-            wide = len(model.input_columns) > settings.wide_table_columns
-            log_dataset_input(table, model.input_columns, cohort, "training", wide, source=path)
+        mlflow.log_params(flatten(params))
+        wide = len(model.input_columns) > settings.wide_table_columns
+        log_dataset_input(
+            inputs.table, model.input_columns, inputs.cohort, "training", wide, str(inputs.path)
+        )
         mlflow.log_metrics(training_metrics(document))
         per_repeat = result.per_repeat()
         now = int(time.time() * 1000)
@@ -203,20 +223,21 @@ def log_training(
         with tempfile.TemporaryDirectory() as tmp:
             figures = Path(tmp)
             ensemble_figures(result.y, result.ensemble_scores(), figures, name)
-            optuna_figures(result.trials(), space, figures)
+            optuna_figures(result.trials(), inputs.space, figures)
+            regions = model_regions(model, inputs.table, inputs.path.parent)
             if regions is not None:
                 regions.to_csv(figures / "weights.csv", index=False)
-            if permutation_null is not None and len(permutation_null):
-                permutation_figure(permutation_null, document["permutation"]["observed"], figures)
+            if outcome.permutation is not None and len(outcome.permutation.null):
+                permutation_figure(outcome.permutation.null, document["permutation"]["observed"], figures)
             mlflow.log_artifacts(str(figures), "figures")
         for path in sorted(outputs.iterdir()):
             if path.is_file():
                 mlflow.log_artifact(str(path), "train")
-        info = _log_model(settings, model, example, name)
+        info = _log_model(settings, model, inputs.table[model.input_columns].head(5), name)
         # MLflow writes its own model file: its hash (not the DVC copy's) is what a registry load verifies
         registry_sha256 = logged_model_sha256(info.model_uri)
         mlflow.set_tag("registry_model_sha256", registry_sha256)
-        scorer = _log_scorer(settings, outputs / "model", config["predict"], name)
+        scorer = _log_scorer(settings, outputs / "model", config.predict, name)
     log.info("MLflow: logged run %s in %.1f s", run_id, time.perf_counter() - start)
     version = getattr(info, "registered_model_version", None)
     if version is not None:
@@ -299,66 +320,29 @@ def _create_fold_runs(
         )
 
 
-def log_training_outcome(
-    settings: TrackingSettings,
-    config: Mapping[str, Any],
-    inputs: Any,
-    outcome: Any,
-    outputs: Path,
-    start_time: float,
-) -> TrainingRun:
-    """:func:`log_training` of a finished :class:`~src.validation.experiment.TrainingOutcome` (its inputs
-    a :class:`~src.validation.experiment.TrainingInputs`): the weight summary of a linear model, the
-    training table as the run's dataset, the DVC hash of the feature folder."""
-    from src.interpretation.importance import model_regions
-    from src.utils.provenance import dvc_output_md5
-
-    model, document = outcome.model, outcome.document
-    with warnings.catch_warnings():
-        # MLflow's hints (a dataset source "interpreted in multiple ways", integer columns in a schema) are
-        # about situations the checked inputs rule out: not for the console
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-        return log_training(
-            settings,
-            config=config,
-            document=document,
-            result=outcome.result,
-            model=model,
-            space=inputs.space,
-            outputs=outputs,
-            example=inputs.table[model.input_columns].head(5),
-            feature_tables={inputs.cohort: document["provenance"]["feature_table_md5"]},
-            dvc_md5=dvc_output_md5(inputs.path.parent),
-            regions=model_regions(model, inputs.table, inputs.path.parent),
-            permutation_null=None if outcome.permutation is None else outcome.permutation.null,
-            start_time=start_time,
-            dataset=(inputs.table, inputs.cohort, str(inputs.path)),
-        )
-
-
 def record_failed_training(
-    settings: TrackingSettings, config: Mapping[str, Any], start_time: float, error: BaseException
+    config: ExperimentConfig, params: Mapping[str, Any], start_time: float, error: BaseException
 ) -> str:
     """A training that failed after it started: a FAILED run (its config, start and end, the error) so that
     the MLflow view shows it beside the finished ones. Returns the run id."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    experiment_id = open_experiment(settings)
+    experiment_id = open_experiment(config.tracking)
     client = MlflowClient()
-    name = str(config.get("name"))
+    name = config.name
     run = client.create_run(
         experiment_id,
         start_time=int(1000 * start_time),
         tags={
-            "mlflow.runName": f"{name} seed {config.get('seed')} "
+            "mlflow.runName": f"{name} seed {config.seed} "
             f"({'interrupted' if isinstance(error, KeyboardInterrupt) else 'failed'})",
             ROLE_TAG: TRAINING,
             "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:5000],
         },
     )
-    params = [mlflow.entities.Param(k, v[:6000]) for k, v in flatten(config).items()]
-    client.log_batch(run.info.run_id, params=params)
+    logged = [mlflow.entities.Param(k, v[:6000]) for k, v in flatten(params).items()]
+    client.log_batch(run.info.run_id, params=logged)
     status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
     client.set_terminated(run.info.run_id, status=status)
     return run.info.run_id
@@ -446,7 +430,7 @@ def model_requirements() -> list[str]:
     ]
 
 
-def _log_scorer(settings: TrackingSettings, model_dir: Path, predict: Mapping[str, Any], name: str) -> Any:
+def _log_scorer(settings: TrackingSettings, model_dir: Path, predict: PredictSettings, name: str) -> Any:
     """The patient scorer (:class:`~src.tracking.scorer.PatientScorer`): a pyfunc "model from code" that
     returns probability, interval and decision per patient, registered as ``<model_name>-scorer``.
 
@@ -466,7 +450,10 @@ def _log_scorer(settings: TrackingSettings, model_dir: Path, predict: Mapping[st
             python_model=str(SOURCE / "tracking" / "scorer_model.py"),
             artifacts={"model": str(path)},
             code_paths=[str(SOURCE)],
-            model_config={"model_sha256": file_sha256(path), **{k: float(predict[k]) for k in SETTINGS}},
+            model_config={
+                "model_sha256": file_sha256(path),
+                **{k: float(getattr(predict, k)) for k in SETTINGS},
+            },
             pip_requirements=model_requirements(),
             registered_model_name=settings.model_name + SCORER_SUFFIX if settings.register_model else None,
             tags={"experiment": name},

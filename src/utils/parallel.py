@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from joblib import Parallel
@@ -27,23 +27,22 @@ _CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar("dask_client", def
 
 @dataclass(frozen=True)
 class ParallelSettings:
-    """The ``parallel`` section of the config."""
+    """The ``parallel`` section of the config (see the module docstring)."""
 
     backend: str = "loky"
     address: str | None = None
     scheduler_file: str | None = None
-    workers: int | None = None
+    workers: int | None = field(default=None, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserInputError(f"config key parallel.backend={self.backend!r}: must be one of {BACKENDS}")
+        if self.address and self.scheduler_file:
+            raise UserInputError("parallel.address and parallel.scheduler_file: give one, not both")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> ParallelSettings:
-        settings = cls(**dict(cfg or {}))
-        if settings.backend not in BACKENDS:
-            raise UserInputError(
-                f"config key parallel.backend={settings.backend!r}: must be one of {BACKENDS}"
-            )
-        if settings.address and settings.scheduler_file:
-            raise UserInputError("parallel.address and parallel.scheduler_file: give one, not both")
-        return settings
+        return cls(**dict(cfg or {}))
 
 
 @contextlib.contextmanager

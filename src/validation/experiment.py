@@ -1,12 +1,13 @@
 """One experiment's training, as the entry points run it: inputs, nested CV, permutation test, outputs.
 
-Everything here takes the resolved configuration as a plain mapping (``OmegaConf.to_container(cfg,
-resolve=True)``) and imports neither Hydra nor MLflow: ``src.train``, ``src.merge_permutations`` and the
+Everything here takes the typed settings (:class:`~src.config.settings.ExperimentConfig`) and imports
+neither Hydra nor MLflow: ``src.train``, ``src.merge_permutations`` and the
 benchmarks call it, and tracking is a layer on top (:mod:`src.tracking.training`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.config.settings import ExperimentConfig, ModelSettings
 from src.data.cohorts import discovery_cohort, is_simulated
 from src.features.tables import feature_table_path, read_feature_table, training_arrays
 from src.models.search_space import SearchSpace
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 class TrainingInputs:
     """What an experiment trains on: the discovery table and its arrays, the model and CV settings."""
 
-    model_cfg: dict[str, Any]
+    model: ModelSettings
     path: Path
     table: pd.DataFrame
     X: pd.DataFrame
@@ -54,11 +56,11 @@ class TrainingInputs:
 
     @property
     def covariates(self) -> list[str]:
-        return list(self.model_cfg["covariates"])
+        return list(self.model.covariates)
 
     @property
     def categorical(self) -> list[str]:
-        return list(self.model_cfg["categorical"])
+        return list(self.model.categorical)
 
 
 @dataclass
@@ -72,48 +74,44 @@ class TrainingOutcome:
     model: EnsembleModel
 
 
-def experiment_inputs(config: Mapping[str, Any]) -> TrainingInputs:
+def experiment_inputs(config: ExperimentConfig) -> TrainingInputs:
     """Read and check the experiment's training data and settings (nothing is fitted yet)."""
-    model_cfg = dict(config["model"])
-    cohort = discovery_cohort(config["data"])
-    path = feature_table_path(config["paths"]["features"], config["features"]["name"], cohort)
+    cohort = discovery_cohort(config.data)
+    path = feature_table_path(config.paths.features, config.features.name, cohort)
     table = read_feature_table(path, cohort)
-    X, y = training_arrays(table, list(model_cfg["covariates"]), path)
-    cv = CVConfig.from_config(dict(config["cv"]))
-    check_fold_sizes(y, cv, str(path))
-    space = SearchSpace.from_config(model_cfg)
-    return TrainingInputs(model_cfg, path, table, X, y, cv, space, cohort)
+    X, y = training_arrays(table, list(config.model.covariates), path)
+    check_fold_sizes(y, config.cv, str(path))
+    space = SearchSpace.from_settings(config.model)
+    return TrainingInputs(config.model, path, table, X, y, config.cv, space, cohort)
 
 
-def checkpoint_path(config: Mapping[str, Any], kind: str, inputs: TrainingInputs) -> Path:
+def checkpoint_path(config: ExperimentConfig, kind: str, inputs: TrainingInputs) -> Path:
     """Where finished outer folds (``kind="folds"``) or permutations (``"permutations"``) are kept, so an
     interrupted run resumes: under the run's folder, named by a hash of the data, labels, CV and model
     settings, seed and code version (another dataset, setting or code edit never reuses it; a larger
     ``permutation.n`` extends the permutations)."""
-    parts: list[Any] = [inputs.X, inputs.y, inputs.cv.__dict__, inputs.model_cfg, int(config["seed"])]
+    model = dataclasses.asdict(inputs.model)  # the key of today's files: the model section as a mapping
+    parts: list[Any] = [inputs.X, inputs.y, inputs.cv.__dict__, model, config.seed]
     if kind == "permutations":
-        parts.append(config["permutation"]["repeats"])
+        parts.append(config.permutation.repeats)
     key = checkpoint_key(*parts, code_fingerprint())
-    return Path(config["paths"]["run"]) / ".checkpoints" / f"{kind}-{key}.jsonl"
+    return Path(config.paths.run) / ".checkpoints" / f"{kind}-{key}.jsonl"
 
 
-def permutation_key(config: Mapping[str, Any], inputs: TrainingInputs) -> str:
+def permutation_key(config: ExperimentConfig, inputs: TrainingInputs) -> str:
     """The key of everything a permutation's value depends on: recorded by training and by every shard,
     compared by the merge (:func:`~src.validation.shards.merge_shards`)."""
     return checkpoint_path(config, "permutations", inputs).stem.removeprefix("permutations-")
 
 
-def run_permutation_shard(
-    config: Mapping[str, Any], inputs: TrainingInputs, progress: bool
-) -> dict[str, Any]:
+def run_permutation_shard(config: ExperimentConfig, inputs: TrainingInputs, progress: bool) -> dict[str, Any]:
     """``permutation.shard=i/N``: only permutations i, i+N, ... of ``permutation.n`` (no nested CV on the
     true labels, no model), written to ``<run>/permutation/shard-i-of-N.json`` with the key that
     ``python -m src.merge_permutations`` checks. Resumes from its own checkpoint like a full run."""
-    perm = config["permutation"]
-    shard, shards = parse_shard(perm["shard"])
-    n = int(perm["n"])
+    shard, shards = parse_shard(config.permutation.shard)
+    n = config.permutation.n
     checkpoint = checkpoint_path(config, "permutations", inputs)
-    permuted = permuted_estimator(training_estimator(config, inputs), perm["repeats"])
+    permuted = permuted_estimator(training_estimator(config, inputs), config.permutation.repeats)
     values, resumed = permutation_values(
         permuted,
         inputs.X,
@@ -123,13 +121,13 @@ def run_permutation_shard(
         checkpoint=checkpoint.with_name(f"{checkpoint.stem}-shard-{shard}-of-{shards}.jsonl"),
         status_lines=True,
     )
-    folder = Path(config["paths"]["run"]) / "permutation"
+    folder = Path(config.paths.run) / "permutation"
     path = write_shard(folder, permutation_key(config, inputs), shard, shards, n, permuted.cv.repeats, values)
     return {"shard": [shard, shards], "n": n, "values": values, "resumed": resumed, "path": str(path)}
 
 
 def training_estimator(
-    config: Mapping[str, Any], inputs: TrainingInputs, progress: bool = False
+    config: ExperimentConfig, inputs: TrainingInputs, progress: bool = False
 ) -> NestedCVClassifier:
     """The experiment's method, unfitted: its search space, CV scheme, covariates, seed and workers."""
     return NestedCVClassifier(
@@ -137,19 +135,18 @@ def training_estimator(
         cv=inputs.cv,
         covariates=inputs.covariates,
         categorical=inputs.categorical,
-        random_state=int(config["seed"]),
-        n_jobs=int(config["n_jobs"]),
+        random_state=config.seed,
+        n_jobs=config.n_jobs,
         progress=progress,
     )
 
 
-def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bool) -> TrainingOutcome:
+def run_training(config: ExperimentConfig, inputs: TrainingInputs, progress: bool) -> TrainingOutcome:
     """The repeated nested CV, the inline permutation test (``permutation.n > 0`` and ``inline``), the
     metrics document and the locked ensemble."""
-    seed = int(config["seed"])
     cv = inputs.cv
     status(
-        f"{config['name']}: nested CV, {cv.repeats} x {cv.outer_folds} outer folds x {cv.inner_folds} inner "
+        f"{config.name}: nested CV, {cv.repeats} x {cv.outer_folds} outer folds x {cv.inner_folds} inner "
         f"folds, {cv.n_trials} trials, {len(inputs.y)} subjects x {inputs.X.shape[1]} columns ..."
     )
     estimator = training_estimator(config, inputs, progress=progress)
@@ -159,24 +156,24 @@ def run_training(config: Mapping[str, Any], inputs: TrainingInputs, progress: bo
         inputs.y,
         ids=inputs.table["participant_id"].tolist(),
         info={
-            "experiment": config["name"],
-            "seed": seed,
-            "data": str((config.get("data") or {}).get("name")),
-            "simulated": is_simulated(config),
+            "experiment": config.name,
+            "seed": config.seed,
+            "data": str(config.data.name),
+            "simulated": is_simulated(config.data),
             "feature_table_md5": file_md5(inputs.path),
         },
     )
     result = estimator.result_
-    perm_cfg = config["permutation"]
+    settings = config.permutation
     perm = None
-    if int(perm_cfg["n"]) > 0 and perm_cfg.get("inline", True):
-        status(f"{config['name']}: permutation test, {int(perm_cfg['n'])} permutations of the whole CV ...")
+    if settings.n > 0 and settings.inline:
+        status(f"{config.name}: permutation test, {settings.n} permutations of the whole CV ...")
         perm = permutation_test(
             estimator,
             inputs.X,
             inputs.y,
-            int(perm_cfg["n"]),
-            repeats=perm_cfg["repeats"],
+            settings.n,
+            repeats=settings.repeats,
             progress=progress,
             checkpoint=checkpoint_path(config, "permutations", inputs),
             status_lines=True,  # without a terminal's bar: the rate and the estimated finish
@@ -198,7 +195,7 @@ def convergence(trials: pd.DataFrame) -> dict[str, float]:
 
 
 def metrics_document(
-    config: Mapping[str, Any],
+    config: ExperimentConfig,
     inputs: TrainingInputs,
     result: NestedCVResult,
     perm: PermutationResult | None,
@@ -208,13 +205,13 @@ def metrics_document(
     permutation test and the provenance (git, feature table md5, packages, permutation key)."""
     summary = result.summary()
     return {
-        "experiment": config["name"],
+        "experiment": config.name,
         "cohort": inputs.cohort,
         "n": len(result.y),
         "responders": int(result.y.sum()),
         "n_features": len(result.feature_columns),
         "cv": result.cv.__dict__,
-        "seed": int(config["seed"]),
+        "seed": config.seed,
         "ensemble": summary["ensemble"],
         "repeats": summary["repeats"],
         "permutation": perm.to_dict() if perm is not None else None,
