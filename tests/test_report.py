@@ -35,6 +35,13 @@ def test_methods_cover_tripod_ai_items_and_follow_the_config():
         )
     }
     assert "kernel rbf" in rbf["12c"] and "gamma log-uniform" in rbf["12c"] and "PCA" not in rbf["12b"]
+    own = ["data=bids", "data.on_grid_mismatch=resample", "evaluation.harmonize=false"]
+    bids = {
+        item: text for item, _, text in tripod_ai_methods(settings_from(compose_config(own)), TRAIN, None)
+    }
+    assert bids["5a"].startswith("BIDS-style cohorts under data/bids (derivatives pipeline 'cat12'")
+    assert "resampled with a warning" in bids["7"] and bids["17"] == "To be stated by the authors."
+    assert bids["12d"].endswith("reference site level. ") and "ComBat" not in bids["12d"]
 
 
 def test_markdown_table_formats_counts_p_values_and_missing():

@@ -196,7 +196,36 @@ def _check_field_counts(path: Path, name: str) -> None:
 def _validate_participants(
     raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec, require_outcome: bool = True
 ) -> tuple[pd.DataFrame, list[str]]:
-    # the configured outcome columns replace the contract's default MADRS column names
+    """participants.tsv checked rule by rule (each rule one check below, each failure one message naming
+    the cohort, the subject and the column) and the response label derived: (table, excluded subjects)."""
+    where = f"cohort {name!r}"
+    required = _required_columns(raw, where, path, outcome, require_outcome)
+    df = raw.copy()
+    if not require_outcome:  # patients to score: what is not given is recorded as not available
+        for column in {"treatment", outcome.baseline, outcome.followup} - set(df.columns):
+            df[column] = "n/a" if column == "treatment" else np.nan
+        df["treatment"] = df["treatment"].fillna("n/a")
+    _check_participant_ids(df["participant_id"], where, path)
+    _check_codes(df, where, require_outcome)
+    _check_sites(df, where)
+    _check_age_and_tiv(df, name, where)
+    _check_madrs(df, name, where, outcome)
+    df, excluded = _without_missing_outcome(df, name, where, outcome, require_outcome)
+    reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
+    responder = reduction >= outcome.threshold - 1e-12
+    label = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
+    df["response"] = label if require_outcome else label.where(reduction.notna())
+    keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
+    keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
+    df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
+    return df, excluded
+
+
+def _required_columns(
+    raw: pd.DataFrame, where: str, path: Path, outcome: OutcomeSpec, require_outcome: bool
+) -> list[str]:
+    """The contract's columns, the configured outcome columns in place of the default MADRS names; the
+    outcome and treatment may be absent for patients to score. A cohort with no row is refused."""
     required = [c for c in REQUIRED_COLUMNS if not c.startswith("madrs_")] + [
         outcome.baseline,
         outcome.followup,
@@ -204,27 +233,29 @@ def _validate_participants(
     optional = {"treatment", outcome.baseline, outcome.followup} if not require_outcome else set()
     missing = [c for c in required if c not in raw.columns and c not in optional]
     if missing:
-        raise CohortError(f"cohort {name!r}: {path} is missing required column(s) {missing}")
+        raise CohortError(f"{where}: {path} is missing required column(s) {missing}")
     if raw.empty:
-        raise CohortError(f"cohort {name!r}: {path} has no participants (empty cohort)")
-    df = raw.copy()
-    if not require_outcome:  # patients to score: what is not given is recorded as not available
-        for column in optional - set(df.columns):
-            df[column] = "n/a" if column == "treatment" else np.nan
-        df["treatment"] = df["treatment"].fillna("n/a")
-    ids = df["participant_id"]
+        raise CohortError(f"{where}: {path} has no participants (empty cohort)")
+    return required
+
+
+def _check_participant_ids(ids: pd.Series, where: str, path: Path) -> None:
+    """Every participant_id present, ``sub-<alphanumeric>``, and unique."""
     if ids.isna().any():
         rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
-        raise CohortError(f"cohort {name!r}: empty participant_id on line(s) {rows} of {path}")
+        raise CohortError(f"{where}: empty participant_id on line(s) {rows} of {path}")
     bad = [pid for pid in ids if not PARTICIPANT_ID.match(pid)]
     if bad:
         raise CohortError(
-            f"cohort {name!r}: malformed participant_id {bad[:5]} in {path} (expected 'sub-<alphanumeric>')"
+            f"{where}: malformed participant_id {bad[:5]} in {path} (expected 'sub-<alphanumeric>')"
         )
     dup = sorted(ids[ids.duplicated()].unique())
     if dup:
-        raise CohortError(f"cohort {name!r}: duplicate participant_id {dup[:5]} in {path}")
+        raise CohortError(f"{where}: duplicate participant_id {dup[:5]} in {path}")
 
+
+def _check_codes(df: pd.DataFrame, where: str, require_outcome: bool) -> None:
+    """Sex and treatment codes from the contract's sets (stripped in place); `n/a` treatment for patients."""
     treatments = TREATMENTS if require_outcome else (*TREATMENTS, "n/a")
     for column, allowed in (("sex", SEXES), ("treatment", treatments)):
         values = df[column].str.strip()
@@ -232,26 +263,36 @@ def _validate_participants(
         if len(wrong):
             pid, value = wrong.iloc[0]
             raise CohortError(
-                f"cohort {name!r}: subject {pid} has unknown {column} code {value!r} in column "
+                f"{where}: subject {pid} has unknown {column} code {value!r} in column "
                 f"'{column}' (allowed: {list(allowed)}); {len(wrong)} subject(s) affected"
             )
         df[column] = values
+
+
+def _check_sites(df: pd.DataFrame, where: str) -> None:
+    """Every subject has a site (stripped in place)."""
     df["site"] = df["site"].fillna("").str.strip()
     if (df["site"] == "").any():
         pid = df.loc[df["site"] == "", "participant_id"].iloc[0]
-        raise CohortError(f"cohort {name!r}: subject {pid} has an empty 'site'")
+        raise CohortError(f"{where}: subject {pid} has an empty 'site'")
 
+
+def _check_age_and_tiv(df: pd.DataFrame, name: str, where: str) -> None:
+    """Age a number in 0-120 for everyone; TIV, where given, a positive number (converted in place)."""
     df["age"] = _numeric(df, "age", name, allow_missing=False)
     out_of_range = df[(df["age"] < 0) | (df["age"] > 120)]
     if len(out_of_range):
         pid, age = out_of_range.iloc[0][["participant_id", "age"]]
-        raise CohortError(f"cohort {name!r}: subject {pid} has age {age} in column 'age' (expected 0-120)")
+        raise CohortError(f"{where}: subject {pid} has age {age} in column 'age' (expected 0-120)")
     if "tiv" in df.columns:
         df["tiv"] = _numeric(df, "tiv", name, allow_missing=False)
         if (df["tiv"] <= 0).any():
             pid = df.loc[df["tiv"] <= 0, "participant_id"].iloc[0]
-            raise CohortError(f"cohort {name!r}: subject {pid} has a non-positive 'tiv'")
+            raise CohortError(f"{where}: subject {pid} has a non-positive 'tiv'")
 
+
+def _check_madrs(df: pd.DataFrame, name: str, where: str, outcome: OutcomeSpec) -> None:
+    """Both MADRS columns numbers in the scale's range where given (converted in place); no baseline 0."""
     lo, hi = MADRS_RANGE
     for column in (outcome.baseline, outcome.followup):
         df[column] = _numeric(df, column, name, allow_missing=True)
@@ -259,15 +300,21 @@ def _validate_participants(
         if len(bad_rows):
             pid, value = bad_rows.iloc[0][["participant_id", column]]
             raise CohortError(
-                f"cohort {name!r}: subject {pid} has MADRS {value} in column '{column}' (MADRS is {lo}-{hi})"
+                f"{where}: subject {pid} has MADRS {value} in column '{column}' (MADRS is {lo}-{hi})"
             )
     zero = df[df[outcome.baseline] == 0]
     if len(zero):
         raise CohortError(
-            f"cohort {name!r}: subject {zero['participant_id'].iloc[0]} has baseline MADRS 0 in column "
+            f"{where}: subject {zero['participant_id'].iloc[0]} has baseline MADRS 0 in column "
             f"'{outcome.baseline}'; the relative reduction is undefined"
         )
 
+
+def _without_missing_outcome(
+    df: pd.DataFrame, name: str, where: str, outcome: OutcomeSpec, require_outcome: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """Subjects without both MADRS scores excluded (a warning lists them), unless scoring patients; a cohort
+    left empty is refused."""
     lacking = df[outcome.baseline].isna() | df[outcome.followup].isna()
     if not require_outcome:
         lacking[:] = False
@@ -283,14 +330,7 @@ def _validate_participants(
         )
     df = df.loc[~lacking].copy()
     if df.empty:
-        raise CohortError(f"cohort {name!r}: no subject has both MADRS scores (empty cohort)")
-    reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
-    responder = reduction >= outcome.threshold - 1e-12
-    label = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
-    df["response"] = label if require_outcome else label.where(reduction.notna())
-    keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
-    keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
-    df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
+        raise CohortError(f"{where}: no subject has both MADRS scores (empty cohort)")
     return df, excluded
 
 

@@ -93,6 +93,7 @@ class SiteAligner(TransformerMixin, BaseEstimator):
         ]
 
     def fit(self, table: pd.DataFrame, y: object = None) -> SiteAligner:
+        """The training rows' covariate model and residual mean and SD of every feature (``y`` is ignored)."""
         if self.method not in METHODS:
             raise ValueError(f"site alignment method {self.method!r}: choose one of {list(METHODS)}")
         X = self._inputs(table)

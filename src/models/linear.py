@@ -45,6 +45,7 @@ class AffineDecision:
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> AffineDecision:
+        """The exact affine form of a fitted linear pipeline (residualise -> scale -> [PCA] -> linear SVC)."""
         residualizer = pipeline.named_steps["residualize"]
         scaler = pipeline.named_steps["scale"]
         pca = pipeline.named_steps.get("pca")
@@ -66,6 +67,7 @@ class AffineDecision:
 
     @property
     def feature_columns(self) -> list[str]:
+        """The feature columns the weights refer to, in order."""
         return list(self.residualizer.feature_columns_)
 
     def decision_function(self, X: pd.DataFrame, features: np.ndarray | None = None) -> np.ndarray:

@@ -118,6 +118,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         return np.column_stack(columns)
 
     def fit(self, X: pd.DataFrame, y: object = None) -> CovariateResidualizer:
+        """Least-squares coefficients of every feature on the covariate design, from these rows only."""
         if not isinstance(X, pd.DataFrame):
             raise TypeError("CovariateResidualizer needs a DataFrame holding covariate and feature columns")
         missing = [c for c in self.covariates if c not in X.columns]
@@ -138,6 +139,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """The features minus what the fitted covariate model predicts for them (covariates dropped)."""
         check_is_fitted(self, "coef_")
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
@@ -148,5 +150,6 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         return features - self._design(X, fitting=False) @ self.coef_
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """The feature columns (the covariates are consumed)."""
         check_is_fitted(self, "coef_")
         return np.asarray(self.feature_columns_, dtype=object)

@@ -27,6 +27,7 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, model_cfg: Mapping[str, Any]) -> SearchSpace:
+        """The search space of a model section given as a mapping (``search_space``, ``fixed``), checked."""
         space = dict(model_cfg.get("search_space") or {})
         for name, spec in space.items():
             kind = spec.get("type")
@@ -89,6 +90,7 @@ class SearchSpace:
         return grid
 
     def grid_size(self) -> int:
+        """Number of parameter combinations a GridSampler visits."""
         size = 1
         for values in self.grid().values():
             size *= len(values)

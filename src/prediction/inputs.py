@@ -47,6 +47,7 @@ def read_patient_table(path: str | Path) -> pd.DataFrame:
 
 
 def is_image(path: Path) -> bool:
+    """``path`` names a NIfTI image (``.nii``, ``.nii.gz``)."""
     return path.name.endswith((".nii", ".nii.gz"))
 
 
@@ -87,7 +88,15 @@ def patient_features(
         The experiment's data and feature-set settings.
     patient : PatientSettings, optional
         Covariates of a single image (``participant_id``, ``age``, ``sex``, ``site``, ``tiv``).
-    bounds : the image plausibility bounds (``data.plausibility``).
+    bounds : PlausibilityBounds, optional
+        The image plausibility bounds (``data.plausibility``).
+    n_jobs : int
+        Workers for the feature extraction.
+
+    Returns
+    -------
+    DataFrame
+        One row per patient: ``participant_id``, covariates and feature columns.
     """
     path = Path(path)
     if not path.exists():

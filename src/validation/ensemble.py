@@ -183,6 +183,7 @@ class EnsembleModel:
 
     @property
     def input_columns(self) -> list[str]:
+        """Covariates, then features: the columns a table to score must hold."""
         return [*self.covariates, *self.feature_columns]
 
     def unseen_levels(self, table: pd.DataFrame) -> dict[str, list[str]]:
@@ -206,6 +207,7 @@ class EnsembleModel:
         return bool(self.models) and all(isinstance(m, AffineDecision) for m in self.models)
 
     def check_columns(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table``'s model columns in the model's order; an error naming the missing and unexpected ones."""
         known = set(self.input_columns) | set(TABLE_META_COLUMNS)  # built once: wide voxel tables
         present = set(table.columns)
         missing = [c for c in self.input_columns if c not in present]
@@ -258,6 +260,7 @@ class EnsembleModel:
         return X
 
     def decision_matrix(self, table: pd.DataFrame) -> np.ndarray:
+        """(n_rows, n_fold_models) decision scores of every fold model."""
         X = self.check_columns(table)
         features = X[self.feature_columns].to_numpy(dtype=float)
         return np.column_stack(
@@ -335,6 +338,7 @@ class EnsembleModel:
         return distance, 100.0 * np.searchsorted(reference, distance, side="right") / len(reference)
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
+        """1 where the ensemble decision score is > 0, else 0."""
         return (self.decision_function(table) > 0).astype(int)
 
     def save(self, folder: str | Path, config_yaml: str | None = None) -> str:

@@ -181,6 +181,7 @@ class NestedCVClassifier(ClassifierMixin, NestedCVBase):
         X : DataFrame
             Covariate columns and feature columns (not modified).
         y : array-like of {0, 1}
+            Labels, 1 = the positive class (responders unless configured otherwise).
         ids : sequence of str, optional
             Subject identifiers in the order of ``y`` (out-of-fold tables, the locked model's record of which
             subjects each fold model never saw).
@@ -219,10 +220,12 @@ class NestedCVClassifier(ClassifierMixin, NestedCVBase):
 
     @property
     def calibration_(self) -> tuple[float, float]:
+        """Platt (slope, intercept) of the locked ensemble's decision score."""
         return self._locked().calibration
 
     @property
     def coef_(self) -> np.ndarray:
+        """Mean fold weight of each feature (linear fold models only)."""
         ensemble = self._locked()
         if not ensemble.is_linear:
             raise AttributeError("coef_ is only available for linear fold models")

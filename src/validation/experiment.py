@@ -56,10 +56,12 @@ class TrainingInputs:
 
     @property
     def covariates(self) -> list[str]:
+        """The model's covariate columns."""
         return list(self.model.covariates)
 
     @property
     def categorical(self) -> list[str]:
+        """The covariates coded as categories."""
         return list(self.model.categorical)
 
 

@@ -120,6 +120,7 @@ class SplitKernel:
         use_pca: bool,
         keep_transform: bool = False,
     ) -> SplitKernel:
+        """Preprocessing fitted on the ``train`` rows and the split reduced to its Gram matrices."""
         fa, fb = features[train], features[test]
         coef = np.zeros((0, features.shape[1]))
         if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer

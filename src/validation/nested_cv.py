@@ -28,11 +28,12 @@ from joblib import delayed
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from src.config.settings import CVConfig
 from src.models.linear import AffineDecision, compact
 from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace, from_choice, to_choice
-from src.utils.errors import UserInputError, reject_unknown_keys
+from src.utils.errors import UserInputError
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision, linear_affine
@@ -43,29 +44,6 @@ log = logging.getLogger(__name__)
 # ERROR: Optuna logs a trial stopped by Ctrl-C/SIGTERM ("Trial 3 failed ... KeyboardInterrupt") as a WARNING
 # with a traceback, before the entry point's one line; a real error in a trial is re-raised by Optuna anyway
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-@dataclass(frozen=True)
-class CVConfig:
-    """The nested CV scheme (``conf/cv/*.yaml``)."""
-
-    repeats: int = 10
-    outer_folds: int = 10
-    inner_folds: int = 5
-    n_trials: int = 30
-    sampler: str = "tpe"
-    n_startup_trials: int = 10
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> CVConfig:
-        reject_unknown_keys(cfg, cls.__dataclass_fields__, "cv")
-        return cls(**cfg)
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1 or self.outer_folds < 2 or self.inner_folds < 2 or self.n_trials < 1:
-            raise UserInputError(f"invalid CV scheme {self}")
-        if self.sampler not in ("tpe", "random", "grid"):
-            raise UserInputError(f"cv.sampler must be tpe, random or grid, got {self.sampler!r}")
 
 
 @dataclass
@@ -137,6 +115,7 @@ def inner_splitter(cv: CVConfig, seed: int, repeat: int) -> StratifiedKFold:
 
 
 def make_sampler(cv: CVConfig, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``cv.sampler`` (tpe, random or grid), seeded."""
     if cv.sampler == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if cv.sampler == "random":
@@ -462,6 +441,7 @@ class NestedCVResult:
         return self.decision_matrix().mean(axis=1)
 
     def ensemble_metrics(self) -> dict[str, float]:
+        """Metrics of :meth:`ensemble_scores` (the mean out-of-fold score per subject)."""
         return binary_metrics(self.y, self.ensemble_scores())
 
     def summary(self) -> dict[str, Any]:
@@ -503,6 +483,7 @@ class NestedCVResult:
 
     @property
     def models(self) -> list[Pipeline | AffineDecision]:
+        """The kept outer-fold models, in fold order."""
         return [f.model for f in self.folds if f.model is not None]
 
 
@@ -528,10 +509,17 @@ def run_nested_cv(
     X : DataFrame
         Covariate columns and feature columns (covariates are consumed by the residualiser).
     y : array of {0, 1}
+        Labels, 1 = the positive class.
     space : SearchSpace
+        The inner loop's Optuna search space and fixed parameters.
     cv : CVConfig
+        Repeats, outer and inner folds, trials, sampler.
     seed : int
         Run seed; splits and samplers derive their seeds from it and the (repeat, fold) coordinates.
+    covariates, categorical : sequence of str
+        Covariate columns of ``X`` regressed out inside every training split; those coded as categories.
+    ids : sequence of str, optional
+        Subject identifiers in the order of ``y`` (default: row numbers).
     n_jobs : int
         Workers over outer folds; results are identical for any value.
     progress : bool

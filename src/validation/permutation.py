@@ -33,9 +33,11 @@ class PermutationResult:
 
     @property
     def p_value(self) -> float:
+        """``(1 + #{null >= observed}) / (1 + n)``."""
         return permutation_p_value(self.observed, self.null)
 
     def to_dict(self) -> dict[str, Any]:
+        """The test as JSON (``metrics.json``'s ``permutation``): statistic, observed, n, p, null summary."""
         return {
             "statistic": self.statistic,
             "observed": self.observed,
@@ -141,7 +143,10 @@ def permutation_test(
     estimator : NestedCVClassifier
         Fitted on ``X``, ``y`` (its out-of-fold scores give the observed statistic); an unfitted one is
         fitted first, without keeping its models.
-    X, y : the data it was fitted on.
+    X : DataFrame
+        The data it was fitted on (covariates and features).
+    y : array of {0, 1}
+        The true labels.
     n : int
         Number of permutations.
     repeats : int, optional
