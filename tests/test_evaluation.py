@@ -370,3 +370,29 @@ def test_platt_scaling_of_scores_ranked_the_wrong_way_is_the_base_rate():
     slope, intercept = platt_scaling(s, y)
     rate = (y.sum() + 1) / (len(y) + 2)
     assert slope == 0.0 and intercept == pytest.approx(np.log(rate / (1 - rate)))
+
+
+def test_cohort_results_are_typed_and_written_with_the_same_keys():
+    """A scored cohort as a typed result: its metrics equal sklearn's, its JSON keys are the evaluation's
+    (p-values of the fixed-prediction test only where one ran), and it reads back from its JSON."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from src.evaluation.locked import evaluate_cohort
+    from src.evaluation.results import CohortResult
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40)
+    scores = y + rng.normal(0, 1, 40) - 0.5
+    result = evaluate_cohort(y, scores, n_perm=99, n_boot=50, seed=1)
+    assert result.bac == pytest.approx(balanced_accuracy_score(y, scores > 0))
+    assert result.auc == pytest.approx(roc_auc_score(y, scores)) and result.n_permutations == 99
+    written = result.to_dict()
+    assert set(written) == {"n", "responders", "bac", "sensitivity", "specificity", "auc", "ppv", "npv"} | {
+        "ci95",
+        "p_bac",
+        "p_auc",
+        "n_permutations",
+    }
+    assert CohortResult.from_dict(json.loads(json.dumps(written))) == result
+    discovery = CohortResult.of_scores(y, scores, ci95=result.ci95, p_bac=None)
+    assert "p_auc" not in discovery.to_dict() and discovery.to_dict()["p_bac"] is None

@@ -262,6 +262,7 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
     """The contract cohorts carry a planted signal: the pooled external p is below 0.05, so evaluation sets
     the alias on the model and its scorer; src.predict then loads the model by alias (verified), and a
     failing re-evaluation takes the alias away."""
+    from src.evaluation.results import CohortResult
     from src.tracking.registry import promote_if_passing
 
     document = json.loads((local_store / "out" / "gm_only" / "evaluate" / "metrics.json").read_text())
@@ -304,7 +305,7 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
 
     settings = TrackingSettings(uri=f"sqlite:///{local_store / 'mlruns' / 'mlflow.db'}")
     training = recorded["training"]
-    failed = {"bac": 0.52, "p_bac": 0.4, "n": 40}
+    failed = CohortResult(40, 20, 0.52, 0.5, 0.54, 0.55, 0.5, 0.5, p_bac=0.4, p_auc=0.3, n_permutations=100)
     line = promote_if_passing(settings, training, failed, "champion", 0.05, "re-evaluated")
     assert line.startswith(
         "model registry: 'champion' not set (external BAC 52.0 % (p = 0.4, n = 40) >= 0.05)"
@@ -317,7 +318,7 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
         "'champion' not passed (external BAC 52.0 % (p = 0.4, n = 40) >= 0.05). re-evaluated" in description
     )
     assert description.index("' passed (") < description.index("' not passed (")
-    passed = document["cohorts"]["external"]
+    passed = CohortResult.from_dict(document["cohorts"]["external"])
     promote_if_passing(
         settings, training, passed, "champion", 0.05, "re-evaluated"
     )  # restored for other tests

@@ -19,6 +19,7 @@ import pandas as pd
 
 from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
+from src.evaluation.results import CohortResult
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
 from src.features.tables import feature_table_path, read_feature_table
@@ -27,7 +28,6 @@ from src.models.harmonize import SiteAligner
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state
 from src.validation.ensemble import EnsembleModel, model_file
-from src.validation.metrics import binary_metrics
 from src.validation.shards import read_permutation
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ class Evaluation:
     table with its decision and probability; ``curves``: (y, decision, probability) for the figures.
     """
 
-    results: dict[str, dict[str, Any]]
-    aligned: dict[str, dict[str, Any]]
+    results: dict[str, CohortResult]
+    aligned: dict[str, CohortResult]
     scored: dict[str, pd.DataFrame]
     specificity: dict[str, Any]
     regions: pd.DataFrame
@@ -71,13 +71,11 @@ def read_tables(
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_cohort(y: np.ndarray, scores: np.ndarray, n_perm: int, n_boot: int, seed: int) -> dict[str, Any]:
+def evaluate_cohort(y: np.ndarray, scores: np.ndarray, n_perm: int, n_boot: int, seed: int) -> CohortResult:
     """Metrics, permutation p-values (predictions fixed) and stratified bootstrap CIs of one cohort."""
     y = np.asarray(y, int)
-    out: dict[str, Any] = {"n": len(y), "responders": int(y.sum()), **binary_metrics(y, scores)}
-    out.update(permutation_pvalues(y, scores, n=n_perm, seed=seed))
-    out["ci95"] = bootstrap_ci(y, scores, n=n_boot, seed=seed)
-    return out
+    p_values = permutation_pvalues(y, scores, n=n_perm, seed=seed)
+    return CohortResult.of_scores(y, scores, ci95=bootstrap_ci(y, scores, n=n_boot, seed=seed), **p_values)
 
 
 def treatment_specificity(scored: dict[str, pd.DataFrame], n_perm: int, seed: int) -> dict[str, Any]:
@@ -98,24 +96,23 @@ def treatment_specificity(scored: dict[str, pd.DataFrame], n_perm: int, seed: in
     }
 
 
-def paper_table(results: dict[str, dict[str, Any]], reference: Mapping[str, Any]) -> pd.DataFrame:
+def paper_table(results: dict[str, CohortResult], reference: Mapping[str, Any]) -> pd.DataFrame:
     """One row per cohort group: our numbers (percentages for BAC/sens/spec) beside the paper's."""
     rows = []
     for name, r in results.items():
         ref = reference.get(name, {})
-        ci = r.get("ci95", {})
         rows.append(
             {
                 "cohort": name,
-                "n": r["n"],
-                "responders": r["responders"],
-                "BAC": 100 * r["bac"],
-                "BAC 95% CI": _ci(ci.get("bac"), 100, 1),
-                "sens": 100 * r["sensitivity"],
-                "spec": 100 * r["specificity"],
-                "AUC": r["auc"],
-                "AUC 95% CI": _ci(ci.get("auc"), 1, 2),
-                "p (BAC)": r.get("p_bac"),
+                "n": r.n,
+                "responders": r.responders,
+                "BAC": 100 * r.bac,
+                "BAC 95% CI": _ci(r.ci95.get("bac"), 100, 1),
+                "sens": 100 * r.sensitivity,
+                "spec": 100 * r.specificity,
+                "AUC": r.auc,
+                "AUC 95% CI": _ci(r.ci95.get("auc"), 1, 2),
+                "p (BAC)": r.p_bac,
                 "paper n": ref.get("n"),
                 "paper BAC": ref.get("bac"),
                 "paper sens": ref.get("sensitivity"),
@@ -131,19 +128,15 @@ def _ci(ci: tuple[float, float] | None, scale: float, decimals: int) -> str:
     return "" if ci is None else f"{scale * ci[0]:.{decimals}f}-{scale * ci[1]:.{decimals}f}"
 
 
-def discovery_results(train_dir: Path, n_boot: int, seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
+def discovery_results(train_dir: Path, n_boot: int, seed: int) -> tuple[CohortResult, pd.DataFrame]:
     """The discovery cohort's row: the out-of-fold ensemble scores of the nested CV (never the locked model
     on its own training data), with the permutation p of the whole procedure. Also returns those scores."""
     oof = pd.read_csv(train_dir / "predictions.csv", dtype={"participant_id": str})
     ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
     perm = read_permutation(train_dir.parent)  # merged shards when they belong to this training
-    return {
-        "n": len(ens),
-        "responders": int(ens["y"].sum()),
-        **binary_metrics(ens["y"], ens["decision"]),
-        "ci95": bootstrap_ci(ens["y"], ens["decision"], n=n_boot, seed=seed),
-        "p_bac": None if perm is None else perm["p_value"],
-    }, ens
+    ci95 = bootstrap_ci(ens["y"], ens["decision"], n=n_boot, seed=seed)
+    p_bac = None if perm is None else perm["p_value"]
+    return CohortResult.of_scores(ens["y"], ens["decision"], ci95=ci95, p_bac=p_bac), ens
 
 
 def evaluate_locked_model(
@@ -170,7 +163,7 @@ def evaluate_locked_model(
 
     discovery, oof = discovery_results(run / "train", n_boot, seed)
     results = {"discovery": discovery}
-    aligned: dict[str, dict[str, Any]] = {}
+    aligned: dict[str, CohortResult] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = None
     if ev.harmonize:
@@ -203,9 +196,9 @@ def evaluate_locked_model(
     document = {
         "experiment": config.name,
         "positive_weight_means": "larger feature value -> predicted response",
-        "cohorts": results,
+        "cohorts": {name: result.to_dict() for name, result in results.items()},
         "groups": {name: {"role": roles[m[0]], "cohorts": m} for name, m in groups.items()},
-        "cohorts_site_aligned": aligned,
+        "cohorts_site_aligned": {name: result.to_dict() for name, result in aligned.items()},
         "site_alignment": {"method": ev.alignment_method} if aligner is not None else None,
         "treatment_specificity": specificity,
         "provenance": {

@@ -54,6 +54,12 @@ class CohortResult:
         y = np.asarray(y, int)
         return cls(n=len(y), responders=int(y.sum()), **binary_metrics(y, scores), **extra)
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> CohortResult:
+        """A result read back from ``metrics.json`` (:meth:`to_dict`'s inverse)."""
+        ci95 = {name: (float(low), float(high)) for name, (low, high) in (document.get("ci95") or {}).items()}
+        return cls(**{**document, "ci95": ci95})
+
     def metrics(self) -> dict[str, float]:
         """The six metrics by name (:data:`~src.validation.metrics.METRICS`)."""
         return {name: getattr(self, name) for name in METRICS}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from src.evaluation.results import CohortResult
 from src.utils.tables import markdown_table
 
 
@@ -63,7 +64,7 @@ def shard_summary(name: str, shard: Mapping[str, Any]) -> list[str]:
 
 
 def evaluation_summary(
-    name: str, table: pd.DataFrame, specificity: Mapping[str, Any], aligned: Mapping[str, Any]
+    name: str, table: pd.DataFrame, specificity: Mapping[str, Any], aligned: Mapping[str, CohortResult]
 ) -> list[str]:
     """Evaluate: the paper table, the treatment-specificity tests, the site-aligned results."""
     columns = [
@@ -96,7 +97,5 @@ def evaluation_summary(
             f"score x treatment interaction {p_text(specificity['interaction']['p_value'])}"
         )
     for cohort, r in aligned.items():
-        lines.append(
-            f"  site-aligned {cohort}: BAC {100 * r['bac']:.1f}, AUC {r['auc']:.3f}, {p_text(r['p_bac'])}"
-        )
+        lines.append(f"  site-aligned {cohort}: BAC {100 * r.bac:.1f}, AUC {r.auc:.3f}, {p_text(r.p_bac)}")
     return lines

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.evaluation.results import CohortResult
 from src.tracking.store import (
     TrackingSettings,
     connect,
@@ -30,7 +31,6 @@ from src.tracking.training import (
 )
 from src.utils.provenance import training_model_uri
 from src.validation.ensemble import EnsembleModel, ModelIntegrityError, read_model_file
-from src.validation.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,16 @@ def verified_pyfunc(model: EnsembleModel) -> Any:
     return mlflow.pyfunc.PyFuncModel(model_meta=meta, model_impl=_VerifiedModel(model))
 
 
-def cohort_metrics(result: Mapping[str, Any], aligned: Mapping[str, Any] | None) -> dict[str, float]:
+def cohort_metrics(result: CohortResult, aligned: CohortResult | None) -> dict[str, float]:
     """One evaluation cohort's numbers as flat MLflow metrics (same keys for every cohort/experiment)."""
-    out = {m: result[m] for m in METRICS}
-    out.update({k: result[k] for k in ("p_bac", "p_auc") if k in result})
-    for metric, (low, high) in result.get("ci95", {}).items():
+    out: dict[str, Any] = result.metrics()
+    out.update({"p_bac": result.p_bac, "p_auc": result.p_auc})
+    for metric, (low, high) in result.ci95.items():
         out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = low, high
     if aligned:
-        out.update({f"site_aligned_{m}": aligned[m] for m in ("bac", "auc", "p_bac") if m in aligned})
-    out["n"], out["responders"] = result["n"], result["responders"]
+        out.update({"site_aligned_bac": aligned.bac, "site_aligned_auc": aligned.auc})
+        out["site_aligned_p_bac"] = aligned.p_bac
+    out["n"], out["responders"] = result.n, result.responders
     return {k: shown(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
@@ -122,8 +123,8 @@ def log_evaluation(
     settings: TrackingSettings,
     training: Mapping[str, Any],
     *,
-    results: Mapping[str, Mapping[str, Any]],
-    aligned: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, CohortResult],
+    aligned: Mapping[str, CohortResult],
     tables: Mapping[str, pd.DataFrame],
     input_columns: list[str],
     specificity: Mapping[str, Any],

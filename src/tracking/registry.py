@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.evaluation.results import CohortResult
 from src.tracking.store import TrackingSettings, connect
 from src.tracking.training import SCORER_SUFFIX
 from src.utils.provenance import training_model_uri
@@ -35,12 +36,12 @@ def _versions_of_run(client: Any, name: str, run_id: str) -> list[Any]:
 def promote_if_passing(
     settings: TrackingSettings,
     training: Mapping[str, Any],
-    external: Mapping[str, Any] | None,
+    external: CohortResult | None,
     alias: str,
     max_p: float,
     evidence: str,
 ) -> str:
-    """Set ``alias`` on the training run's registered model (and scorer) when ``external['p_bac'] < max_p``;
+    """Set ``alias`` on the training run's registered model (and scorer) when ``external.p_bac < max_p``;
     remove it from them when it fails. Either way the evaluation (date, verdict, ``evidence``) is appended to
     the versions' descriptions. Returns one line saying what was done (printed by the evaluation)."""
     from mlflow.tracking import MlflowClient
@@ -48,13 +49,13 @@ def promote_if_passing(
     name = training.get("registered_model")
     if not name or not training.get("model_version"):
         return "model registry: the model was not registered (tracking.register_model=false), no alias set"
-    if external is None or external.get("p_bac") is None:
+    if external is None or external.p_bac is None:
         return f"model registry: no external cohort evaluated, alias '{alias}' not set"
     connect(settings)
     client = MlflowClient()
-    passed = float(external["p_bac"]) < max_p
+    passed = float(external.p_bac) < max_p
     verdict = (
-        f"external BAC {100 * external['bac']:.1f} % (p = {external['p_bac']:.3g}, n = {external['n']}) "
+        f"external BAC {100 * external.bac:.1f} % (p = {external.p_bac:.3g}, n = {external.n}) "
         f"{'<' if passed else '>='} {max_p:g}"
     )
     changed = []
@@ -107,11 +108,11 @@ def load_by_alias(settings: TrackingSettings, alias: str, local_dir: Path) -> tu
     return model, f"{uri} (version {version.version}, training run {version.run_id}, sha256 {sha256})"
 
 
-def evidence_description(results: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any]) -> str:
+def evidence_description(results: Mapping[str, CohortResult], provenance: Mapping[str, Any]) -> str:
     """The registry description of an evaluated model: each cohort's numbers, the code and the model."""
     cohorts = "; ".join(
-        f"{name}: BAC {100 * r['bac']:.1f} %, AUC {r['auc']:.2f}, n = {r['n']}"
-        + ("" if r.get("p_bac") is None else f", p = {r['p_bac']:.3g}")
+        f"{name}: BAC {100 * r.bac:.1f} %, AUC {r.auc:.2f}, n = {r.n}"
+        + ("" if r.p_bac is None else f", p = {r.p_bac:.3g}")
         for name, r in results.items()
     )
     git = provenance.get("git") or {}
