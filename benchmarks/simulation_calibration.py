@@ -36,11 +36,14 @@ def _config() -> dict:
 
 
 def _table(root: Path, name: str, cfg: dict):
-    from src.data.loader import load_cohort
+    from src.data.loader import ImageLayout, load_cohort
     from src.features.extract import FeatureSet, build_feature_table
 
     cohort = load_cohort(
-        root / name, name=name, pipeline=cfg["data"]["pipeline"], tissues=("GM", "WM", "CSF")
+        root / name,
+        name=name,
+        tissues=("GM", "WM", "CSF"),
+        images=ImageLayout(pipeline=cfg["data"]["pipeline"]),
     )
     table, _ = build_feature_table(cohort, FeatureSet.from_config(cfg["features"]), n_jobs=2)
     return table

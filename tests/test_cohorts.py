@@ -10,7 +10,7 @@ from conftest import SHAPE, data_settings, make_cohort, rewrite_participants, wr
 
 from src.config.settings import FeaturesSettings
 from src.data.cohorts import CohortConfigError, cohort_specs, discovery_cohort, evaluation_groups
-from src.data.loader import CohortError, load_cohort
+from src.data.loader import CohortError, ImageLayout, load_cohort
 from src.data.validation import PlannedFeatures, pipeline_feature_sets, validate_cohorts
 
 
@@ -106,18 +106,18 @@ def test_fmriprep_layout_with_sessions_and_resolutions(tmp_path):
     pids = [f"sub-t{i:02d}" for i in range(4)]
     for pid in pids:
         _fmriprep(root, pid, 2)
-    cohort = load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym")
+    cohort = load_cohort(root, images=ImageLayout(naming="fmriprep", space="MNI152NLin2009cAsym"))
     assert [p.name for p in cohort.images["GM"]][
         0
     ] == "sub-t00_ses-1_space-MNI152NLin2009cAsym_res-2_label-GM_probseg.nii.gz"
     _fmriprep(root, "sub-t01", 1)  # a second resolution of one subject: ambiguous, unless the space says
     with pytest.raises(CohortError, match="subject sub-t01 has 2 GM images.*data.space"):
-        load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym")
-    cohort = load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym_res-2")
+        load_cohort(root, images=ImageLayout(naming="fmriprep", space="MNI152NLin2009cAsym"))
+    cohort = load_cohort(root, images=ImageLayout(naming="fmriprep", space="MNI152NLin2009cAsym_res-2"))
     assert all("_res-2_" in p.name for p in cohort.images["GM"])
     _fmriprep(root, "sub-t99", 2)  # an image whose subject is not in participants.tsv
     with pytest.raises(CohortError, match=r"has no row in participants.tsv \(subject sub-t99"):
-        load_cohort(root, layout="fmriprep", space="MNI152NLin2009cAsym_res-2")
+        load_cohort(root, images=ImageLayout(naming="fmriprep", space="MNI152NLin2009cAsym_res-2"))
 
 
 def _cat12(root, pid, tissues=("1",), tiv=None):
@@ -138,17 +138,17 @@ def test_cat12_layout_names_and_xml_tiv(tmp_path):
     pids = [f"sub-t{i:02d}" for i in range(4)]
     for i, pid in enumerate(pids):
         _cat12(root, pid, tiv=1400 + i)
-    cohort = load_cohort(root, layout="cat12")
+    cohort = load_cohort(root, images=ImageLayout(naming="cat12"))
     assert cohort.images["GM"][2].name == "mwp1sub-t02_T1w.nii"
     assert cohort.participants["tiv"].tolist() == [1400.0, 1401.0, 1402.0, 1403.0]
     _cat12(root, "sub-t01", tissues=(), tiv="nan")
     with pytest.raises(CohortError, match="subject sub-t01 has TIV nan in its CAT12 report"):
-        load_cohort(root, layout="cat12")
+        load_cohort(root, images=ImageLayout(naming="cat12"))
     (root / "derivatives" / "CAT12.8" / "sub-t03" / "report" / "cat_sub-t03_T1w.xml").unlink()
     with pytest.raises(CohortError, match="subject sub-t03 has no CAT12 report"):
-        load_cohort(root, layout="cat12")
+        load_cohort(root, images=ImageLayout(naming="cat12"))
     with pytest.raises(CohortError, match=r"sub-t00 .* no WM image: expected .*mri/mwp2sub-t00\*\.nii"):
-        load_cohort(root, layout="cat12", tissues=("GM", "WM"))
+        load_cohort(root, tissues=("GM", "WM"), images=ImageLayout(naming="cat12"))
 
 
 def test_prepare_names_experiment_feature_set_cohort_and_tissue(tmp_path):
@@ -222,7 +222,7 @@ def test_files_that_look_like_tissue_maps_but_are_not_used_are_reported(tmp_path
     import logging
 
     with caplog.at_level(logging.WARNING, logger="src.data.loader"):
-        load_cohort(root, layout="cat12")
+        load_cohort(root, images=ImageLayout(naming="cat12"))
     assert "2 file(s) under" in caplog.text
     assert "sub-t01/mri/sub-t01_GM.nii" in caplog.text and "sub-t01/mri/wp1sub-t01_T1w.nii" in caplog.text
     assert "msub-t01_T1w" not in caplog.text

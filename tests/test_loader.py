@@ -11,7 +11,7 @@ import pytest
 from conftest import AFFINE, SHAPE, make_cohort, rewrite_participants, write_image
 
 from src.data.contract import image_relpath
-from src.data.loader import CohortError, OutcomeSpec, load_cohort, load_regional_table
+from src.data.loader import CohortError, ImageLayout, OutcomeSpec, load_cohort, load_regional_table
 
 
 def _set(column, index, value):
@@ -168,7 +168,7 @@ def test_grid_mismatch_rejected_by_default_or_resampled_with_warning(tmp_path, c
     with pytest.raises(CohortError, match=r"subject sub-t02: GM image .* is on grid \(12, 14, 10\)"):
         load_cohort(root)
     with caplog.at_level(logging.WARNING, logger="src.data.loader"):
-        cohort = load_cohort(root, on_grid_mismatch="resample")
+        cohort = load_cohort(root, images=ImageLayout(on_grid_mismatch="resample"))
     assert cohort.off_grid == ["sub-t02"]
     assert "it will be resampled" in caplog.text
 
@@ -189,7 +189,7 @@ def test_ambiguous_pipeline(tmp_path):
     shutil.copytree(root / "derivatives" / "cat12", root / "derivatives" / "fslvbm")
     with pytest.raises(CohortError, match=r"cannot choose the derivatives pipeline.*\['cat12', 'fslvbm'\]"):
         load_cohort(root)
-    assert len(load_cohort(root, pipeline="fslvbm")) == 4
+    assert len(load_cohort(root, images=ImageLayout(pipeline="fslvbm"))) == 4
 
 
 def _write_table(path, rows):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from owndata import PIPELINE, OwnCohort, write_cohorts
 
-from src.data.loader import CohortError, load_cohort
+from src.data.loader import CohortError, ImageLayout, load_cohort
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 
 
@@ -30,7 +30,7 @@ def _rewrite(path, data=None, affine=None):
 
 
 def _check(root):
-    return check_gm_maps(load_cohort(root, layout="cat12"), PlausibilityBounds())
+    return check_gm_maps(load_cohort(root, images=ImageLayout(naming="cat12")), PlausibilityBounds())
 
 
 def test_a_cohort_on_its_own_las_grid_passes(lab):

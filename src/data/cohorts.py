@@ -27,7 +27,7 @@ import pandas as pd
 
 from src.config.settings import DataSettings
 from src.data.contract import DEFAULT_SPACE, TREATMENTS
-from src.data.loader import Cohort, load_cohort
+from src.data.loader import Cohort, ImageLayout, load_cohort
 from src.utils.errors import UserInputError
 
 ROLES: tuple[str, ...] = ("discovery", "external", "control")
@@ -198,16 +198,19 @@ def load_configured(
     """:func:`~src.data.loader.load_cohort` of one cohort of the data config: the cohort's own layout,
     pipeline and space if it sets them, else the config's; the config's outcome and grid policy; the
     cohort's declared treatment."""
+    images = ImageLayout(
+        naming=spec.layout or data.layout,
+        pipeline=spec.pipeline or data.pipeline,
+        space=spec.space or data.space or DEFAULT_SPACE,
+        on_grid_mismatch=data.on_grid_mismatch,
+    )
     return load_cohort(
         spec.folder(data.root),
         name=spec.name,
-        pipeline=spec.pipeline or data.pipeline,
-        space=spec.space or data.space or DEFAULT_SPACE,
+        images=images,
         tissues=tissues,
         outcome=data.outcome,
-        on_grid_mismatch=data.on_grid_mismatch,
         with_images=with_images,
-        layout=spec.layout or data.layout,
         treatment=spec.treatment,
     )
 

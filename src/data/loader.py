@@ -79,17 +79,45 @@ class Cohort:
         return len(self.participants)
 
 
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where a cohort's tissue maps are and how they are named: what differs between BIDS derivatives, CAT12
+    and fMRIPrep/sMRIPrep outputs, and between the sites of a consortium.
+
+    Attributes
+    ----------
+    naming : {"bids", "fmriprep", "smriprep", "cat12"}
+        How the images are named under ``derivatives/<pipeline>/`` (``data.layout``; see
+        :func:`scan_derivatives`).
+    pipeline : str, optional
+        Derivatives sub-folder; detected when the cohort has exactly one.
+    space : str
+        The ``space-`` entity of the image file names.
+    on_grid_mismatch : {"error", "resample"}
+        An image whose grid (shape, affine) differs from the cohort's reference (the first subject's GM
+        map) is rejected (default), or kept with a warning and resampled by the feature step.
+    """
+
+    naming: str = "bids"
+    pipeline: str | None = None
+    space: str = DEFAULT_SPACE
+    on_grid_mismatch: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.naming not in LAYOUTS:
+            raise ValueError(f"data.layout must be one of {list(LAYOUTS)}, got {self.naming!r}")
+        if self.on_grid_mismatch not in ("error", "resample"):
+            raise ValueError(f"on_grid_mismatch must be 'error' or 'resample', got {self.on_grid_mismatch!r}")
+
+
 def load_cohort(
     root: str | Path,
     *,
     name: str | None = None,
-    pipeline: str | None = None,
-    space: str = DEFAULT_SPACE,
+    images: ImageLayout | None = None,
     tissues: tuple[str, ...] = ("GM",),
     outcome: OutcomeSpec | None = None,
-    on_grid_mismatch: str = "error",
     with_images: bool = True,
-    layout: str = "bids",
     treatment: str | None = None,
     require_outcome: bool = True,
 ) -> Cohort:
@@ -101,21 +129,14 @@ def load_cohort(
         Cohort folder holding ``participants.tsv`` and ``derivatives/<pipeline>/``.
     name : str, optional
         Cohort name used in messages and outputs; defaults to the folder name.
-    pipeline : str, optional
-        Derivatives sub-folder; detected when the cohort has exactly one.
-    space : str
-        The ``space-`` entity of the image file names.
+    images : ImageLayout, optional
+        Where the tissue maps are and how they are named (default: BIDS names, the contract's space).
     tissues : tuple of str
         Tissue maps every kept subject must have (``GM``, ``WM``, ``CSF``).
     outcome : OutcomeSpec, optional
         How the response label is derived; the contract default when omitted.
-    on_grid_mismatch : {"error", "resample"}
-        An image whose grid (shape, affine) differs from the cohort's reference (the first subject's GM
-        map) is rejected (default), or kept with a warning and resampled by the feature step.
     with_images : bool
         False when the features come from a regional table: no image is looked for.
-    layout : {"bids", "fmriprep", "smriprep", "cat12"}
-        How the images are named under ``derivatives/<pipeline>/`` (see :func:`scan_derivatives`).
     treatment : str, optional
         The treatment the data config declares for this cohort: fills a missing ``treatment`` column, and
         a subject whose ``treatment`` differs is an error.
@@ -132,10 +153,7 @@ def load_cohort(
     root = Path(root)
     name = name or root.name
     outcome = outcome or OutcomeSpec()
-    if layout not in LAYOUTS:
-        raise ValueError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
-    if on_grid_mismatch not in ("error", "resample"):
-        raise ValueError(f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}")
+    images = images or ImageLayout()
     table_path = root / "participants.tsv"
     if not table_path.is_file():
         raise CohortError(f"cohort {name!r}: {table_path} not found (every cohort needs a participants.tsv)")
@@ -166,7 +184,7 @@ def load_cohort(
     participants, excluded = _validate_participants(raw, name, table_path, outcome, require_outcome)
     cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
     if with_images:
-        _attach_images(cohort, pipeline, space, tissues, on_grid_mismatch, layout)
+        _attach_images(cohort, images, tissues)
     log.info(
         "cohort %s: %d subjects (%d responders), %d excluded for missing outcome",
         name,
@@ -443,15 +461,9 @@ def cat12_tiv(gm_image: Path) -> float | None:
     raise CohortError(f"CAT12 report {report} has neither subjectmeasures/vol_TIV nor vol_abs_CGW")
 
 
-def _attach_images(
-    cohort: Cohort,
-    pipeline: str | None,
-    space: str,
-    tissues: tuple[str, ...],
-    on_grid_mismatch: str,
-    layout: str = "bids",
-) -> None:
+def _attach_images(cohort: Cohort, images: ImageLayout, tissues: tuple[str, ...]) -> None:
     name, root = cohort.name, cohort.root
+    pipeline, space, layout = images.pipeline, images.space, images.naming
     deriv = _find_pipeline(root, name, pipeline)
     found = scan_derivatives(deriv, layout, space)
     known = set(cohort.participant_ids) | set(cohort.excluded)
@@ -506,7 +518,7 @@ def _attach_images(
         )
     if layout == "cat12" and "tiv" not in cohort.participants.columns and "GM" in cohort.images:
         _attach_cat12_tiv(cohort)
-    _check_headers(cohort, on_grid_mismatch)
+    _check_headers(cohort, images.on_grid_mismatch)
 
 
 def _confined(root: Path, relative: str, where: str) -> Path:

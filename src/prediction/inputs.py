@@ -17,7 +17,7 @@ import pandas as pd
 
 from src.config.settings import DataSettings, FeaturesSettings, PatientSettings
 from src.data.contract import DEFAULT_SPACE
-from src.data.loader import Cohort, load_cohort, single_image_cohort
+from src.data.loader import Cohort, ImageLayout, load_cohort, single_image_cohort
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.features.extract import FeatureSet, build_feature_table
 from src.utils.errors import MissingInputError, UserInputError
@@ -54,18 +54,16 @@ def is_image(path: Path) -> bool:
 def _folder_cohort(folder: Path, data: DataSettings, tissues: tuple[str, ...]) -> Cohort:
     """A cohort folder of patients (participants.tsv without outcomes + derivatives), read with the data
     config's layout, pipeline, space and grid policy."""
+    images = ImageLayout(data.layout, data.pipeline, data.space or DEFAULT_SPACE, data.on_grid_mismatch)
     options: dict[str, Any] = {
         "name": folder.name,
-        "pipeline": data.pipeline,
-        "space": data.space or DEFAULT_SPACE,
+        "images": images,
         "outcome": data.outcome,
-        "on_grid_mismatch": data.on_grid_mismatch,
-        "layout": data.layout,
         "require_outcome": False,
     }
     listed = load_cohort(folder, with_images=False, **options)
     # TIV: participants.tsv's column, CAT12's reports, or GM + WM + CSF as for training
-    tiv_maps = () if "tiv" in listed.participants or options["layout"] == "cat12" else ("WM", "CSF")
+    tiv_maps = () if "tiv" in listed.participants or images.naming == "cat12" else ("WM", "CSF")
     return load_cohort(folder, tissues=tuple(dict.fromkeys(("GM", *tissues, *tiv_maps))), **options)
 
 
