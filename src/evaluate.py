@@ -94,6 +94,7 @@ def _track(
 ) -> dict:
     """The evaluation runs in MLflow and the champion alias (imported here: evaluating needs no MLflow). A
     failure is one warning: the results are already complete in ``out``."""
+    # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
     from src.tracking.evaluation import log_evaluation
     from src.tracking.registry import evidence_description, promote_if_passing
 

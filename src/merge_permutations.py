@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     observed = observed_statistic(inputs.y, decisions, repeats)
     result = PermutationResult(statistic="mean_bac", observed=observed, null=null, repeats=repeats)
     document = {**result.to_dict(), "key": key, "shards": files}
+    # lazy: matplotlib 0.6 s (benchmarks/import_time.py), only when a merge writes its figure
     from src.tracking.figures import permutation_figure
 
     permutation_figure(null, result.observed, folder)

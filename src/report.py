@@ -61,6 +61,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     settings = config.tracking
     run_ids = [e.training_run_id for e in experiments if e.training_run_id]
     if settings.enabled and run_ids:
+        # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
         from src.tracking.report import log_report
 
         log_report(settings, run_ids, out_dir / "report.html")

@@ -30,7 +30,7 @@ from src.config.settings import ExperimentConfig
 from src.reporting.console import shard_summary, training_summary
 from src.tracking.store import check_store
 from src.utils.errors import UserInputError, user_errors
-from src.utils.io import check_writable
+from src.utils.io import check_writable, write_json_atomic
 from src.utils.logging import progress_wanted, status
 from src.utils.parallel import parallel_backend
 from src.validation.experiment import (
@@ -80,6 +80,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     lines.append(f"  outputs   {out_dir}")
     if tracked is not None:
         lines.append(f"  MLflow    run {tracked.run_id}, model {tracked.registry_uri or tracked.model_uri}")
+        # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
         from src.tracking.server import runs_page
 
         lines.append(
@@ -92,8 +93,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 def _track(
     config: ExperimentConfig, params: dict, inputs: Any, outcome: Any, out_dir: Path, started: float
 ) -> Any:
+    # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
     from src.tracking.training import log_training
-    from src.utils.io import write_json_atomic
 
     status("logging the run to MLflow (model, scorer, figures, fold runs) ...")
     try:
@@ -114,6 +115,7 @@ def _track(
 
 
 def _record_failure(config: ExperimentConfig, params: dict, started: float, error: BaseException) -> None:
+    # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
     from src.tracking.training import record_failed_training
 
     try:

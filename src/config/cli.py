@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
+from src.config.checks import SECTION_KEYS, check_config
 from src.config.settings import ExperimentConfig, settings_from
+from src.utils.errors import EXIT_USER_ERROR, UserInputError, reject_unknown_keys
+from src.utils.logging import configure_logging
 
 SETTINGS = """
 Settings are Hydra overrides, key=value, e.g.:
@@ -28,8 +32,6 @@ Print the composed configuration with --cfg job; Hydra's own options with --hydr
 def start(cfg: Any) -> ExperimentConfig:
     """What every command does first: logging (quiet console, full log file), the config checked (types,
     ranges, unknown keys: one line each) and built into the typed settings the library code takes."""
-    from src.config.checks import check_config
-    from src.utils.logging import configure_logging
 
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
@@ -39,7 +41,6 @@ def start(cfg: Any) -> ExperimentConfig:
 def composed(cfg: Any) -> dict[str, Any]:
     """The composed config as the user gave it, resolved (what is saved beside a model and logged as MLflow
     params): only the entry points hold it; the library takes :class:`ExperimentConfig`."""
-    from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -70,8 +71,6 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
     """The message for the first ``section.key=value`` argument whose key this project does not read
     (``cv.n_trails=5``), with the nearest known key; None if none. Hydra's own message for a key not in
     the config is several lines advising ``+cv.n_trails``, which would then be refused as a typo anyway."""
-    from src.config.checks import SECTION_KEYS
-    from src.utils.errors import UserInputError, reject_unknown_keys
 
     top = set(yaml.safe_load((conf / "config.yaml").read_text())) | set(GROUPS) | {"hydra", "input"}
     for arg in args:
@@ -96,8 +95,6 @@ def run(main: Callable[[], object], doc: str | None) -> None:
         return
     problem = unknown_group_option(sys.argv[1:]) or unknown_override_key(sys.argv[1:])
     if problem is not None:
-        from src.utils.errors import EXIT_USER_ERROR
-
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR)
     main()

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from src.utils.errors import UserInputError, reject_unknown_keys
 from src.utils.parallel import ParallelSettings
 
@@ -307,6 +310,7 @@ class ExperimentConfig:
 def register() -> None:
     """Register the schema with Hydra's ConfigStore: ``schema`` (the whole config) and one node per group
     (``schema/cv``, ...), for tools that compose against it (``defaults: [schema, ...]``)."""
+    # lazy: only tools that compose against the schema need Hydra's store
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -322,8 +326,6 @@ def settings_from(config: Any) -> ExperimentConfig:
     ``config.yaml``): keys absent from it take the dataclasses' defaults. A value of the wrong type or a key
     the schema does not know is one :class:`UserInputError` naming the key (OmegaConf's own message is
     several lines)."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     schema = OmegaConf.structured(ExperimentConfig)
     _writable(schema)  # frozen dataclasses make read-only nodes; the merge below fills them
@@ -338,7 +340,6 @@ def settings_from(config: Any) -> ExperimentConfig:
 
 
 def _writable(node: Any) -> None:
-    from omegaconf import DictConfig, OmegaConf
 
     OmegaConf.set_readonly(node, None)
     if isinstance(node, DictConfig):

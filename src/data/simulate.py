@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from scipy.ndimage import gaussian_filter
+from tqdm.auto import tqdm
 
 from src.data.contract import DEFAULT_SPACE, image_relpath
 from src.data.templates import atlas_on_grid, load_tissue_templates
@@ -304,7 +305,6 @@ def simulate_cohorts(
     n_jobs : int
         Parallel workers over subjects; the files are identical for any value.
     """
-    from tqdm.auto import tqdm
 
     root = Path(root)
     anatomy = build_anatomy(float(sim["resolution"]), str(sim["atlas"]), sim["anatomy"])
@@ -410,6 +410,7 @@ def _write_cohort_metadata(
 
 def main() -> None:
     """Hydra entry point: ``python -m src.data.simulate [overrides]``."""
+    # lazy: `--help` answers before Hydra loads
     import hydra
     from omegaconf import DictConfig
 

@@ -16,6 +16,7 @@ def calibration_table(
     Columns: ``n``, ``mean_predicted``, ``observed_fraction``, ``observed_low``, ``observed_high``. With
     ~50 patients a bin holds ~10: the CIs say how little a single bin shows.
     """
+    # lazy: statsmodels 0.36 s (benchmarks/import_time.py), only for calibration tables
     from statsmodels.stats.proportion import proportion_confint
 
     y = np.asarray(y, int)
@@ -43,6 +44,7 @@ def calibration_table(
 def decision_curve(y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | None = None) -> pd.DataFrame:
     """Net benefit of 'give ketamine if predicted P(response) >= pt' vs treat all / treat none
     (``dcurves.dca``; net benefit = TP/n - FP/n * pt / (1 - pt), Vickers & Elkin 2006)."""
+    # lazy: dcurves 0.9 s (benchmarks/import_time.py), only for decision curves
     from dcurves import dca
 
     thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds, float)

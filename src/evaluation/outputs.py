@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import nibabel as nib
 import numpy as np
 import pandas as pd
+from nilearn import plotting
+from sklearn.metrics import roc_curve
 
 from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.locked import Evaluation
+from src.interpretation.regions import paint_features
 from src.utils.io import write_json_atomic, write_text_atomic
 from src.utils.style import cohort_colour
 from src.utils.tables import markdown_table
@@ -25,8 +29,8 @@ def curves_figure(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray, np.
     """``curves.png`` (ROC, calibration with 95 % Wilson CIs, decision curves; one colour per cohort) and
     the tables behind it: ``calibration.csv``, ``decision_curve.csv`` and ``plots/<kind>/<cohort>.csv``
     (DVC plots)."""
+    # lazy: matplotlib 0.6 s (benchmarks/import_time.py), only for figures
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     dca_rows, cal_rows = [], []
@@ -94,10 +98,6 @@ def write_maps(out: Path, regions: pd.DataFrame, features_dir: Path) -> str:
     """``maps/weight.nii.gz``, ``maps/cvr.nii.gz`` and ``maps/cvr_map.png`` of a linear model; for other
     models or features without an image (a user's table) a ``maps/README.txt`` saying why. Returns the
     note (empty when maps were written)."""
-    import nibabel as nib
-    from nilearn import plotting
-
-    from src.interpretation.regions import paint_features
 
     out.mkdir()  # always created (a DVC output)
     if "cvr" not in regions:

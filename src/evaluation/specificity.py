@@ -69,6 +69,7 @@ def auc_difference_test(
 def interaction_test(y: np.ndarray, scores: np.ndarray, ketamine: np.ndarray) -> dict[str, float]:
     """Likelihood-ratio test of score x treatment in
     ``logit P(response) ~ score + ketamine + score:ketamine`` (score standardised: effects per SD)."""
+    # lazy: statsmodels 0.36 s (benchmarks/import_time.py), only for the interaction test
     import statsmodels.api as sm
 
     y = np.asarray(y, int)

@@ -20,6 +20,7 @@ from src.features.feature_sets import build_feature_set
 
 def main() -> None:
     """Hydra entry point."""
+    # lazy: `--help` answers before Hydra loads
     import hydra
     from omegaconf import DictConfig
 

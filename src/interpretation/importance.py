@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.inspection import permutation_importance
 
 from src.interpretation.regions import read_feature_regions, weight_summary
+from src.interpretation.weight_test import weight_permutation_test
+from src.utils.logging import status
 from src.validation.ensemble import EnsembleModel
 
 FDR = 0.05  # the false-discovery rate of the regions called selected
@@ -49,9 +53,6 @@ def model_regions(
     )
     fold_params = model.info.get("fold_params")
     if n_permutations and fold_params and "response" in training:
-        from src.interpretation.weight_test import weight_permutation_test
-        from src.utils.logging import status
-
         status(f"weights: permutation test, {n_permutations} permutations of the first repeat's folds ...")
         tested = weight_permutation_test(
             fold_params,
@@ -71,7 +72,6 @@ def model_regions(
 def _fold_importance(
     fold_model: object, test: pd.DataFrame, columns: list[str], n_covariates: int, seed: int
 ):
-    from sklearn.inspection import permutation_importance
 
     result = permutation_importance(
         fold_model, test[columns], test["response"], scoring="roc_auc", n_repeats=5, random_state=seed
@@ -85,9 +85,6 @@ def permutation_importance_table(
     """Out-of-fold permutation importance (AUC drop) per feature: each fold model scored on the subjects it
     never saw (``sklearn.inspection.permutation_importance``, 5 shuffles, seed + fold), mean and SE over
     the fold models; the fold models in ``n_jobs`` processes (same numbers with any number)."""
-    from joblib import Parallel, delayed
-
-    from src.utils.logging import status
 
     status(
         f"permutation importance: {len(model.feature_columns)} features x {len(model.models)} fold models ..."

@@ -11,7 +11,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
+from scipy.stats import false_discovery_control, norm
 
+from src.data.templates import ATLASES, load_atlas
 from src.interpretation.weights import feature_weights
 
 _LOBES = [
@@ -104,8 +106,6 @@ def weight_summary(
     if training is not None:
         table["standardised_weight"] = mean * training[list(feature_columns)].std().to_numpy()
     if test_fraction is not None and len(W) > 1:
-        from scipy.stats import false_discovery_control, norm
-
         inflation = np.sqrt((1 / len(W) + test_fraction / (1 - test_fraction)) * len(W))
         table["cvr_corrected"] = cvr / inflation
         p = 2 * norm.sf(np.abs(np.nan_to_num(table["cvr_corrected"].to_numpy())))
@@ -174,7 +174,6 @@ def paint_features(table: pd.DataFrame, features_dir: str | Path) -> tuple[dict[
     """``table``'s ``mean_weight`` and ``cvr`` per ``feature`` as brain images: voxel features through the
     feature set's mask, regional features painted onto their bundled atlas (GM regions). ({}, note) when the
     features have no image to go to (a user's regional table)."""
-    from src.data.templates import ATLASES, load_atlas
 
     features_dir = Path(features_dir)
     if (features_dir / "mask.nii.gz").is_file():

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import false_discovery_control
 
 from src.models.pipeline import build_pipeline
 from src.validation.kernels import fit_svc
@@ -86,7 +87,6 @@ def weight_permutation_test(
     ``training``: the discovery table (``participant_id``, covariates, features, ``response``), in any row
     order; ``fold_params``/``fold_test_ids``: the locked model's folds (``EnsembleModel.info``), repeat by
     repeat. Permutation i's labels derive from (``seed``, i) only."""
-    from scipy.stats import false_discovery_control
 
     k = first_repeat(fold_test_ids)
     ids = training["participant_id"].astype(str).to_numpy()

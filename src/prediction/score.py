@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from src.models.harmonize import SiteAligner
 from src.utils.errors import UserInputError
 from src.validation.ensemble import EnsembleModel
 
@@ -162,7 +163,6 @@ def align_unseen_sites(
     without the ``training`` table) they are scored as they are and the note says the score may be shifted.
     Returns (table, one note per patient).
     """
-    from src.models.harmonize import SiteAligner
 
     seen = set((model.info.get("training_covariates") or {}).get("site", []))
     notes = [""] * len(table)

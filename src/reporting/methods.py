@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
 from src.config.settings import ExperimentConfig, FeaturesSettings, ModelSettings
 from src.data.cohorts import discovery_cohort
 
@@ -57,7 +59,6 @@ def tripod_ai_methods(
     train : the train ``metrics.json`` document.
     evaluation : the evaluate ``metrics.json`` document (None if the experiment was not evaluated).
     """
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     cohorts = (evaluation or {}).get("cohorts", {})
     environment = Environment(

@@ -60,6 +60,7 @@ def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[
     """Optimisation history over all inner-loop studies (mean ± SD of the best value so far) and the
     parameter importances of the pooled trials (PED-ANOVA: milliseconds, where fANOVA's forest took ~25 s
     on the 3000 trials of the default analysis)."""
+    # lazy: plotly, only for the MLflow figures
     from optuna.visualization import matplotlib as ovm
 
     studies = studies_from_trials(trials, space)

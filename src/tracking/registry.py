@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from src.evaluation.results import CohortResult
+from src.tracking.evaluation import load_registered_model, read_training_run
 from src.tracking.store import TrackingSettings, connect
 from src.tracking.training import SCORER_SUFFIX
 from src.utils.provenance import training_model_uri
-from src.validation.ensemble import EnsembleModel
+from src.validation.ensemble import EnsembleModel, ModelIntegrityError, load_trained_model, recorded_sha256
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ def load_by_alias(settings: TrackingSettings, alias: str, local_dir: Path) -> tu
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from src.tracking.evaluation import load_registered_model
-
     connect(settings)
     client = mlflow.tracking.MlflowClient()
     uri = f"models:/{settings.model_name}@{alias}"
@@ -143,12 +142,9 @@ def load_locked_model(settings: TrackingSettings, train_dir: Path, local_dir: Pa
     DVC-versioned copy is used with one warning and nothing is logged to MLflow. A model file that fails
     verification is an error wherever it comes from.
     """
-    from src.validation.ensemble import ModelIntegrityError, load_trained_model, recorded_sha256
 
     recorded_sha256(train_dir)  # the DVC copy's record is checked even when the registry's copy is used
     if settings.enabled:
-        from src.tracking.evaluation import load_registered_model, read_training_run
-
         training = read_training_run(train_dir)
         if training is None:
             log.warning("%s was trained with tracking off: using %s", train_dir, train_dir / "model")
@@ -174,7 +170,6 @@ def model_for_prediction(
     when tracking is on and the store has one, else the verified DVC copy in ``train_dir`` (the returned
     source says why). A model that fails verification, or has no recorded hash, is an error wherever it
     comes from."""
-    from src.validation.ensemble import ModelIntegrityError, load_trained_model
 
     reason = "tracking off" if not settings.enabled else "no registry alias configured"
     if settings.enabled and alias:

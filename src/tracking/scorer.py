@@ -26,6 +26,7 @@ class PatientScorer(PythonModel):
     ``threshold``, ``coverage`` and ``distance_percentile`` (defaults: the training config's ``predict``)."""
 
     def load_context(self, context: Any) -> None:
+        # lazy: MLflow loads this model-from-code file before the project is on its path
         from src.validation.ensemble import read_model_file
 
         config = context.model_config
@@ -33,6 +34,7 @@ class PatientScorer(PythonModel):
         self.settings = {key: float(config[key]) for key in SETTINGS}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        # lazy: MLflow loads this model-from-code file before the project is on its path
         from src.prediction.score import predict_patients
 
         table = pd.DataFrame(model_input)

@@ -110,7 +110,10 @@ def postgres_server(data_dir: str | Path, host: str = "127.0.0.1") -> Iterator[s
     listens on a Unix socket only; the server is restarted to listen on ``host``:port as ``mlflow server``
     and remote workers expect.
     """
+    # lazy: an optional test dependency (the PostgreSQL store)
     import pgserver
+
+    # lazy: an optional test dependency (the PostgreSQL store)
     from pgserver._commands import pg_ctl
 
     server = pgserver.get_server(Path(data_dir), cleanup_mode="stop")

@@ -10,7 +10,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from filelock import FileLock
+
 from src.config.settings import TrackingSettings
+from src.utils.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +102,6 @@ def check_store(settings: TrackingSettings) -> str:
     A local store is created under a file lock (``<root>/.lock``), so that two first runs do not race on
     creating the database. Any failure (corrupt database, unreachable server) is one
     :class:`~src.utils.errors.UserInputError` naming the store, raised before the nested CV."""
-    from filelock import FileLock
-
-    from src.utils.errors import UserInputError
 
     lock = contextlib.nullcontext()
     if settings.is_local:

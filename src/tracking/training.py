@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import ExperimentConfig, PredictSettings, TrackingSettings
+from src.interpretation.importance import model_regions
 from src.models.search_space import to_choice
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
+from src.tracking.scorer import SETTINGS
 from src.tracking.store import (
     flatten,
     killed_on_interrupt,
@@ -28,8 +30,8 @@ from src.tracking.store import (
     shown,
 )
 from src.utils.io import file_sha256
-from src.utils.provenance import git_state, package_versions
-from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError
+from src.utils.provenance import dvc_output_md5, git_state, package_versions
+from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError, model_file
 from src.validation.experiment import TrainingInputs, TrainingOutcome
 from src.validation.metrics import METRICS, binary_metrics
 
@@ -181,9 +183,6 @@ def _log_training(
 ) -> TrainingRun:
     import mlflow
     from mlflow.tracking import MlflowClient
-
-    from src.interpretation.importance import model_regions
-    from src.utils.provenance import dvc_output_md5
 
     settings, model, document, result = config.tracking, outcome.model, outcome.document, outcome.result
     start = time.perf_counter()
@@ -439,9 +438,6 @@ def _log_scorer(settings: TrackingSettings, model_dir: Path, predict: PredictSet
     copy's arrays-only ``model.npz`` (or ``model.skops``), verified against its sha256 when the model loads.
     """
     import mlflow
-
-    from src.tracking.scorer import SETTINGS
-    from src.validation.ensemble import model_file
 
     path = model_file(model_dir)
     with quiet_stderr():

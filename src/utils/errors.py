@@ -90,6 +90,7 @@ def _stop_workers() -> None:
     if "joblib" not in sys.modules:
         return
     try:
+        # lazy: only on an interruption
         from joblib.externals.loky import get_reusable_executor
 
         get_reusable_executor().shutdown(wait=True, kill_workers=True)

@@ -55,6 +55,7 @@ def parallel_backend(settings: ParallelSettings, n_jobs: int) -> Iterator[str]:
     if settings.backend == "loky":
         yield f"loky, n_jobs={n_jobs}"
         return
+    # lazy: dask.distributed 0.26 s (benchmarks/import_time.py), only for parallel.backend=dask
     from dask.distributed import Client, LocalCluster
 
     cluster = None

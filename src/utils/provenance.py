@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 PACKAGES = (
     "numpy",
     "scipy",
@@ -80,7 +82,6 @@ def dvc_output_md5(path: str | Path, lock: str | Path = "dvc.lock") -> str | Non
     lock = Path(lock)
     if not lock.is_file():
         return None
-    import yaml
 
     target = Path(path).resolve()
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})

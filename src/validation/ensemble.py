@@ -15,6 +15,8 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from src.data.contract import SEXES, TABLE_META_COLUMNS
@@ -68,8 +70,6 @@ def platt_scaling(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) of Platt's sigmoid ``P = 1 / (1 + exp(-(slope * score + intercept)))`` fitted on
     decision scores: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(.), method="sigmoid")``, i.e.
     Platt (1999) with its smoothed targets. Kept as two numbers, so a saved model holds no pickle."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
 
     y = np.asarray(y, int)
     calibrated = CalibratedClassifierCV(FrozenEstimator(_Scores()), method="sigmoid")
@@ -349,6 +349,7 @@ class EnsembleModel:
         JSON only, readable with numpy alone and loaded without pickle. Other ensembles (e.g. RBF
         pipelines) are written as ``model.skops`` with :data:`TRUSTED_TYPES`. Both are byte-reproducible.
         """
+        # lazy: skops 0.9 s (benchmarks/import_time.py), only for object (RBF) model files
         import skops.io as sio
 
         folder = Path(folder)
@@ -622,6 +623,7 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
         The file's hash differs from the recorded one (both named), it holds untrusted types (listed), or it
         is not a model file of this project.
     """
+    # lazy: skops 0.9 s (benchmarks/import_time.py), only for object (RBF) model files
     import skops.io as sio
 
     path = Path(path)

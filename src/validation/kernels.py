@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from src.models.residualize import least_squares
 
@@ -242,8 +243,6 @@ def fit_svc(gram: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> tuple[np
     tol = float(params.get("tol", SVC_DEFAULTS["tol"]))
     max_iter = int(params.get("max_iter", -1))
     if _libsvm is None:  # pragma: no cover
-        from sklearn.svm import SVC
-
         svc = SVC(
             kernel="precomputed", C=C, tol=tol, max_iter=max_iter, class_weight=params.get("class_weight")
         )

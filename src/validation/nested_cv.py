@@ -27,6 +27,8 @@ import pandas as pd
 from joblib import delayed
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import ThreadpoolController
+from tqdm.auto import tqdm
 
 from src.config.settings import CVConfig
 from src.models.linear import AffineDecision, compact
@@ -245,8 +247,6 @@ def _single_threaded_blas(function: Any) -> Any:
     def limited(*args: Any, **kwargs: Any) -> Any:
         global _THREADS
         if _THREADS is None:
-            from threadpoolctl import ThreadpoolController
-
             _THREADS = ThreadpoolController()
         with _THREADS.limit(limits=1, user_api="blas"):
             return function(*args, **kwargs)
@@ -532,7 +532,6 @@ def run_nested_cv(
         interrupted after k folds resumes at k with the same results. Its name should carry
         :func:`~src.validation.checkpoints.checkpoint_key` of the data, labels, settings, seed and code.
     """
-    from tqdm.auto import tqdm
 
     y = np.asarray(y).astype(int)
     if len(X) != len(y):

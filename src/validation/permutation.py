@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 from joblib import delayed
 from sklearn.base import clone
+from tqdm.auto import tqdm
 
 from src.utils.logging import RateLines
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.estimator import NestedCVClassifier
-from src.validation.metrics import permutation_p_value
+from src.validation.metrics import binary_metrics, permutation_p_value
 from src.validation.nested_cv import CVConfig
 from src.validation.seeds import Stream, derive_seed
 
@@ -50,7 +51,6 @@ class PermutationResult:
 
 
 def _statistic(y: np.ndarray, decision: np.ndarray) -> float:
-    from src.validation.metrics import binary_metrics
 
     return float(np.mean([binary_metrics(y, decision[:, r])["bac"] for r in range(decision.shape[1])]))
 
@@ -79,7 +79,6 @@ def permutation_values(
     scheme (:func:`permutation_cv` gives one with fewer repeats); ``estimator.n_jobs`` workers run
     permutations side by side. ``progress``: a bar (a terminal); ``status_lines``: the rate and the
     estimated finish as status lines instead."""
-    from tqdm.auto import tqdm
 
     y = np.asarray(y).astype(int)
     known = read_checkpoint(checkpoint)
