@@ -160,3 +160,23 @@ def test_params_of_the_wrong_shape_are_one_error(tmp_path, text, expected):
     with pytest.raises(UserInputError) as error:
         pipeline_feature_sets(params, FeaturesSettings(name="gm_roi"))
     assert str(error.value).startswith(str(params)) and expected in str(error.value)
+
+
+def test_the_typed_settings_are_registered_with_hydra(tmp_path):
+    """The dataclasses are Hydra structured configs: a config composed on the registered ``schema`` gets its
+    types from them (``cv.repeats=abc`` is refused by Hydra itself; without the schema it would pass)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from src.config.settings import ExperimentConfig, register
+
+    register()
+    (tmp_path / "typed.yaml").write_text("defaults:\n  - schema\n  - _self_\ncv:\n  repeats: 3\n")
+    (tmp_path / "untyped.yaml").write_text("cv:\n  repeats: 3\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        cfg = compose(config_name="typed")
+        assert cfg.cv.repeats == 3 and cfg.cv.inner_folds == ExperimentConfig().cv.inner_folds
+        assert cfg.data.outcome.threshold == 0.5  # every group's defaults come with it
+        with pytest.raises(ConfigCompositionException, match="cv.repeats"):
+            compose(config_name="typed", overrides=["cv.repeats=abc"])
+        assert compose(config_name="untyped", overrides=["cv.repeats=abc"]).cv.repeats == "abc"

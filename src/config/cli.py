@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from src.config.checks import SECTION_KEYS, check_config
-from src.config.settings import ExperimentConfig, settings_from
+from src.config.settings import ExperimentConfig, register, settings_from
 from src.utils.errors import EXIT_USER_ERROR, UserInputError, reject_unknown_keys
 from src.utils.logging import configure_logging
 
@@ -97,4 +97,5 @@ def run(main: Callable[[], object], doc: str | None) -> None:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR)
+    register()  # the typed schema in Hydra's ConfigStore (`defaults: [schema]` in a config of your own)
     main()

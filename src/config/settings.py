@@ -14,7 +14,9 @@ user's, e.g. the simulation's parameters or the search space: not checked agains
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,11 +316,17 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    store.store(name="schema", node=ExperimentConfig)
-    for name, kind in ExperimentConfig.__annotations__.items():
-        schema = globals().get(str(kind))
-        if isinstance(schema, type) and hasattr(schema, "__dataclass_fields__"):
-            store.store(group="schema", name=name, node=schema)
+    store.store(name="schema", node=_structured(ExperimentConfig))
+    for name, kind in typing.get_type_hints(ExperimentConfig).items():
+        if dataclasses.is_dataclass(kind):
+            store.store(group="schema", name=name, node=_structured(kind))
+
+
+def _structured(schema: type) -> Any:
+    """The dataclass as an OmegaConf node Hydra can merge into (a frozen dataclass makes read-only nodes)."""
+    node = OmegaConf.structured(schema)
+    _writable(node)
+    return node
 
 
 def settings_from(config: Any) -> ExperimentConfig:
