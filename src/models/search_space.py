@@ -26,9 +26,11 @@ class SearchSpace:
     fixed: Mapping[str, Any]
 
     @classmethod
-    def from_config(cls, model_cfg: Mapping[str, Any]) -> SearchSpace:
-        """The search space of a model section given as a mapping (``search_space``, ``fixed``), checked."""
-        space = dict(model_cfg.get("search_space") or {})
+    def from_settings(cls, model: ModelSettings) -> SearchSpace:
+        """The search space and fixed parameters of a model's typed settings, checked: each spec (the user's
+        mapping, ``{type, low, high, log, grid, choices}``) has a known type, choices if categorical, and
+        low <= high."""
+        space = dict(model.search_space or {})
         for name, spec in space.items():
             kind = spec.get("type")
             if kind not in ("float", "int", "categorical"):
@@ -39,12 +41,16 @@ class SearchSpace:
                 raise UserInputError(f"search space {name!r}: categorical needs 'choices'")
             if kind != "categorical" and not spec["low"] <= spec["high"]:
                 raise UserInputError(f"search space {name!r}: need low <= high")
-        return cls(params=space, fixed=dict(model_cfg.get("fixed") or {}))
+        return cls(params=space, fixed=dict(model.fixed or {}))
 
     @classmethod
-    def from_settings(cls, model: ModelSettings) -> SearchSpace:
-        """The search space and fixed parameters of a model's typed settings."""
-        return cls.from_config({"search_space": model.search_space, "fixed": model.fixed})
+    def from_config(cls, model: Mapping[str, Any]) -> SearchSpace:
+        """:meth:`from_settings` of a model section given as a mapping (a ``conf/model/*.yaml`` file)."""
+        return cls.from_settings(
+            ModelSettings(
+                search_space=dict(model.get("search_space") or {}), fixed=dict(model.get("fixed") or {})
+            )
+        )
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw one parameter set (fixed parameters included)."""
