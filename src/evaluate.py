@@ -101,17 +101,7 @@ def _track(
     status("logging the evaluation to MLflow ...")
     try:
         with quiet_stderr():
-            runs = log_evaluation(
-                settings,
-                locked.training,
-                results=evaluation.results,
-                aligned=evaluation.aligned,
-                tables=evaluation.scored,
-                input_columns=locked.model.input_columns,
-                specificity=evaluation.specificity,
-                outputs=out,
-                model=locked.model,
-            )
+            runs = log_evaluation(settings, locked.training, evaluation, locked.model, out)
             champion = config.evaluation.champion
             promotion = promote_if_passing(
                 settings,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.evaluation.locked import Evaluation
 from src.evaluation.results import CohortResult
 from src.tracking.store import (
     TrackingSettings,
@@ -122,16 +123,15 @@ def cohort_metrics(result: CohortResult, aligned: CohortResult | None) -> dict[s
 def log_evaluation(
     settings: TrackingSettings,
     training: Mapping[str, Any],
-    *,
-    results: Mapping[str, CohortResult],
-    aligned: Mapping[str, CohortResult],
-    tables: Mapping[str, pd.DataFrame],
-    input_columns: list[str],
-    specificity: Mapping[str, Any],
-    outputs: Path,
+    evaluation: Evaluation,
     model: EnsembleModel,
+    outputs: Path,
 ) -> dict[str, str]:
     """Log every evaluation cohort as its own run and summarise them on the training run.
+
+    ``evaluation`` (:func:`~src.evaluation.locked.evaluate_locked_model`) gives each cohort group's result,
+    site-aligned result and scored table and the treatment-specificity tests; ``outputs`` is the written
+    ``evaluate/`` folder (its files become artifacts); ``training`` the MLflow training record.
 
     Each cohort run holds MLflow's classifier evaluation of the registered model (``mlflow.models.evaluate``:
     accuracy, precision, recall, F1, ROC AUC, log loss, ROC/PR/calibration/confusion plots, the dataset as a
@@ -142,6 +142,8 @@ def log_evaluation(
     import mlflow
     from mlflow.entities import Metric
 
+    results, aligned, tables = evaluation.results, evaluation.aligned, evaluation.scored
+    input_columns, specificity = model.input_columns, evaluation.specificity
     connect(settings)
     experiment_id = training[
         "experiment_id"
