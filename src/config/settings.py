@@ -193,6 +193,24 @@ class ReportSettings:
 
 
 @dataclass(frozen=True)
+class RopeSettings:
+    """Half-widths of the region of practical equivalence, in each metric's units (0.01 = 1 BAC point)."""
+
+    bac: float = field(default=0.01, metadata=_interval(0.0, 1.0, True, False))
+    auc: float = field(default=0.01, metadata=_interval(0.0, 1.0, True, False))
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Paired comparison of trained experiments (``compare``; ``python -m src.compare``)."""
+
+    experiments: list[str] | None = None
+    rope: RopeSettings = field(default_factory=RopeSettings)
+    n_bootstrap: int = field(default=2000, metadata=_min(1))
+    dir: str = "outputs/comparisons"
+
+
+@dataclass(frozen=True)
 class PathsSettings:
     """Where data and results live (``paths``)."""
 
@@ -302,6 +320,7 @@ class ExperimentConfig:
     predict: PredictSettings = field(default_factory=PredictSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
     paths: PathsSettings = field(default_factory=PathsSettings)
     data: DataSettings = field(default_factory=DataSettings)
     features: FeaturesSettings = field(default_factory=FeaturesSettings)

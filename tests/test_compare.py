@@ -1,0 +1,107 @@
+"""`python -m src.compare`: paired comparisons of trained experiments, refused when they are not paired."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, subprocess_env, train_tiny
+from scipy import stats
+from test_train import contract_table
+
+from src.evaluation.comparison import delong_test
+from src.evaluation.model_comparison import TrainedExperiment, check_paired, cohort_comparison
+from src.utils.errors import UserInputError
+
+
+@pytest.fixture(scope="module")
+def two_trained(tmp_path_factory):
+    """The same table, seed and splits; a linear and an RBF SVC: outputs/<linear|rbf>/train."""
+    work = tmp_path_factory.mktemp("compare")
+    table = contract_table(n=40, seed=4, signal=1.0)
+    out = work / "outputs"
+    for name, overrides in (("linear", ()), ("rbf", ("model=svc_rbf",))):
+        train_tiny(work / name, table, "cv.repeats=2", *overrides)
+        shutil.move(work / name / "out" / "gm_only", out / name)
+    return work, out
+
+
+def test_compare_two_experiments_on_the_discovery_cv(two_trained):
+    work, out = two_trained
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.compare",
+            "compare.experiments=[linear,rbf]",
+            f"paths.output={out}",
+            "tracking.enabled=false",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads((out / "comparisons" / "linear-rbf" / "comparison.json").read_text())
+    pair = document["pairs"][0]
+    assert (pair["a"], pair["b"]) == ("linear", "rbf") and pair["cohorts"] == {}
+    # independently: the outer-fold BAC differences of the two folds.csv, paired by (repeat, fold)
+    folds = {
+        n: pd.read_csv(out / n / "train" / "folds.csv").set_index(["repeat", "fold"])
+        for n in ("linear", "rbf")
+    }
+    d = (folds["rbf"]["outer_bac"] - folds["linear"]["outer_bac"]).to_numpy()
+    fraction = (folds["linear"]["n_test"] / folds["linear"]["n_train"]).mean()
+    t = d.mean() / np.sqrt((1 / len(d) + fraction) * d.var(ddof=1))
+    test = pair["discovery"]["bac"]["corrected_ttest"]
+    assert test["mean"] == pytest.approx(d.mean()) and test["df"] == len(d) - 1 == 5
+    assert test["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
+    bayes = pair["discovery"]["bac"]["bayesian"]
+    assert bayes["p_a_better"] + bayes["p_equivalent"] + bayes["p_b_better"] == pytest.approx(1.0)
+    assert "discovery BAC" in done.stdout and (out / "comparisons" / "linear-rbf" / "comparison.md").is_file()
+
+
+def test_unpaired_experiments_are_refused(two_trained, tmp_path):
+    _, out = two_trained
+    a = TrainedExperiment.load("linear", out / "linear")
+    b = TrainedExperiment.load("rbf", out / "rbf")
+    check_paired(a, b)
+    b.seed = 7
+    with pytest.raises(UserInputError, match=r"different seed \(2026 vs 7\)"):
+        check_paired(a, b)
+    b.seed = a.seed
+    b.oof = b.oof.assign(fold=(b.oof["fold"] + 1) % 3)
+    with pytest.raises(UserInputError, match="outer folds differ"):
+        check_paired(a, b)
+    with pytest.raises(UserInputError, match="at least two"):
+        from src.evaluation.model_comparison import compare_experiments
+
+        compare_experiments([a], {"bac": 0.01, "auc": 0.01}, 10, 1)
+
+
+def test_each_evaluation_group_gets_delong_and_a_paired_bootstrap(two_trained):
+    _, out = two_trained
+    a = TrainedExperiment.load("linear", out / "linear")
+    b = TrainedExperiment.load("rbf", out / "rbf")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 30)
+    scored = pd.DataFrame(
+        {"participant_id": [f"sub-e{i:02d}" for i in range(30)], "cohort": "ext", "response": y}
+    )
+    a.evaluated = scored.assign(decision=y + rng.normal(0, 1, 30))
+    b.evaluated = scored.assign(decision=y + rng.normal(0, 0.5, 30))
+    a.groups = b.groups = {"external": ["ext"]}
+    result = cohort_comparison(a, b, n_bootstrap=500, seed=1)["external"]
+    expected = delong_test(y, a.evaluated["decision"], b.evaluated["decision"])
+    assert result["delong"]["p_value"] == pytest.approx(expected.p_value) and result["n"] == 30
+    low, high = result["bac"]["ci95"]
+    assert low <= result["bac"]["difference"] <= high
+    b.evaluated = b.evaluated.iloc[1:]
+    with pytest.raises(UserInputError, match="scored different subjects"):
+        cohort_comparison(a, b, n_bootstrap=10, seed=1)
