@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from omegaconf import DictConfig
 
 from src.config.cli import run, start
 from src.config.params import read_params
+from src.config.settings import ExperimentConfig
 from src.evaluation.model_comparison import TrainedExperiment, compare_experiments, comparison_table
+from src.tracking.store import check_store
 from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
 
@@ -49,6 +52,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if len(names) < 2:
         raise UserInputError(f"compare.experiments lists {names}: a comparison needs at least two")
     experiments = [TrainedExperiment.load(name, Path(config.paths.output) / name) for name in names]
+    if config.tracking.enabled:
+        check_store(config.tracking)  # before the work: a store that cannot be opened is one error
     rope = {"bac": config.compare.rope.bac, "auc": config.compare.rope.auc}
     document = compare_experiments(experiments, rope, config.compare.n_bootstrap, config.seed)
     table = comparison_table(document)
@@ -61,7 +66,30 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     print(f"comparison of {', '.join(names)} (pairs: B - A; p corrected/DeLong, Holm over pairs):")
     print(shown)
     print(f"  written   {out}")
+    if config.tracking.enabled:
+        _track(config, names, document, out)
     return document
+
+
+def _track(config: ExperimentConfig, names: list[str], document: dict[str, Any], out: Path) -> None:
+    """One MLflow run per pair in the ``comparisons`` experiment; a failure is one warning (the files are
+    written)."""
+    # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
+    from src.tracking.comparison import log_comparison
+
+    runs = {}
+    for name in names:
+        record = Path(config.paths.output) / name / "train" / "tracking.json"
+        runs[name] = (json.loads(record.read_text()) or {}).get("run_id") if record.is_file() else None
+    try:
+        logged = log_comparison(config.tracking, document, out, runs)
+    except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+        log.warning(
+            "MLflow logging failed (%s: %s); the comparison is complete in %s", type(err).__name__, err, out
+        )
+        return
+    for pair, run_id in logged.items():
+        print(f"  MLflow    {pair}: run {run_id} (experiment 'comparisons')")
 
 
 if __name__ == "__main__":

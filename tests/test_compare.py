@@ -105,3 +105,41 @@ def test_each_evaluation_group_gets_delong_and_a_paired_bootstrap(two_trained):
     b.evaluated = b.evaluated.iloc[1:]
     with pytest.raises(UserInputError, match="scored different subjects"):
         cohort_comparison(a, b, n_bootstrap=10, seed=1)
+
+
+@pytest.mark.slow
+def test_a_comparison_is_an_mlflow_run_beside_the_experiments(two_trained, tmp_path):
+    """Tracking on (a real SQLite store): one run per pair in the `comparisons` experiment, tagged with the
+    compared experiments, its metrics those of comparison.json, its artifacts the written files."""
+    from mlflow.tracking import MlflowClient
+
+    _, out = two_trained
+    store = tmp_path / "mlruns"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.compare",
+            "compare.experiments=[linear,rbf]",
+            f"paths.output={out}",
+            f"compare.dir={tmp_path / 'comparisons'}",
+            f"tracking.root={store}",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("comparisons")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["compared.a"] == "linear" and run.data.tags["compared.b"] == "rbf"
+    assert run.data.tags["run_role"] == "comparison"
+    document = json.loads((tmp_path / "comparisons" / "linear-rbf" / "comparison.json").read_text())
+    p = document["pairs"][0]["discovery"]["bac"]["corrected_ttest"]["p_value"]
+    assert run.data.metrics["discovery_bac_p"] == pytest.approx(p, abs=1e-4)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
+    assert "comparison/comparison.json" in artifacts
+    assert f"rbf vs linear: run {run.info.run_id}" in done.stdout
