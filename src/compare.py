@@ -63,7 +63,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         table.to_csv(tmp / "comparison.csv", index=False)
         shown = table.round(3).to_markdown(index=False, tablefmt="github")
         write_text_atomic(tmp / "comparison.md", shown + "\n")
-    print(f"comparison of {', '.join(names)} (pairs: B - A; p corrected/DeLong, Holm over pairs):")
+    print(
+        f"comparison of {', '.join(names)}: B - A is the mean outer-fold difference (discovery) or the AUC "
+        "difference (DeLong); p: corrected repeated-CV t-test or DeLong, Holm over pairs"
+    )
     print(shown)
     print(f"  written   {out}")
     if config.tracking.enabled:
