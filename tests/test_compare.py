@@ -31,23 +31,19 @@ def two_trained(tmp_path_factory):
     return work, out
 
 
-def test_compare_two_experiments_on_the_discovery_cv(two_trained):
-    work, out = two_trained
+def _compare(out, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m src.compare` of the two trained experiments under ``out``; asserts it succeeded."""
+    command = [sys.executable, "-m", "src.compare", "compare.experiments=[linear,rbf]", f"paths.output={out}"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.compare",
-            "compare.experiments=[linear,rbf]",
-            f"paths.output={out}",
-            "tracking.enabled=false",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+        [*command, *overrides], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_compare_two_experiments_on_the_discovery_cv(two_trained):
+    work, out = two_trained
+    done = _compare(out, "tracking.enabled=false")
     document = json.loads((out / "comparisons" / "linear-rbf" / "comparison.json").read_text())
     pair = document["pairs"][0]
     assert (pair["a"], pair["b"]) == ("linear", "rbf") and pair["cohorts"] == {}
@@ -115,22 +111,7 @@ def test_a_comparison_is_an_mlflow_run_beside_the_experiments(two_trained, tmp_p
 
     _, out = two_trained
     store = tmp_path / "mlruns"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.compare",
-            "compare.experiments=[linear,rbf]",
-            f"paths.output={out}",
-            f"compare.dir={tmp_path / 'comparisons'}",
-            f"tracking.root={store}",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _compare(out, f"compare.dir={tmp_path / 'comparisons'}", f"tracking.root={store}")
     uri = f"sqlite:///{store / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("comparisons")
