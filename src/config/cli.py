@@ -32,7 +32,6 @@ Print the composed configuration with --cfg job; Hydra's own options with --hydr
 def start(cfg: Any) -> ExperimentConfig:
     """What every command does first: logging (quiet console, full log file), the config checked (types,
     ranges, unknown keys: one line each) and built into the typed settings the library code takes."""
-
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
     return settings_from(cfg)
@@ -41,7 +40,6 @@ def start(cfg: Any) -> ExperimentConfig:
 def composed(cfg: Any) -> dict[str, Any]:
     """The composed config as the user gave it, resolved (what is saved beside a model and logged as MLflow
     params): only the entry points hold it; the library takes :class:`ExperimentConfig`."""
-
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -71,7 +69,6 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
     """The message for the first ``section.key=value`` argument whose key this project does not read
     (``cv.n_trails=5``), with the nearest known key; None if none. Hydra's own message for a key not in
     the config is several lines advising ``+cv.n_trails``, which would then be refused as a typo anyway."""
-
     top = set(yaml.safe_load((conf / "config.yaml").read_text())) | set(GROUPS) | {"hydra", "input"}
     for arg in args:
         key, sep, _ = arg.partition("=")

@@ -353,9 +353,7 @@ def settings_from(config: Any) -> ExperimentConfig:
     ``config.yaml``): keys absent from it take the dataclasses' defaults. A value of the wrong type or a key
     the schema does not know is one :class:`UserInputError` naming the key (OmegaConf's own message is
     several lines)."""
-
-    schema = OmegaConf.structured(ExperimentConfig)
-    _writable(schema)  # frozen dataclasses make read-only nodes; the merge below fills them
+    schema = _structured(ExperimentConfig)  # writable: the merge below fills it
     try:
         if isinstance(config, DictConfig):
             config = OmegaConf.to_container(config, resolve=True)
@@ -367,7 +365,6 @@ def settings_from(config: Any) -> ExperimentConfig:
 
 
 def _writable(node: Any) -> None:
-
     OmegaConf.set_readonly(node, None)
     if isinstance(node, DictConfig):
         for key in node.keys():

@@ -305,7 +305,6 @@ def simulate_cohorts(
     n_jobs : int
         Parallel workers over subjects; the files are identical for any value.
     """
-
     root = Path(root)
     anatomy = build_anatomy(float(sim["resolution"]), str(sim["atlas"]), sim["anatomy"])
     signature = resolve_signature(anatomy.regions, sim["signature"])

@@ -98,7 +98,6 @@ def write_maps(out: Path, regions: pd.DataFrame, features_dir: Path) -> str:
     """``maps/weight.nii.gz``, ``maps/cvr.nii.gz`` and ``maps/cvr_map.png`` of a linear model; for other
     models or features without an image (a user's table) a ``maps/README.txt`` saying why. Returns the
     note (empty when maps were written)."""
-
     out.mkdir()  # always created (a DVC output)
     if "cvr" not in regions:
         note = "no weight map: the model is not linear (see regions.csv for permutation importance)"

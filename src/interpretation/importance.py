@@ -85,7 +85,6 @@ def permutation_importance_table(
     """Out-of-fold permutation importance (AUC drop) per feature: each fold model scored on the subjects it
     never saw (``sklearn.inspection.permutation_importance``, 5 shuffles, seed + fold), mean and SE over
     the fold models; the fold models in ``n_jobs`` processes (same numbers with any number)."""
-
     status(
         f"permutation importance: {len(model.feature_columns)} features x {len(model.models)} fold models ..."
     )

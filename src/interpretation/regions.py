@@ -174,7 +174,6 @@ def paint_features(table: pd.DataFrame, features_dir: str | Path) -> tuple[dict[
     """``table``'s ``mean_weight`` and ``cvr`` per ``feature`` as brain images: voxel features through the
     feature set's mask, regional features painted onto their bundled atlas (GM regions). ({}, note) when the
     features have no image to go to (a user's regional table)."""
-
     features_dir = Path(features_dir)
     if (features_dir / "mask.nii.gz").is_file():
         return voxel_maps(table, nib.load(features_dir / "mask.nii.gz")), ""

@@ -87,7 +87,6 @@ def weight_permutation_test(
     ``training``: the discovery table (``participant_id``, covariates, features, ``response``), in any row
     order; ``fold_params``/``fold_test_ids``: the locked model's folds (``EnsembleModel.info``), repeat by
     repeat. Permutation i's labels derive from (``seed``, i) only."""
-
     k = first_repeat(fold_test_ids)
     ids = training["participant_id"].astype(str).to_numpy()
     y = training["response"].to_numpy().astype(int)

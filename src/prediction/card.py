@@ -76,7 +76,6 @@ def contribution_figure(contributions: pd.Series, names: Mapping[str, str]) -> s
 
 def brain_figure(image: nib.Nifti1Image) -> str:
     """The contributions painted on the brain (nilearn's bundled MNI152 template as background)."""
-
     display = plotting.plot_stat_map(
         image, display_mode="z", cut_coords=6, cmap="RdBu_r", colorbar=True, annotate=False, draw_cross=False
     )

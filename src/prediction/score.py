@@ -163,7 +163,6 @@ def align_unseen_sites(
     without the ``training`` table) they are scored as they are and the note says the score may be shifted.
     Returns (table, one note per patient).
     """
-
     seen = set((model.info.get("training_covariates") or {}).get("site", []))
     notes = [""] * len(table)
     if "site" not in model.covariates or not seen:

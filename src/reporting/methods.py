@@ -59,7 +59,6 @@ def tripod_ai_methods(
     train : the train ``metrics.json`` document.
     evaluation : the evaluate ``metrics.json`` document (None if the experiment was not evaluated).
     """
-
     cohorts = (evaluation or {}).get("cohorts", {})
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),

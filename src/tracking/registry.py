@@ -142,7 +142,6 @@ def load_locked_model(settings: TrackingSettings, train_dir: Path, local_dir: Pa
     DVC-versioned copy is used with one warning and nothing is logged to MLflow. A model file that fails
     verification is an error wherever it comes from.
     """
-
     recorded_sha256(train_dir)  # the DVC copy's record is checked even when the registry's copy is used
     if settings.enabled:
         training = read_training_run(train_dir)
@@ -170,7 +169,6 @@ def model_for_prediction(
     when tracking is on and the store has one, else the verified DVC copy in ``train_dir`` (the returned
     source says why). A model that fails verification, or has no recorded hash, is an error wherever it
     comes from."""
-
     reason = "tracking off" if not settings.enabled else "no registry alias configured"
     if settings.enabled and alias:
         try:

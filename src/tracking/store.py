@@ -102,7 +102,6 @@ def check_store(settings: TrackingSettings) -> str:
     A local store is created under a file lock (``<root>/.lock``), so that two first runs do not race on
     creating the database. Any failure (corrupt database, unreachable server) is one
     :class:`~src.utils.errors.UserInputError` naming the store, raised before the nested CV."""
-
     lock = contextlib.nullcontext()
     if settings.is_local:
         settings.root_path.mkdir(parents=True, exist_ok=True)

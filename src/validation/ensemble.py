@@ -70,7 +70,6 @@ def platt_scaling(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) of Platt's sigmoid ``P = 1 / (1 + exp(-(slope * score + intercept)))`` fitted on
     decision scores: scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(.), method="sigmoid")``, i.e.
     Platt (1999) with its smoothed targets. Kept as two numbers, so a saved model holds no pickle."""
-
     y = np.asarray(y, int)
     calibrated = CalibratedClassifierCV(FrozenEstimator(_Scores()), method="sigmoid")
     calibrated.fit(np.asarray(scores, float).reshape(-1, 1), y)

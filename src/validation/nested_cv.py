@@ -532,7 +532,6 @@ def run_nested_cv(
         interrupted after k folds resumes at k with the same results. Its name should carry
         :func:`~src.validation.checkpoints.checkpoint_key` of the data, labels, settings, seed and code.
     """
-
     y = np.asarray(y).astype(int)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")

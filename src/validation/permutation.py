@@ -79,7 +79,6 @@ def permutation_values(
     scheme (:func:`permutation_cv` gives one with fewer repeats); ``estimator.n_jobs`` workers run
     permutations side by side. ``progress``: a bar (a terminal); ``status_lines``: the rate and the
     estimated finish as status lines instead."""
-
     y = np.asarray(y).astype(int)
     known = read_checkpoint(checkpoint)
     done = {i: known[i] for i in indices if i in known}
