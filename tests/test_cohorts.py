@@ -226,3 +226,13 @@ def test_files_that_look_like_tissue_maps_but_are_not_used_are_reported(tmp_path
     assert "2 file(s) under" in caplog.text
     assert "sub-t01/mri/sub-t01_GM.nii" in caplog.text and "sub-t01/mri/wp1sub-t01_T1w.nii" in caplog.text
     assert "msub-t01_T1w" not in caplog.text
+
+
+def test_the_feature_plan_follows_a_feature_set_s_defaults(tmp_path):
+    """gm_voxel_2mm inherits kind and tissues from gm_voxel (its `defaults`): planned as a voxel set (what the
+    data.source=table check reads), not as the ROI default a file without `kind` would give."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"experiments": {"gm_voxel_2mm": {"features": "gm_voxel_2mm"}}}))
+    plan = pipeline_feature_sets(params, FeaturesSettings(name="gm_roi"))
+    assert plan["gm_voxel_2mm"].kind == "voxel" and plan["gm_voxel_2mm"].tissues == ["GM"]
+    assert plan["gm_voxel_2mm"].experiments == ["gm_voxel_2mm"]
