@@ -19,7 +19,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from src.evaluation.comparison import delong_test
-from src.evaluation.model_comparison import TrainedExperiment, _scored, check_paired
+from src.evaluation.model_comparison import TrainedExperiment, check_paired, scored_rows
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     check_paired(a, b)
     print(f"{args.b} - {args.a}: AUC difference, SE and two-sided p; DeLong vs paired bootstrap ({args.n})")
     for group, cohorts in a.groups.items():
-        sa, sb = _scored(a, cohorts), _scored(b, cohorts)
+        sa, sb = scored_rows(a, cohorts), scored_rows(b, cohorts)
         y = sa["response"].to_numpy(int)
         da, db = sa["decision"].to_numpy(float), sb["decision"].to_numpy(float)
         test = delong_test(y, da, db)

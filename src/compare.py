@@ -29,11 +29,11 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config.cli import run, start
-from src.config.params import read_params
+from src.config.params import listed_experiments
 from src.config.settings import ExperimentConfig
 from src.evaluation.model_comparison import TrainedExperiment, compare_experiments, comparison_table
 from src.tracking.store import check_store
-from src.utils.errors import MissingInputError, UserInputError, user_errors
+from src.utils.errors import UserInputError, user_errors
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,7 @@ log = logging.getLogger(__name__)
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
-    names = list(config.compare.experiments or [])
-    if not names:
-        params = Path(config.params_file)
-        if not params.is_file():
-            raise MissingInputError(f"{params} not found: set compare.experiments=[a,b,...]")
-        names = list(read_params(params).get("experiments") or [])
+    names = listed_experiments(config.compare.experiments, config.params_file, "compare.experiments")
     if len(names) < 2:
         raise UserInputError(f"compare.experiments lists {names}: a comparison needs at least two")
     experiments = [TrainedExperiment.load(name, Path(config.paths.output) / name) for name in names]

@@ -21,34 +21,20 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config.cli import run, start
-from src.config.params import read_params
-from src.config.settings import ReportSettings
+from src.config.params import listed_experiments
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
-from src.utils.errors import MissingInputError, UserInputError, user_errors
+from src.utils.errors import user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.provenance import dvc_output_md5
 
 log = logging.getLogger(__name__)
 
 
-def report_experiments(settings: ReportSettings) -> list[str]:
-    """``report.experiments``, or (null) the experiments ``params.yaml`` lists — those `dvc repro` trains."""
-    if settings.experiments:
-        return list(settings.experiments)
-    params = Path(settings.params_file)
-    if not params.is_file():
-        raise MissingInputError(f"{params} not found: set report.experiments=[name,...]")
-    experiments = read_params(params).get("experiments")
-    if not experiments:
-        raise UserInputError(f"{params} lists no experiments: set report.experiments=[name,...]")
-    return list(experiments)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
-    names = report_experiments(config.report)
+    names = listed_experiments(config.report.experiments, config.report.params_file, "report.experiments")
     experiments = [ExperimentResults.load(name, Path(config.paths.output) / name) for name in names]
     feature_sets = {e.config.features.name for e in experiments}
     dvc_hashes = {name: dvc_output_md5(Path(config.paths.features) / name) for name in feature_sets}

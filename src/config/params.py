@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from src.utils.errors import UserInputError
+from src.utils.errors import MissingInputError, UserInputError
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
@@ -46,3 +46,17 @@ def read_params(path: str | Path) -> dict[str, Any]:
                     f"{path}: experiments.{name}={spec!r} must be {{features: <set>, model: <model>}}"
                 )
     return params
+
+
+def listed_experiments(given: list[str] | None, params_file: str | Path, key: str) -> list[str]:
+    """The experiments a command works on: ``given`` (the setting ``key``, e.g. ``report.experiments``), or
+    when it is null the experiments ``params.yaml`` lists — those ``dvc repro`` trains."""
+    if given:
+        return list(given)
+    params = Path(params_file)
+    if not params.is_file():
+        raise MissingInputError(f"{params} not found: set {key}=[name,...]")
+    experiments = read_params(params).get("experiments")
+    if not experiments:
+        raise UserInputError(f"{params} lists no experiments: set {key}=[name,...]")
+    return list(experiments)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -362,6 +363,15 @@ def settings_from(config: Any) -> ExperimentConfig:
         key = getattr(err, "full_key", None) or "?"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"config key {key}: {first}") from None
+
+
+def saved_settings(path: Path) -> ExperimentConfig:
+    """The settings a training ran with (its ``config.yaml``), typed; one error naming the file if they do
+    not fit this version's settings."""
+    try:
+        return settings_from(yaml.safe_load(path.read_text()))
+    except UserInputError as err:
+        raise UserInputError(f"{path}: {err} (written by another version: train again)") from None
 
 
 def _writable(node: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.config.settings import settings_from
+from src.config.settings import saved_settings
 from src.data.cohorts import cohort_specs, evaluation_groups
 from src.evaluation.comparison import bayesian_correlated_ttest, corrected_ttest, delong_test, holm
 from src.utils.errors import MissingInputError, UserInputError
@@ -51,10 +51,8 @@ class TrainedExperiment:
                     f"experiment {name!r}: {train / needed} not found; train it first "
                     f"(`python -m src.train +experiment={name}` or `dvc repro`)"
                 )
-        import yaml
-
         document = json.loads((train / "metrics.json").read_text())
-        config = settings_from(yaml.safe_load((train / "config.yaml").read_text()))
+        config = saved_settings(train / "config.yaml")
         evaluated = run / "evaluate" / "predictions.csv"
         return cls(
             name=name,
@@ -123,7 +121,8 @@ def discovery_comparison(
     return out
 
 
-def _scored(e: TrainedExperiment, cohorts: Sequence[str]) -> pd.DataFrame:
+def scored_rows(e: TrainedExperiment, cohorts: Sequence[str]) -> pd.DataFrame:
+    """The evaluation subjects of ``cohorts`` as ``e``'s locked model scored them, by participant_id."""
     assert e.evaluated is not None
     rows = e.evaluated[e.evaluated["cohort"].isin(cohorts)]
     return rows.set_index("participant_id").sort_index()
@@ -141,7 +140,7 @@ def cohort_comparison(
     for group, cohorts in a.groups.items():
         if b.groups.get(group) != cohorts:
             continue
-        sa, sb = _scored(a, cohorts), _scored(b, cohorts)
+        sa, sb = scored_rows(a, cohorts), scored_rows(b, cohorts)
         if not sa.index.equals(sb.index) or len(sa) == 0:
             raise UserInputError(
                 f"evaluation group {group!r}: experiments {a.name!r} and {b.name!r} scored different subjects"

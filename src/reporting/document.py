@@ -16,9 +16,8 @@ import jinja2
 import markupsafe
 import numpy as np
 import pandas as pd
-import yaml
 
-from src.config.settings import ExperimentConfig, settings_from
+from src.config.settings import ExperimentConfig, saved_settings
 from src.data.cohorts import is_simulated
 from src.reporting.methods import tripod_ai_methods
 from src.utils.errors import MissingInputError, UserInputError
@@ -105,7 +104,7 @@ class ExperimentResults:
             _same_model(name, train_dir, eval_dir)
         return cls(
             name=name,
-            config=_saved_config(train_dir / "config.yaml"),
+            config=saved_settings(train_dir / "config.yaml"),
             # the permutation test: merged shards when they belong to this training, else the training's own
             train={
                 **json.loads((train_dir / "metrics.json").read_text()),
@@ -124,15 +123,6 @@ class ExperimentResults:
     @property
     def training_run_id(self) -> str | None:
         return (self.tracking.get("train") or {}).get("run_id")
-
-
-def _saved_config(path: Path) -> ExperimentConfig:
-    """The settings a training ran with (its ``config.yaml``), typed; one error naming the file if they do
-    not fit this version's settings."""
-    try:
-        return settings_from(yaml.safe_load(path.read_text()))
-    except UserInputError as err:
-        raise UserInputError(f"{path}: {err} (written by another version: train again)") from None
 
 
 def _same_model(name: str, train_dir: Path, eval_dir: Path) -> None:
