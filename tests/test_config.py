@@ -73,7 +73,7 @@ def test_every_dvc_stage_passes_its_params_to_hydra():
 def test_every_feature_set_composes(name):
     cfg = compose_config([f"features={name}"])
     assert cfg["features"]["name"] == name
-    assert cfg["features"]["kind"] in ("roi", "voxel", "table")
+    assert cfg["features"]["kind"] in ("roi", "voxel", "table", "clinical")
 
 
 def test_stable_keys_override():

@@ -126,6 +126,9 @@ class PatientSettings:
     sex: str | None = None
     site: str | None = None
     tiv: float | None = None
+    # the patient's clinical predictors (data.clinical), e.g. patient.clinical={bmi: 31, anxious: 1}; one
+    # left out is imputed by each fold model with its training mean
+    clinical: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,23 @@ class PathsSettings:
 
 
 @dataclass(frozen=True)
+class StackSettings:
+    """Late fusion (``model.stack``): one model per modality, stacked by a logistic meta-learner inside every
+    outer fold (:class:`src.validation.stacking.StackedNestedCV`).
+
+    Attributes
+    ----------
+    meta_cs : list of float
+        Inverse regularisation strengths of the L2 logistic meta-learner, chosen by inner CV (log loss).
+    clinical_covariates : list of str
+        Covariates regressed out of the clinical block: none (default) or the model's covariates.
+    """
+
+    meta_cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
+    clinical_covariates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """A model and its Optuna search space (``conf/model/*.yaml``; the search space's entries are checked
     by :func:`src.config.checks.check_config` against the known hyperparameters and spec keys)."""
@@ -232,6 +252,8 @@ class ModelSettings:
     categorical: list[str] = field(default_factory=lambda: ["sex", "site"])
     search_space: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
     fixed: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
+    # late fusion of the imaging and clinical blocks (null: one model on all feature columns)
+    stack: StackSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +310,9 @@ class DataSettings:
     outcome: OutcomeSettings = field(default_factory=OutcomeSettings)
     on_grid_mismatch: str = field(default="error", metadata={"choices": ("error", "resample")})
     plausibility: PlausibilitySettings | None = None
+    # participants.tsv columns that are clinical predictors, with their kind and allowed values: column ->
+    # {kind: numeric|binary|ordinal|categorical, range: [low, high], codes: [...]} (src.data.clinical)
+    clinical: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
     simulation: dict[str, Any] | None = field(default=None, metadata=OPEN)
 
 
@@ -296,12 +321,16 @@ class FeaturesSettings:
     """A feature set (``conf/features/*.yaml``; :class:`src.features.extract.FeatureSet` is its reader)."""
 
     name: str = "gm_roi"
-    kind: str = field(default="roi", metadata={"choices": ("roi", "voxel", "table")})
+    # roi/voxel: from the images; table: the user's regional tables; clinical: the data config's clinical
+    # predictors alone (no image is read)
+    kind: str = field(default="roi", metadata={"choices": ("roi", "voxel", "table", "clinical")})
     atlas: str = "aal"
     tissues: list[str] = field(default_factory=lambda: ["GM"])
     resolution: float = 4.0
     smoothing_fwhm: float | None = 8.0
     mask_threshold: float = 0.2
+    # also the data config's clinical predictors as columns (early fusion: one model on both blocks)
+    clinical: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from src.config.settings import DataSettings
+from src.data.clinical import ClinicalVariable, clinical_variables
 from src.data.contract import DEFAULT_SPACE, TREATMENTS
 from src.data.loader import Cohort, ImageLayout, load_cohort
 from src.utils.errors import UserInputError
@@ -212,7 +213,13 @@ def load_configured(
         outcome=data.outcome,
         with_images=with_images,
         treatment=spec.treatment,
+        clinical=declared_clinical(data),
     )
+
+
+def declared_clinical(data: DataSettings) -> tuple[ClinicalVariable, ...]:
+    """The data config's clinical predictors, checked (the follow-up score is refused: the outcome)."""
+    return clinical_variables(data.clinical, outcome_columns=(data.outcome.followup,))
 
 
 def is_simulated(data: DataSettings) -> bool:

@@ -10,6 +10,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import OutcomeSettings
+from src.data.clinical import ClinicalVariable, check_clinical
 from src.data.contract import (
     DEFAULT_SPACE,
     IMAGE_PATH_COLUMNS,
@@ -120,6 +122,7 @@ def load_cohort(
     with_images: bool = True,
     treatment: str | None = None,
     require_outcome: bool = True,
+    clinical: Sequence[ClinicalVariable] = (),
 ) -> Cohort:
     """Read ``participants.tsv`` and the tissue maps of a BIDS-style cohort folder and validate them.
 
@@ -145,6 +148,10 @@ def load_cohort(
         optional, validated when present, and no subject is excluded for lacking them; ``response`` is
         missing (NaN) and ``treatment`` is ``"n/a"`` where not given. Everything else is validated as for
         training.
+    clinical : sequence of ClinicalVariable
+        Declared clinical predictors (:mod:`src.data.clinical`): every one must be a column, its values in
+        its range or code set (missing allowed); kept in ``participants`` coded (numbers; categorical codes
+        as strings).
 
     Returns
     -------
@@ -181,7 +188,7 @@ def load_cohort(
                     f"config declares treatment {treatment!r} for this cohort; {len(differs)} subject(s) "
                     "affected"
                 )
-    participants, excluded = _validate_participants(raw, name, table_path, outcome, require_outcome)
+    participants, excluded = _validate_participants(raw, name, table_path, outcome, require_outcome, clinical)
     cohort = Cohort(name=name, root=root, participants=participants, excluded=excluded)
     if with_images:
         _attach_images(cohort, images, tissues)
@@ -212,7 +219,12 @@ def _check_field_counts(path: Path, name: str) -> None:
 
 
 def _validate_participants(
-    raw: pd.DataFrame, name: str, path: Path, outcome: OutcomeSpec, require_outcome: bool = True
+    raw: pd.DataFrame,
+    name: str,
+    path: Path,
+    outcome: OutcomeSpec,
+    require_outcome: bool = True,
+    clinical: Sequence[ClinicalVariable] = (),
 ) -> tuple[pd.DataFrame, list[str]]:
     """participants.tsv checked rule by rule (each rule one check below, each failure one message naming
     the cohort, the subject and the column) and the response label derived: (table, excluded subjects)."""
@@ -228,6 +240,7 @@ def _validate_participants(
     _check_sites(df, where)
     _check_age_and_tiv(df, name, where)
     _check_madrs(df, name, where, outcome)
+    coded = check_clinical(df, clinical, f"{where} ({path})")
     df, excluded = _without_missing_outcome(df, name, where, outcome, require_outcome)
     reduction = (df[outcome.baseline] - df[outcome.followup]) / df[outcome.baseline]
     responder = reduction >= outcome.threshold - 1e-12
@@ -235,6 +248,9 @@ def _validate_participants(
     df["response"] = label if require_outcome else label.where(reduction.notna())
     keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
     keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
+    for column in coded.columns:  # coded values (numbers; categorical codes) in place of the raw strings
+        df[column] = coded.loc[df.index, column]
+    keep += [c for c in coded.columns if c not in keep]
     df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
     return df, excluded
 
@@ -726,6 +742,7 @@ def single_image_cohort(
     *,
     tissues: tuple[str, ...] = ("GM",),
     on_grid_mismatch: str = "error",
+    clinical: Sequence[ClinicalVariable] = (),
 ) -> Cohort:
     """A one-patient cohort (no outcome) from one modulated GM map and the patient's covariates.
 
@@ -736,9 +753,12 @@ def single_image_cohort(
     covariates : dict
         ``participant_id`` (default: from the file name), ``age``, ``sex``, ``site`` and optionally ``tiv``
         (ml). Without ``tiv``: CAT12's report beside the map, else the WM and CSF maps beside it
-        (TIV = GM + WM + CSF, as in training).
+        (TIV = GM + WM + CSF, as in training). The declared ``clinical`` predictors' values may be given too
+        (one not given is missing: imputed by the model).
     tissues : tuple of str
         The maps the features need (``GM``, ``WM``): found beside the GM map like the TIV ones.
+    clinical : sequence of ClinicalVariable
+        The model's clinical predictors, validated as in :func:`load_cohort`.
     """
     gm_image = Path(gm_image)
     if not gm_image.is_file():
@@ -754,8 +774,13 @@ def single_image_cohort(
     if "tiv" not in values and (tiv := cat12_tiv(gm_image)) is not None:
         values["tiv"] = tiv
     raw = pd.DataFrame([{k: str(v) for k, v in values.items()}])
+    for variable in clinical:  # a clinical value not given is missing (imputed by the model)
+        if variable.name not in raw:
+            raw[variable.name] = None
     name = f"input {gm_image.name}"
-    participants, _ = _validate_participants(raw, name, gm_image, OutcomeSpec(), require_outcome=False)
+    participants, _ = _validate_participants(
+        raw, name, gm_image, OutcomeSpec(), require_outcome=False, clinical=clinical
+    )
     images = {"GM": [gm_image]}
     needed = [t for t in tissues if t != "GM"] + ([] if "tiv" in participants else ["WM", "CSF"])
     for tissue in dict.fromkeys(needed):

@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from src.data.contract import DEFAULT_SPACE, image_relpath
+from src.data.simulate_clinical import fusion_truth, signature_scores, simulate_clinical
 from src.data.templates import atlas_on_grid, load_tissue_templates
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
 from src.utils.logging import status
@@ -205,7 +206,8 @@ def regional_log_effects(
     n, n_regions = len(participants), len(anatomy.regions)
     rng = np.random.default_rng(_stable_seed(sim["seed"], "regions", cohort))
     sd = float(anat["regional_sd"])
-    gm = sd * rng.standard_normal((n, n_regions)) @ anatomy.cholesky.T
+    biology = sd * rng.standard_normal((n, n_regions)) @ anatomy.cholesky.T
+    gm = biology.copy()
     wm = 0.5 * sd * rng.standard_normal((n, n_regions)) @ anatomy.cholesky.T
     age_c = (participants["age"].to_numpy() - float(sim["demographics"]["age_mean"]))[:, None]
     gm -= float(anat["gm_age_decline"]) * age_c
@@ -220,7 +222,7 @@ def regional_log_effects(
         centred = participants["response"].to_numpy()[:, None] - 0.5
         shift = (signature["sign"] * signature["effect_size"]).to_numpy()[None, :] * sd * scale
         gm[:, signature["position"].to_numpy()] += centred * shift
-    return {"GM": gm, "WM": wm}
+    return {"GM": gm, "WM": wm, "biology": biology}
 
 
 def subject_maps(
@@ -327,6 +329,14 @@ def simulate_cohorts(
         status(f"simulate {name}: {int(spec['n'])} subjects ...")
         participants = simulate_participants(name, spec, sim)
         effects = regional_log_effects(participants, spec, sim, anatomy, signature, name)
+        if sim.get("clinical"):  # own random stream: the images are the same with or without it
+            scores = signature_scores(
+                effects["biology"], anatomy.cholesky, signature, float(sim["anatomy"]["regional_sd"])
+            )
+            clinical = simulate_clinical(
+                participants, scores, spec, sim["clinical"], _stable_seed(sim["seed"], "clinical", name)
+            )
+            participants = pd.concat([participants, clinical], axis=1)
         with atomic_directory(root / name) as folder:
             jobs = (
                 delayed(_write_subject)(
@@ -348,7 +358,7 @@ def simulate_cohorts(
             for _ in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
                 bar.update()
             bar.close()
-            _write_cohort_metadata(folder, name, spec, participants, pipeline)
+            _write_cohort_metadata(folder, name, participants, pipeline, sim.get("clinical"))
         truth["cohorts"][name] = {
             "n": len(participants),
             "responders": int(participants["response"].sum()),
@@ -364,12 +374,14 @@ def simulate_cohorts(
             len(participants),
             int(participants["response"].sum()),
         )
+    if sim.get("clinical"):
+        truth["fusion"] = fusion_truth(anatomy.cholesky, signature, sim["clinical"], int(sim["seed"]))
     write_json_atomic(root / "ground_truth.json", truth)
     return truth
 
 
 def _write_cohort_metadata(
-    folder: Path, name: str, spec: dict[str, Any], participants: pd.DataFrame, pipeline: str
+    folder: Path, name: str, participants: pd.DataFrame, pipeline: str, clinical: dict[str, Any] | None
 ) -> None:
     write_json_atomic(
         folder / "dataset_description.json",
@@ -403,6 +415,10 @@ def _write_cohort_metadata(
             },
             "madrs_baseline": {"Description": "MADRS before infusion", "Units": "points (0-60)"},
             "madrs_24h": {"Description": "MADRS 24 h after infusion", "Units": "points (0-60)"},
+            **{
+                column: {"Description": str(variable.get("description", "simulated clinical variable"))}
+                for column, variable in (clinical or {}).get("variables", {}).items()
+            },
         },
     )
 

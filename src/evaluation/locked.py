@@ -166,8 +166,8 @@ def evaluate_locked_model(
     aligned: dict[str, CohortResult] = {}
     scored: dict[str, pd.DataFrame] = {}
     aligner = None
-    if ev.harmonize:
-        aligner = SiteAligner(model.feature_columns, method=ev.alignment_method).fit(train)
+    if ev.harmonize and model.imaging_columns:  # scanner effects: the imaging columns, never clinical ones
+        aligner = SiteAligner(model.imaging_columns, method=ev.alignment_method).fit(train)
     unseen = model.unseen_levels(pd.concat(tables.values(), ignore_index=True)).get("site")
     if unseen:  # expected for external cohorts: one line, not one per cohort or fold model
         log.info(

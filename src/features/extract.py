@@ -8,6 +8,7 @@ times the voxel volume in ml: ``NiftiLabelsMasker(strategy="sum")`` times ``voxe
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from nilearn import image
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 
 from src.config.settings import FeaturesSettings
+from src.data.clinical import ClinicalVariable, clinical_features
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import Cohort, CohortError, load_regional_table
 from src.data.templates import atlas_on_grid, load_tissue_templates
@@ -48,6 +50,9 @@ class FeatureSet:
         Gaussian smoothing (mm) applied before ``voxel`` sampling.
     mask_threshold : float
         GM-template probability above which a voxel is in the ``voxel`` mask.
+    clinical : bool
+        Also the data config's clinical predictors (:mod:`src.data.clinical`) as columns; ``kind="clinical"``
+        is those columns alone.
     """
 
     name: str
@@ -57,7 +62,18 @@ class FeatureSet:
     resolution: float = 4.0
     smoothing_fwhm: float | None = 8.0
     mask_threshold: float = 0.2
+    clinical: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_clinical(self) -> bool:
+        """The table holds clinical predictor columns."""
+        return self.clinical or self.kind == "clinical"
+
+    @property
+    def uses_images(self) -> bool:
+        """The features are read from tissue maps."""
+        return self.kind in ("roi", "voxel")
 
     @classmethod
     def from_settings(cls, settings: FeaturesSettings) -> FeatureSet:
@@ -70,15 +86,25 @@ class FeatureSet:
             resolution=settings.resolution,
             smoothing_fwhm=settings.smoothing_fwhm,
             mask_threshold=settings.mask_threshold,
+            clinical=settings.clinical,
         )
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> FeatureSet:
-        known = {"name", "kind", "atlas", "tissues", "resolution", "smoothing_fwhm", "mask_threshold"}
+        known = {
+            "name",
+            "kind",
+            "atlas",
+            "tissues",
+            "resolution",
+            "smoothing_fwhm",
+            "mask_threshold",
+            "clinical",
+        }
         kwargs = {k: v for k, v in cfg.items() if k in known}
         kwargs["tissues"] = tuple(kwargs.get("tissues", ("GM",)))
-        if kwargs.get("kind", "roi") not in ("roi", "voxel", "table"):
-            raise ValueError(f"feature set {cfg.get('name')!r}: kind must be roi, voxel or table")
+        if kwargs.get("kind", "roi") not in ("roi", "voxel", "table", "clinical"):
+            raise ValueError(f"feature set {cfg.get('name')!r}: kind must be roi, voxel, table or clinical")
         return cls(**kwargs, extra={k: v for k, v in cfg.items() if k not in known})
 
 
@@ -266,8 +292,12 @@ def build_feature_table(
     table_path: str | Path | None = None,
     table_format: str = "plain",
     n_jobs: int = 1,
+    clinical: Sequence[ClinicalVariable] = (),
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Feature table of one cohort for one feature set, plus side products (region table or mask).
+
+    ``clinical``: the declared clinical predictors, appended as columns (:func:`clinical_features`) when the
+    feature set uses them (``clinical: true`` or ``kind: clinical``).
 
     Returns
     -------
@@ -277,7 +307,17 @@ def build_feature_table(
         ``regions`` (DataFrame) for ROI sets, ``mask`` (NIfTI image) for voxel sets.
     """
     side: dict[str, Any] = {}
-    if feature_set.kind == "table":
+    if feature_set.uses_clinical and not clinical:
+        raise CohortError(
+            f"feature set {feature_set.name!r} uses clinical predictors, but the data config declares none "
+            "(data.clinical: column -> {kind, range/codes})"
+        )
+    if feature_set.kind == "clinical":
+        # no image is read: TIV from participants.tsv where given (a covariate only if the model lists it)
+        participants = cohort.participants
+        tiv = participants["tiv"] if "tiv" in participants else pd.Series(np.nan, index=participants.index)
+        features = pd.DataFrame(index=participants.index)
+    elif feature_set.kind == "table":
         if table_path is None:
             raise CohortError(
                 f"cohort {cohort.name!r}: feature set {feature_set.name!r} needs a regional table"
@@ -307,4 +347,7 @@ def build_feature_table(
     else:
         side["mask"] = voxel_mask(feature_set.resolution, feature_set.mask_threshold)
         features, tiv = voxel_features(cohort, side["mask"], feature_set.smoothing_fwhm, n_jobs)
+    if feature_set.uses_clinical:
+        block = clinical_features(cohort.participants, clinical).reset_index(drop=True)
+        features = pd.concat([features.reset_index(drop=True), block], axis=1)
     return assemble_table(cohort, features, tiv), side

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import nibabel as nib
 
 from src.config.settings import DataSettings
-from src.data.cohorts import cohort_specs, load_configured
+from src.data.cohorts import cohort_specs, declared_clinical, load_configured
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import CohortError
 from src.features.extract import FeatureSet, build_feature_table
+from src.features.tables import feature_columns
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import status
 
@@ -41,8 +43,9 @@ def build_feature_set(
         raise CohortError(
             f"feature set {feature_set.name!r} needs voxel images, but data.source=table (regional tables)"
         )
-    if source == "table" and feature_set.kind != "table":
-        feature_set = FeatureSet(name=feature_set.name, kind="table")
+    if source == "table" and feature_set.uses_images:
+        feature_set = FeatureSet(name=feature_set.name, kind="table", clinical=feature_set.clinical)
+    clinical = declared_clinical(data) if feature_set.uses_clinical else ()
     specs = cohort_specs(data)
     manifest: dict[str, Any] = {"feature_set": feature_set.name, "kind": feature_set.kind, "cohorts": {}}
     columns: list[str] | None = None
@@ -51,7 +54,9 @@ def build_feature_set(
         for spec in specs:
             name, root = spec.name, spec.folder(data.root)
             table_path, table_format = None, "plain"
-            if feature_set.kind == "table":
+            if feature_set.kind == "clinical":
+                cohort = load_configured(spec, data, (), with_images=False)
+            elif feature_set.kind == "table":
                 cohort = load_configured(spec, data, (), with_images=False)
                 table_path, table_format = spec.regional_table(data)
             else:
@@ -61,13 +66,16 @@ def build_feature_set(
                     cohort = load_configured(spec, data, tuple(dict.fromkeys((*tissues, "GM", "WM", "CSF"))))
             status(f"features {feature_set.name}: cohort {name} ({len(cohort.participants)} subjects) ...")
             table, cohort_side = build_feature_table(
-                cohort, feature_set, table_path=table_path, table_format=table_format, n_jobs=n_jobs
+                cohort,
+                feature_set,
+                table_path=table_path,
+                table_format=table_format,
+                n_jobs=n_jobs,
+                clinical=clinical,
             )
             if spec.role == "discovery":  # the model's columns are the discovery cohort's
                 side = cohort_side
-            features = [
-                c for c in table.columns if c.startswith(("gm_", "wm_")) or feature_set.kind == "table"
-            ]
+            features = feature_columns(table)
             if columns is None:
                 columns = list(table.columns)
             elif list(table.columns) != columns:
@@ -106,5 +114,7 @@ def build_feature_set(
             )
         if "mask" in side:
             nib.save(side["mask"], tmp / "mask.nii.gz")
+        if clinical:  # the declaration the columns were coded with (kinds, ranges, codes)
+            manifest["clinical"] = [dataclasses.asdict(v) for v in clinical]
         write_json_atomic(tmp / "manifest.json", manifest)
     return manifest

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.data.clinical import is_clinical_column
 from src.data.contract import TABLE_META_COLUMNS
 from src.utils.errors import MissingInputError, UserInputError
 
@@ -43,7 +44,8 @@ def training_arrays(
     table: pd.DataFrame, covariates: list[str], where: str | Path
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """(X = covariates + feature columns, y) of a training table, checked: the covariates, ids and outcomes
-    present, outcomes 0/1, no missing value (naming the first subject and column concerned)."""
+    present, outcomes 0/1, no missing value (naming the first subject and column concerned) except in the
+    clinical predictors (imputed inside the folds)."""
     missing = [c for c in [*covariates, "participant_id", "response"] if c not in table.columns]
     if missing:
         raise UserInputError(f"{where}: column(s) {missing} missing")
@@ -55,7 +57,7 @@ def training_arrays(
             f"have {labels[wrong].unique().tolist()[:5]}"
         )
     X = table[[*covariates, *feature_columns(table)]]
-    hole = first_missing(table, X)
+    hole = first_missing(table, X[[c for c in X.columns if not is_clinical_column(c)]])
     if hole is not None:
         count, subject, column = hole
         raise UserInputError(

@@ -13,6 +13,7 @@ import pandas as pd
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
 from scipy.stats import false_discovery_control, norm
 
+from src.data.clinical import PREFIX, is_clinical_column
 from src.data.templates import ATLASES, load_atlas
 from src.interpretation.weights import feature_weights
 
@@ -114,12 +115,17 @@ def weight_summary(
     table["direction"] = np.where(mean > 0, "response", "non-response")
     if regions is not None and "column" in regions:
         info = regions.set_index("column")
-        names = table["feature"].map(info["name"]).fillna(table["feature"]).astype(str)
+        clinical = table["feature"].map(is_clinical_column).to_numpy(bool)
+        names = (
+            table["feature"].map(info["name"]).fillna(table["feature"].str.removeprefix(PREFIX)).astype(str)
+        )
         table.insert(1, "region", names)
-        table.insert(2, "tissue", table["feature"].map(info["tissue"]))
+        table.insert(2, "tissue", table["feature"].map(info["tissue"]).where(~clinical, "clinical"))
         table.insert(3, "atlas", table["feature"].map(info["atlas"]))
-        table.insert(4, "hemisphere", [hemisphere(n) for n in names])
-        table.insert(5, "lobe", [lobe(n) for n in names])
+        table.insert(
+            4, "hemisphere", ["" if c else hemisphere(n) for n, c in zip(names, clinical, strict=True)]
+        )
+        table.insert(5, "lobe", ["clinical" if c else lobe(n) for n, c in zip(names, clinical, strict=True)])
     order = np.argsort(-np.abs(table["cvr"].fillna(0).to_numpy()), kind="stable")
     table = table.iloc[order].reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
@@ -175,6 +181,9 @@ def paint_features(table: pd.DataFrame, features_dir: str | Path) -> tuple[dict[
     feature set's mask, regional features painted onto their bundled atlas (GM regions). ({}, note) when the
     features have no image to go to (a user's regional table)."""
     features_dir = Path(features_dir)
+    table = table[~table["feature"].map(is_clinical_column).to_numpy(bool)]  # no place in the brain
+    if table.empty:
+        return {}, "no brain map: the model has clinical predictors only (regions.csv holds their weights)"
     if (features_dir / "mask.nii.gz").is_file():
         return voxel_maps(table, nib.load(features_dir / "mask.nii.gz")), ""
     atlas_regions = read_feature_regions(features_dir)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
+from src.data.clinical import imputed_columns
 from src.models.pipeline import build_pipeline
 from src.validation.kernels import fit_svc
 from src.validation.seeds import Stream, derive_seed
@@ -55,7 +56,9 @@ class _Fold:
         categorical: Sequence[str],
     ) -> None:
         # the preprocessing steps only: the SVC is what each permutation refits
-        preprocessing = build_pipeline(params, covariates, categorical)[:-1].fit(X, y)
+        features = [c for c in X.columns if c not in frozenset(covariates)]
+        impute = imputed_columns(features)
+        preprocessing = build_pipeline(params, covariates, categorical, impute=impute)[:-1].fit(X, y)
         self.rows = preprocessing.transform(X)
         pca = preprocessing.named_steps["pca"]
         self.back = pca.components_ if hasattr(pca, "components_") else None

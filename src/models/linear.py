@@ -34,8 +34,8 @@ class AffineDecision:
         Weights of the residualiser's design columns (intercept first).
     intercept : float
     residualizer : CovariateResidualizer
-        The fitted residualiser, kept only for its design (covariates, training levels); its coefficient
-        matrix is dropped.
+        The fitted residualiser, kept only for its design (covariates, training levels) and its imputation
+        (training means of the columns that may be missing); its coefficient matrix is dropped.
     """
 
     weights: np.ndarray
@@ -76,6 +76,7 @@ class AffineDecision:
         """
         if features is None:
             features = X[self.feature_columns].to_numpy(dtype=float)
+        features = self.residualizer.filled(features)  # missing clinical values: this fold's training means
         out = features @ self.weights + self.intercept
         if self.covariate_weights.size:
             out -= self.residualizer._design(X, fitting=False) @ self.covariate_weights

@@ -18,6 +18,7 @@ def build_pipeline(
     params: Mapping[str, Any],
     covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
     categorical: Sequence[str] = ("sex", "site"),
+    impute: Sequence[str] = (),
 ) -> Pipeline:
     """The full pipeline for one hyperparameter set.
 
@@ -26,8 +27,9 @@ def build_pipeline(
     params : mapping
         SVC parameters (``C``, ``kernel``, ``gamma``, ``class_weight``) and optionally ``pca_variance``
         (fraction of variance kept, in (0, 1)) or ``pca_components`` (int).
-    covariates, categorical : sequence of str
-        Passed to :class:`CovariateResidualizer`.
+    covariates, categorical, impute : sequence of str
+        Passed to :class:`CovariateResidualizer` (``impute``: the feature columns whose missing values it
+        fills with their training means).
     """
     unknown = set(params) - set(SVC_PARAMS) - {"pca_variance", "pca_components"}
     if unknown:
@@ -42,7 +44,9 @@ def build_pipeline(
         [
             (
                 "residualize",
-                CovariateResidualizer(covariates=tuple(covariates), categorical=tuple(categorical)),
+                CovariateResidualizer(
+                    covariates=tuple(covariates), categorical=tuple(categorical), impute=tuple(impute)
+                ),
             ),
             ("scale", StandardScaler()),
             ("pca", pca),

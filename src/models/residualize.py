@@ -19,6 +19,17 @@ def least_squares(design: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(design) @ features
 
 
+def column_means(values: np.ndarray) -> np.ndarray:
+    """Each column's mean over its non-missing values; 0 for a column with none (``SimpleImputer(strategy=
+    "mean", keep_empty_features=True)``'s statistics, tests/test_clinical.py checks them against it)."""
+    if not values.size:
+        return np.zeros(values.shape[1])
+    present = ~np.isnan(values)
+    counts = present.sum(axis=0)
+    sums = np.where(present, values, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.zeros(values.shape[1]), where=counts > 0)
+
+
 def unseen_levels(table: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str, list[str]]:
     """For each categorical covariate with training ``levels``, the values of ``table`` not among them
     (sorted; covariates with none are left out)."""
@@ -32,7 +43,8 @@ def unseen_levels(table: pd.DataFrame, levels: dict[str, list[str]]) -> dict[str
 
 
 class CovariateResidualizer(TransformerMixin, BaseEstimator):
-    """Regress covariates out of every feature (OLS fitted on the training rows only) and drop them.
+    """Regress covariates out of every feature (OLS fitted on the training rows only) and drop them; fill the
+    missing values of the ``impute`` columns with their training means first.
 
     The input is a DataFrame holding the covariate columns and the feature columns, so that any split
     of the rows splits the covariates with them. ``fit`` solves, for all features at once, the least-
@@ -46,6 +58,11 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         Covariate columns (default: age, sex, tiv, site). Empty: features pass through unchanged.
     categorical : sequence of str
         Covariates coded as categories (one-hot, first training level as reference).
+    impute : sequence of str
+        Feature columns that may hold missing values (clinical predictors): a missing value becomes the
+        column's mean over the rows ``fit`` saw (``SimpleImputer(strategy="mean")``; 0 for a column with no
+        value there), so that inside a CV split the imputation is fitted on its training rows only. A missing
+        value in any other column propagates (the callers refuse it earlier).
 
     Attributes
     ----------
@@ -57,6 +74,10 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         Training categories of each categorical covariate.
     coef_ : ndarray of shape (n_design, n_features)
         OLS coefficients (intercept first).
+    fill_ : ndarray of shape (len(impute),)
+        Training mean of each ``impute`` column (what a missing value becomes).
+    impute_positions_ : ndarray of int
+        Positions of the ``impute`` columns among ``feature_columns_``.
 
     Notes
     -----
@@ -68,9 +89,11 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         self,
         covariates: Sequence[str] = ("age", "sex", "tiv", "site"),
         categorical: Sequence[str] = ("sex", "site"),
+        impute: Sequence[str] = (),
     ) -> None:
         self.covariates = covariates
         self.categorical = categorical
+        self.impute = impute
 
     @classmethod
     def from_parts(
@@ -80,17 +103,37 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         levels: dict[str, list[str]],
         columns: Sequence[str],
         coef: np.ndarray | None = None,
+        impute_positions: Sequence[int] = (),
+        fill: np.ndarray | None = None,
+        impute: Sequence[str] = (),
     ) -> CovariateResidualizer:
         """A fitted residualiser rebuilt from its parts (a saved model, or a fit done elsewhere): the
         training ``levels`` of each categorical covariate, the input ``columns`` (covariates and features)
-        and the coefficients; without ``coef``, a design-only residualiser (what an affine model keeps)."""
-        fitted = cls(tuple(covariates), tuple(categorical))
+        and the coefficients; without ``coef``, a design-only residualiser (what an affine model keeps). The
+        ``impute`` columns' positions among the features and their training means (``fill``)."""
+        fitted = cls(tuple(covariates), tuple(categorical), tuple(impute))
         fitted.levels_ = {name: list(values) for name, values in levels.items()}
         fitted.feature_names_in_ = np.asarray(list(columns), dtype=object)
         fitted.feature_columns_ = [c for c in columns if c not in frozenset(covariates)]
         fitted.n_features_in_ = len(fitted.feature_names_in_)
         fitted.coef_ = np.zeros((0, 0)) if coef is None else coef
+        fitted.impute_positions_ = np.asarray(impute_positions, dtype=np.intp)
+        fitted.fill_ = np.zeros(0) if fill is None else np.asarray(fill, dtype=float)
         return fitted
+
+    def filled(self, features: np.ndarray) -> np.ndarray:
+        """``features`` (rows x feature columns) with the missing values of the ``impute`` columns replaced
+        by their training means (a copy when anything is replaced)."""
+        positions = getattr(self, "impute_positions_", None)
+        if positions is None or not len(positions):
+            return features
+        block = features[:, positions]
+        holes = np.isnan(block)
+        if not holes.any():
+            return features
+        features = features.copy()
+        features[:, positions] = np.where(holes, self.fill_[None, :], block)
+        return features
 
     def unseen_levels(self, X: pd.DataFrame) -> dict[str, list[str]]:
         """Levels of each categorical covariate in ``X`` that the training rows did not have (e.g. a new
@@ -130,7 +173,14 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         self.levels_ = {
             c: sorted(X[c].astype(str).unique()) for c in self.covariates if c in self.categorical
         }
+        unknown = [c for c in self.impute if c not in self.feature_columns_]
+        if unknown:
+            raise ValueError(f"impute column(s) {unknown[:5]} are not feature columns of the input")
         features = X[self.feature_columns_].to_numpy(dtype=float)
+        position = {c: i for i, c in enumerate(self.feature_columns_)}
+        self.impute_positions_ = np.asarray([position[c] for c in self.impute], dtype=np.intp)
+        self.fill_ = column_means(features[:, self.impute_positions_])
+        features = self.filled(features)
         if not len(self.covariates):
             self.coef_ = np.zeros((0, features.shape[1]))
             return self
@@ -144,7 +194,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"column(s) {missing[:5]} seen in fit are missing ({len(missing)} in all)")
-        features = X[self.feature_columns_].to_numpy(dtype=float)
+        features = self.filled(X[self.feature_columns_].to_numpy(dtype=float))
         if not len(self.covariates):
             return features
         return features - self._design(X, fitting=False) @ self.coef_

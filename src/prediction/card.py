@@ -147,6 +147,13 @@ def patient_card(
         "left and right regions; on a symmetric template this looks ordinary, so no warning can see it. "
         "Check the orientation of the scan before trusting this card.</p>"
     )
+    if row.get("contribution_imaging") is not None and row.get("contribution_clinical") is not None:
+        imaging, clinical = float(row["contribution_imaging"]), float(row["contribution_clinical"])
+        parts.append(
+            "<h2>Each modality's share</h2>"
+            f"<p>Grey-matter volume: <b>{imaging:+.3f}</b> &nbsp; clinical predictors: <b>{clinical:+.3f}</b>"
+            " (contributions to the decision score; positive: towards response).</p>"
+        )
     if contributions is not None:
         parts.append("<h2>Regions behind the prediction</h2>")
         parts.append(contribution_figure(contributions, names or {}))

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from src.config.settings import DataSettings, FeaturesSettings, PatientSettings
+from src.data.clinical import ClinicalVariable
+from src.data.cohorts import declared_clinical
 from src.data.contract import DEFAULT_SPACE
 from src.data.loader import Cohort, ImageLayout, load_cohort, single_image_cohort
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
@@ -51,17 +53,26 @@ def is_image(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
-def _folder_cohort(folder: Path, data: DataSettings, tissues: tuple[str, ...]) -> Cohort:
+def _folder_cohort(
+    folder: Path,
+    data: DataSettings,
+    tissues: tuple[str, ...],
+    clinical: tuple[ClinicalVariable, ...],
+    images_needed: bool,
+) -> Cohort:
     """A cohort folder of patients (participants.tsv without outcomes + derivatives), read with the data
-    config's layout, pipeline, space and grid policy."""
+    config's layout, pipeline, space and grid policy; its clinical predictors validated."""
     images = ImageLayout(data.layout, data.pipeline, data.space or DEFAULT_SPACE, data.on_grid_mismatch)
     options: dict[str, Any] = {
         "name": folder.name,
         "images": images,
         "outcome": data.outcome,
         "require_outcome": False,
+        "clinical": clinical,
     }
     listed = load_cohort(folder, with_images=False, **options)
+    if not images_needed:
+        return listed
     # TIV: participants.tsv's column, CAT12's reports, or GM + WM + CSF as for training
     tiv_maps = () if "tiv" in listed.participants or images.naming == "cat12" else ("WM", "CSF")
     return load_cohort(folder, tissues=tuple(dict.fromkeys(("GM", *tissues, *tiv_maps))), **options)
@@ -112,15 +123,32 @@ def patient_features(
             f"input {path}: feature set {feature_set.name!r} comes from regional tables, not images; give "
             "the patients' regional table (input=<table>)"
         )
+    clinical = declared_clinical(data) if feature_set.uses_clinical else ()
     if path.is_dir():
-        cohort = _folder_cohort(path, data, feature_set.tissues)
+        cohort = _folder_cohort(path, data, feature_set.tissues, clinical, feature_set.uses_images)
+    elif not feature_set.uses_images:
+        raise UserInputError(
+            f"input {path}: feature set {feature_set.name!r} holds clinical predictors only; give the "
+            "patients' participants.tsv folder or feature table, not an image"
+        )
     else:
+        patient = patient or PatientSettings()
+        row = {k: v for k, v in dataclasses.asdict(patient).items() if k != "clinical"}
+        unknown = sorted(set(patient.clinical) - {v.name for v in clinical})
+        if unknown:
+            raise UserInputError(
+                f"patient.clinical: {unknown} are not clinical predictors of feature set "
+                f"{feature_set.name!r} "
+                f"(declared: {[v.name for v in clinical]})"
+            )
         cohort = single_image_cohort(
             path,
-            dataclasses.asdict(patient or PatientSettings()),  # the patient's row of participants.tsv
+            {**row, **patient.clinical},  # the patient's row of participants.tsv
             tissues=feature_set.tissues,
             on_grid_mismatch=data.on_grid_mismatch,
+            clinical=clinical,
         )
-    check_gm_maps(cohort, bounds or PlausibilityBounds())
-    table, _ = build_feature_table(cohort, feature_set, n_jobs=n_jobs)
+    if feature_set.uses_images:
+        check_gm_maps(cohort, bounds or PlausibilityBounds())
+    table, _ = build_feature_table(cohort, feature_set, n_jobs=n_jobs, clinical=clinical)
     return table.drop(columns=[c for c in OUTCOME_COLUMNS if c in table.columns])

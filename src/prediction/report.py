@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from src.config.settings import PredictSettings
+from src.data.clinical import PREFIX
 from src.interpretation.regions import paint_features, read_feature_regions
 from src.prediction.card import headline, patient_card
-from src.prediction.score import local_attribution, top_regions
+from src.prediction.score import local_attribution, modality_shares, top_regions
 from src.utils.io import atomic_path, file_md5, shown_path
 from src.utils.provenance import git_state
 from src.validation.ensemble import EnsembleModel
@@ -52,9 +53,12 @@ def write_outputs(
     and the cards, print the summary; return the table written."""
     regions = read_feature_regions(features_dir)
     names = dict(zip(regions["column"], regions["name"], strict=True)) if regions is not None else {}
+    names.update({c: f"{c.removeprefix(PREFIX)} (clinical)" for c in model.clinical_columns})
     values, method = local_attribution(model, patients)
     if values is not None:
         result = pd.concat([result, top_regions(values, names).reset_index(drop=True)], axis=1)
+        if model.clinical_columns and model.imaging_columns and model.is_linear:
+            result = pd.concat([result, modality_shares(model, values).reset_index(drop=True)], axis=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     # each run its own dated file (a second run never overwrites the first's); the latest also under the
     # stable name
@@ -116,6 +120,11 @@ def _print(
         if "towards_response" in result:
             print(f"    towards response: {row.towards_response or '-'}")
             print(f"    towards non-response: {row.towards_non_response or '-'}")
+        if "contribution_imaging" in result:
+            print(
+                f"    by modality: imaging {row.contribution_imaging:+.3f}, clinical "
+                f"{row.contribution_clinical:+.3f} (their sum + the model's offset = the decision score)"
+            )
     print(f"  written   {written} (the latest also as {written.with_name('predictions.csv').name})")
     if cards is not None:
         print(f"            {cards}/<participant_id>.html")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from src.data.clinical import PREFIX
 from src.models.harmonize import SiteAligner
 from src.utils.errors import UserInputError
 from src.validation.ensemble import EnsembleModel
@@ -37,6 +38,18 @@ def top_regions(values: pd.DataFrame, names: dict[str, str] | None = None, k: in
             }
         )
     return pd.DataFrame(rows, index=values.index)
+
+
+def modality_shares(model: EnsembleModel, values: pd.DataFrame) -> pd.DataFrame:
+    """Each patient's decision score split by modality: the summed contributions (:meth:`EnsembleModel.
+    contributions` of a linear model) of the imaging columns and of the clinical predictors."""
+    return pd.DataFrame(
+        {
+            "contribution_imaging": values[model.imaging_columns].sum(axis=1),
+            "contribution_clinical": values[model.clinical_columns].sum(axis=1),
+        },
+        index=values.index,
+    )
 
 
 def local_attribution(
@@ -79,8 +92,28 @@ def covariate_warnings(model: EnsembleModel, table: pd.DataFrame, skip: tuple[st
                 notes.append(
                     f"{name} {float(value):g} outside the training range {allowed[0]:g}-{allowed[1]:g}"
                 )
+        notes += clinical_notes(model, row)
         out.append("; ".join(notes))
     return out
+
+
+def clinical_notes(model: EnsembleModel, row: pd.Series) -> list[str]:
+    """A patient's clinical predictors that the model cannot use as given: a missing value (each fold model
+    puts its training mean in its place) and a categorical code no training patient had (no weight)."""
+    notes = []
+    counts = model.info.get("clinical_training_counts") or {}
+    unseen = [c for c, n in counts.items() if n == 0 and row.get(c) == 1]
+    if unseen:
+        notes.append(
+            f"clinical code(s) {', '.join(c.removeprefix(PREFIX) for c in unseen)} never seen in "
+            "training: they carry no weight"
+        )
+    missing = sorted(
+        {c.removeprefix(PREFIX).split("=")[0] for c in model.clinical_columns if pd.isna(row.get(c))}
+    )
+    if missing:
+        notes.append(f"clinical value(s) missing, imputed with the training mean: {', '.join(missing)}")
+    return notes
 
 
 def check_settings(threshold: float, coverage: float) -> None:
@@ -172,11 +205,11 @@ def align_unseen_sites(
     for site in model.unseen_levels(table).get("site", []):
         rows = sites == site
         count = int(rows.sum())
-        if min_scans is not None and count >= min_scans and training is not None:
+        if min_scans is not None and count >= min_scans and training is not None and model.imaging_columns:
             aligner = aligner or SiteAligner(
-                model.feature_columns, min_site_size=min_scans, method=method
+                model.imaging_columns, min_site_size=min_scans, method=method
             ).fit(training)
-            out.loc[rows, model.feature_columns] = aligner.transform(table.loc[rows])[model.feature_columns]
+            out.loc[rows, model.imaging_columns] = aligner.transform(table.loc[rows])[model.imaging_columns]
             note = f"site {site!r} not in training: aligned to it with its {count} unlabelled scans here"
         else:
             why = (

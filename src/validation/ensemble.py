@@ -19,6 +19,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
+from src.data.clinical import imputed_columns, is_clinical_column
 from src.data.contract import SEXES, TABLE_META_COLUMNS
 from src.features.tables import first_missing
 from src.models.linear import AffineDecision
@@ -171,6 +172,12 @@ class EnsembleModel:
                 else [float(training[c].min()), float(training[c].max())]
                 for c in result.covariates
             }
+            # per clinical indicator column, the training patients with that code (0: an unseen code)
+            info["clinical_training_counts"] = {
+                c: int(np.nansum(training[c].to_numpy(float)))
+                for c in imputed_columns(result.feature_columns)
+                if "=" in c
+            }
         return cls(
             result.models,
             result.feature_columns,
@@ -192,6 +199,17 @@ class EnsembleModel:
         # categorical covariates are recorded as their levels (strings), numeric ones as [min, max]
         categorical = {n: v for n, v in seen.items() if v and all(isinstance(x, str) for x in v)}
         return unseen_levels(table, categorical)
+
+    @property
+    def clinical_columns(self) -> list[str]:
+        """The clinical predictor columns (may be missing: each fold model imputes its training mean)."""
+        return imputed_columns(self.feature_columns)
+
+    @property
+    def imaging_columns(self) -> list[str]:
+        """The feature columns that are not clinical predictors (what site alignment may touch)."""
+        clinical = set(self.clinical_columns)
+        return [c for c in self.feature_columns if c not in clinical]
 
     @property
     def categorical_covariates(self) -> list[str]:
@@ -249,7 +267,8 @@ class EnsembleModel:
                     f"{where}: subject {table['participant_id'].iloc[row]} has unknown sex code "
                     f"{X['sex'].iloc[row]!r} in column 'sex' (allowed: {list(SEXES)}, as in participants.tsv)"
                 )
-        hole = first_missing(table, X)
+        # a clinical predictor may be missing: each fold model fills it with its training mean
+        hole = first_missing(table, X[[c for c in X.columns if not is_clinical_column(c)]])
         if hole is not None:
             count, subject, column = hole
             raise ColumnMismatchError(
@@ -370,10 +389,10 @@ DISTANCE_COMPONENTS = 10
 
 
 def _distance_axes(
-    training: pd.DataFrame, covariates: list[str], categorical: list[str]
+    training: pd.DataFrame, covariates: list[str], categorical: list[str], impute: list[str]
 ) -> tuple[CovariateResidualizer, dict[str, np.ndarray]]:
     """The covariate model of ``training`` and the principal axes of its adjusted, standardised features."""
-    adjustment = CovariateResidualizer(covariates, categorical).fit(training)
+    adjustment = CovariateResidualizer(covariates, categorical, impute).fit(training)
     adjusted = adjustment.transform(training)
     mean, scale = adjusted.mean(axis=0), adjusted.std(axis=0)
     scale[scale == 0] = 1.0
@@ -412,10 +431,13 @@ def explanation_models(
     if training is None:
         return None, None
     covariates, categorical = list(result.covariates), list(result.categorical)
-    adjustment, axes = _distance_axes(training, covariates, categorical)
+    impute = imputed_columns(result.feature_columns)
+    adjustment, axes = _distance_axes(training, covariates, categorical, impute)
     reference = np.full(len(training), np.nan)
     for fold in (f for f in result.folds if f.repeat == 0):
-        fold_adjustment, fold_axes = _distance_axes(training.iloc[fold.train], covariates, categorical)
+        fold_adjustment, fold_axes = _distance_axes(
+            training.iloc[fold.train], covariates, categorical, impute
+        )
         reference[fold.test] = mahalanobis(fold_adjustment, fold_axes, training.iloc[fold.test])
     return adjustment, {**axes, "reference": np.sort(reference)}
 
@@ -450,11 +472,18 @@ def linear_npz(model: EnsembleModel) -> bytes:
     }
     if model.adjustment is not None:
         meta["adjustment_levels"] = model.adjustment.levels_
+        meta["adjustment_impute"] = list(model.adjustment.impute)
     arrays = {
         "weights": np.vstack([m.weights for m in folds]),
         "covariate_weights": np.vstack([np.asarray(m.covariate_weights, float) for m in folds]),
         "intercepts": np.asarray([m.intercept for m in folds], dtype=float),
     }
+    impute = list(getattr(design, "impute", ()))
+    if impute:  # each fold's training means of the columns that may be missing (clinical predictors)
+        meta["impute"] = impute
+        arrays["fill"] = np.vstack([m.residualizer.fill_ for m in folds])
+        if model.adjustment is not None:
+            arrays["adjustment_fill"] = model.adjustment.fill_
     if model.adjustment is not None:  # the whole-cohort covariate model (design x features)
         arrays["adjustment_coef"] = model.adjustment.coef_
     if model.distance is not None:  # principal axes + out-of-sample reference distances (src.predict)
@@ -510,10 +539,9 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
                 for name in archive.files
                 if name.startswith("distance_")
             } or None
-            adjustment_coef = (
-                np.asarray(archive["adjustment_coef"], dtype=float)
-                if "adjustment_coef" in archive.files
-                else None
+            adjustment_coef, fill, adjustment_fill = (
+                np.asarray(archive[name], dtype=float) if name in archive.files else None
+                for name in ("adjustment_coef", "fill", "adjustment_fill")
             )
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ModelIntegrityError(f"model file {path} is not a linear ensemble archive ({err})") from err
@@ -528,14 +556,25 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
         raise ModelIntegrityError(
             f"model file {path}: arrays and meta.json do not agree ({meta.get('format')})"
         )
+    impute = list(meta.get("impute", []))
+    positions = [meta["feature_columns"].index(c) for c in impute if c in meta["feature_columns"]]
+    if len(positions) != len(impute) or (impute and (fill is None or fill.shape != (n_models, len(impute)))):
+        raise ModelIntegrityError(f"model file {path}: the imputation arrays and meta.json do not agree")
     folds = []
     for i in range(n_models):
         # design only (names are shared by EnsembleModel): only what an affine model keeps
         design = CovariateResidualizer.from_parts(
-            meta["covariates"], meta["categorical"], meta["levels"][i], []
+            meta["covariates"],
+            meta["categorical"],
+            meta["levels"][i],
+            [],
+            impute_positions=positions,
+            fill=fill[i] if impute else None,
+            impute=impute,
         )
         design.n_features_in_ = len(meta["covariates"]) + n_features
-        if covariate_weights.shape[1] != len(_design_columns(design)):
+        # no covariates: nothing is regressed out and the fold has no design at all
+        if covariate_weights.shape[1] != (len(_design_columns(design)) if meta["covariates"] else 0):
             raise ModelIntegrityError(f"model file {path}: fold {i} has a design of the wrong width")
         folds.append(AffineDecision(weights[i], covariate_weights[i], float(intercepts[i]), design))
     adjustment = None
@@ -546,6 +585,9 @@ def read_linear_npz(path: str | Path) -> EnsembleModel:
             meta["adjustment_levels"],
             [*meta["covariates"], *meta["feature_columns"]],
             adjustment_coef,
+            impute_positions=[meta["feature_columns"].index(c) for c in meta.get("adjustment_impute", [])],
+            fill=adjustment_fill,
+            impute=meta.get("adjustment_impute", []),
         )
     slope, intercept = meta["calibration"]
     return EnsembleModel(

@@ -37,6 +37,7 @@ from src.validation.permutation import (
     permuted_estimator,
 )
 from src.validation.shards import parse_shard, shard_indices, write_shard
+from src.validation.stacking import StackedNestedCV
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,23 @@ def run_permutation_shard(config: ExperimentConfig, inputs: TrainingInputs, prog
 def training_estimator(
     config: ExperimentConfig, inputs: TrainingInputs, progress: bool = False
 ) -> NestedCVClassifier:
-    """The experiment's method, unfitted: its search space, CV scheme, covariates, seed and workers."""
-    return NestedCVClassifier(
-        search_space=inputs.space,
-        cv=inputs.cv,
-        covariates=inputs.covariates,
-        categorical=inputs.categorical,
-        random_state=config.seed,
-        n_jobs=config.n_jobs,
-        progress=progress,
-    )
+    """The experiment's method, unfitted: its search space, CV scheme, covariates, seed and workers; the
+    stacking sibling when the model stacks modalities (``model.stack``)."""
+    settings = {
+        "search_space": inputs.space,
+        "cv": inputs.cv,
+        "covariates": inputs.covariates,
+        "categorical": inputs.categorical,
+        "random_state": config.seed,
+        "n_jobs": config.n_jobs,
+        "progress": progress,
+    }
+    stack = config.model.stack
+    if stack is not None:
+        return StackedNestedCV(
+            **settings, clinical_covariates=tuple(stack.clinical_covariates), meta_cs=tuple(stack.meta_cs)
+        )
+    return NestedCVClassifier(**settings)
 
 
 def run_training(config: ExperimentConfig, inputs: TrainingInputs, progress: bool) -> TrainingOutcome:

@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from src.models.residualize import least_squares
+from src.models.residualize import column_means, least_squares
 
 try:  # scikit-learn's own libsvm binding (private; the public SVC is the fallback)
     from sklearn.svm import _libsvm
@@ -120,9 +120,18 @@ class SplitKernel:
         test: np.ndarray,
         use_pca: bool,
         keep_transform: bool = False,
+        impute: np.ndarray | None = None,
     ) -> SplitKernel:
-        """Preprocessing fitted on the ``train`` rows and the split reduced to its Gram matrices."""
+        """Preprocessing fitted on the ``train`` rows and the split reduced to its Gram matrices; ``impute``:
+        positions of the columns whose missing values are filled first with their ``train``-row means (as
+        :class:`~src.models.residualize.CovariateResidualizer` does)."""
         fa, fb = features[train], features[test]
+        fill = np.zeros(0)
+        if impute is not None and len(impute):
+            fill = column_means(fa[:, impute])
+            for part in (fa, fb):  # copies already (fancy indexing)
+                block = part[:, impute]
+                part[:, impute] = np.where(np.isnan(block), fill[None, :], block)
         coef = np.zeros((0, features.shape[1]))
         if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer
             design_a, design_b = codes.design(train, train), codes.design(train, test)
@@ -142,7 +151,13 @@ class SplitKernel:
         if use_pca:
             split._add_pca(za, zb)
         if keep_transform:
-            split.transform = {"coef": coef, "mean": scaler.mean_, "scale": scaler.scale_, "za": za}
+            split.transform = {
+                "coef": coef,
+                "mean": scaler.mean_,
+                "scale": scaler.scale_,
+                "za": za,
+                "fill": fill,
+            }
         return split
 
     def _add_pca(self, za: np.ndarray, zb: np.ndarray) -> None:

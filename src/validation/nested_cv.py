@@ -31,6 +31,7 @@ from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from src.config.settings import CVConfig
+from src.data.clinical import imputed_columns, is_clinical_column
 from src.models.linear import AffineDecision, compact
 from src.models.pipeline import build_pipeline
 from src.models.residualize import CovariateResidualizer
@@ -62,6 +63,9 @@ class FoldResult:
     trials: pd.DataFrame
     model: Pipeline | AffineDecision | None
     seconds: float
+    # with inner_oof: the tuned model's inner out-of-fold scores of the training rows (in ``train`` order):
+    # what a stacking meta-learner is fitted on, never on the outer-test rows
+    inner_decision: np.ndarray | None = None
 
 
 def check_class_sizes(y: np.ndarray, n_splits: int, where: str) -> None:
@@ -144,8 +148,14 @@ class InnerKernels:
         self.y, self.use_pca = y, use_pca
         self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         self.codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
+        self.impute = impute_positions(X.columns.drop(list(covariates)))
         self.splits = [
-            (rows[b], SplitKernel.build(self.features, self.codes, y, rows[a], rows[b], use_pca))
+            (
+                rows[b],
+                SplitKernel.build(
+                    self.features, self.codes, y, rows[a], rows[b], use_pca, impute=self.impute
+                ),
+            )
             for a, b in splitter.split(np.zeros(len(rows)), y[rows])
         ]
 
@@ -153,7 +163,9 @@ class InnerKernels:
         """Decision scores of the outer-test rows by the pipeline with ``params`` refitted on the outer-
         training rows, computed in kernel space (equal to ``build_pipeline(params).fit(...)
         .decision_function(...)`` up to rounding; tests/test_nested_cv.py compares them)."""
-        split = SplitKernel.build(self.features, self.codes, self.y, train, test, self.use_pca)
+        split = SplitKernel.build(
+            self.features, self.codes, self.y, train, test, self.use_pca, impute=self.impute
+        )
         n_components = None
         if split.cumulative_ratio is not None:
             n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
@@ -163,6 +175,18 @@ class InnerKernels:
     def linear_refit(self, X: pd.DataFrame, train: np.ndarray, params: dict[str, Any]) -> AffineDecision:
         """The locked fold model of a linear SVC: :func:`affine_refit` on the outer-training rows."""
         return affine_refit(self.features, self.codes, self.y, train, params, X.columns)
+
+    def inner_decision(self, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        """The decision scores of ``params`` on every inner split's test rows, as one out-of-fold vector in
+        the order of ``rows`` (the outer-training part the splits came from)."""
+        out = np.full(len(self.y), np.nan)
+        for test, split in self.splits:
+            n_components = None
+            if split.cumulative_ratio is not None:
+                n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+            gram, cross = split.kernels(params, n_components)
+            out[test] = fit_decision(gram, split.y, cross, params)
+        return out[rows]
 
     def score(self, params: dict[str, Any]) -> list[float]:
         """Balanced accuracy of ``params`` on every inner split."""
@@ -190,19 +214,36 @@ def affine_refit(
     :meth:`AffineDecision.from_pipeline` gives for ``build_pipeline(params).fit(...)``, up to rounding:
     tests/test_nested_cv.py compares them), computed in kernel space: no SVD of the voxel matrix."""
     use_pca = any(params.get(p) is not None for p in ("pca_variance", "pca_components"))
-    split = SplitKernel.build(features, codes, y, train, train[:0], use_pca, keep_transform=True)
+    covariates = codes.covariates if codes is not None else ()
+    feature_names = [c for c in columns if c not in frozenset(covariates)]
+    impute = impute_positions(feature_names)
+    split = SplitKernel.build(
+        features, codes, y, train, train[:0], use_pca, keep_transform=True, impute=impute
+    )
     n_components = None
     if split.cumulative_ratio is not None:
         n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
     weights, covariate_weights, intercept = linear_affine(split, params, n_components)
     # only the design is kept, as in AffineDecision.from_pipeline
     design = CovariateResidualizer.from_parts(
-        codes.covariates if codes is not None else (),
+        covariates,
         codes.categorical if codes is not None else (),
         codes.training_levels(train) if codes is not None else {},
         list(columns),
+        impute_positions=impute,
+        fill=split.transform["fill"],
+        impute=[feature_names[i] for i in impute],
     )
     return AffineDecision(weights, covariate_weights, intercept, design)
+
+
+def impute_positions(columns: Sequence[str]) -> np.ndarray:
+    """Positions of :func:`imputed_columns` among the feature ``columns``."""
+    return np.asarray([i for i, c in enumerate(columns) if is_clinical_column(c)], dtype=np.intp)
+
+
+def _imputed(X: pd.DataFrame, covariates: Sequence[str]) -> list[str]:
+    return imputed_columns([c for c in X.columns if c not in frozenset(covariates)])
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -268,10 +309,12 @@ def fit_outer_fold(
     covariates: Sequence[str],
     categorical: Sequence[str],
     keep_model: bool = True,
+    inner_oof: bool = False,
 ) -> FoldResult:
     """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once.
 
-    ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither)."""
+    ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither);
+    ``inner_oof`` also returns the tuned parameters' inner out-of-fold scores of the training rows."""
     start = time.perf_counter()
     y_train = y[train]
     check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
@@ -298,7 +341,9 @@ def fit_outer_fold(
         model = cache.linear_refit(X, train, best_params)
         decision = model.decision_function(X.iloc[test], cache.features[test])
     elif keep_model:  # other kernels keep the fitted pipeline itself
-        model = build_pipeline(best_params, covariates, categorical).fit(X.iloc[train], y_train)
+        model = build_pipeline(best_params, covariates, categorical, impute=_imputed(X, covariates)).fit(
+            X.iloc[train], y_train
+        )
         decision = model.decision_function(X.iloc[test])
     else:  # a permutation needs only the outer-test scores: the same refit, in kernel space
         decision = cache.outer_decision(train, test, best_params)
@@ -319,6 +364,7 @@ def fit_outer_fold(
         # the locked model keeps linear pipelines in their exact affine form (small; the weights are explicit)
         model=compact(model) if isinstance(model, Pipeline) else model,
         seconds=time.perf_counter() - start,
+        inner_decision=cache.inner_decision(train, best_params) if inner_oof else None,
     )
 
 
@@ -337,6 +383,7 @@ def fold_record(fold: FoldResult) -> dict[str, Any]:
         "inner_best": fold.inner_best,
         "trials": {"columns": list(fold.trials.columns), "rows": fold.trials.to_numpy(dtype=object).tolist()},
         "seconds": fold.seconds,
+        **({"inner_decision": fold.inner_decision} if fold.inner_decision is not None else {}),
     }
 
 
@@ -359,7 +406,8 @@ def fold_from_record(
         codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         model = affine_refit(features, codes, y, train, params, X.columns)
     elif keep_model:
-        model = compact(build_pipeline(params, covariates, categorical).fit(X.iloc[train], y[train]))
+        pipeline = build_pipeline(params, covariates, categorical, impute=_imputed(X, covariates))
+        model = compact(pipeline.fit(X.iloc[train], y[train]))
     decision = np.asarray(record["decision"], dtype=float)
     if decision.shape != (len(test),):
         raise ValueError(f"checkpointed fold {record['repeat']}/{record['fold']} does not match its split")
@@ -374,6 +422,9 @@ def fold_from_record(
         trials=pd.DataFrame(record["trials"]["rows"], columns=record["trials"]["columns"]),
         model=model,
         seconds=float(record["seconds"]),
+        inner_decision=np.asarray(record["inner_decision"], dtype=float)
+        if "inner_decision" in record
+        else None,
     )
 
 
@@ -501,6 +552,7 @@ def run_nested_cv(
     progress: bool = False,
     keep_models: bool = True,
     checkpoint: str | Path | None = None,
+    inner_oof: bool = False,
 ) -> NestedCVResult:
     """Run repeated nested CV.
 
@@ -531,6 +583,9 @@ def run_nested_cv(
         already in it are not tuned again (their models are refitted from the recorded parameters): a run
         interrupted after k folds resumes at k with the same results. Its name should carry
         :func:`~src.validation.checkpoints.checkpoint_key` of the data, labels, settings, seed and code.
+    inner_oof : bool
+        Also keep each fold's inner out-of-fold scores of its training rows (``FoldResult.inner_decision``):
+        what a stacking meta-learner learns from (:class:`~src.validation.stacking.StackedNestedCV`).
     """
     y = np.asarray(y).astype(int)
     if len(X) != len(y):
@@ -538,12 +593,14 @@ def run_nested_cv(
     X = X.reset_index(drop=True)
     splits = outer_splits(y, cv, seed)
     done = {
-        (int(rec["repeat"]), int(rec["fold"])): rec for rec in read_records(checkpoint) if "trials" in rec
+        (int(rec["repeat"]), int(rec["fold"])): rec
+        for rec in read_records(checkpoint)
+        if "trials" in rec and (not inner_oof or "inner_decision" in rec)
     }
     todo = [split for split in splits if split[:2] not in done]
     jobs = (
         delayed(fit_outer_fold)(
-            X, y, r, k, train, test, space, cv, seed, covariates, categorical, keep_models
+            X, y, r, k, train, test, space, cv, seed, covariates, categorical, keep_models, inner_oof
         )
         for r, k, train, test in todo
     )

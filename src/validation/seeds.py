@@ -16,6 +16,7 @@ class Stream(IntEnum):
     SAMPLER = 2
     PERMUTATION = 3
     WEIGHT_PERMUTATION = 4
+    META_SPLIT = 5  # the stacking meta-learner's folds
 
 
 def derive_seed(seed: int, stream: Stream, *keys: int) -> int:
