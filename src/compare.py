@@ -8,10 +8,11 @@ that their outer splits are the same (checked): the tests are paired. For every 
   differences (Nadeau & Bengio; Bouckaert & Frank) and the Bayesian correlated t-test with a region of
   practical equivalence (``compare.rope``): P(A better), P(equivalent), P(B better);
 - each evaluation group scored by both (external, control, ...): DeLong's test of the AUC difference, the BAC
-  difference with a stratified paired bootstrap 95 % interval;
+  and net-benefit differences with stratified paired bootstrap 95 % intervals;
 - Holm-adjusted p-values over the pairs.
 
-Writes ``${compare.dir}/<A>-<B>[-...]/``: ``comparison.json``, ``comparison.csv``, ``comparison.md``.
+Writes ``${compare.dir}/<A>-<B>[-...]/``: ``comparison.json``, ``comparison.csv``, ``comparison.md`` and
+``comparison.png`` (every difference with its interval; each evaluation group's decision curves).
 
 Example::
 
@@ -31,7 +32,12 @@ from omegaconf import DictConfig
 from src.config.cli import run, start
 from src.config.params import listed_experiments
 from src.config.settings import ExperimentConfig
-from src.evaluation.model_comparison import TrainedExperiment, compare_experiments, comparison_table
+from src.evaluation.model_comparison import (
+    TrainedExperiment,
+    compare_experiments,
+    comparison_figure,
+    comparison_table,
+)
 from src.tracking.store import check_store
 from src.utils.errors import UserInputError, user_errors
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
@@ -56,6 +62,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     with atomic_directory(out) as tmp:
         write_json_atomic(tmp / "comparison.json", document)
         table.to_csv(tmp / "comparison.csv", index=False)
+        comparison_figure(document, table, tmp / "comparison.png")
         shown = table.round(3).to_markdown(index=False, tablefmt="github")
         write_text_atomic(tmp / "comparison.md", shown + "\n")
     print(

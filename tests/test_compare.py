@@ -60,7 +60,9 @@ def test_compare_two_experiments_on_the_discovery_cv(two_trained):
     assert test["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
     bayes = pair["discovery"]["bac"]["bayesian"]
     assert bayes["p_a_better"] + bayes["p_equivalent"] + bayes["p_b_better"] == pytest.approx(1.0)
-    assert "discovery BAC" in done.stdout and (out / "comparisons" / "linear-rbf" / "comparison.md").is_file()
+    written = out / "comparisons" / "linear-rbf"
+    assert "discovery BAC" in done.stdout
+    assert (written / "comparison.md").is_file() and (written / "comparison.png").is_file()
 
 
 def test_unpaired_experiments_are_refused(two_trained, tmp_path):
@@ -90,14 +92,18 @@ def test_each_evaluation_group_gets_delong_and_a_paired_bootstrap(two_trained):
     scored = pd.DataFrame(
         {"participant_id": [f"sub-e{i:02d}" for i in range(30)], "cohort": "ext", "response": y}
     )
-    a.evaluated = scored.assign(decision=y + rng.normal(0, 1, 30))
-    b.evaluated = scored.assign(decision=y + rng.normal(0, 0.5, 30))
+    da, db = y + rng.normal(0, 1, 30) - 0.5, y + rng.normal(0, 0.5, 30) - 0.5
+    a.evaluated = scored.assign(decision=da, probability=1 / (1 + np.exp(-da)))
+    b.evaluated = scored.assign(decision=db, probability=1 / (1 + np.exp(-db)))
     a.groups = b.groups = {"external": ["ext"]}
     result = cohort_comparison(a, b, n_bootstrap=500, seed=1)["external"]
     expected = delong_test(y, a.evaluated["decision"], b.evaluated["decision"])
     assert result["delong"]["p_value"] == pytest.approx(expected.p_value) and result["n"] == 30
     low, high = result["bac"]["ci95"]
     assert low <= result["bac"]["difference"] <= high
+    net = result["net_benefit"]  # B - A of the net benefit at every threshold, inside its interval
+    assert np.all(np.asarray(net["ci95_low"]) <= np.asarray(net["difference"]) + 1e-12)
+    assert np.all(np.asarray(net["difference"]) <= np.asarray(net["ci95_high"]) + 1e-12)
     b.evaluated = b.evaluated.iloc[1:]
     with pytest.raises(UserInputError, match="scored different subjects"):
         cohort_comparison(a, b, n_bootstrap=10, seed=1)

@@ -176,3 +176,93 @@ def holm(p_values: list[float]) -> list[float]:
     from statsmodels.stats.multitest import multipletests
 
     return [float(p) for p in multipletests(p_values, method="holm")[1]]
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """B - A on one cohort by a stratified paired bootstrap (subjects resampled within class, both models'
+    scores of a subject together): the BAC difference and the net-benefit difference at each threshold.
+
+    Attributes
+    ----------
+    bac_a, bac_b, bac_difference : float
+        BAC of ``decision > 0`` of each model, and B - A.
+    bac_ci95 : list of float
+        The percentile interval of the bootstrapped differences.
+    thresholds : list of float
+        Decision thresholds on P(response).
+    net_benefit_a, net_benefit_b, net_benefit_difference, net_benefit_ci_low, net_benefit_ci_high : list
+        Net benefit (TP/n - FP/n * t / (1 - t)) of each model at each threshold, B - A, its 95 % interval.
+    net_benefit_treat_all : list of float
+        Treating everyone, for reference (treating no one is 0).
+    """
+
+    bac_a: float
+    bac_b: float
+    bac_difference: float
+    bac_ci95: list[float]
+    thresholds: list[float]
+    net_benefit_a: list[float]
+    net_benefit_b: list[float]
+    net_benefit_difference: list[float]
+    net_benefit_ci_low: list[float]
+    net_benefit_ci_high: list[float]
+    net_benefit_treat_all: list[float]
+
+
+def _bac(y_rows: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """BAC of each row of ``positive`` (resamples x subjects, predicted 1) against ``y_rows``."""
+    pos = y_rows == 1
+    sensitivity = (positive & pos).sum(axis=-1) / pos.sum(axis=-1)
+    specificity = (~positive & ~pos).sum(axis=-1) / (~pos).sum(axis=-1)
+    return (sensitivity + specificity) / 2
+
+
+def _net_benefit(y_rows: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Net benefit of treating where ``proba >= t`` (resamples x thresholds)."""
+    treat = proba[..., None] >= thresholds  # resamples x subjects x thresholds
+    positive = (y_rows == 1)[..., None]
+    n = y_rows.shape[-1]
+    true_pos, false_pos = (treat & positive).sum(axis=-2) / n, (treat & ~positive).sum(axis=-2) / n
+    return true_pos - false_pos * thresholds / (1 - thresholds)
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    decision_a: np.ndarray,
+    decision_b: np.ndarray,
+    proba_a: np.ndarray,
+    proba_b: np.ndarray,
+    n_bootstrap: int,
+    seed: int,
+    thresholds: np.ndarray | None = None,
+) -> PairedBootstrap:
+    """B - A in BAC and in net benefit with stratified paired bootstrap intervals (:class:`PairedBootstrap`).
+
+    Written with numpy over all resamples at once: scikit-learn's metric functions validate their inputs
+    on every call (~16 ms each), which made 2000 resamples x pairs x cohorts take minutes. The point
+    estimates equal ``balanced_accuracy_score`` and ``dcurves.dca`` (tests/test_comparison.py)."""
+    y = np.asarray(y, dtype=int)
+    thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds, float)
+    arrays = [np.asarray(v, dtype=float) for v in (decision_a, decision_b, proba_a, proba_b)]
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rows = np.hstack([rng.choice(pos, (n_bootstrap, len(pos))), rng.choice(neg, (n_bootstrap, len(neg)))])
+    da, db, pa, pb = arrays
+    bac = [float(_bac(y, d > 0)) for d in (da, db)]
+    boot_bac = _bac(y[rows], db[rows] > 0) - _bac(y[rows], da[rows] > 0)
+    net = [_net_benefit(y, p, thresholds) for p in (pa, pb)]
+    boot_net = _net_benefit(y[rows], pb[rows], thresholds) - _net_benefit(y[rows], pa[rows], thresholds)
+    return PairedBootstrap(
+        bac_a=bac[0],
+        bac_b=bac[1],
+        bac_difference=bac[1] - bac[0],
+        bac_ci95=[float(np.percentile(boot_bac, 2.5)), float(np.percentile(boot_bac, 97.5))],
+        thresholds=[float(t) for t in thresholds],
+        net_benefit_a=net[0].tolist(),
+        net_benefit_b=net[1].tolist(),
+        net_benefit_difference=(net[1] - net[0]).tolist(),
+        net_benefit_ci_low=np.percentile(boot_net, 2.5, axis=0).tolist(),
+        net_benefit_ci_high=np.percentile(boot_net, 97.5, axis=0).tolist(),
+        net_benefit_treat_all=_net_benefit(y, np.ones(len(y)), thresholds).tolist(),
+    )

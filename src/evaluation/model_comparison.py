@@ -18,14 +18,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as t_distribution
 
 from src.config.settings import saved_settings
 from src.data.cohorts import cohort_specs, evaluation_groups
-from src.evaluation.comparison import bayesian_correlated_ttest, corrected_ttest, delong_test, holm
+from src.evaluation.comparison import (
+    bayesian_correlated_ttest,
+    corrected_ttest,
+    delong_test,
+    holm,
+    paired_bootstrap,
+)
 from src.utils.errors import MissingInputError, UserInputError
 from src.validation.metrics import binary_metrics
 
 METRICS = ("bac", "auc")
+# the threshold on P(response) at which the table states the net-benefit difference (the figure: all of them)
+NET_BENEFIT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -131,9 +140,9 @@ def scored_rows(e: TrainedExperiment, cohorts: Sequence[str]) -> pd.DataFrame:
 def cohort_comparison(
     a: TrainedExperiment, b: TrainedExperiment, n_bootstrap: int, seed: int
 ) -> dict[str, dict[str, Any]]:
-    """Per evaluation group scored by both locked models: DeLong's test of the AUC difference and the BAC
-    difference with a stratified paired bootstrap 95 % interval (subjects resampled within class, both
-    models' scores together)."""
+    """Per evaluation group scored by both locked models: DeLong's test of the AUC difference, and the BAC
+    and net-benefit differences with stratified paired bootstrap 95 % intervals (subjects resampled within
+    class, both models' scores together: :func:`~src.evaluation.comparison.paired_bootstrap`)."""
     if a.evaluated is None or b.evaluated is None:
         return {}
     out: dict[str, dict[str, Any]] = {}
@@ -146,22 +155,32 @@ def cohort_comparison(
                 f"evaluation group {group!r}: experiments {a.name!r} and {b.name!r} scored different subjects"
             )
         y = sa["response"].to_numpy(int)
-        da, db = sa["decision"].to_numpy(float), sb["decision"].to_numpy(float)
-        bac_a, bac_b = binary_metrics(y, da)["bac"], binary_metrics(y, db)["bac"]
-        rng = np.random.default_rng(seed)
-        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        diffs = []
-        for _ in range(n_bootstrap):
-            rows = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-            diffs.append(binary_metrics(y[rows], db[rows])["bac"] - binary_metrics(y[rows], da[rows])["bac"])
+        boot = paired_bootstrap(
+            y,
+            sa["decision"].to_numpy(float),
+            sb["decision"].to_numpy(float),
+            sa["probability"].to_numpy(float),
+            sb["probability"].to_numpy(float),
+            n_bootstrap,
+            seed,
+        )
         out[group] = {
             "n": len(y),
-            "delong": asdict(delong_test(y, da, db)),
+            "delong": asdict(delong_test(y, sa["decision"].to_numpy(float), sb["decision"].to_numpy(float))),
             "bac": {
-                "a": bac_a,
-                "b": bac_b,
-                "difference": bac_b - bac_a,
-                "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+                "a": boot.bac_a,
+                "b": boot.bac_b,
+                "difference": boot.bac_difference,
+                "ci95": boot.bac_ci95,
+            },
+            "net_benefit": {
+                "thresholds": boot.thresholds,
+                "a": boot.net_benefit_a,
+                "b": boot.net_benefit_b,
+                "difference": boot.net_benefit_difference,
+                "ci95_low": boot.net_benefit_ci_low,
+                "ci95_high": boot.net_benefit_ci_high,
+                "treat_all": boot.net_benefit_treat_all,
             },
         }
     return out
@@ -207,6 +226,7 @@ def comparison_table(document: Mapping[str, Any]) -> pd.DataFrame:
         for metric in METRICS:
             d = pair["discovery"][metric]
             test, bayes = d["corrected_ttest"], d["bayesian"]
+            half = float(t_distribution.ppf(0.975, test["df"])) * test["se"]
             rows.append(
                 {
                     "A": pair["a"],
@@ -215,6 +235,7 @@ def comparison_table(document: Mapping[str, Any]) -> pd.DataFrame:
                     "A value": d["a_ensemble"],
                     "B value": d["b_ensemble"],
                     "B - A": test["mean"],  # the mean outer-fold difference (what the tests test)
+                    "95% CI": _interval(test["mean"] - half, test["mean"] + half),
                     "p": test["p_value"],
                     "p Holm": test["p_holm"],
                     "P(A better)": bayes["p_a_better"],
@@ -223,16 +244,108 @@ def comparison_table(document: Mapping[str, Any]) -> pd.DataFrame:
                 }
             )
         for group, c in pair["cohorts"].items():
+            delong = c["delong"]
             rows.append(
                 {
                     "A": pair["a"],
                     "B": pair["b"],
                     "source": f"{group} AUC (DeLong)",
-                    "A value": c["delong"]["auc_a"],
-                    "B value": c["delong"]["auc_b"],
-                    "B - A": c["delong"]["difference"],
-                    "p": c["delong"]["p_value"],
-                    "p Holm": c["delong"]["p_holm"],
+                    "A value": delong["auc_a"],
+                    "B value": delong["auc_b"],
+                    "B - A": delong["difference"],
+                    "95% CI": _interval(
+                        delong["difference"] - 1.96 * delong["se"], delong["difference"] + 1.96 * delong["se"]
+                    ),
+                    "p": delong["p_value"],
+                    "p Holm": delong["p_holm"],
                 }
             )
+            rows.append(
+                {
+                    "A": pair["a"],
+                    "B": pair["b"],
+                    "source": f"{group} BAC (paired bootstrap)",
+                    "A value": c["bac"]["a"],
+                    "B value": c["bac"]["b"],
+                    "B - A": c["bac"]["difference"],
+                    "95% CI": _interval(*c["bac"]["ci95"]),
+                }
+            )
+            net = c.get("net_benefit")
+            if net:
+                i = int(np.argmin(np.abs(np.asarray(net["thresholds"]) - NET_BENEFIT_THRESHOLD)))
+                rows.append(
+                    {
+                        "A": pair["a"],
+                        "B": pair["b"],
+                        "source": f"{group} net benefit at P >= {net['thresholds'][i]:.2f}",
+                        "A value": net["a"][i],
+                        "B value": net["b"][i],
+                        "B - A": net["difference"][i],
+                        "95% CI": _interval(net["ci95_low"][i], net["ci95_high"][i]),
+                    }
+                )
     return pd.DataFrame(rows)
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{low:+.3f} to {high:+.3f}"
+
+
+def decision_curves(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per evaluation group: the thresholds, each experiment's net-benefit curve, and treat-all's."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in document["pairs"]:
+        for group, c in pair["cohorts"].items():
+            net = c.get("net_benefit")
+            if not net:
+                continue
+            entry = out.setdefault(
+                group, {"thresholds": net["thresholds"], "curves": {}, "treat_all": net["treat_all"]}
+            )
+            entry["curves"][pair["a"]], entry["curves"][pair["b"]] = net["a"], net["b"]
+    return out
+
+
+def comparison_figure(document: Mapping[str, Any], table: pd.DataFrame, path: Path) -> None:
+    """``comparison.png``: B - A with its 95 % interval for every pair and source (left), and each evaluation
+    group's decision curves of every experiment with treat-all and treat-none (right)."""
+    # lazy: matplotlib 0.6 s (benchmarks/import_time.py), only for figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = decision_curves(document)
+    rows = table[table["95% CI"].notna()].reset_index(drop=True)
+    fig, axes = plt.subplots(
+        1,
+        1 + len(curves),
+        figsize=(7 + 4.5 * len(curves), max(4.0, 0.28 * len(rows) + 1.5)),
+        gridspec_kw={"width_ratios": [1.6] + [1] * len(curves)},
+        squeeze=False,
+    )
+    forest = axes[0, 0]
+    for i, row in rows.iterrows():
+        low, high = (float(v) for v in str(row["95% CI"]).split(" to "))
+        forest.plot([low, high], [i, i], color="0.3")
+        forest.plot(row["B - A"], i, "o", color="C3" if low > 0 or high < 0 else "C0")
+    forest.axvline(0, color="0.6", lw=0.8)
+    forest.set_yticks(range(len(rows)))
+    forest.set_yticklabels([f"{r.B} - {r.A}: {r.source}" for r in rows.itertuples()], fontsize=7)
+    forest.invert_yaxis()
+    forest.set_xlabel("B - A (95 % interval; red: excludes 0)")
+    for ax, (group, entry) in zip(axes[0, 1:], curves.items(), strict=True):
+        thresholds = np.asarray(entry["thresholds"])
+        for name, values in entry["curves"].items():
+            ax.plot(thresholds, values, label=name)
+        ax.plot(thresholds, entry["treat_all"], color="0.4", ls="--", lw=0.8, label="treat all")
+        ax.axhline(0, color="0.6", lw=0.8, label="treat none")
+        ax.set_ylim(bottom=-0.1)
+        ax.set_title(f"decision curves: {group}")
+        ax.set_xlabel("threshold P(response)")
+        ax.set_ylabel("net benefit")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

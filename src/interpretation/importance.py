@@ -54,19 +54,40 @@ def model_regions(
     fold_params = model.info.get("fold_params")
     if n_permutations and fold_params and "response" in training:
         status(f"weights: permutation test, {n_permutations} permutations of the first repeat's folds ...")
-        tested = weight_permutation_test(
-            fold_params,
-            model.info["fold_test_ids"],
-            training,
-            model.feature_columns,
-            model.covariates,
-            model.categorical_covariates,
-            n_permutations,
-            seed,
+        # a stacked model: each block's own fold models (its columns, covariates and tuned parameters)
+        blocks = (model.info.get("stack") or {}).get("blocks") or {
+            "": {
+                "features": model.feature_columns,
+                "covariates": model.covariates,
+                "categorical": model.categorical_covariates,
+            }
+        }
+        tested = pd.concat(
+            [
+                weight_permutation_test(
+                    [_block_params(params, name) for params in fold_params],
+                    model.info["fold_test_ids"],
+                    training,
+                    block["features"],
+                    block["covariates"],
+                    block["categorical"],
+                    n_permutations,
+                    seed,
+                )
+                for name, block in blocks.items()
+            ],
+            ignore_index=True,
         )
         table = table.merge(tested[["feature", "p_perm", "q_perm"]], on="feature", how="left")
         table["selected"] = table["q_perm"] < FDR
     return table
+
+
+def _block_params(params: dict, block: str) -> dict:
+    """A fold's tuned parameters of one stacked block (``imaging__C`` -> ``C``); all of them for ``""``."""
+    if not block:
+        return params
+    return {k.split("__", 1)[1]: v for k, v in params.items() if k.startswith(f"{block}__")}
 
 
 def _fold_importance(

@@ -121,6 +121,14 @@ class StackedNestedCV(NestedCVClassifier):
             "clinical": (clinical, extra, categorical),
         }
 
+    def _lock(self, X: pd.DataFrame, info: dict[str, Any] | None) -> Any:
+        # each block's columns and covariates: what the weight permutation test refits block by block
+        blocks = {
+            name: {"features": features, "covariates": covariates, "categorical": categorical}
+            for name, (features, covariates, categorical) in self._blocks(X).items()
+        }
+        return super()._lock(X, {**(info or {}), "stack": {"blocks": blocks}})
+
     def _run(self, X: pd.DataFrame, y: np.ndarray, ids: Sequence[str] | None) -> NestedCVResult:
         space = self.search_space if self.search_space is not None else default_search_space()
         if space.fixed.get("kernel") != "linear" or "kernel" in space.params:
