@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     names = listed_experiments(config.compare.experiments, config.params_file, "compare.experiments")
+    if len(names) < 2 and config.compare.experiments is None:  # the DVC stage with one experiment listed
+        with atomic_directory(Path(config.compare.dir)) as tmp:
+            write_text_atomic(tmp / "README.txt", f"nothing to compare: {config.params_file} lists {names}\n")
+        print(f"nothing to compare: {config.params_file} lists {names} (a comparison needs two)")
+        return {}
     if len(names) < 2:
         raise UserInputError(f"compare.experiments lists {names}: a comparison needs at least two")
     experiments = [TrainedExperiment.load(name, Path(config.paths.output) / name) for name in names]

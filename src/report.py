@@ -22,7 +22,9 @@ from omegaconf import DictConfig
 
 from src.config.cli import run, start
 from src.config.params import listed_experiments
+from src.data.cohorts import is_simulated
 from src.reporting.document import ExperimentResults, render_html, render_markdown, summary_table
+from src.reporting.fusion import comparison_folder, fusion_section
 from src.utils.errors import user_errors
 from src.utils.io import atomic_directory, write_text_atomic
 from src.utils.provenance import dvc_output_md5
@@ -38,10 +40,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     experiments = [ExperimentResults.load(name, Path(config.paths.output) / name) for name in names]
     feature_sets = {e.config.features.name for e in experiments}
     dvc_hashes = {name: dvc_output_md5(Path(config.paths.features) / name) for name in feature_sets}
+    truth = Path(config.data.root) / "ground_truth.json" if is_simulated(config.data) else None
+    fusion = fusion_section(
+        {e.name: e.config for e in experiments},
+        {e.name: float(e.train["ensemble"]["auc"]) for e in experiments},
+        comparison_folder(Path(config.compare.dir), names),
+        truth,
+    )
     out_dir = Path(config.report.dir)
     with atomic_directory(out_dir) as out:
-        write_text_atomic(out / "report.md", render_markdown(experiments, dvc_hashes, out))
-        write_text_atomic(out / "report.html", render_html(experiments, dvc_hashes))
+        write_text_atomic(out / "report.md", render_markdown(experiments, dvc_hashes, out, fusion))
+        write_text_atomic(out / "report.html", render_html(experiments, dvc_hashes, fusion))
         summary = summary_table(experiments)
         summary.to_csv(out / "summary.csv", index=False)
     settings = config.tracking

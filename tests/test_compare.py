@@ -34,6 +34,8 @@ def two_trained(tmp_path_factory):
 def _compare(out, *overrides: str) -> subprocess.CompletedProcess:
     """`python -m src.compare` of the two trained experiments under ``out``; asserts it succeeded."""
     command = [sys.executable, "-m", "src.compare", "compare.experiments=[linear,rbf]", f"paths.output={out}"]
+    if not any(o.startswith("compare.dir=") for o in overrides):  # never into the repository's comparisons/
+        command.append(f"compare.dir={out / 'comparisons'}")
     done = subprocess.run(
         [*command, *overrides], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
     )

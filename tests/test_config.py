@@ -41,6 +41,9 @@ def test_params_yaml_agrees_with_hydra_defaults():
     used = {spec["features"] for spec in params["experiments"].values()}
     assert set(params["feature_sets"]) == used and used <= available
     assert params["permutation"]["n"] == cfg["permutation"]["n"]
+    # each experiment's own permutation count; the seed study's model keeps the paper's 1000
+    assert all(int(spec["permutations"]) >= 1 for spec in params["experiments"].values())
+    assert params["experiments"]["gm_only"]["permutations"] == cfg["permutation"]["n"]
     for name, spec in params["experiments"].items():
         composed = compose_config([f"+experiment={name}"])
         assert composed["name"] == name
@@ -59,7 +62,7 @@ def test_every_dvc_stage_passes_its_params_to_hydra():
             "data=${data}",
             "cv=${cv}",
             "seed=${seed}",
-            "permutation.n=${permutation.n}",
+            "permutation.n=${item.permutations}",
         ],
         "evaluate": ["+experiment=${key}", "data=${data}", "cv=${cv}", "seed=${seed}"],
     }

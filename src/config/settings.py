@@ -211,7 +211,7 @@ class CompareSettings:
     experiments: list[str] | None = None
     rope: RopeSettings = field(default_factory=RopeSettings)
     n_bootstrap: int = field(default=2000, metadata=_min(1))
-    dir: str = "outputs/comparisons"
+    dir: str = "comparisons"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import pandas as pd
 
 from src.config.settings import ExperimentConfig, saved_settings
 from src.data.cohorts import is_simulated
+from src.reporting.fusion import INTRO as FUSION_INTRO
+from src.reporting.fusion import FusionSection
 from src.reporting.methods import tripod_ai_methods
 from src.utils.errors import MissingInputError, UserInputError
 from src.utils.io import shown_uri
@@ -50,6 +52,7 @@ TESTED_COLUMNS = [
     "planted",
     "direction",
 ]
+FUSION_TITLE = "Does the scan add anything?"
 SIMULATED_BANNER = (
     "Simulated data: these results come from the embedded simulated cohorts (a planted, known response "
     "signature built from MNI templates), not from patients. Run the pipeline with data=bids (your cohorts) "
@@ -305,7 +308,10 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
 
 
 def render_markdown(
-    experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[str, str | None], out: Path
+    experiments: Sequence[ExperimentResults],
+    dvc_hashes: Mapping[str, str | None],
+    out: Path,
+    fusion: FusionSection | None = None,
 ) -> str:
     """The report as markdown; figures are copied to ``out/figures/``."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -313,6 +319,12 @@ def render_markdown(
     if any(is_simulated(e.config.data) for e in experiments):
         lines += [f"> **{SIMULATED_BANNER}**", ""]
     lines += ["## Summary", "", markdown_table(summary_table(experiments)), "", DASH_NOTE, ""]
+    if fusion is not None:
+        lines += [f"## {FUSION_TITLE}", "", FUSION_INTRO, "", markdown_table(fusion.table), ""]
+        if fusion.figure is not None:
+            shutil.copyfile(fusion.figure, out / "figures" / "comparison.png")
+            lines += ["![comparison](figures/comparison.png)", ""]
+        lines += [*(f"{note}\n" for note in fusion.notes)]
     for e in experiments:
         s = _sections(e)
         lines += [f"## Experiment `{e.name}`", "", s["summary"], ""]
@@ -364,6 +376,9 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 <nav>{% for e in experiments %}<a href="#{{ e.name }}">{{ e.name }}</a>{% endfor %}</nav>
 <h2>Summary</h2>
 {{ summary }}<p class="note">{{ dash_note }}</p>
+{% if fusion %}<h2 id="fusion">{{ fusion_title }}</h2><p class="note">{{ fusion_intro }}</p>{{ fusion.table }}
+{% if fusion.figure %}<img alt="comparison" src="data:image/png;base64,{{ fusion.figure }}">{% endif %}
+{% for note in fusion.notes %}<p>{{ note }}</p>{% endfor %}{% endif %}
 {% for e in experiments %}
 <h2 id="{{ e.name }}">Experiment <code>{{ e.name }}</code></h2>
 <p>{{ e.summary }}</p>
@@ -382,7 +397,11 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 )
 
 
-def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[str, str | None]) -> str:
+def render_html(
+    experiments: Sequence[ExperimentResults],
+    dvc_hashes: Mapping[str, str | None],
+    fusion: FusionSection | None = None,
+) -> str:
     """The report as one self-contained HTML file (figures inlined as base64 PNG, no external resources)."""
     blocks = []
     for e in experiments:
@@ -413,6 +432,15 @@ def render_html(experiments: Sequence[ExperimentResults], dvc_hashes: Mapping[st
         simulated=simulated,
         dash_note=DASH_NOTE,
         aligned_note=ALIGNED_NOTE,
+        fusion_title=FUSION_TITLE,
+        fusion_intro=FUSION_INTRO,
+        fusion=None
+        if fusion is None
+        else {
+            "table": _markup(html_table(fusion.table)),
+            "figure": base64.b64encode(fusion.figure.read_bytes()).decode() if fusion.figure else None,
+            "notes": fusion.notes,
+        },
     )
 
 
