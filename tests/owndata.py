@@ -76,6 +76,30 @@ def atlas_on_lab_grid() -> tuple[np.ndarray, pd.DataFrame]:
     return data, labels
 
 
+# the lab's clinical columns (declared in the data config): hours of sleep carry a planted signal in ketamine
+# cohorts (responders CLINICAL_D SDs more), smoking (categorical) and prior ECT (binary, coded no/yes) none
+CLINICAL_D = 1.5
+CLINICAL_DECLARATION = {
+    "sleep_hours": {"kind": "numeric", "range": [2, 14]},
+    "smoker": {"kind": "categorical", "codes": ["never", "former", "current"]},
+    "prior_ect": {"kind": "binary", "codes": ["no", "yes"]},
+}
+
+
+def clinical_columns(cohort: OwnCohort, response: np.ndarray, age: np.ndarray, seed: int) -> pd.DataFrame:
+    """Clinical columns with their own random stream (the images do not change with them) and one missing-
+    value pattern: sleep was not asked of patients over 55 (missing at random given age), nor of ~5 % of the
+    others."""
+    rng = np.random.default_rng([seed, sum(map(ord, cohort.name))])
+    n = len(response)
+    shift = CLINICAL_D * (response - 0.5) if cohort.treatment == "ketamine" else 0.0
+    sleep = np.round(np.clip(6.5 + 1.2 * (rng.standard_normal(n) + shift), 2, 14), 1).astype(object)
+    sleep[(age > 55) | (rng.random(n) < 0.05)] = "n/a"
+    smoker = rng.choice(["never", "former", "current"], n, p=[0.5, 0.3, 0.2]).astype(object)
+    smoker[rng.random(n) < 0.05] = ""
+    return pd.DataFrame({"sleep_hours": sleep, "smoker": smoker, "prior_ect": rng.choice(["no", "yes"], n)})
+
+
 def write_cohorts(
     root: Path, cohorts: list[OwnCohort], *, signal: float, seed: int, images: bool = True
 ) -> None:
@@ -169,6 +193,7 @@ def write_cohorts(
             table.loc[: cohort.missing_outcome - 1, "madrs_24h"] = "n/a"
         if cohort.tiv_column:
             table["tiv"] = np.round(tiv, 3)
+        table = pd.concat([table, clinical_columns(cohort, response, age, seed)], axis=1)
         table.to_csv(folder / "participants.tsv", sep="\t", index=False)
         cohort.volumes = pd.DataFrame(volumes, columns=names, index=ids)
         cohort.tiv = pd.Series(tiv, index=ids)

@@ -41,8 +41,8 @@ PARAMS = {
     "cv": "tiny",
     "feature_sets": ["gm_roi"],
     "experiments": {
-        "gm_only": {"features": "gm_roi", "model": "svc_linear"},
-        "gm_rbf": {"features": "gm_roi", "model": "svc_rbf"},
+        "gm_only": {"features": "gm_roi", "model": "svc_linear", "permutations": 3},
+        "gm_rbf": {"features": "gm_roi", "model": "svc_rbf", "permutations": 3},
     },
     "permutation": {"n": 3, "inline": True, "sharded": {"experiments": [], "shards": 2, "ids": [0, 1]}},
 }
@@ -100,6 +100,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         "train@gm_rbf",
         "evaluate@gm_only",
         "evaluate@gm_rbf",
+        "compare",
         "report",
     }
     for experiment in PARAMS["experiments"]:
@@ -123,6 +124,8 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
     assert "paper BAC" in report and "TRIPOD+AI" in report and "12c Model type and tuning" in report
     assert 'src="http' not in report and "<script" not in report  # self-contained
     assert "## Experiment `gm_rbf`" in (repo / "reports" / "report.md").read_text()
+    assert "Does the scan add anything?" in report  # the compare stage's pair, as the report shows it
+    assert (repo / "comparisons" / "gm_only-gm_rbf" / "comparison.json").is_file()
     assert (repo / "mlruns" / "mlflow.db").is_file()
 
 
@@ -153,12 +156,17 @@ def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):
     try:
         status = run(repo, "dvc", "status")
         assert "train@gm_rbf" in status and "train@gm_only" not in status
-        assert ran_stages(run(repo, "dvc", "repro")) == {"train@gm_rbf", "evaluate@gm_rbf", "report"}
+        assert ran_stages(run(repo, "dvc", "repro")) == {
+            "train@gm_rbf",
+            "evaluate@gm_rbf",
+            "compare",
+            "report",
+        }
     finally:
         path.write_text(path.read_text().replace("# changed\n", ""))
         # the change was a comment: the outputs stand for the restored file too; record that instead of
         # rerunning (DVC's run cache does not restore these stages: their uncached metrics are not saved)
-        run(repo, "dvc", "commit", "-f", "train@gm_rbf", "evaluate@gm_rbf", "report")
+        run(repo, "dvc", "commit", "-f", "train@gm_rbf", "evaluate@gm_rbf", "compare", "report")
 
 
 def test_plots_render_offline(repo, first_repro):
@@ -185,6 +193,7 @@ def test_sharded_permutations_as_dvc_stages_merge_to_the_inline_test(repo, first
         "permute@gm_only-0",
         "permute@gm_only-1",
         "merge@gm_only",
+        "compare",  # it reads the experiments' outputs
         "report",  # it reads the merged test
     }
     run_dir = repo / "outputs" / "gm_only"

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -147,6 +148,10 @@ source: images
 table_format: plain
 outcome: {baseline: madrs_baseline, followup: madrs_24h, threshold: 0.5, positive: responder}
 on_grid_mismatch: error
+clinical:
+  sleep_hours: {kind: numeric, range: [2, 14]}
+  smoker: {kind: categorical, codes: [never, former, current]}
+  prior_ect: {kind: binary, codes: ["no", "yes"]}
 """
 TINY_CV_FILE = "repeats: 2\nouter_folds: 3\ninner_folds: 3\nn_trials: 5\nsampler: tpe\nn_startup_trials: 3\n"
 
@@ -164,7 +169,9 @@ def _project_copy(repo: Path) -> None:
 
 
 def test_signal_images_through_dvc_repro(tmp_path):
-    """CAT12 images of three hospitals through `dvc repro` with `data: mystudy`: the planted regions win."""
+    """CAT12 images of three hospitals through `dvc repro` with `data: mystudy`: the planted regions win;
+    with the lab's clinical columns (one missing-value pattern, a categorical column), clinical_only,
+    gm_only and gm_clinical_stack are trained, evaluated, compared and reported by the same `dvc repro`."""
     repo = tmp_path / "project"
     _project_copy(repo)
     own = cohorts()
@@ -173,8 +180,12 @@ def test_signal_images_through_dvc_repro(tmp_path):
         "seed": 2026,
         "data": "mystudy",
         "cv": "tiny",
-        "feature_sets": ["gm_roi", "gm_wm_roi"],
-        "experiments": {"gm_only": {"features": "gm_roi", "model": "svc_linear"}},
+        "feature_sets": ["gm_roi", "gm_wm_roi", "clinical", "gm_roi_clinical"],
+        "experiments": {
+            "gm_only": {"features": "gm_roi", "model": "svc_linear", "permutations": 9},
+            "clinical_only": {"features": "clinical", "model": "svc_linear", "permutations": 3},
+            "gm_clinical_stack": {"features": "gm_roi_clinical", "model": "svc_linear", "permutations": 3},
+        },
         "permutation": {"n": 9, "inline": True, "sharded": {"experiments": [], "shards": 2, "ids": [0, 1]}},
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -201,11 +212,13 @@ def test_signal_images_through_dvc_repro(tmp_path):
         in message
     )
     assert not (repo / "data" / "features").exists()
-    params["feature_sets"] = ["gm_roi"]
+    params["feature_sets"] = ["gm_roi", "clinical", "gm_roi_clinical"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(repo, "dvc", "repro").stdout
-    for stage in ("cohorts", "features@gm_roi", "train@gm_only", "evaluate@gm_only", "report"):
+    for stage in ("cohorts", "features@gm_roi", "train@gm_only", "evaluate@gm_only", "compare", "report"):
         assert f"Running stage '{stage}'" in out, out
+    for name in ("clinical_only", "gm_clinical_stack"):
+        assert f"Running stage 'evaluate@{name}'" in out, out
     validated = json.loads((repo / "data" / "cohorts" / "validated.json").read_text())
     assert {n: c["role"] for n, c in validated["cohorts"].items()} == {
         "hospitalA": "discovery",
@@ -241,4 +254,34 @@ def test_signal_images_through_dvc_repro(tmp_path):
     assert metrics["cohorts"]["external"]["bac"] > 0.65 and metrics["cohorts"]["external"]["p_bac"] < 0.05
     assert abs(metrics["cohorts"]["control"]["bac"] - 0.5) < 0.2  # saline: the signature is ketamine's
     assert (evaluate / "maps" / "cvr_map.png").is_file()  # AAL regions painted back onto the atlas
-    assert "Experiment <code>gm_only</code>" in (repo / "reports" / "report.html").read_text()
+    html = (repo / "reports" / "report.html").read_text()
+    assert "Experiment <code>gm_only</code>" in html and "Does the scan add anything?" in html
+    # the clinical columns as coded features: missing where the lab left them empty, one indicator per code
+    clinical = pd.read_parquet(repo / "data" / "features" / "clinical" / "hospitalA.parquet")
+    participants = pd.read_csv(repo / "data" / "bids" / "hospitalA" / "participants.tsv", sep="\t")
+    participants = participants.set_index("participant_id").loc[clinical["participant_id"]]
+    np.testing.assert_array_equal(clinical["clin_sleep_hours"].isna(), participants["sleep_hours"].isna())
+    assert clinical.filter(like="clin_smoker=").columns.tolist() == [
+        "clin_smoker=never",
+        "clin_smoker=former",
+        "clin_smoker=current",
+    ]
+    np.testing.assert_array_equal(
+        clinical["clin_prior_ect"], (participants["prior_ect"] == "yes").astype(float)
+    )
+    # the planted clinical signal is found, with its sign, in the clinical-only and the stacked model
+    for name in ("clinical_only", "gm_clinical_stack"):
+        weights = pd.read_csv(repo / "outputs" / name / "evaluate" / "regions.csv").set_index("feature")
+        assert weights.loc["clin_sleep_hours", "mean_weight"] > 0, name
+    trained = json.loads((repo / "outputs" / "clinical_only" / "train" / "metrics.json").read_text())
+    assert trained["ensemble"]["auc"] > 0.6
+    # every pair compared on the same splits, the stack's meta-learner inside the folds
+    document = json.loads(
+        (repo / "comparisons" / "gm_only-clinical_only-gm_clinical_stack" / "comparison.json").read_text()
+    )
+    assert [(p["a"], p["b"]) for p in document["pairs"]] == [
+        ("gm_only", "clinical_only"),
+        ("gm_only", "gm_clinical_stack"),
+        ("clinical_only", "gm_clinical_stack"),
+    ]
+    assert set(document["pairs"][0]["cohorts"]) == {"external", "control"}
