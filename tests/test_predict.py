@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import data_settings
+from conftest import compose_config, data_settings
 from test_errors import refused
 from test_features import DATA
 from test_train import SPACE, contract_table
 
 from src.config.settings import FeaturesSettings, PatientSettings
 from src.prediction import predict_patients
+from src.utils.errors import UserInputError
 from src.validation.ensemble import ColumnMismatchError, EnsembleModel, load_model
 from src.validation.nested_cv import CVConfig, run_nested_cv
 
@@ -301,6 +302,54 @@ def test_an_image_and_an_outcome_free_folder_give_the_training_features(tmp_path
         patient=PatientSettings(**{**patient, "tiv": 1234.5}),
     )
     assert given["tiv"].tolist() == [1234.5]
+
+
+def test_clinical_values_reach_the_model_as_in_training(tmp_path, tiny_simulated):
+    """gm_roi_clinical from an outcome-free folder equals the training table (clinical columns coded the
+    same way, missing where empty); one image takes its clinical values from patient.clinical, a value not
+    given is missing (the model imputes it), an undeclared one or a value out of range is refused."""
+    from src.data.clinical import ClinicalError
+    from src.data.contract import image_relpath
+    from src.features.extract import FeatureSet
+    from src.features.feature_sets import build_feature_set
+    from src.prediction import patient_features
+
+    declared = compose_config()["data"]["clinical"]
+    data = data_settings(
+        **{**SIMULATED, "root": str(tiny_simulated), "cohorts": ["external_a"], "clinical": declared}
+    )
+    build_feature_set(data, FeatureSet(name="gm_roi_clinical", clinical=True), tmp_path / "features")
+    training = pd.read_parquet(tmp_path / "features" / "gm_roi_clinical" / "external_a.parquet")
+    expected = training.drop(columns=["response", "treatment"])
+    assert expected.filter(like="clin_").isna().any().any()  # the simulated cohorts have missing values
+    features = FeaturesSettings(**GM_ROI, clinical=True)
+    folder = tmp_path / "new"
+    shutil.copytree(tiny_simulated / "external_a", folder)
+    from conftest import rewrite_participants
+
+    rewrite_participants(folder, lambda df: df.drop(columns=["madrs_24h", "treatment"]))
+    got = patient_features(folder, data=data, features=features)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+
+    row = expected.iloc[0]
+    image = folder / image_relpath(row["participant_id"], "GM", "simvbm")
+    patient = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
+    one = patient_features(
+        image,
+        data=data,
+        features=features,
+        patient=PatientSettings(**patient, clinical={"bmi": 31.5, "antidepressant": "snri"}),
+    )
+    assert one["clin_bmi"].tolist() == [31.5] and one["clin_antidepressant=snri"].tolist() == [1.0]
+    assert one["clin_antidepressant=ssri"].tolist() == [0.0] and one["clin_family_history_aud"].isna().all()
+    with pytest.raises(UserInputError, match=r"patient.clinical: \['weight'\] are not clinical predictors"):
+        patient_features(
+            image, data=data, features=features, patient=PatientSettings(**patient, clinical={"weight": 80})
+        )
+    with pytest.raises(ClinicalError, match="has 99 in clinical column 'bmi', outside its declared range"):
+        patient_features(
+            image, data=data, features=features, patient=PatientSettings(**patient, clinical={"bmi": 99})
+        )
 
 
 @pytest.mark.parametrize(
