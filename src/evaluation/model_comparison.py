@@ -271,21 +271,31 @@ def comparison_table(document: Mapping[str, Any]) -> pd.DataFrame:
                     "95% CI": _interval(*c["bac"]["ci95"]),
                 }
             )
-            net = c.get("net_benefit")
+            net = net_benefit_at(c)
             if net:
-                i = int(np.argmin(np.abs(np.asarray(net["thresholds"]) - NET_BENEFIT_THRESHOLD)))
                 rows.append(
                     {
                         "A": pair["a"],
                         "B": pair["b"],
-                        "source": f"{group} net benefit at P >= {net['thresholds'][i]:.2f}",
-                        "A value": net["a"][i],
-                        "B value": net["b"][i],
-                        "B - A": net["difference"][i],
-                        "95% CI": _interval(net["ci95_low"][i], net["ci95_high"][i]),
+                        "source": f"{group} net benefit at P >= {net['threshold']:.2f}",
+                        "A value": net["a"],
+                        "B value": net["b"],
+                        "B - A": net["difference"],
+                        "95% CI": _interval(net["ci95_low"], net["ci95_high"]),
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def net_benefit_at(cohort: Mapping[str, Any], threshold: float = NET_BENEFIT_THRESHOLD) -> dict[str, float]:
+    """One evaluation group's net-benefit comparison at the computed threshold nearest ``threshold``:
+    threshold, a, b, difference, ci95_low, ci95_high ({} when the group has none)."""
+    net = cohort.get("net_benefit")
+    if not net:
+        return {}
+    i = int(np.argmin(np.abs(np.asarray(net["thresholds"]) - threshold)))
+    keys = ("a", "b", "difference", "ci95_low", "ci95_high")
+    return {"threshold": net["thresholds"][i], **{k: net[k][i] for k in keys}}
 
 
 def _interval(low: float, high: float) -> str:

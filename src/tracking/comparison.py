@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from src.evaluation.model_comparison import NET_BENEFIT_THRESHOLD
+from src.evaluation.model_comparison import net_benefit_at
 from src.tracking.store import TrackingSettings, open_experiment, shown
 from src.tracking.training import ROLE_TAG
 
@@ -35,12 +33,11 @@ def pair_metrics(pair: Mapping[str, Any]) -> dict[str, float]:
         out[f"{group}_delong_p_holm"] = delong["p_holm"]
         out[f"{group}_bac_difference"] = c["bac"]["difference"]
         out[f"{group}_bac_difference_ci_low"], out[f"{group}_bac_difference_ci_high"] = c["bac"]["ci95"]
-        net = c.get("net_benefit")
+        net = net_benefit_at(c)
         if net:  # at the table's threshold (the decision curves are in the artifacts)
-            i = int(np.argmin(np.abs(np.asarray(net["thresholds"]) - NET_BENEFIT_THRESHOLD)))
-            out[f"{group}_net_benefit_difference"] = net["difference"][i]
-            out[f"{group}_net_benefit_difference_ci_low"] = net["ci95_low"][i]
-            out[f"{group}_net_benefit_difference_ci_high"] = net["ci95_high"][i]
+            out[f"{group}_net_benefit_difference"] = net["difference"]
+            out[f"{group}_net_benefit_difference_ci_low"] = net["ci95_low"]
+            out[f"{group}_net_benefit_difference_ci_high"] = net["ci95_high"]
     return {k: shown(v) for k, v in out.items() if v is not None and v == v}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,30 +176,30 @@ class InnerKernels:
         """The locked fold model of a linear SVC: :func:`affine_refit` on the outer-training rows."""
         return affine_refit(self.features, self.codes, self.y, train, params, X.columns)
 
+    def _decisions(self, params: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(test rows, decision scores of ``params``) of every inner split, from its cached kernels."""
+        for test, split in self.splits:
+            n_components = None
+            if split.cumulative_ratio is not None:
+                n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
+            gram, cross = split.kernels(params, n_components)
+            yield test, fit_decision(gram, split.y, cross, params)
+
     def inner_decision(self, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         """The decision scores of ``params`` on every inner split's test rows, as one out-of-fold vector in
         the order of ``rows`` (the outer-training part the splits came from)."""
         out = np.full(len(self.y), np.nan)
-        for test, split in self.splits:
-            n_components = None
-            if split.cumulative_ratio is not None:
-                n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
-            gram, cross = split.kernels(params, n_components)
-            out[test] = fit_decision(gram, split.y, cross, params)
+        for test, decision in self._decisions(params):
+            out[test] = decision
         return out[rows]
 
     def score(self, params: dict[str, Any]) -> list[float]:
         """Balanced accuracy of ``params`` on every inner split."""
-        scores = []
-        for test, split in self.splits:
-            n_components = None
-            if split.cumulative_ratio is not None:
-                n_components = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
-            gram, cross = split.kernels(params, n_components)
-            decision = fit_decision(gram, split.y, cross, params)
-            # as SVC.predict: libsvm's vote goes to class 1 unless its decision is > 0 for class 0
-            scores.append(balanced_accuracy(self.y[test], (decision >= 0).astype(int)))
-        return scores
+        # as SVC.predict: libsvm's vote goes to class 1 unless its decision is > 0 for class 0
+        return [
+            balanced_accuracy(self.y[test], (decision >= 0).astype(int))
+            for test, decision in self._decisions(params)
+        ]
 
 
 def affine_refit(
