@@ -51,8 +51,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     names = listed_experiments(config.compare.experiments, config.params_file, "compare.experiments")
     if len(names) < 2 and config.compare.experiments is None:  # the DVC stage with one experiment listed
-        with atomic_directory(Path(config.compare.dir)) as tmp:
-            write_text_atomic(tmp / "README.txt", f"nothing to compare: {config.params_file} lists {names}\n")
+        folder = Path(config.compare.dir)  # the DVC stage's output must exist; earlier comparisons stay
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "README.txt", f"nothing to compare: {config.params_file} lists {names}\n")
         print(f"nothing to compare: {config.params_file} lists {names} (a comparison needs two)")
         return {}
     if len(names) < 2:

@@ -132,3 +132,25 @@ def test_a_comparison_is_an_mlflow_run_beside_the_experiments(two_trained, tmp_p
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
     assert "comparison/comparison.json" in artifacts
     assert f"rbf vs linear: run {run.info.run_id}" in done.stdout
+
+
+def test_the_dvc_stage_with_one_experiment_listed_writes_a_note_and_succeeds(tmp_path):
+    """`dvc repro` with one experiment in params.yaml: the compare stage says there is nothing to compare and
+    leaves its output folder (earlier comparisons in it are kept); asked explicitly, one experiment is an
+    error."""
+    params = tmp_path / "params.yaml"
+    params.write_text("experiments:\n  gm_only: {features: gm_roi, model: svc_linear, permutations: 5}\n")
+    folder = tmp_path / "comparisons"
+    (folder / "a-b").mkdir(parents=True)
+    command = [sys.executable, "-m", "src.compare", f"params_file={params}", f"compare.dir={folder}"]
+    done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to compare" in (folder / "README.txt").read_text() and (folder / "a-b").is_dir()
+    explicit = subprocess.run(
+        [*command, "compare.experiments=[gm_only]"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert explicit.returncode != 0 and "a comparison needs at least two" in explicit.stderr
