@@ -246,8 +246,7 @@ def _affine_stack(
     for c, b in zip(coef, BLOCKS, strict=True):
         model: AffineDecision = parts[b].model  # type: ignore[assignment]
         residualizer = model.residualizer
-        columns = [c for c in residualizer.feature_columns_ or [] if c not in set(residualizer.covariates)]
-        weights[[position[name] for name in columns]] += c * model.weights
+        weights[[position[name] for name in model.feature_columns]] += c * model.weights
         intercept += c * model.intercept
         if model.covariate_weights.size:
             covariate_weights = c * model.covariate_weights + (
