@@ -37,6 +37,7 @@ class FeatureSpaceInnerCache:
         covariates: Sequence[str],
         categorical: Sequence[str],
         use_pca: bool,
+        objective: str = "balanced_accuracy",  # the former engine classified only
     ) -> None:
         self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         self._y_all = y

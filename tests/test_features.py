@@ -52,8 +52,10 @@ def test_roi_volume_equals_hand_computed_sum(tmp_path):
         expected = [gm_values[p] * n_voxels * voxel_ml for p in ("sub-t00", "sub-t01")]
         np.testing.assert_allclose(table[f"gm_{name}"], expected, rtol=1e-6)
     np.testing.assert_allclose(table["tiv"], np.prod(shape) * voxel_ml, rtol=1e-6)
-    assert list(table.columns[:7]) == list(TABLE_META_COLUMNS)
-    assert table.shape[1] == 7 + len(labels) == 7 + 120  # every AAL region, cerebellum included
+    assert list(table.columns[: len(TABLE_META_COLUMNS)]) == list(TABLE_META_COLUMNS)
+    assert (
+        table.shape[1] == len(TABLE_META_COLUMNS) + len(labels) == 8 + 120
+    )  # every AAL region, cerebellum included
     assert side["regions"].set_index("column").loc["gm_Cerebelum_6_L", "index"] == 9041
 
 
@@ -76,8 +78,9 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
         assert [len(t) for t in tables.values()] == [12, 5, 5, 6]
         assert manifest["cohorts"]["discovery"]["responders"] == 6
         for t in tables.values():
-            assert list(t.columns[:7]) == list(TABLE_META_COLUMNS)
-            assert (t.iloc[:, 7:].to_numpy() >= 0).all() and t.iloc[:, 7:].notna().all().all()
+            assert list(t.columns[: len(TABLE_META_COLUMNS)]) == list(TABLE_META_COLUMNS)
+            regions = t.iloc[:, len(TABLE_META_COLUMNS) :]
+            assert (regions.to_numpy() >= 0).all() and regions.notna().all().all()
     assert shapes["gm_wm_roi"][1] - 7 == 2 * (shapes["gm_roi"][1] - 7)
     gm = pd.read_parquet(tmp_path / "gm_roi" / "discovery.parquet")
     assert "gm_Frontal_Sup_2_L" in gm.columns and "gm_Cerebelum_Crus1_R" in gm.columns
@@ -148,7 +151,7 @@ def test_regional_table_source(tmp_path):
     }
     build_feature_set(data_settings(**data), FeatureSet(name="user_roi"), tmp_path / "features")
     table = pd.read_parquet(tmp_path / "features" / "user_roi" / "c.parquet")
-    assert list(table.columns[7:]) == ["lh_superiorfrontal", "Left_Cerebellum_Cortex"]
+    assert list(table.columns[8:]) == ["lh_superiorfrontal", "Left_Cerebellum_Cortex"]
     assert table["tiv"].tolist() == [1500, 1600, 1400, 1450]
 
 

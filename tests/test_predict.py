@@ -277,7 +277,7 @@ def test_an_image_and_an_outcome_free_folder_give_the_training_features(tmp_path
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["external_a"]}
     build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     training_path = pd.read_parquet(tmp_path / "features" / "gm_roi" / "external_a.parquet")
-    expected = training_path.drop(columns=["response", "treatment"])
+    expected = training_path.drop(columns=["response", "treatment", "outcome"])
     folder = _without_outcomes(tiny_simulated / "external_a", tmp_path / "new")
     got = patient_features(folder, data=data_settings(**data), features=FeaturesSettings(**GM_ROI))
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
@@ -320,7 +320,7 @@ def test_clinical_values_reach_the_model_as_in_training(tmp_path, tiny_simulated
     )
     build_feature_set(data, FeatureSet(name="gm_roi_clinical", clinical=True), tmp_path / "features")
     training = pd.read_parquet(tmp_path / "features" / "gm_roi_clinical" / "external_a.parquet")
-    expected = training.drop(columns=["response", "treatment"])
+    expected = training.drop(columns=["response", "treatment", "outcome"])
     assert expected.filter(like="clin_").isna().any().any()  # the simulated cohorts have missing values
     features = FeaturesSettings(**GM_ROI, clinical=True)
     folder = tmp_path / "new"
@@ -532,7 +532,7 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
     data = {**SIMULATED, "root": str(tiny_simulated), "cohorts": ["discovery"]}
     build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
     training = pd.read_parquet(tmp_path / "features" / "gm_roi" / "discovery.parquet")
-    X = training.drop(columns=["participant_id", "treatment", "response"])
+    X = training.drop(columns=["participant_id", "treatment", "response", "outcome"])
     cv = CVConfig(repeats=1, outer_folds=3, inner_folds=2, n_trials=2)
     result = run_nested_cv(
         X, training["response"].to_numpy(), SPACE, cv, seed=4, ids=training["participant_id"]

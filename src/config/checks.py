@@ -60,7 +60,9 @@ SECTION_KEYS, INTEGER_KEYS, NUMBER_KEYS, CHOICE_KEYS = _schema_tables(Experiment
 
 # the hyperparameters a model config may set (src.models.pipeline passes SVC_PARAMS to scikit-learn's SVC)
 SVC_PARAMS = ("C", "kernel", "gamma", "class_weight", "degree", "coef0", "tol", "max_iter")
-MODEL_PARAMS = frozenset({*SVC_PARAMS, "pca_variance", "pca_components"})
+# the regression siblings (src.validation.regression): "estimator" picks svr or kernel_ridge
+REGRESSION_PARAMS = ("estimator", "epsilon", "alpha")
+MODEL_PARAMS = frozenset({*SVC_PARAMS, *REGRESSION_PARAMS, "pca_variance", "pca_components"})
 SPEC_KEYS = frozenset({"type", "low", "high", "log", "grid", "choices"})
 
 

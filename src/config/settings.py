@@ -254,11 +254,17 @@ class ModelSettings:
     fixed: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
     # late fusion of the imaging and clinical blocks (null: one model on all feature columns)
     stack: StackSettings | None = None
+    # the inner loop's objective: "auto" = balanced accuracy for a binary outcome, negative MAE for a
+    # continuous one (src.validation.regression.OBJECTIVES lists the regression ones)
+    objective: str = field(
+        default="auto",
+        metadata={"choices": ("auto", "balanced_accuracy", "neg_mae", "neg_rmse", "r2", "pearson")},
+    )
 
 
 @dataclass(frozen=True)
 class OutcomeSettings:
-    """How the binary response label is derived from the clinical table (``data.outcome``).
+    """The outcome: the binary response label and the continuous target (``data.outcome``).
 
     Attributes
     ----------
@@ -268,12 +274,21 @@ class OutcomeSettings:
         Minimum relative reduction, (baseline - followup) / baseline, that counts as response.
     positive : {"responder", "non-responder"}
         Which group is labelled 1.
+    kind : {"binary", "continuous"}
+        What the models predict: the response label (classification) or :attr:`target` (regression).
+    target : str
+        The continuous outcome, kept in every feature table as the column ``outcome``:
+        ``percent_reduction`` = 100 (baseline - followup) / baseline (the default; response is
+        ``>= 100 * threshold``), ``followup`` (the follow-up score itself), or the name of any numeric
+        participants.tsv column (e.g. days to relapse).
     """
 
     baseline: str = "madrs_baseline"
     followup: str = "madrs_24h"
     threshold: float = field(default=0.5, metadata=_interval(0.0, 1.0, False, True))
     positive: str = field(default="responder", metadata={"choices": ("responder", "non-responder")})
+    kind: str = field(default="binary", metadata={"choices": ("binary", "continuous")})
+    target: str = "percent_reduction"
 
     def __post_init__(self) -> None:  # also when built in code, not from a checked config
         if not 0 < self.threshold <= 1:
@@ -282,6 +297,14 @@ class OutcomeSettings:
             raise ValueError(
                 f"outcome positive must be 'responder' or 'non-responder', got {self.positive!r}"
             )
+        if self.kind not in ("binary", "continuous"):
+            raise ValueError(f"outcome kind must be 'binary' or 'continuous', got {self.kind!r}")
+
+    @property
+    def responder_cut(self) -> float | None:
+        """The value of :attr:`target` at and above which a patient responds (None: the target has no
+        responder threshold, e.g. a user's own column)."""
+        return 100.0 * self.threshold if self.target == "percent_reduction" else None
 
 
 @dataclass(frozen=True)

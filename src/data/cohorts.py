@@ -219,7 +219,9 @@ def load_configured(
 
 def declared_clinical(data: DataSettings) -> tuple[ClinicalVariable, ...]:
     """The data config's clinical predictors, checked (the follow-up score is refused: the outcome)."""
-    return clinical_variables(data.clinical, outcome_columns=(data.outcome.followup,))
+    outcome = data.outcome
+    targets = (outcome.target,) if outcome.target not in ("percent_reduction", "followup") else ()
+    return clinical_variables(data.clinical, outcome_columns=(outcome.followup, *targets, "outcome"))
 
 
 def is_simulated(data: DataSettings) -> bool:

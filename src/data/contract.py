@@ -26,7 +26,17 @@ PARTICIPANT_ID = re.compile(r"^sub-[A-Za-z0-9]+$")
 # for users whose files do not follow the BIDS derivative name, e.g. CAT12's mwp1<subject>.nii.
 IMAGE_PATH_COLUMNS: dict[str, str] = {"GM": "gm_file", "WM": "wm_file", "CSF": "csf_file"}
 # Columns of every feature table before the feature columns (the DVC-versioned contract).
-TABLE_META_COLUMNS: tuple[str, ...] = ("participant_id", "age", "sex", "site", "tiv", "treatment", "response")
+# ``outcome``: the continuous target of ``data.outcome.target`` (percentage MADRS reduction by default)
+TABLE_META_COLUMNS: tuple[str, ...] = (
+    "participant_id",
+    "age",
+    "sex",
+    "site",
+    "tiv",
+    "treatment",
+    "response",
+    "outcome",
+)
 
 
 def image_relpath(participant_id: str, tissue: str, pipeline: str, space: str = DEFAULT_SPACE) -> Path:

@@ -246,13 +246,39 @@ def _validate_participants(
     responder = reduction >= outcome.threshold - 1e-12
     label = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
     df["response"] = label if require_outcome else label.where(reduction.notna())
-    keep = required + [c for c in ("tiv",) if c in df.columns] + ["response"]
+    df["outcome"] = _continuous_outcome(df, name, where, outcome, reduction, require_outcome)
+    keep = required + [c for c in ("tiv",) if c in df.columns] + ["response", "outcome"]
     keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
     for column in coded.columns:  # coded values (numbers; categorical codes) in place of the raw strings
         df[column] = coded.loc[df.index, column]
     keep += [c for c in coded.columns if c not in keep]
     df = df[list(dict.fromkeys(keep))].sort_values("participant_id", kind="stable").reset_index(drop=True)
     return df, excluded
+
+
+def _continuous_outcome(
+    df: pd.DataFrame,
+    name: str,
+    where: str,
+    outcome: OutcomeSpec,
+    reduction: pd.Series,
+    require_outcome: bool,
+) -> pd.Series:
+    """The continuous target of ``outcome.target`` (kept in every feature table as ``outcome``): the
+    percentage reduction, the follow-up score, or a user's numeric column (checked: present, numbers; a
+    subject without a value has NaN, refused by name only when a continuous model trains on it)."""
+    if outcome.target == "percent_reduction":
+        return 100.0 * reduction
+    if outcome.target == "followup":
+        return df[outcome.followup].astype(float)
+    if outcome.target not in df.columns:
+        if not require_outcome:
+            return pd.Series(np.nan, index=df.index)
+        raise CohortError(
+            f"{where}: data.outcome.target {outcome.target!r} is not a column of participants.tsv "
+            "(use percent_reduction, followup or a column name)"
+        )
+    return _numeric(df, outcome.target, name, allow_missing=True)
 
 
 def _required_columns(
@@ -676,7 +702,7 @@ def load_regional_table(
     features = [c for c in table.columns if c != "participant_id"]
     if not features:
         raise CohortError(f"cohort {cohort.name!r}: regional table {path} has no region columns")
-    clash = sorted(set(features) & {"age", "sex", "site", "tiv", "treatment", "response"})
+    clash = sorted(set(features) & {"age", "sex", "site", "tiv", "treatment", "response", "outcome"})
     if clash:
         raise CohortError(f"cohort {cohort.name!r}: regional table {path} has covariate column(s) {clash}")
     unknown = sorted(set(table["participant_id"]) - set(cohort.participant_ids) - set(cohort.excluded))

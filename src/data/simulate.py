@@ -30,7 +30,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from src.data.contract import DEFAULT_SPACE, image_relpath
-from src.data.simulate_clinical import fusion_truth, signature_scores, simulate_clinical
+from src.data.simulate_clinical import fusion_truth, signature_direction, signature_scores, simulate_clinical
 from src.data.templates import atlas_on_grid, load_tissue_templates
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
 from src.utils.logging import status
@@ -169,10 +169,7 @@ def simulate_participants(name: str, spec: dict[str, Any], sim: dict[str, Any]) 
         demo["madrs_baseline_min"],
         60,
     ).astype(int)
-    # relative reduction: responders 50-100 %, non-responders -20 to 49 %
-    reduction = np.where(
-        response == 1, 0.5 + 0.5 * rng.beta(2.0, 3.0, n), -0.2 + 0.69 * rng.beta(2.5, 2.0, n)
-    )
+    reduction = relative_reduction(response, rng)
     followup = np.clip(np.rint(baseline * (1.0 - reduction)), 0, 60).astype(int)
     # rounding must not flip the label: responders need 2 (b - f) >= b, i.e. f <= floor(b / 2)
     half = baseline // 2
@@ -191,6 +188,39 @@ def simulate_participants(name: str, spec: dict[str, Any], sim: dict[str, Any]) 
             "tiv_true": np.round(tiv, 2),
         }
     )
+
+
+def relative_reduction(response: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The relative MADRS reduction drawn per class: responders 50-100 % (0.5 + 0.5 Beta(2, 3)),
+    non-responders -20 to 49 % (-0.2 + 0.69 Beta(2.5, 2))."""
+    n = len(response)
+    return np.where(response == 1, 0.5 + 0.5 * rng.beta(2.0, 3.0, n), -0.2 + 0.69 * rng.beta(2.5, 2.0, n))
+
+
+def change_truth(
+    distance: float, responder_fraction: float, seed: int, size: int = 400_000
+) -> dict[str, Any]:
+    """The ground truth of the continuous outcome in the discovery cohort: the planted signature shifts the
+    GM of responders against non-responders (it depends on the label, not on the size of the change), so
+    the population-optimal imaging score (``N(0, 1) + D (response - 1/2)``, ``D`` its Mahalanobis distance)
+    relates to the percentage reduction only through the label. Its Pearson r with the reduction, from a
+    draw of ``size`` subjects of the generative model, is the ceiling of a learned model's r (and r² of its
+    R²)."""
+    rng = np.random.default_rng([seed, 20261201])
+    response = (rng.random(size) < responder_fraction).astype(int)
+    score = rng.standard_normal(size) + distance * (response - 0.5)
+    reduction = 100.0 * relative_reduction(response, rng)
+    r = float(np.corrcoef(score, reduction)[0, 1])
+    return {
+        "description": "Pearson r (and r^2) of the population-optimal imaging score with the percentage "
+        "MADRS "
+        "reduction in the discovery cohort (no learning noise: a ceiling for a model learned on it)",
+        "target": "percent_reduction",
+        "pearson_r_imaging": round(r, 4),
+        "r2_imaging": round(r * r, 4),
+        "reduction_mean": round(float(reduction.mean()), 2),
+        "reduction_sd": round(float(reduction.std()), 2),
+    }
 
 
 def regional_log_effects(
@@ -376,6 +406,15 @@ def simulate_cohorts(
         )
     if sim.get("clinical"):
         truth["fusion"] = fusion_truth(anatomy.cholesky, signature, sim["clinical"], int(sim["seed"]))
+    discovery = [c for c in names if sim["cohorts"][c]["treatment"] == "ketamine"][:1]
+    if discovery and len(signature):
+        spec = sim["cohorts"][discovery[0]]
+        _, distance = signature_direction(anatomy.cholesky, signature)
+        truth["continuous"] = change_truth(
+            distance * float(spec.get("signature_scale", 1.0)),
+            int(spec["responders"]) / int(spec["n"]),
+            int(sim["seed"]),
+        )
     write_json_atomic(root / "ground_truth.json", truth)
     return truth
 

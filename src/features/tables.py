@@ -67,6 +67,31 @@ def training_arrays(
     return X, labels.to_numpy(dtype=int)
 
 
+def continuous_outcome(
+    table: pd.DataFrame, where: str | Path, target: str = "percent_reduction"
+) -> np.ndarray:
+    """The continuous outcome of a training table (its ``outcome`` column, ``data.outcome.target`` when the
+    table was built), checked: present (tables built before it existed are refused with the fix), numbers,
+    none missing (naming the subject), not constant."""
+    if "outcome" not in table.columns:
+        raise UserInputError(
+            f"{where}: no 'outcome' column (a table built before continuous outcomes existed); rebuild it "
+            "with "
+            "`python -m src.features.build` (or `dvc repro`)"
+        )
+    values = pd.to_numeric(table["outcome"], errors="coerce")
+    hole = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    if hole.any():
+        raise UserInputError(
+            f"{where}: continuous outcome ({target}) missing for {int(hole.sum())} subject(s), e.g. "
+            f"{table.loc[hole, 'participant_id'].iloc[0]}; give it in participants.tsv or remove the subject"
+        )
+    y = values.to_numpy(dtype=float)
+    if np.ptp(y) == 0:
+        raise UserInputError(f"{where}: the continuous outcome ({target}) is {y[0]:g} for everyone")
+    return y
+
+
 def first_missing(table: pd.DataFrame, X: pd.DataFrame) -> tuple[int, str, str] | None:
     """(number of missing values in ``X``, the first such subject of ``table``, its column), or None."""
     holes = X.isna().to_numpy()

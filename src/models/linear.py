@@ -84,7 +84,11 @@ class AffineDecision:
 
 
 def compact(pipeline: Pipeline) -> Pipeline | AffineDecision:
-    """The affine form of a linear pipeline; other pipelines (e.g. RBF) are returned unchanged."""
-    if getattr(pipeline.named_steps["svc"], "kernel", None) == "linear":
+    """The affine form of a linear pipeline; other pipelines (e.g. RBF, or a regression pipeline, whose
+    linear form comes from kernel space: ``affine_refit``) are returned unchanged."""
+    if (
+        isinstance(pipeline, Pipeline)
+        and getattr(pipeline.named_steps.get("svc"), "kernel", None) == "linear"
+    ):
         return AffineDecision.from_pipeline(pipeline)
     return pipeline

@@ -24,7 +24,7 @@ from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.features.extract import FeatureSet, build_feature_table
 from src.utils.errors import MissingInputError, UserInputError
 
-OUTCOME_COLUMNS = ("response", "madrs_baseline", "madrs_24h", "treatment")
+OUTCOME_COLUMNS = ("response", "outcome", "madrs_baseline", "madrs_24h", "treatment")
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 
 

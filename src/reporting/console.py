@@ -29,6 +29,8 @@ def training_summary(
     name: str, document: Mapping[str, Any], resumed_folds: int = 0, resumed_permutations: int = 0
 ) -> list[str]:
     """Train: sample, CV scheme, ensemble and per-repeat metrics, the permutation test."""
+    if (document.get("outcome") or {}).get("kind") == "continuous":
+        return _regression_summary(name, document, resumed_folds, resumed_permutations)
     cv, ens, rep = document["cv"], document["ensemble"], document["repeats"]
     lines = [
         f"{name}: n={document['n']} ({document['responders']} responders), {cv['repeats']}x{cv['outer_folds']} "
@@ -49,6 +51,40 @@ def training_summary(
         lines.append(
             f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}; mean BAC over "
             f"{perm['repeats']} repeat(s){resumed})"
+        )
+    return lines
+
+
+def _regression_summary(
+    name: str, document: Mapping[str, Any], resumed_folds: int, resumed_permutations: int
+) -> list[str]:
+    """Train, continuous outcome: R² (against the training-fold means), r, MAE; the thresholded BAC."""
+    cv, ens, rep, outcome = document["cv"], document["ensemble"], document["repeats"], document["outcome"]
+    lines = [
+        f"{name}: n={document['n']}, outcome {outcome['target']} (mean {outcome['mean']:.1f}, SD "
+        f"{outcome['sd']:.1f}), {cv['repeats']}x{cv['outer_folds']} outer x {cv['inner_folds']} inner folds, "
+        f"{cv['n_trials']} trials, objective {outcome['objective']}"
+        + (f", {resumed_folds} fold(s) resumed from a checkpoint" if resumed_folds else ""),
+        f"  ensemble  R² {ens['r2']:.3f}  r {ens['pearson_r']:.3f}  rho {ens['spearman_r']:.3f}  "
+        f"MAE {ens['mae']:.2f}  RMSE {ens['rmse']:.2f}",
+    ]
+    if "bac" in ens:
+        lines.append(
+            f"  responders (>= {outcome['responder_cut']:g})  BAC {ens['bac']:.3f}  sens {ens['sensitivity']:.3f}  "
+            f"spec {ens['specificity']:.3f}  AUC {ens['auc']:.3f}"
+        )
+    if cv["repeats"] > 1:
+        r2 = rep["r2"]
+        lines.append(
+            f"  repeats   R² {r2['mean']:.3f} ± {r2['sd']:.3f} (SD) [{r2['q025']:.3f}, {r2['q975']:.3f}]  "
+            f"r {rep['pearson_r']['mean']:.3f}  MAE {rep['mae']['mean']:.2f}"
+        )
+    perm = document.get("permutation")
+    if perm:
+        resumed = f", {resumed_permutations} resumed from a checkpoint" if resumed_permutations else ""
+        lines.append(
+            f"  permutation {p_text(perm['p_value'], perm['n'])} (n = {perm['n']}; "
+            f"{perm['statistic'].replace('_', ' ')} over {perm['repeats']} repeat(s){resumed})"
         )
     return lines
 

@@ -14,6 +14,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+import scipy.stats
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
@@ -26,6 +27,7 @@ from src.models.linear import AffineDecision
 from src.models.residualize import CovariateResidualizer, unseen_levels
 from src.utils.errors import MissingInputError, UserInputError
 from src.utils.io import atomic_path, file_sha256, write_json_atomic, write_text_atomic
+from src.validation.nested_cv import RegressionCVResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ LINEAR_FORMAT = "ketamine-trd/linear-ensemble/1"
 # their state and refuses anything else: loading a model never runs code from the file (pickle would).
 TRUSTED_TYPES: list[str] = [
     "src.models.linear.AffineDecision",
+    "src.models.pipeline.TargetScaledRegressor",
     "src.models.residualize.CovariateResidualizer",
     "src.validation.ensemble.EnsembleModel",
 ]
@@ -65,6 +68,28 @@ class _Scores(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (self.decision_function(X) > 0).astype(int)
+
+
+def residual_model(result: RegressionCVResult) -> tuple[tuple[float, float], dict[str, Any]]:
+    """P(response) of a regressor from its out-of-fold residuals: the outcome of a patient with predicted
+    outcome ``f`` is taken as ``f + e``, ``e ~ N(mu, sigma^2)`` with the mean and SD of the residuals of the
+    out-of-fold ensemble predictions (observed - predicted), so ``P(outcome >= cut) = Phi((f + mu - cut) /
+    sigma)``, kept as (slope, intercept) = ``(1 / sigma, (mu - cut) / sigma)``. Assumes residuals that are
+    roughly normal and do not depend on ``f``; the evaluation's calibration of the predicted outcome shows
+    whether that holds. Without a responder threshold the pair is the residuals' (1 / sigma, mu / sigma)."""
+    residuals = result.y - result.ensemble_scores()
+    mu, sigma = float(residuals.mean()), float(residuals.std(ddof=1))
+    sigma = sigma if sigma > 0 else 1.0
+    cut = result.responder_cut
+    outcome = {
+        "kind": "continuous",
+        "objective": result.objective,
+        "responder_cut": cut,
+        "residual_mean": mu,
+        "residual_sd": sigma,
+        "link": "probit",
+    }
+    return (1.0 / sigma, (mu - (cut if cut is not None else 0.0)) / sigma), outcome
 
 
 def platt_scaling(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -156,7 +181,11 @@ class EnsembleModel:
     ) -> EnsembleModel:
         """Lock a :func:`run_nested_cv` result: its fold models, Platt-fitted on OOF ensemble scores. With the
         ``training`` table (covariates + features), the covariate model that :meth:`contributions` uses."""
-        calibration = platt_scaling(result.ensemble_scores(), result.y)
+        if isinstance(result, RegressionCVResult):
+            calibration, outcome = residual_model(result)
+            info = {**(info or {}), "outcome": outcome}
+        else:
+            calibration = platt_scaling(result.ensemble_scores(), result.y)
         ids = np.asarray(result.ids)
         # which subjects each fold model never saw: needed for out-of-fold permutation importance
         info = {
@@ -292,15 +321,27 @@ class EnsembleModel:
         """Mean decision score of the fold models (> 0: positive class)."""
         return self.decision_matrix(table).mean(axis=1)
 
+    @property
+    def is_regression(self) -> bool:
+        """Whether the fold models predict a continuous outcome (their mean is the predicted outcome)."""
+        return (self.info.get("outcome") or {}).get("kind") == "continuous"
+
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
-        """Platt-calibrated probability of the positive class, shape (n, 2) as in scikit-learn."""
+        """Calibrated probability of the positive class (a regressor's: of response), shape (n, 2)."""
         p = self.calibrate(self.decision_function(table))
         return np.column_stack([1 - p, p])
 
     def calibrate(self, decision: np.ndarray) -> np.ndarray:
-        """Platt probability of the positive class for ensemble decision scores already computed."""
+        """Probability of the positive class for ensemble scores already computed: Platt's sigmoid of a
+        classifier's decision; for a regressor, P(outcome >= responder threshold) of its residual model
+        (:func:`residual_model`: ``Phi(slope * predicted + intercept)``)."""
         slope, intercept = self.calibration
-        return 1.0 / (1.0 + np.exp(-(slope * np.asarray(decision, dtype=float) + intercept)))
+        linear = slope * np.asarray(decision, dtype=float) + intercept
+        if self.is_regression:
+            if self.info["outcome"].get("responder_cut") is None:
+                raise ValueError("this regression model's outcome has no responder threshold: no P(response)")
+            return scipy.stats.norm.cdf(linear)
+        return 1.0 / (1.0 + np.exp(-linear))
 
     def contributions(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """Each feature's share of a linear ensemble's decision score: (contributions, base) with
@@ -356,7 +397,9 @@ class EnsembleModel:
         return distance, 100.0 * np.searchsorted(reference, distance, side="right") / len(reference)
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
-        """1 where the ensemble decision score is > 0, else 0."""
+        """1 where the ensemble decision score is > 0, else 0; a regressor's predicted outcome."""
+        if self.is_regression:
+            return self.decision_function(table)
         return (self.decision_function(table) > 0).astype(int)
 
     def save(self, folder: str | Path, config_yaml: str | None = None) -> str:

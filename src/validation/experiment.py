@@ -21,21 +21,30 @@ import pandas as pd
 
 from src.config.settings import ExperimentConfig, ModelSettings
 from src.data.cohorts import discovery_cohort, is_simulated
-from src.features.tables import feature_table_path, read_feature_table, training_arrays
+from src.features.tables import continuous_outcome, feature_table_path, read_feature_table, training_arrays
 from src.models.search_space import SearchSpace
+from src.utils.errors import UserInputError
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import status
 from src.utils.provenance import code_fingerprint, git_state, package_versions
 from src.validation.checkpoints import checkpoint_key
 from src.validation.ensemble import EnsembleModel
 from src.validation.estimator import NestedCVClassifier
-from src.validation.nested_cv import CVConfig, NestedCVResult, check_fold_sizes
+from src.validation.metrics import REGRESSION_METRICS
+from src.validation.nested_cv import (
+    CVConfig,
+    NestedCVResult,
+    check_continuous,
+    check_fold_sizes,
+    objective_of,
+)
 from src.validation.permutation import (
     PermutationResult,
     permutation_test,
     permutation_values,
     permuted_estimator,
 )
+from src.validation.regression import NestedCVRegressor
 from src.validation.shards import parse_shard, shard_indices, write_shard
 from src.validation.stacking import StackedNestedCV
 
@@ -54,6 +63,9 @@ class TrainingInputs:
     cv: CVConfig
     space: SearchSpace
     cohort: str
+    # a continuous outcome (data.outcome.kind): y is the outcome; None for the binary response
+    responder_cut: float | None = None
+    continuous: bool = False
 
     @property
     def covariates(self) -> list[str]:
@@ -83,9 +95,41 @@ def experiment_inputs(config: ExperimentConfig) -> TrainingInputs:
     path = feature_table_path(config.paths.features, config.features.name, cohort)
     table = read_feature_table(path, cohort)
     X, y = training_arrays(table, list(config.model.covariates), path)
-    check_fold_sizes(y, config.cv, str(path))
     space = SearchSpace.from_settings(config.model)
-    return TrainingInputs(config.model, path, table, X, y, config.cv, space, cohort)
+    outcome = config.data.outcome
+    continuous = outcome.kind == "continuous"
+    objective = objective_of(space, config.model.objective)  # a model of the wrong kind fails here
+    if continuous != (objective != "balanced_accuracy"):
+        raise UserInputError(
+            f"data.outcome.kind={outcome.kind} needs a "
+            + (
+                "regression model (e.g. model=svr_linear)"
+                if continuous
+                else "classifier (e.g. model=svc_linear)"
+            )
+            + f", got model={config.model.name}"
+        )
+    if continuous:
+        y = continuous_outcome(table, path, outcome.target)
+        check_continuous(y, config.cv, str(path))
+        if config.model.stack is not None:
+            raise UserInputError(
+                "model.stack: stacking is for a binary outcome only (not data.outcome.kind=continuous)"
+            )
+    else:
+        check_fold_sizes(y, config.cv, str(path))
+    return TrainingInputs(
+        config.model,
+        path,
+        table,
+        X,
+        y,
+        config.cv,
+        space,
+        cohort,
+        outcome.responder_cut if continuous else None,
+        continuous,
+    )
 
 
 def checkpoint_path(config: ExperimentConfig, kind: str, inputs: TrainingInputs) -> Path:
@@ -143,6 +187,12 @@ def training_estimator(
         "n_jobs": config.n_jobs,
         "progress": progress,
     }
+    if inputs.continuous:
+        return NestedCVRegressor(
+            **settings,
+            objective=objective_of(inputs.space, config.model.objective),
+            responder_cut=inputs.responder_cut,
+        )
     stack = config.model.stack
     if stack is not None:
         return StackedNestedCV(
@@ -214,11 +264,26 @@ def metrics_document(
     """``train/metrics.json``: the experiment, the CV scheme, ensemble and per-repeat metrics, the
     permutation test and the provenance (git, feature table md5, packages, permutation key)."""
     summary = result.summary()
+    outcome = config.data.outcome
     return {
         "experiment": config.name,
         "cohort": inputs.cohort,
         "n": len(result.y),
-        "responders": int(result.y.sum()),
+        "responders": int(inputs.table["response"].sum()),
+        "outcome": {
+            "kind": outcome.kind,
+            **(
+                {
+                    "target": outcome.target,
+                    "objective": result.objective,
+                    "responder_cut": inputs.responder_cut,
+                    "mean": float(np.mean(result.y)),
+                    "sd": float(np.std(result.y, ddof=1)),
+                }
+                if inputs.continuous
+                else {}
+            ),
+        },
         "n_features": len(result.feature_columns),
         "cv": result.cv.__dict__,
         "seed": config.seed,
@@ -241,11 +306,13 @@ SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers only
 def training_summary_metrics(document: Mapping[str, Any]) -> dict[str, float]:
     """The training's DVC metrics: the out-of-fold ensemble, the spread of the repeats' BAC and the
     permutation p (the whole document, provenance included, stays in ``metrics.json``)."""
-    ensemble, repeats = document["ensemble"], document["repeats"]["bac"]
-    out = {
-        f"discovery_{k}": round(float(ensemble[k]), 4) for k in ("bac", "auc", "sensitivity", "specificity")
-    }
-    out["discovery_bac_repeat_sd"] = round(float(repeats["sd"]), 4)
+    ensemble = document["ensemble"]
+    keys = ("bac", "auc", "sensitivity", "specificity")
+    if (document.get("outcome") or {}).get("kind") == "continuous":
+        keys = tuple(k for k in (*REGRESSION_METRICS, *keys) if k in ensemble)
+    out = {f"discovery_{k}": round(float(ensemble[k]), 4) for k in keys}
+    main = "r2" if "r2" in ensemble else "bac"
+    out[f"discovery_{main}_repeat_sd"] = round(float(document["repeats"][main]["sd"]), 4)
     permutation = document.get("permutation") or {}
     if permutation.get("p_value") is not None:
         out["permutation_p"] = round(float(permutation["p_value"]), 4)
@@ -275,7 +342,7 @@ def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml:
         timings = timings.merge(folds[["repeat", "fold", "seconds"]], on=["repeat", "fold"], how="left")
         timings.rename(columns={"seconds": "fold_seconds"}).to_csv(out / "timings.csv", index=False)
         if perm is not None:
-            pd.DataFrame({"permutation": np.arange(len(perm.null)), "mean_bac": perm.null}).to_csv(
+            pd.DataFrame({"permutation": np.arange(len(perm.null)), perm.statistic: perm.null}).to_csv(
                 out / "permutation_null.csv", index=False
             )
         write_json_atomic(out / "tracking.json", None)

@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, SVR
 
+from src.models.pipeline import is_regressor
 from src.models.residualize import column_means, least_squares
 
 try:  # scikit-learn's own libsvm binding (private; the public SVC is the fallback)
@@ -89,7 +91,7 @@ class SplitKernel:
     Attributes
     ----------
     y : ndarray of float
-        Training labels (0/1) as libsvm takes them.
+        Training labels (0/1) as libsvm takes them, or the training rows' continuous outcome.
     gram, cross : ndarray
         ``Z_a Z_a'`` (train x train) and ``Z_b Z_a'`` (test x train) after residualisation and scaling.
     scores, test_scores : ndarray or None
@@ -219,9 +221,9 @@ def linear_affine(
     training rows, ``U, lambda``: the centred Gram's eigenpairs), so the SVC's weight vector in the scaled
     feature space is ``C' (U_m a / sqrt(lambda_m))`` with ``a`` its weights on the first m scores."""
     gram, _ = split.kernels(params, n_components)
-    support, dual, intercept = fit_svc(gram, split.y, params)
+    support, dual, intercept = fit_dual(gram, split.y, params)
     beta = np.zeros(len(split.y))
-    beta[support] = dual  # SVC's signed dual coefficients (> 0 pushes towards class 1)
+    beta[support] = dual  # SVC's signed dual coefficients (> 0 pushes towards class 1), or a regressor's
     za = split.transform["za"]
     offset = intercept
     if n_components is None:
@@ -288,10 +290,65 @@ def fit_svc(gram: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> tuple[np
     return support, -dual_coef[0], -float(intercept[0])
 
 
+def fit_dual(gram: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(support indices, dual coefficients, intercept) of the model in ``params`` fitted on a precomputed
+    training kernel: ``prediction = K[:, support] @ dual + intercept`` (a C-SVC's decision score, or a
+    regressor's predicted outcome)."""
+    return fit_regressor(gram, y, params) if is_regressor(params) else fit_svc(gram, y, params)
+
+
+def fit_regressor(
+    gram: np.ndarray, y: np.ndarray, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Epsilon-SVR (libsvm, ``estimator: svr``) or kernel ridge (``estimator: kernel_ridge``) on a
+    precomputed training kernel, fitted on the target standardised with the training rows' mean and SD, as
+    ``TransformedTargetRegressor(regressor, transformer=StandardScaler())`` does (so ``epsilon``, ``C`` and
+    ``alpha`` are in SD units of the outcome, whatever its scale); returned in the outcome's units."""
+    mean = float(y.mean())
+    sd = float(y.std())
+    sd = sd if sd > 0 else 1.0  # StandardScaler's rule for a constant column
+    z = np.ascontiguousarray((y - mean) / sd, dtype=float)
+    if params.get("estimator") == "kernel_ridge":
+        # KernelRidge(kernel="precomputed").fit: (K + alpha I) dual = z, no intercept (z is centred); one
+        # Cholesky solve, as its _solve_cholesky_kernel
+        alpha = float(params.get("alpha", 1.0))
+        dual = scipy.linalg.solve(gram + alpha * np.eye(len(z)), z, assume_a="pos")
+        return np.arange(len(z)), dual * sd, mean
+    C = float(params.get("C", SVC_DEFAULTS["C"]))
+    epsilon = float(params.get("epsilon", 0.1))
+    tol = float(params.get("tol", SVC_DEFAULTS["tol"]))
+    max_iter = int(params.get("max_iter", -1))
+    if _libsvm is None:  # pragma: no cover
+        svr = SVR(kernel="precomputed", C=C, epsilon=epsilon, tol=tol, max_iter=max_iter).fit(gram, z)
+        return svr.support_, svr.dual_coef_[0] * sd, float(svr.intercept_[0]) * sd + mean
+    _libsvm.set_verbosity_wrap(0)
+    support, _, _, dual_coef, intercept, *_ = _libsvm.fit(
+        np.ascontiguousarray(gram),
+        z,
+        svm_type=3,  # epsilon-SVR, as SVR; its dual coefficients and intercept need no sign flip
+        sample_weight=np.empty(0),
+        class_weight=np.empty(0),
+        kernel="precomputed",
+        C=C,
+        nu=0.5,
+        probability=0,
+        degree=3,
+        shrinking=1,
+        tol=tol,
+        cache_size=200,
+        coef0=0.0,
+        gamma=0.0,
+        epsilon=epsilon,
+        max_iter=max_iter,
+        random_seed=0,
+    )
+    return support, dual_coef[0] * sd, float(intercept[0]) * sd + mean
+
+
 def fit_decision(gram: np.ndarray, y: np.ndarray, cross: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """Fit a C-SVC on a precomputed training kernel and return the decision scores of the test rows (as
-    ``SVC.decision_function``: > 0 means class 1)."""
-    support, dual, intercept = fit_svc(gram, y, params)
+    """Fit the model in ``params`` on a precomputed training kernel and return the test rows' scores: a
+    C-SVC's decision (as ``SVC.decision_function``: > 0 means class 1) or a regressor's prediction."""
+    support, dual, intercept = fit_dual(gram, y, params)
     return cross[:, support] @ dual + intercept
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from joblib import delayed
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
@@ -33,14 +33,21 @@ from tqdm.auto import tqdm
 from src.config.settings import CVConfig
 from src.data.clinical import imputed_columns, is_clinical_column
 from src.models.linear import AffineDecision, compact
-from src.models.pipeline import build_pipeline
+from src.models.pipeline import build_pipeline, is_regressor
 from src.models.residualize import CovariateResidualizer
 from src.models.search_space import SearchSpace, from_choice, to_choice
 from src.utils.errors import UserInputError
 from src.utils.parallel import run_parallel
 from src.validation.checkpoints import read_records, record_appender
 from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision, linear_affine
-from src.validation.metrics import METRICS, binary_metrics
+from src.validation.metrics import (
+    METRICS,
+    REGRESSION_METRICS,
+    REGRESSION_OBJECTIVES,
+    binary_metrics,
+    regression_metrics,
+    regression_score,
+)
 from src.validation.seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
@@ -96,28 +103,50 @@ def check_fold_sizes(y: np.ndarray, cv: CVConfig, where: str) -> None:
         )
 
 
-def outer_splits(y: np.ndarray, cv: CVConfig, seed: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(repeat, fold, train, test) of every outer split; repeat r shuffles with its own derived seed."""
-    check_class_sizes(y, cv.outer_folds, "outer CV")
+def check_continuous(y: np.ndarray, cv: CVConfig, where: str) -> None:
+    """A continuous outcome: finite, not constant, and enough subjects for the outer and inner folds."""
+    if not np.all(np.isfinite(y)):
+        raise UserInputError(f"{where}: the continuous outcome has missing or infinite values")
+    if np.ptp(y) == 0:
+        raise UserInputError(f"{where}: the continuous outcome is constant ({y[0]:g}); nothing to predict")
+    smallest_train = len(y) - int(np.ceil(len(y) / cv.outer_folds))
+    if len(y) < cv.outer_folds or smallest_train < cv.inner_folds:
+        raise UserInputError(
+            f"{where}: {len(y)} subjects are too few for {cv.outer_folds} outer x {cv.inner_folds} inner "
+            "folds; lower cv.outer_folds or cv.inner_folds"
+        )
+
+
+def _splitter(n_splits: int, seed: int, regression: bool) -> KFold | StratifiedKFold:
+    # a continuous outcome has no classes to stratify on: shuffled KFold with the same derived seeds
+    kind = KFold if regression else StratifiedKFold
+    return kind(n_splits, shuffle=True, random_state=seed)
+
+
+def outer_splits(
+    y: np.ndarray, cv: CVConfig, seed: int, regression: bool = False
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(repeat, fold, train, test) of every outer split; repeat r shuffles with its own derived seed
+    (stratified by class; plain shuffled K-fold for a continuous outcome)."""
+    if regression:
+        check_continuous(y, cv, "outer CV")
+    else:
+        check_class_sizes(y, cv.outer_folds, "outer CV")
     out = []
     for r in range(cv.repeats):
-        splitter = StratifiedKFold(
-            cv.outer_folds, shuffle=True, random_state=derive_seed(seed, Stream.OUTER_SPLIT, r)
-        )
+        splitter = _splitter(cv.outer_folds, derive_seed(seed, Stream.OUTER_SPLIT, r), regression)
         for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
             out.append((r, k, train, test))
     return out
 
 
-def inner_splitter(cv: CVConfig, seed: int, repeat: int) -> StratifiedKFold:
+def inner_splitter(cv: CVConfig, seed: int, repeat: int, regression: bool = False) -> KFold | StratifiedKFold:
     """The inner CV of every outer fold of repeat ``repeat``.
 
     One splitter per repeat (its folds still differ between outer folds, which hold different rows), so a
     repeat is exactly ``cross_val_predict(GridSearchCV(cv=inner_splitter(...)), cv=outer splits)``.
     """
-    return StratifiedKFold(
-        cv.inner_folds, shuffle=True, random_state=derive_seed(seed, Stream.INNER_SPLIT, repeat)
-    )
+    return _splitter(cv.inner_folds, derive_seed(seed, Stream.INNER_SPLIT, repeat), regression)
 
 
 def make_sampler(cv: CVConfig, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
@@ -139,13 +168,15 @@ class InnerKernels:
         X: pd.DataFrame,
         y: np.ndarray,
         rows: np.ndarray,
-        splitter: StratifiedKFold,
+        splitter: KFold | StratifiedKFold,
         covariates: Sequence[str],
         categorical: Sequence[str],
         use_pca: bool,
+        objective: str = "balanced_accuracy",
     ) -> None:
-        """``X``, ``y``: all subjects; ``rows``: the outer-training part, split by ``splitter``."""
-        self.y, self.use_pca = y, use_pca
+        """``X``, ``y``: all subjects; ``rows``: the outer-training part, split by ``splitter``;
+        ``objective``: the score of each split (balanced accuracy, or a regression objective)."""
+        self.y, self.use_pca, self.objective = y, use_pca, objective
         self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         self.codes = CovariateCodes(X, covariates, categorical) if len(covariates) else None
         self.impute = impute_positions(X.columns.drop(list(covariates)))
@@ -194,7 +225,12 @@ class InnerKernels:
         return out[rows]
 
     def score(self, params: dict[str, Any]) -> list[float]:
-        """Balanced accuracy of ``params`` on every inner split."""
+        """The objective (balanced accuracy by default) of ``params`` on every inner split."""
+        if self.objective != "balanced_accuracy":  # a regression objective, against the split's training mean
+            return [
+                regression_score(self.objective, self.y[test], predicted, float(split.y.mean()))
+                for (test, predicted), (_, split) in zip(self._decisions(params), self.splits, strict=True)
+            ]
         # as SVC.predict: libsvm's vote goes to class 1 unless its decision is > 0 for class 0
         return [
             balanced_accuracy(self.y[test], (decision >= 0).astype(int))
@@ -267,6 +303,26 @@ def _n_components(params: dict[str, Any], cumsum: np.ndarray, available: int) ->
 TIE_BREAK = ("C", "gamma", "pca_variance", "pca_components")
 
 
+def objective_of(space: SearchSpace, objective: str = "auto") -> str:
+    """The inner objective: ``objective``, or with ``"auto"`` balanced accuracy for a classifier and the
+    negative MAE for a regressor; a classification objective for a regressor (or the reverse) is refused."""
+    regression = is_regressor(space.fixed)
+    if "estimator" in space.params:
+        raise UserInputError("model.search_space: 'estimator' cannot be tuned; fix it under model.fixed")
+    if objective == "auto":
+        return "neg_mae" if regression else "balanced_accuracy"
+    if regression and objective not in REGRESSION_OBJECTIVES:
+        raise UserInputError(
+            f"model.objective={objective!r} is for classifiers; a regressor takes one of "
+            f"{REGRESSION_OBJECTIVES}"
+        )
+    if not regression and objective != "balanced_accuracy":
+        raise UserInputError(
+            f"model.objective={objective!r} needs a regression model (model.fixed.estimator)"
+        )
+    return objective
+
+
 def select_best(trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
     """Best trial: highest inner score; ties go to the most regularised model (smallest C, then smallest
     gamma, then fewest PCA components/variance), then to the earliest trial."""
@@ -310,17 +366,22 @@ def fit_outer_fold(
     categorical: Sequence[str],
     keep_model: bool = True,
     inner_oof: bool = False,
+    objective: str = "auto",
 ) -> FoldResult:
     """Tune on the outer-training rows (Optuna over inner CV), refit, score the outer-test rows once.
 
     ``keep_model`` keeps the refitted model and the table of trials (a permutation needs neither);
-    ``inner_oof`` also returns the tuned parameters' inner out-of-fold scores of the training rows."""
+    ``inner_oof`` also returns the tuned parameters' inner out-of-fold scores of the training rows;
+    ``objective``: :func:`objective_of` (a regressor's scores are its predicted outcomes)."""
     start = time.perf_counter()
     y_train = y[train]
-    check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
+    objective = objective_of(space, objective)
+    regression = objective != "balanced_accuracy"
+    if not regression:
+        check_class_sizes(y_train, cv.inner_folds, f"inner CV of repeat {repeat}, fold {fold}")
     uses_pca = any(p in space.params or p in space.fixed for p in ("pca_variance", "pca_components"))
-    splitter = inner_splitter(cv, seed, repeat)
-    cache = InnerKernels(X, y, train, splitter, covariates, categorical, uses_pca)
+    splitter = inner_splitter(cv, seed, repeat, regression)
+    cache = InnerKernels(X, y, train, splitter, covariates, categorical, uses_pca, objective)
 
     def objective(trial: optuna.Trial) -> float:
         scores = cache.score(space.suggest(trial))
@@ -497,9 +558,12 @@ class NestedCVResult:
 
     def summary(self) -> dict[str, Any]:
         """Ensemble metrics, and the mean, SD and 2.5-97.5 % range of per-repeat metrics."""
+        return self._summary(METRICS)
+
+    def _summary(self, metrics: Sequence[str]) -> dict[str, Any]:
         per = self.per_repeat()
         out: dict[str, Any] = {"ensemble": self.ensemble_metrics(), "repeats": {}}
-        for metric in METRICS:
+        for metric in metrics:
             values = per[metric].to_numpy()
             out["repeats"][metric] = {
                 "mean": float(np.nanmean(values)),
@@ -538,6 +602,94 @@ class NestedCVResult:
         return [f.model for f in self.folds if f.model is not None]
 
 
+class RegressionCVResult(NestedCVResult):
+    """:class:`NestedCVResult` of a continuous outcome: ``y`` is the outcome, each fold's ``decision`` its
+    predicted outcome, and the metrics are :func:`~src.validation.metrics.regression_metrics` — R² against
+    each subject's training-fold mean (per repeat: that repeat's fold; for the ensemble: the mean over
+    repeats), Pearson/Spearman r, MAE, RMSE, and with ``extra["responder_cut"]`` the BAC & co. of the
+    thresholded predictions."""
+
+    @property
+    def responder_cut(self) -> float | None:
+        """The outcome's responder threshold (None: not reported)."""
+        return self.extra.get("responder_cut")
+
+    @property
+    def objective(self) -> str:
+        """The inner loop's objective."""
+        return str(self.extra.get("objective", "neg_mae"))
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The reported metrics, in order."""
+        return REGRESSION_METRICS + (METRICS if self.responder_cut is not None else ())
+
+    def training_means(self) -> np.ndarray:
+        """(n_subjects, repeats): the mean outcome of the outer-training rows of each subject's test fold."""
+        out = np.full((len(self.y), self.cv.repeats), np.nan)
+        for f in self.folds:
+            out[f.test, f.repeat] = float(self.y[f.train].mean())
+        return out
+
+    @property
+    def oof(self) -> pd.DataFrame:
+        """Out-of-fold predictions: one row per subject x repeat (``prediction``: the predicted outcome,
+        ``training_mean``: the mean outcome of the rows its fold model was trained on)."""
+        rows = [
+            pd.DataFrame(
+                {
+                    "participant_id": np.asarray(self.ids)[f.test],
+                    "repeat": f.repeat,
+                    "fold": f.fold,
+                    "y_true": self.y[f.test],
+                    "prediction": f.decision,
+                    "training_mean": float(self.y[f.train].mean()),
+                }
+            )
+            for f in self.folds
+        ]
+        return pd.concat(rows, ignore_index=True).sort_values(["repeat", "participant_id"], ignore_index=True)
+
+    def _metrics(self, truth: np.ndarray, predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+        return regression_metrics(truth, predicted, reference, self.responder_cut)
+
+    def per_repeat(self) -> pd.DataFrame:
+        """Metrics of each repeat's out-of-fold predictions."""
+        scores, means = self.decision_matrix(), self.training_means()
+        return pd.DataFrame(
+            [
+                {"repeat": r, **self._metrics(self.y, scores[:, r], means[:, r])}
+                for r in range(self.cv.repeats)
+            ]
+        )
+
+    def ensemble_metrics(self) -> dict[str, float]:
+        """Metrics of the mean out-of-fold prediction per subject (reference: the mean training mean)."""
+        return self._metrics(self.y, self.ensemble_scores(), self.training_means().mean(axis=1))
+
+    def summary(self) -> dict[str, Any]:
+        """Ensemble metrics, and the mean, SD and 2.5-97.5 % range of per-repeat metrics."""
+        return self._summary(self.metric_names())
+
+    def fold_table(self) -> pd.DataFrame:
+        """Per outer fold: sizes, best parameters, best inner objective, outer-fold metrics, time."""
+        rows = []
+        for f in self.folds:
+            metrics = regression_metrics(self.y[f.test], f.decision, float(self.y[f.train].mean()))
+            rows.append(
+                {
+                    "repeat": f.repeat,
+                    "fold": f.fold,
+                    "n_train": len(f.train),
+                    "n_test": len(f.test),
+                    **{f"best_{k}": to_choice(v) for k, v in f.best_params.items()},
+                    f"inner_best_{self.objective}": f.inner_best,
+                    **{f"outer_{k}": v for k, v in metrics.items()},
+                    "seconds": f.seconds,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
 def run_nested_cv(
     X: pd.DataFrame,
     y: np.ndarray,
@@ -553,6 +705,8 @@ def run_nested_cv(
     keep_models: bool = True,
     checkpoint: str | Path | None = None,
     inner_oof: bool = False,
+    objective: str = "auto",
+    responder_cut: float | None = None,
 ) -> NestedCVResult:
     """Run repeated nested CV.
 
@@ -586,12 +740,20 @@ def run_nested_cv(
     inner_oof : bool
         Also keep each fold's inner out-of-fold scores of its training rows (``FoldResult.inner_decision``):
         what a stacking meta-learner learns from (:class:`~src.validation.stacking.StackedNestedCV`).
+    objective : str
+        The inner loop's objective (:func:`objective_of`); a regression model (``estimator: svr`` or
+        ``kernel_ridge`` in ``space.fixed``) takes a continuous ``y`` and gives a :class:`RegressionCVResult`.
+    responder_cut : float, optional
+        A continuous outcome's responder threshold: the result also reports the BAC & co. of the
+        thresholded predictions.
     """
-    y = np.asarray(y).astype(int)
+    objective = objective_of(space, objective)
+    regression = objective != "balanced_accuracy"
+    y = np.asarray(y, dtype=float) if regression else np.asarray(y).astype(int)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     X = X.reset_index(drop=True)
-    splits = outer_splits(y, cv, seed)
+    splits = outer_splits(y, cv, seed, regression)
     done = {
         (int(rec["repeat"]), int(rec["fold"])): rec
         for rec in read_records(checkpoint)
@@ -600,7 +762,20 @@ def run_nested_cv(
     todo = [split for split in splits if split[:2] not in done]
     jobs = (
         delayed(fit_outer_fold)(
-            X, y, r, k, train, test, space, cv, seed, covariates, categorical, keep_models, inner_oof
+            X,
+            y,
+            r,
+            k,
+            train,
+            test,
+            space,
+            cv,
+            seed,
+            covariates,
+            categorical,
+            keep_models,
+            inner_oof,
+            objective,
         )
         for r, k, train, test in todo
     )
@@ -626,7 +801,10 @@ def run_nested_cv(
             )
     folds = [finished[r, k] for r, k, _, _ in splits]
     feature_columns = X.columns.drop(list(covariates)).tolist()
-    return NestedCVResult(
+    extra: dict[str, Any] = {"resumed_folds": len(splits) - len(todo)}
+    if regression:
+        extra.update(objective=objective, responder_cut=responder_cut)
+    return (RegressionCVResult if regression else NestedCVResult)(
         ids=list(ids) if ids is not None else [str(i) for i in range(len(y))],
         y=y,
         folds=folds,
@@ -635,5 +813,5 @@ def run_nested_cv(
         feature_columns=feature_columns,
         covariates=list(covariates),
         categorical=list(categorical),
-        extra={"resumed_folds": len(splits) - len(todo)},
+        extra=extra,
     )

@@ -19,6 +19,7 @@ from src.validation.checkpoints import read_records, record_appender
 from src.validation.estimator import NestedCVClassifier
 from src.validation.metrics import binary_metrics, permutation_p_value
 from src.validation.nested_cv import CVConfig
+from src.validation.regression import NestedCVRegressor
 from src.validation.seeds import Stream, derive_seed
 
 
@@ -55,13 +56,32 @@ def _statistic(y: np.ndarray, decision: np.ndarray) -> float:
     return float(np.mean([binary_metrics(y, decision[:, r])["bac"] for r in range(decision.shape[1])]))
 
 
+def fitted_statistic(estimator: Any, repeats: int | None = None) -> float:
+    """The statistic of a fitted estimator over its first ``repeats`` repeats: the mean per-repeat BAC of a
+    classifier; a regressor's own (:meth:`NestedCVRegressor.cv_statistic`, its objective)."""
+    if isinstance(estimator, NestedCVRegressor):
+        return estimator.cv_statistic(repeats)
+    repeats = int(repeats or estimator.cv.repeats)
+    return _statistic(estimator.result_.y, estimator.oof_decision_[:, :repeats])
+
+
+def statistic_name(estimator: Any) -> str:
+    """``mean_bac``, or ``mean_<objective>`` of a regressor."""
+    return f"mean_{estimator.objective}" if isinstance(estimator, NestedCVRegressor) else "mean_bac"
+
+
+def _labels(estimator: Any, y: Any) -> np.ndarray:
+    # a classifier's labels are 0/1 integers; a regressor's outcome stays continuous
+    return np.asarray(y, float) if isinstance(estimator, NestedCVRegressor) else np.asarray(y).astype(int)
+
+
 def _one_permutation(estimator: NestedCVClassifier, X: pd.DataFrame, y: np.ndarray, i: int) -> float:
     """Permutation ``i``: the whole procedure refitted on labels permuted with a seed derived from
     (``random_state``, i) only, so any subset of permutations (a shard) gives the same values."""
     seed = int(estimator.random_state)
     y_perm = np.random.default_rng(derive_seed(seed, Stream.PERMUTATION, i)).permutation(y)
     fitted = clone(estimator).set_params(n_jobs=1, keep_models=False, checkpoint=None, progress=False)
-    return _statistic(y_perm, fitted.fit(X, y_perm).oof_decision_)
+    return fitted_statistic(fitted.fit(X, y_perm))
 
 
 def permutation_values(
@@ -79,7 +99,7 @@ def permutation_values(
     scheme (:func:`permutation_cv` gives one with fewer repeats); ``estimator.n_jobs`` workers run
     permutations side by side. ``progress``: a bar (a terminal); ``status_lines``: the rate and the
     estimated finish as status lines instead."""
-    y = np.asarray(y).astype(int)
+    y = _labels(estimator, y)
     known = read_checkpoint(checkpoint)
     done = {i: known[i] for i in indices if i in known}
     todo = [i for i in indices if i not in done]
@@ -129,7 +149,8 @@ def permutation_test(
     progress: bool = False,
     status_lines: bool = False,
 ) -> PermutationResult:
-    """Permutation test of the mean per-repeat BAC of repeated nested CV.
+    """Permutation test of the mean per-repeat BAC (a regressor: its objective, e.g. the negative MAE) of
+    repeated nested CV.
 
     Each permutation re-runs the whole procedure (splits, tuning, refit) on permuted labels with the same
     seeds: ``clone(estimator).fit(X, y_permuted)``. ``repeats`` (default: all of ``cv.repeats``) lets the
@@ -165,13 +186,17 @@ def permutation_test(
     if not estimator.__sklearn_is_fitted__():
         estimator = clone(estimator).set_params(keep_models=False, checkpoint=None).fit(X, y)
     permuted = permuted_estimator(estimator, repeats)
-    observed = observed_statistic(y, estimator.oof_decision_, permuted.cv.repeats)
+    observed = fitted_statistic(estimator, permuted.cv.repeats)
     values, resumed = permutation_values(
         permuted, X, y, range(n), progress=progress, checkpoint=checkpoint, status_lines=status_lines
     )
     null = np.asarray([values[i] for i in range(n)])
     return PermutationResult(
-        statistic="mean_bac", observed=observed, null=null, repeats=permuted.cv.repeats, resumed=resumed
+        statistic=statistic_name(estimator),
+        observed=observed,
+        null=null,
+        repeats=permuted.cv.repeats,
+        resumed=resumed,
     )
 
 

@@ -1,0 +1,280 @@
+"""The regression sibling (continuous outcomes): kernel space against scikit-learn refitted per trial, the
+nested CV against GridSearchCV, the locked ensemble and its files, the metrics against scipy/sklearn, and the
+planted signature recovered from the percentage MADRS reduction (a null outcome gives nothing)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_simulation
+from scipy.stats import norm, pearsonr, spearmanr
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.decomposition import PCA
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.metrics import mean_absolute_error, r2_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+from src.data.loader import load_cohort
+from src.data.simulate import simulate_cohorts
+from src.features.extract import FeatureSet, build_feature_table
+from src.interpretation.weights import feature_weights
+from src.models.residualize import CovariateResidualizer
+from src.models.search_space import SearchSpace
+from src.utils.errors import UserInputError
+from src.validation.ensemble import load_model
+from src.validation.metrics import out_of_sample_r2, regression_metrics
+from src.validation.nested_cv import CVConfig, InnerKernels, inner_splitter, outer_splits, run_nested_cv
+from src.validation.permutation import permutation_test
+from src.validation.regression import NestedCVRegressor
+
+COVARIATES, CATEGORICAL = ("age", "sex", "tiv", "site"), ("sex", "site")
+
+
+def _data(n: int = 70, p: int = 30, seed: int = 0, signal: float = 1.0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, n),
+            "sex": rng.choice(["F", "M"], n),
+            "tiv": rng.normal(1500, 120, n),
+            "site": rng.choice(["a", "b"], n),
+        }
+    )
+    features = rng.normal(size=(n, p))
+    features[:, 0] += 0.05 * X["age"].to_numpy()
+    y = 40 + signal * (12 * features[:, 1] - 8 * features[:, 2]) + rng.normal(0, 12, n)
+    return pd.concat([X, pd.DataFrame(features).add_prefix("gm_")], axis=1), y
+
+
+def reference_pipeline(params: dict) -> TransformedTargetRegressor:
+    """The regression pipeline written out with scikit-learn (independently of src.models.pipeline):
+    residualise -> scale -> [PCA] -> SVR | KernelRidge, on the target standardised in the training rows."""
+    kernel = {k: params[k] for k in ("kernel", "gamma") if k in params}
+    if params["estimator"] == "svr":
+        model = SVR(C=params["C"], epsilon=params["epsilon"], **kernel)
+    else:
+        model = KernelRidge(alpha=params["alpha"], **kernel)
+    pca = PCA(params["pca_variance"], svd_solver="full") if "pca_variance" in params else "passthrough"
+    steps = [
+        ("residualize", CovariateResidualizer(covariates=COVARIATES, categorical=CATEGORICAL)),
+        ("scale", StandardScaler()),
+        ("pca", pca),
+        ("model", model),
+    ]
+    return TransformedTargetRegressor(regressor=Pipeline(steps), transformer=StandardScaler())
+
+
+CASES = [
+    {"estimator": "svr", "kernel": "linear", "C": 0.05, "epsilon": 0.1},
+    {"estimator": "svr", "kernel": "linear", "C": 1.0, "epsilon": 0.5},
+    {"estimator": "svr", "kernel": "rbf", "C": 3.0, "epsilon": 0.2, "gamma": 0.01},
+    {"estimator": "svr", "kernel": "linear", "C": 0.1, "epsilon": 0.1, "pca_variance": 0.6},
+    {"estimator": "kernel_ridge", "kernel": "linear", "alpha": 10.0},
+    {"estimator": "kernel_ridge", "kernel": "rbf", "alpha": 0.5, "gamma": 0.02},
+    {"estimator": "kernel_ridge", "kernel": "rbf", "alpha": 2.0, "gamma": 0.05, "pca_variance": 0.5},
+]
+
+
+@pytest.mark.parametrize("params", CASES, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
+def test_kernel_space_equals_refitting_the_pipeline_per_trial(params):
+    """Each trial in kernel space scores (negative MAE per inner split) and predicts as the scikit-learn
+    pipeline refitted on every split, to rounding."""
+    from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision
+
+    X, y = _data()
+    splitter = KFold(4, shuffle=True, random_state=1)
+    use_pca = "pca_variance" in params
+    cache = InnerKernels(X, y, np.arange(len(y)), splitter, COVARIATES, CATEGORICAL, use_pca, "neg_mae")
+    expected = cross_val_score(
+        reference_pipeline(params), X, y, cv=splitter, scoring="neg_mean_absolute_error"
+    )
+    np.testing.assert_allclose(cache.score(params), expected, rtol=0, atol=1e-8)
+    train, test = next(splitter.split(X, y))
+    reference = reference_pipeline(params).fit(X.iloc[train], y[train])
+    features = X.drop(columns=list(COVARIATES)).to_numpy(dtype=float)
+    split = SplitKernel.build(features, CovariateCodes(X, COVARIATES, CATEGORICAL), y, train, test, use_pca)
+    n_components = reference.regressor_.named_steps["pca"].n_components_ if use_pca else None
+    gram, cross = split.kernels(params, n_components)
+    np.testing.assert_allclose(
+        fit_decision(gram, split.y, cross, params), reference.predict(X.iloc[test]), rtol=0, atol=1e-8
+    )
+
+
+C_GRID = [1e-3, 1e-2, 1e-1, 1.0]
+
+
+def test_nested_cv_equals_gridsearch_per_repeat():
+    """With a grid over C, each repeat's out-of-fold predictions equal
+    ``cross_val_predict(GridSearchCV(pipeline, scoring=neg MAE, cv=the inner KFold), cv=the outer KFold)``
+    and every fold's tuned C is GridSearchCV's."""
+    X, y = _data(n=60)
+    space = SearchSpace(
+        params={"C": {"type": "float", "low": 1e-3, "high": 1.0, "log": True, "grid": C_GRID}},
+        fixed={"estimator": "svr", "kernel": "linear", "epsilon": 0.1},
+    )
+    cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=len(C_GRID), sampler="grid")
+    result = run_nested_cv(X, y, space, cv, seed=5, covariates=COVARIATES, categorical=CATEGORICAL)
+    splits = outer_splits(y, cv, 5, regression=True)
+    for r in range(cv.repeats):
+        search = GridSearchCV(
+            reference_pipeline({"estimator": "svr", "kernel": "linear", "C": 1.0, "epsilon": 0.1}),
+            {"regressor__model__C": C_GRID},
+            cv=inner_splitter(cv, 5, r, regression=True),
+            scoring="neg_mean_absolute_error",
+        )
+        repeat_splits = [(train, test) for rr, _, train, test in splits if rr == r]
+        expected = cross_val_predict(search, X, y, cv=repeat_splits)
+        np.testing.assert_allclose(result.decision_matrix()[:, r], expected, rtol=0, atol=1e-7)
+        for (train, _), fold in zip(repeat_splits, result.folds[r * 4 : (r + 1) * 4], strict=True):
+            tuned = search.fit(X.iloc[train], y[train]).best_params_["regressor__model__C"]
+            assert fold.best_params["C"] == tuned
+    # the splits are KFold (no classes), shuffled with the repeat's seed: repeats differ
+    assert not np.array_equal(splits[0][3], splits[cv.outer_folds][3])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    X, y = _data(n=80, seed=3)
+    cv = CVConfig(repeats=2, outer_folds=4, inner_folds=3, n_trials=8)
+    estimator = NestedCVRegressor(
+        cv=cv, covariates=COVARIATES, categorical=CATEGORICAL, random_state=2, responder_cut=45.0
+    ).fit(X, y, ids=[f"sub-{i:03d}" for i in range(len(y))])
+    return X, y, estimator
+
+
+def test_locked_ensemble_is_the_mean_of_the_refitted_fold_pipelines(fitted, tmp_path):
+    """Each locked fold model (affine form derived in kernel space) predicts what the scikit-learn pipeline
+    with the fold's tuned parameters, refitted on its outer-training rows, predicts; the ensemble is their
+    mean; model.npz written and read back (hash verified) predicts the same."""
+    X, y, estimator = fitted
+    new, _ = _data(n=12, seed=99)
+    fold_predictions = []
+    for fold in estimator.folds_:
+        params = {k: v for k, v in fold.best_params.items()}
+        pipeline = reference_pipeline(params).fit(X.iloc[fold.train], y[fold.train])
+        np.testing.assert_allclose(fold.decision, pipeline.predict(X.iloc[fold.test]), rtol=0, atol=1e-7)
+        fold_predictions.append(pipeline.predict(new))
+    np.testing.assert_allclose(estimator.predict(new), np.mean(fold_predictions, axis=0), rtol=0, atol=1e-7)
+    sha = estimator.ensemble_.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model", sha256=sha)
+    assert loaded.is_regression
+    np.testing.assert_allclose(loaded.decision_function(new), estimator.predict(new), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(loaded.predict_proba(new), estimator.predict_proba(new), rtol=0, atol=1e-12)
+
+
+def test_probability_of_response_from_the_out_of_fold_residuals(fitted):
+    """P(response) = Phi((prediction + mean residual - cut) / residual SD), the residuals those of the
+    out-of-fold ensemble predictions (recomputed here from the out-of-fold table)."""
+    X, y, estimator = fitted
+    oof = estimator.result_.oof.groupby("participant_id")["prediction"].mean().to_numpy()
+    residuals = y - oof
+    predicted = estimator.predict(X.iloc[:10])
+    expected = norm.cdf((predicted + residuals.mean() - 45.0) / residuals.std(ddof=1))
+    np.testing.assert_allclose(estimator.predict_proba(X.iloc[:10])[:, 1], expected, rtol=0, atol=1e-10)
+
+
+def test_metrics_against_scipy_and_sklearn(fitted):
+    """R² against the training-fold means (not sklearn's test-set mean), r, rho, MAE, RMSE and the
+    thresholded BAC, recomputed from the out-of-fold table with scipy/sklearn."""
+    _, y, estimator = fitted
+    result = estimator.result_
+    oof = result.oof
+    first = oof[oof["repeat"] == 0].set_index("participant_id").loc[result.ids]
+    per = result.per_repeat().iloc[0]
+    predicted, truth = first["prediction"].to_numpy(), first["y_true"].to_numpy()
+    sse = np.sum((truth - predicted) ** 2)
+    assert per["r2"] == pytest.approx(1 - sse / np.sum((truth - first["training_mean"].to_numpy()) ** 2))
+    assert per["pearson_r"] == pytest.approx(pearsonr(truth, predicted).statistic)
+    assert per["spearman_r"] == pytest.approx(spearmanr(truth, predicted).statistic)
+    assert per["mae"] == pytest.approx(mean_absolute_error(truth, predicted))
+    responders, called = truth >= 45.0, predicted >= 45.0
+    bac = (np.mean(called[responders]) + np.mean(~called[~responders])) / 2
+    assert per["bac"] == pytest.approx(bac)
+    # with the test rows' own mean as reference, the formula is sklearn's r2_score; the training means
+    # give a lower R² here (the test mean is information no model had)
+    assert out_of_sample_r2(truth, predicted, truth.mean()) == pytest.approx(r2_score(truth, predicted))
+    # a model predicting each fold's training mean scores R² <= 0 against the training means
+    means = first["training_mean"].to_numpy()
+    assert regression_metrics(truth, means, means)["r2"] == pytest.approx(0.0)
+
+
+def test_permutation_statistic_and_reproducibility(fitted):
+    """The permutation test's statistic is the mean per-repeat negative MAE; permutation i equals the
+    whole procedure refitted on the outcome permuted with the seed of (random_state, i)."""
+    from src.validation.seeds import Stream, derive_seed
+
+    X, y, estimator = fitted
+    perm = permutation_test(estimator, X, y, 2)
+    assert perm.statistic == "mean_neg_mae"
+    assert perm.observed == pytest.approx(-np.mean(estimator.result_.per_repeat()["mae"]))
+    y1 = np.random.default_rng(derive_seed(2, Stream.PERMUTATION, 1)).permutation(y)
+    again = NestedCVRegressor(**{**estimator.get_params(), "keep_models": False}).fit(X, y1)
+    assert perm.null[1] == pytest.approx(-np.mean(again.result_.per_repeat()["mae"]), abs=1e-12)
+
+
+def test_wrong_kinds_are_refused():
+    X, y = _data(n=40)
+    with pytest.raises(ValueError, match="regression model"):
+        NestedCVRegressor(search_space=SearchSpace(params={}, fixed={"kernel": "linear"})).fit(X, y)
+    space = SearchSpace(params={}, fixed={"estimator": "svr", "kernel": "linear"})
+    with pytest.raises(UserInputError, match="for classifiers"):
+        run_nested_cv(X, y, space, CVConfig(), 0, objective="balanced_accuracy")
+    with pytest.raises(UserInputError, match="constant"):
+        NestedCVRegressor().fit(X, np.full(len(y), 3.0))
+    with pytest.raises(UserInputError, match="missing or infinite"):
+        NestedCVRegressor().fit(X, np.r_[np.nan, y[1:]])
+
+
+@pytest.fixture(scope="module")
+def simulated_change(tmp_path_factory):
+    """160 simulated ketamine patients (80 responders) at 6 mm, the gm_roi table with its continuous
+    outcome (the percentage MADRS reduction) and the simulator's ground truth."""
+    from conftest import compose_config
+
+    root = tmp_path_factory.mktemp("change")
+    sim = small_simulation(compose_config(), {"discovery": (160, 80)}, resolution=6.0, seed=21)
+    simulate_cohorts(sim, root, n_jobs=2, progress=False)
+    cohort = load_cohort(root / "discovery", tissues=("GM", "WM", "CSF"))
+    table, _ = build_feature_table(cohort, FeatureSet(name="gm_roi"), n_jobs=2)
+    return table, json.loads((root / "ground_truth.json").read_text())
+
+
+@pytest.mark.slow
+def test_recovery_of_the_planted_signature_from_the_change(simulated_change):
+    """The linear SVR of the percentage reduction recovers the planted regions with their signs (frontal
+    +, cerebellar -) and an out-of-fold correlation near the ground truth's ceiling (the population-optimal
+    imaging score's r with the reduction); the outcome permuted: R² <= 0, r near 0, permutation p > 0.05."""
+    table, truth = simulated_change
+    features = [c for c in table.columns if c.startswith("gm_")]
+    X = table[[*COVARIATES, *features]]
+    y = table["outcome"].to_numpy(float)
+    cv = CVConfig(repeats=2, outer_folds=5, inner_folds=3, n_trials=12)
+    estimator = NestedCVRegressor(cv=cv, random_state=4, n_jobs=2, responder_cut=50.0).fit(X, y)
+    ceiling = truth["continuous"]["pearson_r_imaging"]
+    metrics = estimator.result_.ensemble_metrics()
+    assert 0.3 < metrics["pearson_r"] <= ceiling + 0.1, (metrics, ceiling)
+    assert metrics["r2"] > 0.05
+    importance = (
+        pd.Series(np.mean([feature_weights(m) for m in estimator.ensemble_.models], axis=0), index=features)
+        * table[features].std()
+    )
+    planted = {f"gm_{r['name']}": r["sign"] for r in truth["signature"]["regions"]}
+    top = importance.abs().sort_values(ascending=False).index[: len(planted)]
+    assert len(set(top) & set(planted)) >= 6, list(top)
+    for column, sign in planted.items():
+        assert np.sign(importance[column]) == sign, (column, importance[column])
+    # null: the same images, the outcome shuffled once (no relation left)
+    y_null = np.random.default_rng(8).permutation(y)
+    null = NestedCVRegressor(
+        cv=CVConfig(repeats=1, outer_folds=5, inner_folds=3, n_trials=12), random_state=4
+    )
+    null.set_params(n_jobs=2).fit(X, y_null)
+    null_metrics = null.result_.ensemble_metrics()
+    assert null_metrics["r2"] <= 0.02 and abs(null_metrics["pearson_r"]) < 0.2, null_metrics
+    assert permutation_test(null, X, y_null, 19).p_value > 0.05
