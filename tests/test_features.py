@@ -81,7 +81,8 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
             assert list(t.columns[: len(TABLE_META_COLUMNS)]) == list(TABLE_META_COLUMNS)
             regions = t.iloc[:, len(TABLE_META_COLUMNS) :]
             assert (regions.to_numpy() >= 0).all() and regions.notna().all().all()
-    assert shapes["gm_wm_roi"][1] - 7 == 2 * (shapes["gm_roi"][1] - 7)
+    meta = len(TABLE_META_COLUMNS)
+    assert shapes["gm_wm_roi"][1] - meta == 2 * (shapes["gm_roi"][1] - meta)
     gm = pd.read_parquet(tmp_path / "gm_roi" / "discovery.parquet")
     assert "gm_Frontal_Sup_2_L" in gm.columns and "gm_Cerebelum_Crus1_R" in gm.columns
     nmm = pd.read_parquet(tmp_path / "gm_roi_nmm" / "discovery.parquet")
