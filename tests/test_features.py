@@ -91,7 +91,7 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
     assert gm["tiv"].between(1000, 2200).all()
     mask = nib.load(tmp_path / "gm_voxel" / "mask.nii.gz")
     assert np.allclose(np.abs(np.diag(mask.affine)[:3]), 8.0)
-    assert shapes["gm_voxel"][1] - 7 == int(np.asarray(mask.dataobj).sum())
+    assert shapes["gm_voxel"][1] - len(TABLE_META_COLUMNS) == int(np.asarray(mask.dataobj).sum())
 
 
 def test_tables_are_deterministic(tmp_path, tiny_simulated):
