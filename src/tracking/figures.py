@@ -56,7 +56,40 @@ def ensemble_figures(y: np.ndarray, decision: np.ndarray, out: Path, title: str)
     return paths
 
 
-def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[Path]:
+def predicted_vs_observed(
+    observed: np.ndarray,
+    predicted: np.ndarray,
+    ax: plt.Axes,
+    label: str,
+    cut: float | None = None,
+) -> None:
+    """A continuous outcome's scatter of observed on predicted with the identity line (and, with a responder
+    threshold, its lines: the four quadrants are the confusion matrix of the thresholded predictions)."""
+    observed, predicted = np.asarray(observed, float), np.asarray(predicted, float)
+    ax.scatter(predicted, observed, s=14, alpha=0.7, label=label)
+    low = float(min(observed.min(), predicted.min()))
+    high = float(max(observed.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="black", lw=1, ls="--", label="identity")
+    if cut is not None:
+        ax.axhline(cut, color="grey", lw=0.8, ls=":")
+        ax.axvline(cut, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="predicted", ylabel="observed")
+
+
+def regression_figures(
+    observed: np.ndarray, predicted: np.ndarray, out: Path, title: str, cut: float | None
+) -> list[Path]:
+    """Observed vs out-of-fold ensemble prediction of a continuous outcome (:func:`predicted_vs_observed`)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    predicted_vs_observed(observed, predicted, ax, "out-of-fold ensemble", cut)
+    ax.set_title(f"{title}: discovery, predicted vs observed")
+    ax.legend(loc="best", fontsize=8)
+    return [_save(fig, out / "predicted_vs_observed.png")]
+
+
+def optuna_figures(
+    trials: pd.DataFrame, space: SearchSpace, out: Path, target: str = "inner BAC"
+) -> list[Path]:
     """Optimisation history over all inner-loop studies (mean ± SD of the best value so far) and the
     parameter importances of the pooled trials (PED-ANOVA: milliseconds, where fANOVA's forest took ~25 s
     on the 3000 trials of the default analysis)."""
@@ -67,27 +100,30 @@ def optuna_figures(trials: pd.DataFrame, space: SearchSpace, out: Path) -> list[
     paths = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = ovm.plot_optimization_history(studies, error_bar=True, target_name="inner BAC")
+        ax = ovm.plot_optimization_history(studies, error_bar=True, target_name=target)
         ax.set_title(f"Optimisation history of {len(studies)} inner-loop studies")
         paths.append(_save(ax.figure, out / "optuna_history.png"))
         if len(space.params) > 1:
             pooled = optuna.create_study(direction="maximize")
             pooled.add_trials([t for s in studies for t in s.trials])
             evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-            ax = ovm.plot_param_importances(pooled, evaluator=evaluator, target_name="inner BAC")
+            ax = ovm.plot_param_importances(pooled, evaluator=evaluator, target_name=target)
             ax.set_title("Hyperparameter importance (pooled trials, PED-ANOVA)")
             paths.append(_save(ax.figure, out / "optuna_param_importances.png"))
     return paths
 
 
-def permutation_figure(null: np.ndarray, observed: float, out: Path) -> list[Path]:
+def permutation_figure(
+    null: np.ndarray, observed: float, out: Path, statistic: str = "mean_bac"
+) -> list[Path]:
     """Histogram of the permutation null with the observed statistic, and the null as a table."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(null, bins=30, color="grey")
     ax.axvline(observed, color="crimson", label=f"observed {observed:.3f}")
-    ax.set(xlabel="mean BAC under permuted labels", ylabel="permutations", title="Permutation null")
+    what = statistic.replace("mean_", "mean ").replace("_", " ").replace("bac", "BAC")
+    ax.set(xlabel=f"{what} under permuted labels", ylabel="permutations", title="Permutation null")
     ax.legend()
-    pd.DataFrame({"mean_bac": null}).to_csv(out / "permutation_null.csv", index=False)
+    pd.DataFrame({statistic: null}).to_csv(out / "permutation_null.csv", index=False)
     return [_save(fig, out / "permutation_null.png"), out / "permutation_null.csv"]
 
 

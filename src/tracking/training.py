@@ -20,7 +20,7 @@ import pandas as pd
 from src.config.settings import ExperimentConfig, PredictSettings, TrackingSettings
 from src.interpretation.importance import model_regions
 from src.models.search_space import to_choice
-from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure
+from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure, regression_figures
 from src.tracking.scorer import SETTINGS
 from src.tracking.store import (
     flatten,
@@ -33,7 +33,8 @@ from src.utils.io import file_sha256
 from src.utils.provenance import dvc_output_md5, git_state, package_versions
 from src.validation.ensemble import TRUSTED_TYPES, ModelIntegrityError, model_file
 from src.validation.experiment import TrainingInputs, TrainingOutcome
-from src.validation.metrics import METRICS, binary_metrics
+from src.validation.metrics import REGRESSION_METRICS, binary_metrics, regression_metrics
+from src.validation.nested_cv import RegressionCVResult
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,10 @@ def log_dataset_input(
 def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
     """Parent-run metrics from the train ``metrics.json`` document: ``discovery_<m>`` (OOF ensemble),
     ``discovery_repeat_<m>_mean``/``_sd``, ``permutation_p``."""
-    out = {f"discovery_{m}": document["ensemble"][m] for m in METRICS}
-    for m in METRICS:
+    # the document's own metrics: a classifier's METRICS, a regressor's R², r, MAE, ... (and its BAC & co.)
+    names = list(document["ensemble"])
+    out = {f"discovery_{m}": document["ensemble"][m] for m in names}
+    for m in names:
         out[f"discovery_repeat_{m}_mean"] = document["repeats"][m]["mean"]
         out[f"discovery_repeat_{m}_sd"] = document["repeats"][m]["sd"]
     if document.get("permutation"):
@@ -208,26 +211,35 @@ def _log_training(
         )
         mlflow.log_metrics(training_metrics(document))
         per_repeat = result.per_repeat()
+        regression = isinstance(result, RegressionCVResult)
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
             metrics=[
                 mlflow.entities.Metric(f"repeat_{m}", shown(row[m]), now, int(row["repeat"]))
                 for _, row in per_repeat.iterrows()
-                for m in OUTER_METRICS
+                for m in (OUTER_METRICS if not regression else REGRESSION_METRICS)
                 if np.isfinite(row[m])
             ],
         )
         _log_fold_runs(client, experiment_id, run_id, result)
         with tempfile.TemporaryDirectory() as tmp:
             figures = Path(tmp)
-            ensemble_figures(result.y, result.ensemble_scores(), figures, name)
-            optuna_figures(result.trials(), inputs.space, figures)
+            if regression:
+                regression_figures(result.y, result.ensemble_scores(), figures, name, result.responder_cut)
+            else:
+                ensemble_figures(result.y, result.ensemble_scores(), figures, name)
+            optuna_figures(result.trials(), inputs.space, figures, _inner_target(result))
             regions = model_regions(model, inputs.table, inputs.path.parent)
             if regions is not None:
                 regions.to_csv(figures / "weights.csv", index=False)
             if outcome.permutation is not None and len(outcome.permutation.null):
-                permutation_figure(outcome.permutation.null, document["permutation"]["observed"], figures)
+                permutation_figure(
+                    outcome.permutation.null,
+                    document["permutation"]["observed"],
+                    figures,
+                    outcome.permutation.statistic,
+                )
             mlflow.log_artifacts(str(figures), "figures")
         for path in sorted(outputs.iterdir()):
             if path.is_file():
@@ -251,6 +263,11 @@ def _log_training(
         model_sha256=registry_sha256,
         scorer_uri=scorer.model_uri,
     )
+
+
+def _inner_target(result: Any) -> str:
+    """The inner objective's name in figures and fold runs: ``inner BAC``, or a regressor's objective."""
+    return f"inner {result.objective}" if isinstance(result, RegressionCVResult) else "inner BAC"
 
 
 def _log_fold_runs(client: Any, experiment_id: str, parent_id: str, result: Any) -> None:
@@ -296,15 +313,18 @@ def _create_fold_runs(
         created.append(child.info.run_id)
         now = int(time.time() * 1000)
         trials = fold.trials.sort_values("number")
+        inner = _inner_target(result).replace(" ", "_").replace("BAC", "bac")
         metrics = [
-            Metric("inner_bac", shown(v), now, int(n))
+            Metric(inner, shown(v), now, int(n))
             for n, v in zip(trials["number"], trials["value"], strict=True)
         ]
-        outer = binary_metrics(result.y[fold.test], fold.decision)
-        metrics += [
-            Metric(f"outer_{m}", shown(outer[m]), now, 0) for m in OUTER_METRICS if np.isfinite(outer[m])
-        ]
-        metrics.append(Metric("inner_best_bac", shown(fold.inner_best), now, 0))
+        if isinstance(result, RegressionCVResult):  # R² against this fold's training mean
+            outer = regression_metrics(result.y[fold.test], fold.decision, float(result.y[fold.train].mean()))
+            names: tuple[str, ...] = REGRESSION_METRICS
+        else:
+            outer, names = binary_metrics(result.y[fold.test], fold.decision), OUTER_METRICS
+        metrics += [Metric(f"outer_{m}", shown(outer[m]), now, 0) for m in names if np.isfinite(outer[m])]
+        metrics.append(Metric(f"{inner.replace('inner_', 'inner_best_')}", shown(fold.inner_best), now, 0))
         metrics.append(Metric("seconds", round(float(fold.seconds), 2), now, 0))
         params = [Param(k, str(to_choice(v))) for k, v in fold.best_params.items()]
         params += [
@@ -356,24 +376,40 @@ def describe_version(
     """The registered model's description (what it predicts, from what) and this version's (its nested-CV
     evidence and provenance); alias ``candidate`` moves to this newest trained version (``champion`` is set
     only by a passing external evaluation, :mod:`src.tracking.registry`)."""
+    outcome = document.get("outcome") or {}
+    continuous = outcome.get("kind") == "continuous"
+    what = (
+        f"The continuous outcome {outcome.get('target')!r} (by default the percentage MADRS reduction at 24 h)"
+        if continuous
+        else "Ketamine response (>= 50 % MADRS reduction at 24 h)"
+    )
+    how = (
+        "mean predicted outcome; P(response) from the out-of-fold residuals"
+        if continuous
+        else "mean SVC decision, Platt-calibrated"
+    )
     client.update_registered_model(
         model_name,
         description=(
-            f"Ketamine response (>= 50 % MADRS reduction at 24 h) in treatment-resistant depression from "
-            f"pre-treatment structural MRI: experiment {experiment!r}, an ensemble of the repeated nested-CV "
-            "fold models (mean SVC decision, Platt-calibrated). Aliases: 'candidate' = newest trained "
-            "version, 'champion' = passed the external evaluation."
+            f"{what} in treatment-resistant depression from pre-treatment structural MRI: experiment "
+            f"{experiment!r}, an ensemble of the repeated nested-CV fold models ({how}). Aliases: "
+            "'candidate' = newest trained version, 'champion' = passed the external evaluation."
         ),
     )
     ens, perm, prov = document["ensemble"], document.get("permutation"), document["provenance"]
     git = prov.get("git") or {}
+    result_text = (
+        f"R² {ens['r2']:.3f} (against the training-fold means), r {ens['pearson_r']:.3f}, "
+        f"MAE {ens['mae']:.2f}"
+        if continuous
+        else f"BAC {ens['bac']:.3f}, AUC {ens['auc']:.3f}"
+    )
     client.update_model_version(
         model_name,
         version,
         description=(
             f"Nested CV on {document['cohort']} (n = {document['n']}, {document['responders']} responders, "
-            f"{document['cv']['repeats']}x{document['cv']['outer_folds']} folds): BAC {ens['bac']:.3f}, AUC "
-            f"{ens['auc']:.3f}"
+            f"{document['cv']['repeats']}x{document['cv']['outer_folds']} folds): {result_text}"
             + (f", permutation p = {perm['p_value']:.3g} (n = {perm['n']})" if perm else "")
             + f". Feature table md5 {prov.get('feature_table_md5')}, code {git.get('commit')}"
             + (" (uncommitted changes)" if git.get("dirty") else "")
