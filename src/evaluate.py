@@ -32,7 +32,7 @@ from src.config.cli import run, start
 from src.config.settings import ExperimentConfig, TrackingSettings
 from src.evaluation.locked import evaluate_locked_model
 from src.evaluation.outputs import write_evaluation
-from src.reporting.console import evaluation_summary
+from src.reporting.console import continuous_summary, evaluation_summary
 from src.tracking.registry import load_locked_model
 from src.tracking.store import check_store, quiet_stderr
 from src.utils.errors import user_errors
@@ -83,6 +83,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     lines = evaluation_summary(
         config.name, evaluation.paper_table, evaluation.specificity, evaluation.aligned
     )
+    if evaluation.continuous is not None:
+        lines += continuous_summary(evaluation.continuous)
     if tracking.get("registry"):
         lines.append(f"  {tracking['registry']}")
     print("\n".join(lines))

@@ -8,6 +8,7 @@ re-tuned here.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ import pandas as pd
 
 from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs, discovery_cohort, evaluation_groups
+from src.evaluation.continuous import continuous_result, interaction
 from src.evaluation.results import CohortResult
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
 from src.features.tables import feature_table_path, read_feature_table
 from src.interpretation.importance import feature_importance
 from src.models.harmonize import SiteAligner
+from src.utils.errors import UserInputError
 from src.utils.io import file_sha256
 from src.utils.provenance import git_state
 from src.validation.ensemble import EnsembleModel, model_file
@@ -50,6 +53,8 @@ class Evaluation:
     paper_table: pd.DataFrame
     document: dict[str, Any]
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    # a regressor's: per group (observed, predicted) and the continuous results (src.evaluation.continuous)
+    continuous: dict[str, Any] | None = None
 
 
 def read_tables(
@@ -128,11 +133,26 @@ def _ci(ci: tuple[float, float] | None, scale: float, decimals: int) -> str:
     return "" if ci is None else f"{scale * ci[0]:.{decimals}f}-{scale * ci[1]:.{decimals}f}"
 
 
-def discovery_results(train_dir: Path, n_boot: int, seed: int) -> tuple[CohortResult, pd.DataFrame]:
+def discovery_results(
+    train_dir: Path, n_boot: int, seed: int, cut: float | None = None
+) -> tuple[CohortResult, pd.DataFrame]:
     """The discovery cohort's row: the out-of-fold ensemble scores of the nested CV (never the locked model
-    on its own training data), with the permutation p of the whole procedure. Also returns those scores."""
+    on its own training data), with the permutation p of the whole procedure. Also returns those scores.
+
+    A regressor's out-of-fold table (``prediction``, ``training_mean``) is read with its responder threshold
+    ``cut``: label ``outcome >= cut``, decision ``prediction - cut``; the returned table also holds
+    ``observed``, ``predicted`` and ``reference`` (the mean training mean) per subject."""
     oof = pd.read_csv(train_dir / "predictions.csv", dtype={"participant_id": str})
-    ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
+    if "prediction" in oof.columns and "decision" not in oof.columns:
+        ens = oof.groupby("participant_id").agg(
+            observed=("y_true", "first"),
+            predicted=("prediction", "mean"),
+            reference=("training_mean", "mean"),
+        )
+        ens["y"] = (ens["observed"] >= cut - 1e-9).astype(int)
+        ens["decision"] = ens["predicted"] - cut + 1e-9  # >= cut responds, as the label
+    else:
+        ens = oof.groupby("participant_id").agg(y=("y_true", "first"), decision=("decision", "mean"))
     perm = read_permutation(train_dir.parent)  # merged shards when they belong to this training
     ci95 = bootstrap_ci(ens["y"], ens["decision"], n=n_boot, seed=seed)
     p_bac = None if perm is None else perm["p_value"]
@@ -160,8 +180,12 @@ def evaluate_locked_model(
         name: pd.concat([cohorts[c] for c in members], ignore_index=True) for name, members in groups.items()
     }
     seed, n_perm, n_boot = config.seed, ev.n_permutations, ev.n_bootstrap
+    cut = responder_cut(model)
+    if cut is not None:  # a regressor: the responder label from its own outcome and threshold
+        for table in tables.values():
+            table["response"] = (table["outcome"] >= cut - 1e-9).astype(int)
 
-    discovery, oof = discovery_results(run / "train", n_boot, seed)
+    discovery, oof = discovery_results(run / "train", n_boot, seed, cut)
     results = {"discovery": discovery}
     aligned: dict[str, CohortResult] = {}
     scored: dict[str, pd.DataFrame] = {}
@@ -176,14 +200,16 @@ def evaluate_locked_model(
             "; also reported after site alignment" if aligner is not None else "",
         )
     for name, table in tables.items():
-        decision = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
+        predicted = model.decision_function(table.drop(columns="_cohort"))  # checks the columns too
+        decision, probability = responder_decision(model, predicted)
         results[name] = evaluate_cohort(table["response"], decision, n_perm, n_boot, seed)
-        scored[name] = table.assign(decision=decision, probability=model.calibrate(decision))
+        scored[name] = table.assign(decision=decision, probability=probability)
+        if cut is not None:
+            scored[name]["predicted"] = predicted
         if aligner is not None:
             aligned_table = aligner.transform(table).drop(columns="_cohort")
-            aligned[name] = evaluate_cohort(
-                table["response"], model.decision_function(aligned_table), n_perm, n_boot, seed
-            )
+            aligned_decision, _ = responder_decision(model, model.decision_function(aligned_table))
+            aligned[name] = evaluate_cohort(table["response"], aligned_decision, n_perm, n_boot, seed)
     specificity = treatment_specificity(scored, n_perm // 5, seed)
     regions = feature_importance(
         model,
@@ -207,11 +233,16 @@ def evaluate_locked_model(
             **provenance,
         },
     }
+    continuous = None
+    if cut is not None:
+        continuous = continuous_evaluation(config, model, scored, oof, document)
     curves = {
         "discovery (OOF)": (
             oof["y"].to_numpy(),
             oof["decision"].to_numpy(),
-            model.calibrate(oof["decision"].to_numpy()),
+            responder_decision(model, oof["predicted"].to_numpy())[1]
+            if cut is not None
+            else model.calibrate(oof["decision"].to_numpy()),
         )
     }
     for name in ("external", "control"):
@@ -227,4 +258,84 @@ def evaluate_locked_model(
         paper_table(results, ev.reference),
         document,
         curves,
+        continuous,
     )
+
+
+def responder_cut(model: EnsembleModel) -> float | None:
+    """A regressor's responder threshold (None for a classifier); a regressor without one is refused."""
+    if not model.is_regression:
+        return None
+    cut = model.info["outcome"].get("responder_cut")
+    if cut is None:
+        raise UserInputError(
+            "evaluating a continuous model whose outcome has no responder threshold (data.outcome.target "
+            "is a column of your own) is not supported yet: the evaluation reports the responder metrics "
+            "beside the continuous ones; train on target=percent_reduction or evaluate with your own script"
+        )
+    return float(cut)
+
+
+def responder_decision(model: EnsembleModel, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(decision, P(positive class)) of the model's ensemble scores: a classifier's as they are (Platt); a
+    regressor's predicted outcome shifted by its responder threshold (>= cut responds) with P(response) of
+    its residual model."""
+    scores = np.asarray(scores, float)
+    cut = responder_cut(model)
+    if cut is None:
+        return scores, model.calibrate(scores)
+    return scores - cut + 1e-9, model.calibrate(scores)
+
+
+def continuous_evaluation(
+    config: ExperimentConfig,
+    model: EnsembleModel,
+    scored: Mapping[str, pd.DataFrame],
+    oof: pd.DataFrame,
+    document: dict[str, Any],
+) -> dict[str, Any]:
+    """A regressor's continuous results per group (:func:`~src.evaluation.continuous.continuous_result`):
+    the discovery cohort's out-of-fold predictions against their training-fold means, each evaluation
+    group's locked predictions against the discovery cohort's mean outcome; the predicted x treatment
+    interaction; added to ``document["continuous"]``. Returns them with the (observed, predicted) pairs."""
+    ev, seed = config.evaluation, config.seed
+    cut = responder_cut(model)
+    train_metrics = json.loads((Path(config.paths.run) / "train" / "metrics.json").read_text())
+    training_mean = float(train_metrics["outcome"]["mean"])
+    perm = read_permutation(Path(config.paths.run))
+    results = {
+        "discovery": continuous_result(
+            oof["observed"],
+            oof["predicted"],
+            oof["reference"],
+            cut,
+            0,
+            ev.n_bootstrap,
+            seed,
+            None if perm is None else perm["p_value"],
+        )
+    }
+    pairs = {"discovery (OOF)": (oof["observed"].to_numpy(), oof["predicted"].to_numpy())}
+    for name, table in scored.items():
+        observed, predicted = table["outcome"].to_numpy(float), table["predicted"].to_numpy(float)
+        results[name] = continuous_result(
+            observed, predicted, training_mean, cut, ev.n_permutations, ev.n_bootstrap, seed
+        )
+        pairs[name] = (observed, predicted)
+    specificity = None
+    if "external" in scored and "control" in scored:
+        ket, ctl = scored["external"], scored["control"]
+        specificity = interaction(
+            np.r_[ket["outcome"], ctl["outcome"]],
+            np.r_[ket["predicted"], ctl["predicted"]],
+            np.r_[np.ones(len(ket)), np.zeros(len(ctl))],
+        )
+    document["continuous"] = {
+        "target": train_metrics["outcome"]["target"],
+        "responder_cut": cut,
+        "training_mean": training_mean,
+        "r2_reference": "discovery: each subject's training-fold mean; other cohorts: the discovery mean",
+        "cohorts": results,
+        "treatment_interaction": specificity,
+    }
+    return {"results": results, "pairs": pairs, "cut": cut, "interaction": specificity}

@@ -14,6 +14,7 @@ from nilearn import plotting
 from sklearn.metrics import roc_curve
 
 from src.evaluation.clinical import calibration_table, decision_curve
+from src.evaluation.continuous import continuous_table, predicted_vs_observed
 from src.evaluation.locked import Evaluation
 from src.interpretation.regions import paint_features
 from src.utils.io import write_json_atomic, write_text_atomic
@@ -134,7 +135,44 @@ def evaluation_summary_metrics(document: dict[str, Any]) -> dict[str, float]:
     difference = (document.get("treatment_specificity") or {}).get("auc_difference")
     if difference:
         out["specificity_p"] = round(float(difference["p_value"]), 4)
+    continuous = document.get("continuous")
+    if continuous:  # a regressor: the continuous outcome's numbers too
+        for group in ("external", "control"):
+            result = continuous["cohorts"].get(group)
+            for key in ("r2", "pearson_r", "mae", "p_pearson_r") if result else ():
+                out[f"{group}_{key}"] = round(float(result[key]), 4)
+            if result:
+                out[f"{group}_calibration_slope"] = round(float(result["calibration"]["slope"]), 4)
+        if continuous.get("treatment_interaction"):
+            out["interaction_p"] = round(float(continuous["treatment_interaction"]["p_value"]), 4)
     return out
+
+
+def predicted_vs_observed_figure(out: Path, continuous: dict[str, Any]) -> None:
+    """``predicted_vs_observed.png``: one panel per cohort group (discovery out of fold, external, control),
+    observed on predicted with the identity line, the OLS calibration line and the responder threshold."""
+    # lazy: matplotlib 0.6 s (benchmarks/import_time.py), only for figures
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in ("discovery (OOF)", "external", "control") if g in continuous["pairs"]]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.4), squeeze=False)
+    for ax, name in zip(axes[0], groups, strict=True):
+        observed, predicted = continuous["pairs"][name]
+        result = continuous["results"]["discovery" if name.startswith("discovery") else name]
+        predicted_vs_observed(observed, predicted, ax, name, continuous["cut"])
+        line = result["calibration"]
+        xs = np.linspace(float(np.min(predicted)), float(np.max(predicted)), 2)
+        ax.plot(
+            xs, line["intercept"] + line["slope"] * xs, color=cohort_colour(name), lw=1.5, label="OLS fit"
+        )
+        ax.set_title(
+            f"{name}: R² {result['r2']:.2f}, r {result['pearson_r']:.2f}, slope {line['slope']:.2f}",
+            fontsize=9,
+        )
+        ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "predicted_vs_observed.png", dpi=110)
+    plt.close(fig)
 
 
 def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> None:
@@ -149,3 +187,13 @@ def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> N
     scored[columns].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
     evaluation.regions.to_csv(out / "regions.csv", index=False)
     curves_figure(out, evaluation.curves)
+    if evaluation.continuous is not None:
+        table = continuous_table(evaluation.continuous["results"])
+        table.to_csv(out / "continuous.csv", index=False)
+        write_text_atomic(out / "continuous.md", markdown_table(table) + "\n")
+        predicted_vs_observed_figure(out, evaluation.continuous)
+        observed = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
+        columns = ["participant_id", "_cohort", "outcome", "predicted"]
+        observed[columns].rename(columns={"_cohort": "cohort"}).to_csv(
+            out / "continuous_predictions.csv", index=False
+        )

@@ -52,7 +52,8 @@ def model_regions(
         test_fraction=test_fraction(model),
     )
     fold_params = model.info.get("fold_params")
-    if n_permutations and fold_params and "response" in training:
+    target = "outcome" if model.is_regression else "response"
+    if n_permutations and fold_params and target in training:
         status(f"weights: permutation test, {n_permutations} permutations of the first repeat's folds ...")
         # a stacked model: each block's own fold models (its columns, covariates and tuned parameters)
         blocks = (model.info.get("stack") or {}).get("blocks") or {
@@ -73,6 +74,7 @@ def model_regions(
                     block["categorical"],
                     n_permutations,
                     seed,
+                    target,
                 )
                 for name, block in blocks.items()
             ],
@@ -91,11 +93,12 @@ def _block_params(params: dict, block: str) -> dict:
 
 
 def _fold_importance(
-    fold_model: object, test: pd.DataFrame, columns: list[str], n_covariates: int, seed: int
+    fold_model: object, test: pd.DataFrame, columns: list[str], n_covariates: int, seed: int, regression: bool
 ):
-
+    # a regressor's drop in (negative) MAE: the increase of its error when the feature is shuffled
+    target, scoring = ("outcome", "neg_mean_absolute_error") if regression else ("response", "roc_auc")
     result = permutation_importance(
-        fold_model, test[columns], test["response"], scoring="roc_auc", n_repeats=5, random_state=seed
+        fold_model, test[columns], test[target], scoring=scoring, n_repeats=5, random_state=seed
     )
     return result.importances_mean[n_covariates:]
 
@@ -112,21 +115,27 @@ def permutation_importance_table(
     ids = training["participant_id"].to_numpy()
     jobs = (
         delayed(_fold_importance)(
-            fold_model, training[np.isin(ids, test_ids)], model.input_columns, len(model.covariates), seed + i
+            fold_model,
+            training[np.isin(ids, test_ids)],
+            model.input_columns,
+            len(model.covariates),
+            seed + i,
+            model.is_regression,
         )
         for i, (fold_model, test_ids) in enumerate(
             zip(model.models, model.info["fold_test_ids"], strict=True)
         )
     )
     importance = np.vstack(Parallel(n_jobs=n_jobs)(jobs))
+    what = "mae_increase" if model.is_regression else "auc_drop"
     table = pd.DataFrame(
         {
             "feature": model.feature_columns,
-            "auc_drop_mean": importance.mean(0),
-            "auc_drop_se": importance.std(0, ddof=1) / np.sqrt(len(importance)),
+            f"{what}_mean": importance.mean(0),
+            f"{what}_se": importance.std(0, ddof=1) / np.sqrt(len(importance)),
         }
     )
-    table = table.sort_values("auc_drop_mean", ascending=False, ignore_index=True)
+    table = table.sort_values(f"{what}_mean", ascending=False, ignore_index=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
 

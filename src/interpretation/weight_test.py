@@ -26,8 +26,8 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from src.data.clinical import imputed_columns
-from src.models.pipeline import build_pipeline
-from src.validation.kernels import fit_svc
+from src.models.pipeline import build_pipeline, is_regressor
+from src.validation.kernels import fit_dual
 from src.validation.seeds import Stream, derive_seed
 
 
@@ -58,15 +58,19 @@ class _Fold:
         # the preprocessing steps only: the SVC is what each permutation refits
         features = [c for c in X.columns if c not in frozenset(covariates)]
         impute = imputed_columns(features)
-        preprocessing = build_pipeline(params, covariates, categorical, impute=impute)[:-1].fit(X, y)
+        pipeline = build_pipeline(params, covariates, categorical, impute=impute)
+        # a regressor's pipeline sits inside its target scaler (which the permutations' fit_dual redoes)
+        steps = pipeline.regressor if is_regressor(params) else pipeline
+        preprocessing = steps[:-1].fit(X, y)
         self.rows = preprocessing.transform(X)
         pca = preprocessing.named_steps["pca"]
         self.back = pca.components_ if hasattr(pca, "components_") else None
         self.kernel = self.rows @ self.rows.T
-        self.svc = {k: params[k] for k in ("C", "class_weight", "tol") if k in params}
+        keep = ("C", "class_weight", "tol", "estimator", "epsilon", "alpha")
+        self.svc = {k: params[k] for k in keep if k in params}
 
     def weights(self, y: np.ndarray) -> np.ndarray:
-        support, dual, _ = fit_svc(self.kernel, y.astype(float), self.svc)
+        support, dual, _ = fit_dual(self.kernel, y.astype(float), self.svc)
         w = dual @ self.rows[support]
         if self.back is not None:
             w = w @ self.back
@@ -83,16 +87,18 @@ def weight_permutation_test(
     categorical: Sequence[str],
     n_permutations: int,
     seed: int,
+    target: str = "response",
 ) -> pd.DataFrame:
     """``feature``, ``weight_z`` (observed mean unit-length standardised weight over the first repeat's
     folds), ``p_perm`` and ``q_perm`` (Benjamini-Hochberg) of each feature.
 
     ``training``: the discovery table (``participant_id``, covariates, features, ``response``), in any row
     order; ``fold_params``/``fold_test_ids``: the locked model's folds (``EnsembleModel.info``), repeat by
-    repeat. Permutation i's labels derive from (``seed``, i) only."""
+    repeat. Permutation i's labels derive from (``seed``, i) only. ``target``: the column the fold models
+    were trained on (``outcome`` for a regressor: its continuous outcome is what is permuted)."""
     k = first_repeat(fold_test_ids)
     ids = training["participant_id"].astype(str).to_numpy()
-    y = training["response"].to_numpy().astype(int)
+    y = training[target].to_numpy().astype(float if target == "outcome" else int)
     X = training[[*covariates, *feature_columns]]
     folds, rows = [], []
     for params, test_ids in zip(fold_params[:k], fold_test_ids[:k], strict=True):

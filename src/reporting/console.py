@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from src.evaluation.continuous import continuous_table
 from src.evaluation.results import CohortResult
 from src.utils.tables import markdown_table
 
@@ -134,4 +135,20 @@ def evaluation_summary(
         )
     for cohort, r in aligned.items():
         lines.append(f"  site-aligned {cohort}: BAC {100 * r.bac:.1f}, AUC {r.auc:.3f}, {p_text(r.p_bac)}")
+    return lines
+
+
+def continuous_summary(continuous: Mapping[str, Any]) -> list[str]:
+    """Evaluate, a regressor: the continuous outcome per cohort group and the treatment interaction."""
+    columns = ["cohort", "n", "R²", "r", "r 95% CI", "MAE", "p (r)", "calibration slope", "slope 95% CI"]
+    lines = [
+        "continuous outcome (R² against the training mean; discovery: out of fold):",
+        markdown_table(continuous_table(continuous["results"])[columns]),
+    ]
+    if continuous.get("interaction"):
+        i = continuous["interaction"]
+        lines.append(
+            f"treatment specificity (continuous): predicted x treatment interaction {i['coefficient']:.2f} per SD "
+            f"[{i['ci95'][0]:.2f}, {i['ci95'][1]:.2f}], {p_text(i['p_value'])}"
+        )
     return lines

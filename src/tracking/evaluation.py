@@ -120,6 +120,21 @@ def cohort_metrics(result: CohortResult, aligned: CohortResult | None) -> dict[s
     return {k: shown(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
+CONTINUOUS_KEYS = ("r2", "pearson_r", "mae", "p_pearson_r", "calibration_slope")
+
+
+def continuous_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """A regressor's continuous results of one cohort as flat MLflow metrics (``r2``, ``pearson_r``,
+    ``spearman_r``, ``mae``, ``rmse``, CIs, p-values, calibration slope and intercept)."""
+    out: dict[str, Any] = {k: result.get(k) for k in ("r2", "pearson_r", "spearman_r", "mae", "rmse")}
+    out.update({k: result.get(k) for k in ("p_pearson_r", "p_mae")})
+    for metric, (low, high) in (result.get("ci95") or {}).items():
+        out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = low, high
+    out["calibration_slope"] = result["calibration"]["slope"]
+    out["calibration_intercept"] = result["calibration"]["intercept"]
+    return {k: shown(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
 def log_evaluation(
     settings: TrackingSettings,
     training: Mapping[str, Any],
@@ -163,6 +178,10 @@ def log_evaluation(
     }
     run_ids: dict[str, str] = {}
     numbers = {cohort: cohort_metrics(results[cohort], aligned.get(cohort)) for cohort in tables}
+    continuous = evaluation.continuous
+    if continuous is not None:  # a regressor: the continuous outcome's numbers beside the responder ones
+        for cohort in tables:
+            numbers[cohort].update(continuous_metrics(continuous["results"][cohort]))
     for cohort, table in tables.items():
         with (
             mlflow.start_run(
@@ -174,19 +193,20 @@ def log_evaluation(
                 log_dataset_input(table, input_columns, cohort, "evaluation", wide=True)
                 mlflow.set_tag("mlflow_evaluate", f"not run: {len(input_columns)} input columns (wide table)")
             else:
-                data = table[[*input_columns, "response"]].reset_index(drop=True)
+                # a regressor: MLflow's regressor evaluation of the predicted outcome
+                target = "outcome" if continuous is not None else "response"
+                data = table[[*input_columns, target]].reset_index(drop=True)
+                config = {"log_model_explainability": False}
+                if continuous is None:
+                    config.update({"pos_label": 1, "label_list": [0, 1]})
                 with warnings.catch_warnings(), quiet_stderr():
                     warnings.simplefilter("ignore")
                     mlflow.models.evaluate(
                         pyfunc,
                         data,
-                        targets="response",
-                        model_type="classifier",
-                        evaluator_config={
-                            "pos_label": 1,
-                            "label_list": [0, 1],
-                            "log_model_explainability": False,
-                        },
+                        targets=target,
+                        model_type="classifier" if continuous is None else "regressor",
+                        evaluator_config=config,
                     )
             mlflow.log_metrics(numbers[cohort])
             mlflow.log_table(
@@ -196,15 +216,15 @@ def log_evaluation(
             run_ids[cohort] = run.info.run_id
 
     now = int(time.time() * 1000)
-    summary = {
-        f"{cohort}_{k}": v
-        for cohort in tables
-        for k, v in numbers[cohort].items()
-        if k in ("bac", "auc", "sensitivity", "specificity", "p_bac", "p_auc", "site_aligned_bac")
-    }
-    summary["specificity_auc_difference"] = specificity["auc_difference"]["difference"]
-    summary["specificity_p"] = specificity["auc_difference"]["p_value"]
-    summary["specificity_interaction_p"] = specificity["interaction"]["p_value"]
+    keys = ("bac", "auc", "sensitivity", "specificity", "p_bac", "p_auc", "site_aligned_bac")
+    keys += CONTINUOUS_KEYS if continuous is not None else ()
+    summary = {f"{cohort}_{k}": v for cohort in tables for k, v in numbers[cohort].items() if k in keys}
+    if specificity:  # tested only with an external and a control cohort
+        summary["specificity_auc_difference"] = specificity["auc_difference"]["difference"]
+        summary["specificity_p"] = specificity["auc_difference"]["p_value"]
+        summary["specificity_interaction_p"] = specificity["interaction"]["p_value"]
+    if continuous is not None and continuous.get("interaction"):
+        summary["specificity_continuous_interaction_p"] = continuous["interaction"]["p_value"]
     client.log_batch(
         training["run_id"],
         metrics=[Metric(k, shown(v), now, 0) for k, v in summary.items() if np.isfinite(v)],

@@ -15,6 +15,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
+from src.evaluation.continuous import predicted_vs_observed  # noqa: E402
 from src.models.search_space import SearchSpace  # noqa: E402
 
 
@@ -54,26 +55,6 @@ def ensemble_figures(y: np.ndarray, decision: np.ndarray, out: Path, title: str)
     ax.set_title(f"{title}: discovery confusion matrix")
     paths.append(_save(fig, out / "confusion_matrix.png"))
     return paths
-
-
-def predicted_vs_observed(
-    observed: np.ndarray,
-    predicted: np.ndarray,
-    ax: plt.Axes,
-    label: str,
-    cut: float | None = None,
-) -> None:
-    """A continuous outcome's scatter of observed on predicted with the identity line (and, with a responder
-    threshold, its lines: the four quadrants are the confusion matrix of the thresholded predictions)."""
-    observed, predicted = np.asarray(observed, float), np.asarray(predicted, float)
-    ax.scatter(predicted, observed, s=14, alpha=0.7, label=label)
-    low = float(min(observed.min(), predicted.min()))
-    high = float(max(observed.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="black", lw=1, ls="--", label="identity")
-    if cut is not None:
-        ax.axhline(cut, color="grey", lw=0.8, ls=":")
-        ax.axvline(cut, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="predicted", ylabel="observed")
 
 
 def regression_figures(

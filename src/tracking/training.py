@@ -379,7 +379,7 @@ def describe_version(
     outcome = document.get("outcome") or {}
     continuous = outcome.get("kind") == "continuous"
     what = (
-        f"The continuous outcome {outcome.get('target')!r} (by default the percentage MADRS reduction at 24 h)"
+        f"The continuous outcome {outcome.get('target')!r} (default: the percentage MADRS reduction at 24 h)"
         if continuous
         else "Ketamine response (>= 50 % MADRS reduction at 24 h)"
     )
