@@ -130,10 +130,24 @@ def patient_card(
         f"&ndash;{float(row['interval_high']):.2f} &nbsp; decision threshold {threshold:.2f} &nbsp; "
         f"fold models agreeing: {float(row['fold_agreement']):.0%}</p>",
         probability_figure(probability, float(row["interval_low"]), float(row["interval_high"]), threshold),
-        '<p class="note">Probability: Platt calibration fitted on the out-of-fold scores of the discovery '
-        "cohort. Interval: the spread of the cross-validation fold models (how much models trained on "
-        "different subsets disagree), not a confidence interval.</p>",
     ]
+    if row.get("predicted_outcome") is not None and pd.notna(row.get("predicted_outcome")):
+        parts += [
+            f'<p><span class="big">Predicted outcome = {float(row["predicted_outcome"]):.1f}</span> &nbsp; '
+            f"{int(round(100 * coverage))} % of the fold models: {float(row['predicted_low']):.1f}"
+            f"&ndash;{float(row['predicted_high']):.1f} (the percentage MADRS reduction unless the model "
+            "was trained on another outcome)</p>",
+            '<p class="note">A regression model: P(response) is the probability that the outcome reaches '
+            "the responder threshold given this prediction, from the spread of the out-of-fold residuals in "
+            "the discovery cohort (normal, constant spread assumed). Interval: the spread of the "
+            "cross-validation fold models, not a confidence interval.</p>",
+        ]
+    else:
+        parts.append(
+            '<p class="note">Probability: Platt calibration fitted on the out-of-fold scores of the '
+            "discovery cohort. Interval: the spread of the cross-validation fold models (how much models trained on "
+            "different subsets disagree), not a confidence interval.</p>"
+        )
     if warnings:
         parts.append('<div class="warn"><b>Check before use</b><ul>')
         parts += [f"<li>{esc(w)}</li>" for w in warnings]

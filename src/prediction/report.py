@@ -115,6 +115,11 @@ def _print(
             f"[{round(100 * coverage)} % of fold models: {row.interval_low:.2f}-{row.interval_high:.2f}], "
             f"{headline(row, threshold)} (fold agreement {row.fold_agreement:.0%})"
         )
+        if "predicted_outcome" in result:
+            print(
+                f"    predicted outcome {row.predicted_outcome:.1f} [{round(100 * coverage)} % of fold "
+                f"models: {row.predicted_low:.1f}-{row.predicted_high:.1f}]"
+            )
         if row.warnings:
             print(f"    warning: {row.warnings}")
         if "towards_response" in result:

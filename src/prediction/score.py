@@ -134,7 +134,10 @@ def predict_patients(
 ) -> pd.DataFrame:
     """One row per patient: ``participant_id``, ``decision_score`` (mean fold score), ``probability``
     (calibrated P(response)), ``interval_low``/``interval_high`` (the fold models' central ``coverage`` range,
-    calibrated), ``fold_agreement`` (share of fold models on the side of the decision), ``distance`` and
+    calibrated), ``fold_agreement`` (share of fold models on the side of the decision), for a regressor
+    ``predicted_outcome`` with ``predicted_low``/``predicted_high`` (the fold models' central range; its
+    decision score is the prediction minus the responder threshold, its probability that of the residual
+    model, :func:`~src.validation.ensemble.residual_model`), ``distance`` and
     ``distance_percentile`` (to the training cohort, :meth:`EnsembleModel.distance_percentile`; a warning at
     or above ``distance_percentile``), ``warnings`` and ``prediction``
     (``responder`` when the probability reaches ``threshold``)."""
@@ -145,6 +148,18 @@ def predict_patients(
     tail = 100 * (1 - coverage) / 2
     low, high = np.percentile(folds, [tail, 100 - tail], axis=1)
     probability = model.calibrate(decision)
+    continuous = {}
+    if model.is_regression:
+        # a regressor's fold scores are predicted outcomes: shown as they are, and shifted by the responder
+        # threshold into decision scores (>= the threshold responds), as the evaluation does
+        continuous = {"predicted_outcome": decision, "predicted_low": low, "predicted_high": high}
+        cut = model.info["outcome"].get("responder_cut")
+        if cut is None:
+            raise UserInputError(
+                "this continuous model's outcome has no responder threshold: no P(response) to give; its "
+                "predictions are EnsembleModel.decision_function (see docs)"
+            )
+        folds, decision = folds - cut, decision - cut
     distance, percentile = model.distance_percentile(table)
     distance_notes = [
         f"features farther from the training cohort than {p:.0f} % of its subjects (Mahalanobis {d:.1f}): "
@@ -162,6 +177,7 @@ def predict_patients(
             "interval_low": model.calibrate(low),
             "interval_high": model.calibrate(high),
             "fold_agreement": np.mean((folds > 0) == (decision > 0)[:, None], axis=1),
+            **continuous,
             "prediction": np.where(positive, "responder", "non-responder"),
             "distance": distance,
             "distance_percentile": percentile,
