@@ -145,8 +145,8 @@ def patient_card(
     else:
         parts.append(
             '<p class="note">Probability: Platt calibration fitted on the out-of-fold scores of the '
-            "discovery cohort. Interval: the spread of the cross-validation fold models (how much models trained on "
-            "different subsets disagree), not a confidence interval.</p>"
+            "discovery cohort. Interval: the spread of the cross-validation fold models (how much models "
+            "trained on different subsets disagree), not a confidence interval.</p>"
         )
     if warnings:
         parts.append('<div class="warn"><b>Check before use</b><ul>')

@@ -75,7 +75,18 @@ TESTED_NOTE = (
     "those of a multivariate model: a region may carry weight because it helps others (e.g. by removing "
     "shared variance), not only because it differs between the groups. Positive: larger volume → response."
 )
+CONTINUOUS_NOTE = (
+    "A regression model of the continuous outcome. R² is computed against the mean outcome of the patients "
+    "the model was trained on (the discovery cohort; out of fold: each fold's training mean), not against "
+    "the evaluated cohort's own mean: predicting the training mean scores 0, and a negative R² means worse "
+    "than that. Calibration: the OLS line of observed on predicted (slope 1, intercept 0 when calibrated; a "
+    "slope below 1 means predictions too extreme). CIs: bootstrap of the subjects with the predictions "
+    "fixed; p (r), p (MAE): the outcome permuted against the fixed predictions; p (nested CV): the "
+    "permutation test of the whole procedure. The paper-style table above holds the BAC & co. of the "
+    "thresholded predictions (predicted reduction >= the responder threshold)."
+)
 FIGURES = {
+    "predicted_vs_observed.png": "Predicted vs observed outcome (identity and calibration lines)",
     "curves.png": "ROC, calibration and decision curves",
     "maps/cvr_map.png": "CV-ratio map of the weights",
 }
@@ -93,6 +104,8 @@ class ExperimentResults:
     regions: pd.DataFrame | None
     figures: dict[str, Path] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)
+    # a regressor's continuous results per cohort group (evaluate/continuous.csv)
+    continuous: pd.DataFrame | None = None
 
     @classmethod
     def load(cls, name: str, run_dir: Path) -> ExperimentResults:
@@ -121,6 +134,9 @@ class ExperimentResults:
                 "train": _json_or_none(train_dir / "tracking.json"),
                 "evaluate": _json_or_none(eval_dir / "tracking.json"),
             },
+            continuous=pd.read_csv(eval_dir / "continuous.csv")
+            if evaluated and (eval_dir / "continuous.csv").is_file()
+            else None,
         )
 
     @property
@@ -153,6 +169,9 @@ def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
         row["model"] = e.config.model.name
         row["discovery BAC"] = 100 * e.train["ensemble"]["bac"]
         row["discovery AUC"] = e.train["ensemble"]["auc"]
+        if any(_continuous(x) for x in experiments):  # R² & r of the regressors (none for a classifier)
+            row["discovery R²"] = e.train["ensemble"].get("r2")
+            row["discovery r"] = e.train["ensemble"].get("pearson_r")
         row["permutation p"] = (e.train.get("permutation") or {}).get("p_value")
         ev = e.evaluation or {}
         for label in ("external", "control"):  # the role groups of the evaluation
@@ -164,6 +183,31 @@ def summary_table(experiments: Sequence[ExperimentResults]) -> pd.DataFrame:
         row["specificity p"] = specificity.get("p_value")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _continuous(e: ExperimentResults) -> bool:
+    return (e.train.get("outcome") or {}).get("kind") == "continuous"
+
+
+def _continuous_text(e: ExperimentResults) -> str | None:
+    """A regressor's continuous results in words: its outcome, and the predicted x treatment interaction."""
+    if not _continuous(e):
+        return None
+    outcome = e.train["outcome"]
+    text = (
+        f"Outcome {outcome['target']} (discovery mean {outcome['mean']:.1f}, SD {outcome['sd']:.1f}); inner "
+        f"objective {outcome['objective']}."
+    )
+    interaction = ((e.evaluation or {}).get("continuous") or {}).get("treatment_interaction")
+    if interaction:
+        text += (
+            f" Treatment specificity: predicted × treatment interaction in the linear model of the observed "
+            f"outcome {interaction['coefficient']:.2f} per SD of the prediction (95 % CI "
+            f"{interaction['ci95'][0]:.2f} to {interaction['ci95'][1]:.2f}), p = {interaction['p_value']:.4f}; "
+            f"slope {interaction['slope_ketamine']:.2f} under ketamine, {interaction['slope_control']:.2f} "
+            "under the control treatment."
+        )
+    return text
 
 
 def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> list[tuple[str, str]]:
@@ -304,6 +348,8 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
         "regions": regions,
         "specificity": _specificity_text(e),
         "methods": tripod_ai_methods(e.config, e.train, e.evaluation),
+        "continuous": e.continuous,
+        "continuous_text": _continuous_text(e),
     }
 
 
@@ -337,6 +383,10 @@ def render_markdown(
                 markdown_table(s["paper_table"]),
                 "",
             ]
+        if s["continuous_text"] is not None:
+            lines += ["### Continuous outcome", "", s["continuous_text"], ""]
+            if s["continuous"] is not None:
+                lines += [CONTINUOUS_NOTE, "", markdown_table(s["continuous"]), ""]
         if s["aligned"] is not None:
             lines += ["### After site alignment", "", ALIGNED_NOTE, "", markdown_table(s["aligned"]), ""]
         lines += ["### Treatment specificity", "", s["specificity"], ""]
@@ -384,6 +434,7 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 <p>{{ e.summary }}</p>
 {% if e.not_evaluated %}<p class="banner">{{ e.not_evaluated }}</p>{% endif %}
 {% if e.paper_table %}<h3>Paper-style table (published numbers beside ours)</h3>{{ e.paper_table }}{% endif %}
+{% if e.continuous_text %}<h3>Continuous outcome</h3><p>{{ e.continuous_text }}</p>{% if e.continuous %}<p class="note">{{ continuous_note }}</p>{{ e.continuous }}{% endif %}{% endif %}
 {% if e.aligned %}<h3>After site alignment</h3><p class="note">{{ aligned_note }}</p>{{ e.aligned }}{% endif %}
 <h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
 {% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
@@ -413,6 +464,8 @@ def render_html(
                 "paper_table": None if s["paper_table"] is None else _markup(html_table(s["paper_table"])),
                 "regions": None if s["regions"] is None else _markup(html_table(s["regions"])),
                 "aligned": None if s["aligned"] is None else _markup(html_table(s["aligned"])),
+                "continuous": None if s["continuous"] is None else _markup(html_table(s["continuous"])),
+                "continuous_text": s["continuous_text"],
                 "regions_note": s["regions_note"],
                 "not_evaluated": s["not_evaluated"],
                 "specificity": s["specificity"],
@@ -432,6 +485,7 @@ def render_html(
         simulated=simulated,
         dash_note=DASH_NOTE,
         aligned_note=ALIGNED_NOTE,
+        continuous_note=CONTINUOUS_NOTE,
         fusion_title=FUSION_TITLE,
         fusion_intro=FUSION_INTRO,
         fusion=None

@@ -69,6 +69,7 @@ def tripod_ai_methods(
     environment.filters["repr"] = repr
     text = environment.get_template("methods.txt.j2").render(
         simulated=config.data.name == "simulated",
+        continuous=(train.get("outcome") or {}).get("kind") == "continuous",
         data=config.data,
         signature=(config.data.simulation or {}).get("signature", {}),
         outcome=config.data.outcome,
