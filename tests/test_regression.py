@@ -278,3 +278,110 @@ def test_recovery_of_the_planted_signature_from_the_change(simulated_change):
     null_metrics = null.result_.ensemble_metrics()
     assert null_metrics["r2"] <= 0.02 and abs(null_metrics["pearson_r"]) < 0.2, null_metrics
     assert permutation_test(null, X, y_null, 19).p_value > 0.05
+
+
+def _entry(cwd, *args: str):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{args}\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.mark.slow
+def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
+    """gm_only_change through train, evaluate, report and predict (MLflow on a SQLite store): every number
+    of the continuous evaluation recomputed from the written predictions with numpy/scipy (R² against the
+    discovery mean, r, the calibration line, the treatment interaction), the registered model predicting
+    what the locked ensemble predicts, the report showing the continuous section and the scatter."""
+    from scipy.stats import linregress
+
+    root = tmp_path / "cohorts"
+    sizes = {"discovery": (40, 20), "external_a": (16, 8), "external_b": (16, 8), "saline": (20, 7)}
+    simulate_cohorts(small_simulation(default_config, sizes, seed=5), root, n_jobs=2, progress=False)
+    store = tmp_path / "mlruns"
+    common = [
+        f"data.root={root}",
+        f"paths.data={tmp_path / 'data'}",
+        f"paths.output={tmp_path / 'outputs'}",
+        f"tracking.root={store}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "n_jobs=2",
+    ]
+    _entry(tmp_path, "src.features.build", "features=gm_roi", *common)
+    experiment = ["+experiment=gm_only_change", *common]
+    trained = _entry(
+        tmp_path,
+        "src.train",
+        *experiment,
+        "cv.repeats=2",
+        "cv.outer_folds=3",
+        "cv.inner_folds=3",
+        "cv.n_trials=4",
+        "permutation.n=9",
+    )
+    assert "outcome percent_reduction" in trained.stdout and "responders (>= 50)" in trained.stdout
+    _entry(
+        tmp_path,
+        "src.evaluate",
+        *experiment,
+        "evaluation.n_permutations=199",
+        "evaluation.n_bootstrap=99",
+        "evaluation.weight_permutations=49",
+    )
+    run = tmp_path / "outputs" / "gm_only_change"
+    train = json.loads((run / "train" / "metrics.json").read_text())
+    evaluation = json.loads((run / "evaluate" / "metrics.json").read_text())
+    predictions = pd.read_csv(run / "evaluate" / "continuous_predictions.csv")
+    table = pd.read_parquet(tmp_path / "data" / "features" / "gm_roi" / "discovery.parquet")
+    assert train["outcome"]["mean"] == pytest.approx(table["outcome"].mean())
+    for group, cohorts in (("external", ["external_a", "external_b"]), ("control", ["saline"])):
+        rows = predictions[predictions["cohort"].isin(cohorts)]
+        y, f = rows["outcome"].to_numpy(), rows["predicted"].to_numpy()
+        result = evaluation["continuous"]["cohorts"][group]
+        sse, sst = np.sum((y - f) ** 2), np.sum((y - table["outcome"].mean()) ** 2)
+        assert result["r2"] == pytest.approx(1 - sse / sst)
+        assert result["pearson_r"] == pytest.approx(pearsonr(y, f).statistic)
+        line = linregress(f, y)
+        assert result["calibration"]["slope"] == pytest.approx(line.slope)
+        assert result["calibration"]["intercept"] == pytest.approx(line.intercept)
+        low, high = result["ci95"]["pearson_r"]
+        assert low <= result["pearson_r"] <= high and 0 < result["p_pearson_r"] <= 1
+    # the interaction: observed ~ z + ketamine + z * ketamine by least squares, z the standardised prediction
+    pooled = predictions[predictions["cohort"] != "discovery"].drop_duplicates("participant_id")
+    ketamine = pooled["cohort"].ne("saline").to_numpy(float)
+    z = (pooled["predicted"] - pooled["predicted"].mean()) / pooled["predicted"].std(ddof=0)
+    design = np.column_stack([np.ones(len(z)), z, ketamine, z * ketamine])
+    coefficients = np.linalg.lstsq(design, pooled["outcome"].to_numpy(), rcond=None)[0]
+    assert evaluation["continuous"]["treatment_interaction"]["coefficient"] == pytest.approx(coefficients[3])
+    assert (run / "evaluate" / "predicted_vs_observed.png").is_file()
+    # MLflow: the training run's metrics are the document's; each evaluation run has its continuous numbers
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    tracking = json.loads((run / "train" / "tracking.json").read_text())
+    metrics = client.get_run(tracking["run_id"]).data.metrics
+    assert metrics["discovery_r2"] == pytest.approx(train["ensemble"]["r2"], abs=1e-4)
+    external = json.loads((run / "evaluate" / "tracking.json").read_text())["evaluation_runs"]["external"]
+    assert client.get_run(external).data.metrics["r2"] == pytest.approx(
+        evaluation["continuous"]["cohorts"]["external"]["r2"], abs=1e-4
+    )
+    report = _entry(tmp_path, "src.report", "report.experiments=[gm_only_change]", *common)
+    assert "gm_only_change" in report.stdout
+    markdown = (tmp_path / "reports" / "report.md").read_text()
+    assert "### Continuous outcome" in markdown and "gm_only_change_predicted_vs_observed.png" in markdown
+    # one patient: the predicted outcome is the locked ensemble's, P(response) its residual model's
+    model = load_model(run / "train" / "model")
+    external_table = pd.read_parquet(tmp_path / "data" / "features" / "gm_roi" / "external_a.parquet")
+    patient = tmp_path / "patient.csv"
+    external_table.drop(columns=["response", "outcome", "treatment"]).head(2).to_csv(patient, index=False)
+    _entry(tmp_path, "src.predict", *experiment, f"input={patient}", f"predict.dir={tmp_path / 'predict'}")
+    scored = pd.read_csv(tmp_path / "predict" / "predictions.csv")
+    expected = model.decision_function(external_table.head(2))
+    np.testing.assert_allclose(scored["predicted_outcome"], expected, rtol=1e-9)
+    np.testing.assert_allclose(scored["probability"], model.calibrate(expected), rtol=1e-9)
