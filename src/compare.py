@@ -37,6 +37,7 @@ from src.evaluation.model_comparison import (
     compare_experiments,
     comparison_figure,
     comparison_table,
+    is_continuous,
 )
 from src.tracking.store import check_store
 from src.utils.errors import UserInputError, user_errors
@@ -50,6 +51,14 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     names = listed_experiments(config.compare.experiments, config.params_file, "compare.experiments")
+    if config.compare.experiments is None:  # the DVC stage: the classifiers listed (regressors not yet)
+        continuous = [name for name in names if _continuous(Path(config.paths.output) / name)]
+        if continuous:
+            print(
+                f"not compared (a continuous outcome; src.compare compares classifiers): "
+                f"{', '.join(continuous)}"
+            )
+        names = [name for name in names if name not in continuous]
     if len(names) < 2 and config.compare.experiments is None:  # the DVC stage with one experiment listed
         folder = Path(config.compare.dir)  # the DVC stage's output must exist; earlier comparisons stay
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,6 +89,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if config.tracking.enabled:
         _track(config, names, document, out)
     return document
+
+
+def _continuous(run: Path) -> bool:
+    metrics = run / "train" / "metrics.json"
+    return metrics.is_file() and is_continuous(json.loads(metrics.read_text()))
 
 
 def _track(config: ExperimentConfig, names: list[str], document: dict[str, Any], out: Path) -> None:

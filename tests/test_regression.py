@@ -337,7 +337,7 @@ def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
     run = tmp_path / "outputs" / "gm_only_change"
     train = json.loads((run / "train" / "metrics.json").read_text())
     evaluation = json.loads((run / "evaluate" / "metrics.json").read_text())
-    predictions = pd.read_csv(run / "evaluate" / "continuous_predictions.csv")
+    predictions = pd.read_csv(run / "evaluate" / "continuous" / "predictions.csv")
     table = pd.read_parquet(tmp_path / "data" / "features" / "gm_roi" / "discovery.parquet")
     assert train["outcome"]["mean"] == pytest.approx(table["outcome"].mean())
     for group, cohorts in (("external", ["external_a", "external_b"]), ("control", ["saline"])):
@@ -359,7 +359,7 @@ def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
     design = np.column_stack([np.ones(len(z)), z, ketamine, z * ketamine])
     coefficients = np.linalg.lstsq(design, pooled["outcome"].to_numpy(), rcond=None)[0]
     assert evaluation["continuous"]["treatment_interaction"]["coefficient"] == pytest.approx(coefficients[3])
-    assert (run / "evaluate" / "predicted_vs_observed.png").is_file()
+    assert (run / "evaluate" / "continuous" / "predicted_vs_observed.png").is_file()
     # MLflow: the training run's metrics are the document's; each evaluation run has its continuous numbers
     from mlflow.tracking import MlflowClient
 
@@ -385,3 +385,17 @@ def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
     expected = model.decision_function(external_table.head(2))
     np.testing.assert_allclose(scored["predicted_outcome"], expected, rtol=1e-9)
     np.testing.assert_allclose(scored["probability"], model.calibrate(expected), rtol=1e-9)
+
+
+def test_compare_refuses_a_continuous_experiment(tmp_path):
+    """src.compare pairs classifiers on the same stratified splits: a regressor's outputs are refused by
+    name (and the DVC stage leaves them out with a note)."""
+    from src.evaluation.model_comparison import TrainedExperiment
+
+    train = tmp_path / "gm_only_change" / "train"
+    train.mkdir(parents=True)
+    (train / "metrics.json").write_text(json.dumps({"outcome": {"kind": "continuous"}}))
+    for name in ("folds.csv", "predictions.csv", "config.yaml"):
+        (train / name).write_text("")
+    with pytest.raises(UserInputError, match="'gm_only_change' predicts a continuous outcome"):
+        TrainedExperiment.load("gm_only_change", tmp_path / "gm_only_change")

@@ -61,6 +61,11 @@ class TrainedExperiment:
                     f"(`python -m src.train +experiment={name}` or `dvc repro`)"
                 )
         document = json.loads((train / "metrics.json").read_text())
+        if is_continuous(document):
+            raise UserInputError(
+                f"experiment {name!r} predicts a continuous outcome: src.compare compares classifiers "
+                "(paired on the same stratified outer splits); comparing regressors is not supported yet"
+            )
         config = saved_settings(train / "config.yaml")
         evaluated = run / "evaluate" / "predictions.csv"
         return cls(
@@ -73,6 +78,11 @@ class TrainedExperiment:
             evaluated=pd.read_csv(evaluated, dtype={"participant_id": str}) if evaluated.is_file() else None,
             groups=evaluation_groups(cohort_specs(config.data)),
         )
+
+
+def is_continuous(document: Mapping[str, Any]) -> bool:
+    """Whether a training's ``metrics.json`` document is a regressor's (continuous outcome)."""
+    return (document.get("outcome") or {}).get("kind") == "continuous"
 
 
 def check_paired(a: TrainedExperiment, b: TrainedExperiment) -> None:

@@ -187,13 +187,27 @@ def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> N
     scored[columns].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
     evaluation.regions.to_csv(out / "regions.csv", index=False)
     curves_figure(out, evaluation.curves)
-    if evaluation.continuous is not None:
-        table = continuous_table(evaluation.continuous["results"])
-        table.to_csv(out / "continuous.csv", index=False)
-        write_text_atomic(out / "continuous.md", markdown_table(table) + "\n")
-        predicted_vs_observed_figure(out, evaluation.continuous)
-        observed = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
-        columns = ["participant_id", "_cohort", "outcome", "predicted"]
-        observed[columns].rename(columns={"_cohort": "cohort"}).to_csv(
-            out / "continuous_predictions.csv", index=False
+    write_continuous(out / CONTINUOUS_DIR, evaluation)
+
+
+CONTINUOUS_DIR = "continuous"  # always written (a DVC output): a regressor's results, or a note
+
+
+def write_continuous(folder: Path, evaluation: Evaluation) -> None:
+    """``evaluate/continuous/``: a regressor's continuous results (``continuous.csv``/``.md``, per group;
+    ``predictions.csv``: observed and predicted outcome per evaluation subject; ``predicted_vs_observed.png``)
+    or, for a classifier, a ``README.txt`` saying there are none."""
+    folder.mkdir()
+    if evaluation.continuous is None:
+        write_text_atomic(
+            folder / "README.txt",
+            "A classifier: no continuous outcome (see data.outcome.kind in the README).\n",
         )
+        return
+    table = continuous_table(evaluation.continuous["results"])
+    table.to_csv(folder / "continuous.csv", index=False)
+    write_text_atomic(folder / "continuous.md", markdown_table(table) + "\n")
+    predicted_vs_observed_figure(folder, evaluation.continuous)
+    observed = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
+    columns = ["participant_id", "_cohort", "outcome", "predicted"]
+    observed[columns].rename(columns={"_cohort": "cohort"}).to_csv(folder / "predictions.csv", index=False)

@@ -86,7 +86,7 @@ CONTINUOUS_NOTE = (
     "thresholded predictions (predicted reduction >= the responder threshold)."
 )
 FIGURES = {
-    "predicted_vs_observed.png": "Predicted vs observed outcome (identity and calibration lines)",
+    "continuous/predicted_vs_observed.png": "Predicted vs observed outcome (identity and calibration lines)",
     "curves.png": "ROC, calibration and decision curves",
     "maps/cvr_map.png": "CV-ratio map of the weights",
 }
@@ -134,8 +134,8 @@ class ExperimentResults:
                 "train": _json_or_none(train_dir / "tracking.json"),
                 "evaluate": _json_or_none(eval_dir / "tracking.json"),
             },
-            continuous=pd.read_csv(eval_dir / "continuous.csv")
-            if evaluated and (eval_dir / "continuous.csv").is_file()
+            continuous=pd.read_csv(eval_dir / "continuous" / "continuous.csv")
+            if evaluated and (eval_dir / "continuous" / "continuous.csv").is_file()
             else None,
         )
 
