@@ -63,25 +63,28 @@ def _setup(experiment: str, features_dir: str, repeats: int | None):
 
 
 def naive_nested_cv(X, y, space, cv, seed, model_cfg):
-    """The textbook version: Pipeline + Optuna objective with cross_val_score, all refitted per trial."""
+    """The textbook version: Pipeline + Optuna objective with cross_val_score, all refitted per trial (a
+    regressor: the pipeline inside ``TransformedTargetRegressor``, negative MAE, shuffled K-fold)."""
     import numpy as np
     import optuna
     from sklearn.model_selection import cross_val_score
 
-    from src.models.pipeline import build_pipeline
+    from src.models.pipeline import build_pipeline, is_regressor
     from src.validation.nested_cv import inner_splitter, make_sampler, outer_splits, select_best
     from src.validation.seeds import Stream, derive_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cov, cat = model_cfg["covariates"], model_cfg["categorical"]
+    regression = is_regressor(space.fixed)
+    scoring = "neg_mean_absolute_error" if regression else "balanced_accuracy"
     scores = np.full((len(y), cv.repeats), np.nan)
-    for r, k, train, test in outer_splits(y, cv, seed):
+    for r, k, train, test in outer_splits(y, cv, seed, regression):
         x_train, y_train = X.iloc[train], y[train]
 
         def objective(trial, x_train=x_train, y_train=y_train, r=r):
             pipe = build_pipeline(space.suggest(trial), cov, cat)
             return cross_val_score(
-                pipe, x_train, y_train, cv=inner_splitter(cv, seed, r), scoring="balanced_accuracy"
+                pipe, x_train, y_train, cv=inner_splitter(cv, seed, r, regression), scoring=scoring
             ).mean()
 
         study = optuna.create_study(
@@ -98,11 +101,29 @@ def naive_nested_cv(X, y, space, cv, seed, model_cfg):
 
 def floor_fits(X, y, space, cv, seed, model_cfg, result) -> None:
     """The engine's inner fits alone: per inner split one Gram matrix, then for each of the engine's trials
-    ``SVC(kernel="precomputed")`` fit + predict (scikit-learn's public API, no Optuna, no outer refit)."""
-    from sklearn.svm import SVC
+    ``SVC(kernel="precomputed")`` fit + predict (scikit-learn's public API, no Optuna, no outer refit); a
+    regressor's: ``TransformedTargetRegressor(SVR | KernelRidge(kernel="precomputed"), StandardScaler())``."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, SVR
 
-    from src.models.pipeline import SVC_PARAMS
+    from src.models.pipeline import SVC_PARAMS, is_regressor
     from src.validation.nested_cv import InnerKernels, _n_components, inner_splitter
+
+    regression = is_regressor(space.fixed)
+
+    def solver(params):
+        if not regression:
+            return SVC(
+                kernel="precomputed",
+                **{k: v for k, v in params.items() if k in SVC_PARAMS and k not in ("kernel", "gamma")},
+            )
+        if params["estimator"] == "kernel_ridge":
+            model = KernelRidge(alpha=params.get("alpha", 1.0), kernel="precomputed")
+        else:
+            model = SVR(kernel="precomputed", C=params.get("C", 1.0), epsilon=params.get("epsilon", 0.1))
+        return TransformedTargetRegressor(model, transformer=StandardScaler())
 
     trials = result.trials()
     names = [c.removeprefix("params_") for c in trials.columns if c.startswith("params_")]
@@ -111,7 +132,7 @@ def floor_fits(X, y, space, cv, seed, model_cfg, result) -> None:
             X,
             y,
             fold.train,
-            inner_splitter(cv, seed, fold.repeat),
+            inner_splitter(cv, seed, fold.repeat, regression),
             model_cfg["covariates"],
             model_cfg["categorical"],
             any(n.startswith("pca_") for n in [*names, *space.fixed]),
@@ -120,13 +141,12 @@ def floor_fits(X, y, space, cv, seed, model_cfg, result) -> None:
         for _, row in rows.iterrows():
             params = {**space.fixed, **{n: row[f"params_{n}"] for n in names}}
             params = {k: None if isinstance(v, str) and v == "none" else v for k, v in params.items()}
-            svc_params = {k: v for k, v in params.items() if k in SVC_PARAMS and k not in ("kernel", "gamma")}
             for _, split in cache.splits:
                 m = None
                 if split.cumulative_ratio is not None:
                     m = _n_components(params, split.cumulative_ratio, len(split.cumulative_ratio))
                 gram, cross = split.kernels(params, m)
-                SVC(kernel="precomputed", **svc_params).fit(gram, split.y).predict(cross)
+                solver(params).fit(gram, split.y).predict(cross)
 
 
 def worker(variant: str, experiment: str, features_dir: str, repeats: int | None, out: str) -> None:
@@ -223,4 +243,6 @@ VARIANTS = ("engine", "former", "floor", "naive")
 if __name__ == "__main__":
     from record import run_and_record
 
-    run_and_record("nested_cv", main)
+    # one section of docs/benchmarks.md per experiment (gm_only keeps the section the README quotes)
+    chosen = sys.argv[sys.argv.index("--experiment") + 1] if "--experiment" in sys.argv else "gm_only"
+    run_and_record("nested_cv" if chosen == "gm_only" else f"nested_cv_{chosen}", main)
