@@ -7,7 +7,8 @@ XML reports) and a control cohort without ``tiv`` (TIV = GM + WM + CSF), a signa
 (temporal/insula up, occipital down). Two runs:
 
 - a **null** set (no signal) through the README's individual commands, from regional tables in three tools'
-  formats (CAT12 ROI csv, FreeSurfer asegstats2table, FreeSurfer aseg.stats): everything at chance;
+  formats (CAT12 ROI csv, FreeSurfer asegstats2table, FreeSurfer aseg.stats): everything at chance, for the
+  responder classifier and for the regression of the percentage MADRS reduction;
 - a **signal** set through ``dvc repro`` with ``data: mystudy`` in a temporary git repository: the planted
   regions come out on top with the planted signs, the external cohort above chance.
 """
@@ -131,6 +132,29 @@ def test_null_tables_through_the_readme_commands(tmp_path):
     assert len(regions) == hospital_a.volumes.shape[1] and regions["atlas"].eq("table:cat12_roi").all()
     html = (tmp_path / "reports" / "report.html").read_text()
     assert "Experiment <code>gm_only</code>" in html
+    # the continuous analysis of the same null tables: the percentage reduction is not predicted (R² <= ~0,
+    # r near 0, the permutation test of the whole procedure not significant), in discovery and external
+    experiment = ["+experiment=gm_only_change", *TINY_CV, *data]
+    run(tmp_path, sys.executable, "-m", "src.train", *experiment, "permutation.n=19")
+    run(
+        tmp_path,
+        sys.executable,
+        "-m",
+        "src.evaluate",
+        *experiment,
+        "evaluation.n_permutations=999",
+        "evaluation.n_bootstrap=99",
+        "evaluation.weight_permutations=0",
+    )
+    change = json.loads((tmp_path / "outputs" / "gm_only_change" / "train" / "metrics.json").read_text())
+    assert change["n"] == 60 and change["outcome"]["target"] == "percent_reduction"
+    assert change["ensemble"]["r2"] < 0.05 and abs(change["ensemble"]["pearson_r"]) < 0.3
+    assert change["permutation"]["p_value"] > 0.05
+    continuous = json.loads(
+        (tmp_path / "outputs" / "gm_only_change" / "evaluate" / "metrics.json").read_text()
+    )["continuous"]["cohorts"]
+    for name in ("external", "control"):
+        assert continuous[name]["r2"] < 0.1 and continuous[name]["p_pearson_r"] > 0.01, name
 
 
 MYSTUDY = """\

@@ -399,3 +399,23 @@ def test_compare_refuses_a_continuous_experiment(tmp_path):
         (train / name).write_text("")
     with pytest.raises(UserInputError, match="'gm_only_change' predicts a continuous outcome"):
         TrainedExperiment.load("gm_only_change", tmp_path / "gm_only_change")
+
+
+@pytest.mark.parametrize("model", ["svr_linear", "svr_linear_pca", "krr_rbf"])
+def test_regression_model_configs_build_and_run(model):
+    """Each regression model config composes with a continuous outcome, builds its search space and runs a
+    tiny nested CV; the estimator's default space is conf/model/svr_linear.yaml's."""
+    from conftest import compose_config
+
+    from src.validation.regression import default_regression_space
+
+    cfg = compose_config([f"model={model}", "data.outcome.kind=continuous"])
+    space = SearchSpace.from_config(cfg["model"])
+    if model == "svr_linear":
+        assert space == default_regression_space()
+    X, y = _data(n=45, p=20, seed=4)
+    cv = CVConfig(repeats=1, outer_folds=3, inner_folds=3, n_trials=3)
+    result = NestedCVRegressor(search_space=space, cv=cv, random_state=1).fit(X, y).result_
+    assert np.isfinite(result.ensemble_metrics()["mae"]) and set(space.params) <= set(
+        result.folds[0].best_params
+    )

@@ -149,7 +149,9 @@ def _holds(composed: object, part: object) -> bool:
     return (isinstance(part, str) and "${" in part) or composed == part
 
 
-@pytest.mark.parametrize("experiment", ["gm_only", "gm_wm", "gm_voxel", "gm_rbf"])
+@pytest.mark.parametrize(
+    "experiment", ["gm_only", "gm_wm", "gm_voxel", "gm_rbf", "gm_only_change", "gm_krr_change"]
+)
 def test_experiments_compose_the_groups_they_name(experiment):
     """Each experiment file's defaults list picks its groups: the composed config holds those groups' files
     (not the defaults of config.yaml), and what training reads (search space, CV scheme) builds from it."""
