@@ -155,6 +155,19 @@ def test_null_tables_through_the_readme_commands(tmp_path):
     )["continuous"]["cohorts"]
     for name in ("external", "control"):
         assert continuous[name]["r2"] < 0.1 and continuous[name]["p_pearson_r"] > 0.01, name
+    both = run(
+        tmp_path, sys.executable, "-m", "src.report", "report.experiments=[gm_only,gm_only_change]", *data
+    )
+    assert "gm_only_change" in both.stdout
+    assert "<h3>Continuous outcome</h3>" in (tmp_path / "reports" / "report.html").read_text()
+    # new patients from a feature table: the predicted reduction and P(response) of the locked regressor
+    features = tmp_path / "derived" / "features" / "gm_roi" / "hospitalB.parquet"
+    patients = tmp_path / "patients.csv"
+    pd.read_parquet(features).drop(columns=["response", "outcome", "treatment"]).head(3).to_csv(
+        patients, index=False
+    )
+    scored = run(tmp_path, sys.executable, "-m", "src.predict", *experiment, f"input={patients}")
+    assert scored.stdout.count("predicted outcome") == 3
 
 
 MYSTUDY = """\

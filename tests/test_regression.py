@@ -419,3 +419,27 @@ def test_regression_model_configs_build_and_run(model):
     assert np.isfinite(result.ensemble_metrics()["mae"]) and set(space.params) <= set(
         result.folds[0].best_params
     )
+
+
+def test_outcome_kind_and_model_must_agree_before_any_work(tmp_path):
+    """A continuous outcome with a classifier, a binary one with a regressor, a table without the outcome
+    column (built before it existed) and a subject without an outcome value: one error each, naming the
+    setting, the file or the subject, before the nested CV."""
+    from conftest import train_tiny
+    from test_train import contract_table
+
+    table = contract_table(n=30, seed=2)
+    with pytest.raises(UserInputError, match="needs a regression model"):
+        train_tiny(tmp_path / "a", table, "data.outcome.kind=continuous")
+    with pytest.raises(UserInputError, match="needs a classifier"):
+        train_tiny(tmp_path / "b", table, "model=svr_linear")
+    with pytest.raises(UserInputError, match="no 'outcome' column"):
+        train_tiny(tmp_path / "c", table, "model=svr_linear", "data.outcome.kind=continuous")
+    holes = table.assign(outcome=np.linspace(-10, 90, len(table)))
+    holes.loc[4, "outcome"] = np.nan
+    with pytest.raises(UserInputError, match="missing for 1 subject\\(s\\), e.g. sub-x004"):
+        train_tiny(tmp_path / "d", holes, "model=svr_linear", "data.outcome.kind=continuous")
+    _, outcome, _ = train_tiny(
+        tmp_path / "e", holes.fillna({"outcome": 30.0}), "model=svr_linear", "data.outcome.kind=continuous"
+    )
+    assert outcome.document["outcome"]["kind"] == "continuous" and "r2" in outcome.document["ensemble"]
