@@ -28,17 +28,20 @@ from src.utils.errors import MissingInputError, UserInputError, user_errors
 from src.utils.io import write_json_atomic
 from src.validation.ensemble import train_metrics
 from src.validation.experiment import experiment_inputs, permutation_key
+from src.validation.nested_cv import objective_of
 from src.validation.permutation import PermutationResult, observed_statistic, permutation_cv
+from src.validation.regression import oof_statistic
 from src.validation.shards import MERGED, merge_shards
 
 
-def observed_decisions(train_dir: Path, ids: list[str]) -> np.ndarray:
-    """The real run's out-of-fold decision scores (subjects in ``ids`` order x repeats)."""
+def observed_decisions(train_dir: Path, ids: list[str], column: str = "decision") -> np.ndarray:
+    """The real run's out-of-fold ``column`` (decision scores; a regressor's ``prediction`` and
+    ``training_mean``), subjects in ``ids`` order x repeats."""
     path = train_dir / "predictions.csv"
     if not path.is_file():
         raise MissingInputError(f"{path} not found: train the experiment before merging its permutations")
     scores = pd.read_csv(path, dtype={"participant_id": str}).pivot(
-        index="participant_id", columns="repeat", values="decision"
+        index="participant_id", columns="repeat", values=column
     )
     return scores.loc[ids].to_numpy()
 
@@ -58,20 +61,29 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
     folder = run / "permutation"
     n = config.permutation.n
-    null, files = merge_shards(folder, key, n)
     repeats = permutation_cv(inputs.cv, config.permutation.repeats).repeats
-    decisions = observed_decisions(run / "train", inputs.table["participant_id"].astype(str).tolist())
-    observed = observed_statistic(inputs.y, decisions, repeats)
-    result = PermutationResult(statistic="mean_bac", observed=observed, null=null, repeats=repeats)
+    ids = inputs.table["participant_id"].astype(str).tolist()
+    if inputs.continuous:  # a regressor's statistic: its objective (the shards computed the same)
+        objective = objective_of(inputs.space, config.model.objective)
+        statistic = f"mean_{objective}"
+        null, files = merge_shards(folder, key, n, statistic)
+        predicted = observed_decisions(run / "train", ids, "prediction")
+        means = observed_decisions(run / "train", ids, "training_mean")
+        observed = oof_statistic(inputs.y, predicted, means, objective, repeats)
+    else:
+        statistic = "mean_bac"
+        null, files = merge_shards(folder, key, n, statistic)
+        observed = observed_statistic(inputs.y, observed_decisions(run / "train", ids), repeats)
+    result = PermutationResult(statistic=statistic, observed=observed, null=null, repeats=repeats)
     document = {**result.to_dict(), "key": key, "shards": files}
     # lazy: matplotlib 0.6 s (benchmarks/import_time.py), only when a merge writes its figure
     from src.tracking.figures import permutation_figure
 
-    permutation_figure(null, result.observed, folder)
+    permutation_figure(null, result.observed, folder, statistic)
     write_json_atomic(folder / MERGED, document)
     print(
         f"{config.name}: permutation {p_text(result.p_value, n)} (n = {n} from {len(files)} shard(s), "
-        f"observed mean BAC {result.observed:.3f} over {repeats} repeat(s))"
+        f"observed {statistic.replace('_', ' ')} {result.observed:.3f} over {repeats} repeat(s))"
     )
     print(f"  written   {folder / MERGED}")
     return document

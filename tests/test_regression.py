@@ -463,3 +463,35 @@ def test_outcome_kind_and_model_must_agree_before_any_work(tmp_path):
         tmp_path / "e", holes.fillna({"outcome": 30.0}), "model=svr_linear", "data.outcome.kind=continuous"
     )
     assert outcome.document["outcome"]["kind"] == "continuous" and "r2" in outcome.document["ensemble"]
+
+
+@pytest.mark.slow
+def test_sharded_permutations_of_a_regressor_merge_to_the_inline_test(tmp_path):
+    """A continuous model's permutation test run inline and as 2 shards merged by src.merge_permutations:
+    the same null distribution, observed statistic (its objective, from predictions.csv) and p-value."""
+    from test_cluster import _merge, _train
+    from test_train import contract_table
+
+    table = contract_table(n=36, seed=9)
+    table["outcome"] = 40 + 15 * table["gm_r0"] + np.random.default_rng(3).normal(0, 10, len(table))
+    features = tmp_path / "features" / "gm_roi"
+    features.mkdir(parents=True)
+    table.to_parquet(features / "discovery.parquet", index=False)
+    continuous = ["model=svr_linear", "data.outcome.kind=continuous"]
+    _train(tmp_path, *continuous)
+    run = tmp_path / "out" / "gm_only"
+    inline = json.loads((run / "train" / "metrics.json").read_text())["permutation"]
+    assert inline["statistic"] == "mean_neg_mae"
+    for shard in ("0/2", "1/2"):
+        _train(tmp_path, *continuous, f"permutation.shard={shard}")
+    merged = _merge(tmp_path, *continuous)
+    assert merged.returncode == 0, merged.stderr
+    document = json.loads((run / "permutation" / "metrics.json").read_text())
+    assert document["statistic"] == "mean_neg_mae" and document["observed"] == pytest.approx(
+        inline["observed"]
+    )
+    assert document["p_value"] == inline["p_value"]
+    np.testing.assert_array_equal(
+        pd.read_csv(run / "permutation" / "permutation_null.csv")["mean_neg_mae"],
+        pd.read_csv(run / "train" / "permutation_null.csv")["mean_neg_mae"],
+    )

@@ -188,15 +188,22 @@ class NestedCVRegressor(RegressorMixin, NestedCVBase):
 
 def cv_statistic(result: RegressionCVResult, objective: str, repeats: int | None = None) -> float:
     """Mean over the first ``repeats`` repeats of ``objective`` (higher is better) of ``result``'s out-of-fold
-    predictions, each repeat's R² against its own folds' training means."""
-    repeats = int(repeats or result.cv.repeats)
-    predicted, means = result.decision_matrix(), result.training_means()
+    predictions (:func:`oof_statistic`)."""
+    return oof_statistic(result.y, result.decision_matrix(), result.training_means(), objective, repeats)
+
+
+def oof_statistic(
+    y: np.ndarray, predicted: np.ndarray, means: np.ndarray, objective: str, repeats: int | None = None
+) -> float:
+    """Mean over the first ``repeats`` columns (repeats) of ``objective`` of the out-of-fold ``predicted``
+    outcomes (subjects x repeats); ``r2`` against each subject's training-fold mean (``means``)."""
+    repeats = int(repeats or predicted.shape[1])
     values = []
     for r in range(repeats):
         if objective == "r2":
             # one reference per subject (its fold's training mean), not one per repeat: as the result's metric
-            error, baseline = result.y - predicted[:, r], result.y - means[:, r]
+            error, baseline = y - predicted[:, r], y - means[:, r]
             values.append(1.0 - float(error @ error) / float(baseline @ baseline))
         else:
-            values.append(regression_score(objective, result.y, predicted[:, r], float(result.y.mean())))
+            values.append(regression_score(objective, y, predicted[:, r], float(y.mean())))
     return float(np.mean(values))

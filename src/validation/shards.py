@@ -59,12 +59,23 @@ def write_shard(
     return path
 
 
-def read_shard(path: str | Path, key: str, n: int) -> dict[int, float]:
+# the range of each permutation statistic (a value outside it is a corrupted or foreign shard)
+STATISTIC_RANGES: dict[str, tuple[float, float]] = {
+    "mean_bac": (0.0, 1.0),
+    "mean_neg_mae": (-np.inf, 0.0),
+    "mean_neg_rmse": (-np.inf, 0.0),
+    "mean_r2": (-np.inf, 1.0),
+    "mean_pearson": (-1.0, 1.0),
+}
+
+
+def read_shard(path: str | Path, key: str, n: int, statistic: str = "mean_bac") -> dict[int, float]:
     """One shard file checked against its schema before anything is merged: a JSON object whose ``key`` is
     this experiment's, integer ``shard``/``shards``/``n`` (``n`` the experiment's), and ``values`` a mapping
-    of permutation index (an integer in 0..n-1, of this shard: index % shards == shard) to a finite statistic
-    in [0, 1] (a balanced accuracy). Refused, naming the file and the entry: anything else (a NaN would
-    change the p-value's denominator, an index out of range its numerator)."""
+    of permutation index (an integer in 0..n-1, of this shard: index % shards == shard) to a finite value of
+    ``statistic`` in its range (:data:`STATISTIC_RANGES`: a balanced accuracy in [0, 1], a negative MAE
+    <= 0). Refused, naming the file and the entry: anything else (a NaN would change the p-value's
+    denominator, an index out of range its numerator)."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -109,16 +120,25 @@ def read_shard(path: str | Path, key: str, n: int) -> dict[int, float]:
                 f"permutation shard {path}: index {index!r} is not a permutation of shard {shard}/{shards} "
                 f"in 0..{n - 1}"
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        low, high = STATISTIC_RANGES[statistic]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not np.isfinite(value)
+            or not low <= value <= high
+        ):
+            what = "a balanced accuracy" if statistic == "mean_bac" else f"a {statistic}"
             raise UserInputError(
-                f"permutation shard {path}: permutation {index} has value {value!r}, not a balanced "
-                "accuracy in [0, 1]"
+                f"permutation shard {path}: permutation {index} has value {value!r}, not {what} in "
+                f"[{low:g}, {high:g}]"
             )
         out[i] = float(value)
     return out
 
 
-def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list[str]]:
+def merge_shards(
+    folder: str | Path, key: str, n: int, statistic: str = "mean_bac"
+) -> tuple[np.ndarray, list[str]]:
     """The null distribution (permutations 0..n-1 in order) from the shard files in ``folder``, and their
     names. Every file is checked by :func:`read_shard` first; refused, naming the file: a shard of other
     data/settings/code (its key), a malformed entry, two shards holding the same permutation, permutations
@@ -130,7 +150,7 @@ def merge_shards(folder: str | Path, key: str, n: int) -> tuple[np.ndarray, list
         )
     values: dict[int, float] = {}
     for path in files:
-        for index, value in read_shard(path, key, n).items():
+        for index, value in read_shard(path, key, n, statistic).items():
             if index in values:
                 raise UserInputError(f"permutation {index} is in two shards (the second: {path})")
             values[index] = value
