@@ -193,11 +193,12 @@ def predicted_vs_observed(
     ax: Any,
     label: str,
     cut: float | None = None,
+    colour: str | None = None,
 ) -> None:
     """A continuous outcome's scatter of observed on predicted with the identity line (and, with a responder
     threshold, its lines: the four quadrants are the confusion matrix of the thresholded predictions)."""
     observed, predicted = np.asarray(observed, float), np.asarray(predicted, float)
-    ax.scatter(predicted, observed, s=14, alpha=0.7, label=label)
+    ax.scatter(predicted, observed, s=14, alpha=0.7, label=label, color=colour)
     low = float(min(observed.min(), predicted.min()))
     high = float(max(observed.max(), predicted.max()))
     ax.plot([low, high], [low, high], color="black", lw=1, ls="--", label="identity")

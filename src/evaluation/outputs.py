@@ -159,7 +159,7 @@ def predicted_vs_observed_figure(out: Path, continuous: dict[str, Any]) -> None:
     for ax, name in zip(axes[0], groups, strict=True):
         observed, predicted = continuous["pairs"][name]
         result = continuous["results"]["discovery" if name.startswith("discovery") else name]
-        predicted_vs_observed(observed, predicted, ax, name, continuous["cut"])
+        predicted_vs_observed(observed, predicted, ax, name, continuous["cut"], cohort_colour(name))
         line = result["calibration"]
         xs = np.linspace(float(np.min(predicted)), float(np.max(predicted)), 2)
         ax.plot(
