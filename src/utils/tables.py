@@ -1,6 +1,6 @@
 """Result tables as text: every table of the evaluation, the console and the report formats its numbers the
-same way (counts as integers, BAC/sensitivity/specificity to 1 decimal, AUC to 2, p-values to 3 or
-'<0.001', missing as '–')."""
+same way (counts as integers, BAC/sensitivity/specificity to 1 decimal, AUC, R², r and calibration slopes to
+2, p-values to 3 or '<0.001', missing as '–')."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 INTEGER_COLUMNS = frozenset({"n", "responders", "paper n", "rank"})
+TWO_DECIMALS = frozenset({"R²", "r", "rho", "calibration slope", "discovery R²", "discovery r"})
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -23,6 +24,8 @@ def _fmt(value: Any, column: str) -> str:
     if column.endswith(" p") or " p " in f"{column} " or column.startswith("p "):
         return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
     if "AUC" in column:
+        return f"{value:.2f}"
+    if column in TWO_DECIMALS:  # a continuous outcome's correlations, R² and calibration slope
         return f"{value:.2f}"
     if column in ("q_value", "p_perm", "q_perm"):
         return "<0.001" if 0 < value < 0.001 else f"{value:.3f}"
