@@ -163,7 +163,7 @@ def predicted_vs_observed_figure(out: Path, continuous: dict[str, Any]) -> None:
         line = result["calibration"]
         xs = np.linspace(float(np.min(predicted)), float(np.max(predicted)), 2)
         ax.plot(
-            xs, line["intercept"] + line["slope"] * xs, color=cohort_colour(name), lw=1.5, label="OLS fit"
+            xs, line["intercept"] + line["slope"] * xs, color="crimson", lw=1.5, label="OLS fit"
         )
         ax.set_title(
             f"{name}: R² {result['r2']:.2f}, r {result['pearson_r']:.2f}, slope {line['slope']:.2f}",
