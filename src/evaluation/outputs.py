@@ -162,9 +162,7 @@ def predicted_vs_observed_figure(out: Path, continuous: dict[str, Any]) -> None:
         predicted_vs_observed(observed, predicted, ax, name, continuous["cut"], cohort_colour(name))
         line = result["calibration"]
         xs = np.linspace(float(np.min(predicted)), float(np.max(predicted)), 2)
-        ax.plot(
-            xs, line["intercept"] + line["slope"] * xs, color="crimson", lw=1.5, label="OLS fit"
-        )
+        ax.plot(xs, line["intercept"] + line["slope"] * xs, color="crimson", lw=1.5, label="OLS fit")
         ax.set_title(
             f"{name}: R² {result['r2']:.2f}, r {result['pearson_r']:.2f}, slope {line['slope']:.2f}",
             fontsize=9,
