@@ -294,7 +294,7 @@ def _entry(cwd, *args: str):
 
 
 @pytest.mark.slow
-def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
+def test_entry_points_of_a_continuous_experiment(tmp_path, default_config, monkeypatch):
     """gm_only_change through train, evaluate, report and predict (MLflow on a SQLite store): every number
     of the continuous evaluation recomputed from the written predictions with numpy/scipy (R² against the
     discovery mean, r, the calibration line, the treatment interaction), the registered model predicting
@@ -396,6 +396,9 @@ def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
         {"dataframe_split": {"columns": list(request.columns), "data": request.values.tolist()}}
     )
     uri = f"sqlite:///{store / 'mlflow.db'}"
+    # the server starts in this test's folder: in a clean clone another test may be creating the repository's
+    # own mlruns/mlflow.db at that moment (a CI run failed with "file is not a database" there)
+    monkeypatch.chdir(tmp_path)
     with model_server("models:/ketamine-trd-gm_only_change-scorer/1", uri) as url:
         post = urllib.request.Request(
             f"{url}/invocations", body.encode(), {"Content-Type": "application/json"}
