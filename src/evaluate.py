@@ -9,7 +9,8 @@ treatment specificity compares external with control.
 
 Writes ``${paths.run}/evaluate/``: ``metrics.json``, ``paper_table.csv``/``.md`` (beside the paper's numbers),
 ``predictions.csv``, ``regions.csv`` (weights, corrected CVR with FDR, sign consistency; permutation
-importance for non-linear models), ``calibration.csv``, ``decision_curve.csv``, ``curves.png``, ``maps/`` and
+importance for non-linear models), ``calibration.csv``, ``decision_curve.csv``, ``curves.png``, ``maps/``,
+``subgroups/`` (performance per subgroup, heterogeneity tests, forest plot), ``model_card.md`` and
 ``tracking.json``. With tracking on, each cohort group becomes an MLflow run under the training run, and the
 model gets the registry alias ``evaluation.champion.alias`` when the external p-value passes.
 
@@ -20,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -30,13 +32,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config.cli import run, start
 from src.config.settings import ExperimentConfig, TrackingSettings
+from src.data.cohorts import cohort_specs, discovery_cohort, is_simulated
 from src.evaluation.locked import evaluate_locked_model
 from src.evaluation.outputs import write_evaluation
+from src.evaluation.subgroups import read_participants
+from src.features.tables import feature_table_path, read_feature_table
 from src.reporting.console import continuous_summary, evaluation_summary
+from src.reporting.model_card import model_card
 from src.tracking.registry import load_locked_model
 from src.tracking.store import check_store, quiet_stderr
 from src.utils.errors import user_errors
-from src.utils.io import atomic_directory, check_writable, write_json_atomic
+from src.utils.io import atomic_directory, check_writable, write_json_atomic, write_text_atomic
 from src.utils.logging import status
 
 log = logging.getLogger(__name__)
@@ -73,9 +79,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "registry": None,
     }
     out = train_dir.parent / "evaluate"
+    card = card_of(config, locked, evaluation)
     # the results reach the disk before tracking: a store that fails now costs the MLflow copy, not them
     with atomic_directory(out) as tmp:
         write_evaluation(tmp, evaluation, features_dir)
+        write_text_atomic(tmp / MODEL_CARD_FILE, card)
         write_json_atomic(tmp / "tracking.json", tracking)
     if locked.training is not None:
         tracking.update(_track(settings, config, locked, evaluation, out))
@@ -85,8 +93,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     )
     if evaluation.continuous is not None:
         lines += continuous_summary(evaluation.continuous)
-    if tracking.get("registry"):
-        lines.append(f"  {tracking['registry']}")
+    for key in ("registry", "model_card"):
+        if tracking.get(key):
+            lines.append(f"  {tracking[key]}")
+    lines.append(f"  model card: {out / MODEL_CARD_FILE}")
     print("\n".join(lines))
     return evaluation.document
 
@@ -98,7 +108,7 @@ def _track(
     failure is one warning: the results are already complete in ``out``."""
     # lazy: the tracking modules load MLflow (0.9 s, benchmarks/import_time.py); not with tracking off
     from src.tracking.evaluation import log_evaluation
-    from src.tracking.registry import evidence_description, promote_if_passing
+    from src.tracking.registry import attach_model_card, evidence_description, promote_if_passing
 
     status("logging the evaluation to MLflow ...")
     try:
@@ -113,6 +123,7 @@ def _track(
                 champion.max_p,
                 evidence_description(evaluation.results, evaluation.document["provenance"]),
             )
+            card = attach_model_card(settings, locked.training, out / MODEL_CARD_FILE)
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
         error = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
         log.warning(
@@ -122,7 +133,33 @@ def _track(
             out,
         )
         return {"tracking_error": error}
-    return {"evaluation_runs": runs, "registry": promotion}
+    return {"evaluation_runs": runs, "registry": promotion, "model_card": card}
+
+
+MODEL_CARD_FILE = "model_card.md"
+
+
+def card_of(config: ExperimentConfig, locked: Any, evaluation: Any) -> str:
+    """The model card (:func:`~src.reporting.model_card.model_card`) from this run's own documents."""
+    train_dir = Path(config.paths.run) / "train"
+    discovery = discovery_cohort(config.data)
+    table = read_feature_table(
+        feature_table_path(config.paths.features, config.features.name, discovery), discovery
+    )
+    folder = next(s.folder(config.data.root) for s in cohort_specs(config.data) if s.name == discovery)
+    evaluated_sites = {str(v) for name, t in evaluation.scored.items() for v in t["site"].unique()}
+    return model_card(
+        config=config,
+        train=json.loads((train_dir / "metrics.json").read_text()),
+        evaluation=evaluation.document,
+        training_table=table,
+        participants=read_participants(folder),
+        subgroups=evaluation.subgroups,
+        calibration={name: (y, p) for name, (y, _, p) in evaluation.curves.items()},
+        unseen_sites=sorted(evaluated_sites - set(table["site"].astype(str))),
+        registry=locked.training,
+        simulated=is_simulated(config.data),
+    )
 
 
 if __name__ == "__main__":

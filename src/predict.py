@@ -91,6 +91,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
         source=source,
         features_dir=features_dir,
         input_path=Path(config.input),
+        model_card=Path(config.paths.run) / "evaluate" / "model_card.md",
     )
 
 

@@ -92,6 +92,18 @@ class ChampionSettings:
 
 
 @dataclass(frozen=True)
+class SubgroupSettings:
+    """Performance per subgroup (``evaluation.subgroups``): sex, site, age band, baseline-severity tertile and
+    the listed participants.tsv ``columns``."""
+
+    columns: list[str] = field(default_factory=list)
+    age_bands: list[float] = field(default_factory=lambda: [30.0, 45.0])
+    min_n: int = field(default=10, metadata=_min(2))
+    max_levels: int = field(default=5, metadata=_min(2))
+    severity: bool = True
+
+
+@dataclass(frozen=True)
 class EvaluationSettings:
     """The evaluation of the locked model on independent cohorts (``evaluation``)."""
 
@@ -101,7 +113,38 @@ class EvaluationSettings:
     harmonize: bool = True
     alignment_method: str = field(default="location_scale", metadata={"choices": ("location_scale", "eb")})
     champion: ChampionSettings = field(default_factory=ChampionSettings)
+    subgroups: SubgroupSettings = field(default_factory=SubgroupSettings)
     reference: dict[str, Any] = field(default_factory=dict, metadata=OPEN)
+
+
+@dataclass(frozen=True)
+class LearningCurveSettings:
+    """The nested CV rerun on stratified subsamples of the discovery cohort (``plan.learning_curve``)."""
+
+    fractions: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8, 1.0])
+    draws: int = field(default=5, metadata=_min(1))
+    repeats: int = field(default=1, metadata=_min(1))
+
+
+@dataclass(frozen=True)
+class SampleSizeSettings:
+    """Development (Riley et al.) and external-validation sample sizes (``plan.sample_size``)."""
+
+    anticipated_auc: float | None = field(default=None, metadata=_interval(0.5, 1.0, False, False))
+    prevalence: float | None = field(default=None, metadata=_interval(0.0, 1.0, False, False))
+    shrinkage: float = field(default=0.9, metadata=_interval(0.0, 1.0, False, False))
+    powers: list[float] = field(default_factory=lambda: [0.8, 0.9])
+    precision: float = field(default=0.1, metadata=_interval(0.0, 0.5, False, True))
+    alpha: float = field(default=0.05, metadata=_interval(0.0, 1.0, False, False))
+    n_sim: int = field(default=2000, metadata=_min(100))
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """``python -m src.plan``: learning curve and sample size (``plan``)."""
+
+    learning_curve: LearningCurveSettings = field(default_factory=LearningCurveSettings)
+    sample_size: SampleSizeSettings = field(default_factory=SampleSizeSettings)
 
 
 @dataclass(frozen=True)
@@ -371,6 +414,7 @@ class ExperimentConfig:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     patient: PatientSettings = field(default_factory=PatientSettings)
     predict: PredictSettings = field(default_factory=PredictSettings)
+    plan: PlanSettings = field(default_factory=PlanSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     compare: CompareSettings = field(default_factory=CompareSettings)

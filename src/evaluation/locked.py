@@ -8,6 +8,7 @@ re-tuned here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from src.evaluation.continuous import continuous_result, interaction
 from src.evaluation.results import CohortResult
 from src.evaluation.specificity import auc_difference_test, interaction_test
 from src.evaluation.statistics import bootstrap_ci, permutation_pvalues
+from src.evaluation.subgroups import check_columns, evaluate_subgroups, read_participants
 from src.features.tables import feature_table_path, read_feature_table
 from src.interpretation.importance import feature_importance
 from src.models.harmonize import SiteAligner
@@ -55,6 +57,8 @@ class Evaluation:
     curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     # a regressor's: per group (observed, predicted) and the continuous results (src.evaluation.continuous)
     continuous: dict[str, Any] | None = None
+    # performance per subgroup (src.evaluation.subgroups): {"cells": DataFrame, "heterogeneity": DataFrame}
+    subgroups: dict[str, pd.DataFrame] | None = None
 
 
 def read_tables(
@@ -180,6 +184,7 @@ def evaluate_locked_model(
         name: pd.concat([cohorts[c] for c in members], ignore_index=True) for name, members in groups.items()
     }
     seed, n_perm, n_boot = config.seed, ev.n_permutations, ev.n_bootstrap
+    participants = subgroup_participants(config, specs, groups)  # a listed column missing fails here
     cut = responder_cut(model)
     if cut is not None:  # a regressor: the responder label from its own outcome and threshold
         for table in tables.values():
@@ -249,6 +254,23 @@ def evaluate_locked_model(
         if name in scored:
             s = scored[name]
             curves[name] = (s["response"].to_numpy(), s["decision"].to_numpy(), s["probability"].to_numpy())
+    discovery_table = oof.reset_index()[["participant_id"]].merge(train, on="participant_id", how="left")
+    subgroup_inputs = {"discovery": (discovery_table, *curves["discovery (OOF)"])}
+    subgroup_inputs.update(
+        {name: (scored[name], *curves[name]) for name in ("external", "control") if name in scored}
+    )
+    subgroups = evaluate_subgroups(
+        subgroup_inputs,
+        participants,
+        ev.subgroups,
+        config.data.outcome.baseline,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    document["subgroups"] = {
+        "settings": dataclasses.asdict(ev.subgroups),
+        "heterogeneity": subgroups["heterogeneity"].to_dict("records"),
+    }
     return Evaluation(
         results,
         aligned,
@@ -259,7 +281,26 @@ def evaluate_locked_model(
         document,
         curves,
         continuous,
+        subgroups,
     )
+
+
+def subgroup_participants(
+    config: ExperimentConfig, specs: list[Any], groups: Mapping[str, list[str]]
+) -> dict[str, pd.DataFrame]:
+    """The participants.tsv rows of the discovery cohort and of each pooled evaluation group (``external``,
+    ``control``), the discovery cohort's first; every listed subgroup column checked in every cohort."""
+    folders = {spec.name: spec.folder(config.data.root) for spec in specs}
+    columns = list(config.evaluation.subgroups.columns)
+    read = {}
+    for name, folder in folders.items():
+        read[name] = read_participants(folder)
+        check_columns(read[name], columns, f"cohort {name!r} ({folder / 'participants.tsv'})")
+    out = {"discovery": read[discovery_cohort(config.data)]}
+    for name in ("external", "control"):
+        if name in groups:
+            out[name] = pd.concat([read[c] for c in groups[name]], ignore_index=True)
+    return out
 
 
 def responder_cut(model: EnsembleModel) -> float | None:

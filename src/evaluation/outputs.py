@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 from src.evaluation.clinical import calibration_table, decision_curve
 from src.evaluation.continuous import continuous_table, predicted_vs_observed
 from src.evaluation.locked import Evaluation
+from src.evaluation.subgroups import SUBGROUPS_DIR, TOO_SMALL, forest_figure
 from src.interpretation.regions import paint_features
 from src.utils.io import write_json_atomic, write_text_atomic
 from src.utils.style import cohort_colour
@@ -186,6 +187,7 @@ def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> N
     evaluation.regions.to_csv(out / "regions.csv", index=False)
     curves_figure(out, evaluation.curves)
     write_continuous(out / CONTINUOUS_DIR, evaluation)
+    write_subgroups(out / SUBGROUPS_DIR, evaluation)
 
 
 CONTINUOUS_DIR = "continuous"  # always written (a DVC output): a regressor's results, or a note
@@ -209,3 +211,68 @@ def write_continuous(folder: Path, evaluation: Evaluation) -> None:
     observed = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
     columns = ["participant_id", "_cohort", "outcome", "predicted"]
     observed[columns].rename(columns={"_cohort": "cohort"}).to_csv(folder / "predictions.csv", index=False)
+
+
+def write_subgroups(folder: Path, evaluation: Evaluation) -> None:
+    """``evaluate/subgroups/``: ``subgroups.csv``/``.md`` (one row per cohort group x grouping x level),
+    ``heterogeneity.csv``/``.md`` (the LR test per grouping) and ``forest.png`` (AUC and BAC with CIs)."""
+    folder.mkdir()
+    if evaluation.subgroups is None:
+        return
+    cells, tests = evaluation.subgroups["cells"], evaluation.subgroups["heterogeneity"]
+    cells.to_csv(folder / "subgroups.csv", index=False)
+    tests.to_csv(folder / "heterogeneity.csv", index=False)
+    write_text_atomic(folder / "subgroups.md", markdown_table(subgroup_display(cells)) + "\n")
+    write_text_atomic(folder / "heterogeneity.md", markdown_table(heterogeneity_display(tests)) + "\n")
+    if len(cells):
+        forest_figure(folder / "forest.png", cells)
+
+
+def _interval(row: Any, metric: str, scale: float, decimals: int) -> str:
+    if row["status"] != "ok":
+        return ""
+    return (
+        f"{scale * row[metric]:.{decimals}f} ({scale * row[metric + '_low']:.{decimals}f}-"
+        f"{scale * row[metric + '_high']:.{decimals}f})"
+    )
+
+
+def subgroup_display(cells: pd.DataFrame) -> pd.DataFrame:
+    """The subgroup table as read: BAC/sens/spec in % and AUC with their 95 % intervals, calibration as
+    observed vs mean predicted responder fraction; a level too small shows its n and the note only."""
+    rows = []
+    for _, row in cells.iterrows():
+        ok = row["status"] == "ok"
+        rows.append(
+            {
+                "group": row["group"],
+                "subgroup": f"{row['grouping']}: {row['level']}",
+                "n": int(row["n"]),
+                "responders": int(row["responders"]),
+                "BAC % (95% CI)": _interval(row, "bac", 100, 1) if ok else TOO_SMALL,
+                "sens %": _interval(row, "sensitivity", 100, 1),
+                "spec %": _interval(row, "specificity", 100, 1),
+                "AUC (95% CI)": _interval(row, "auc", 1, 2),
+                "observed / predicted": f"{row['observed']:.2f} / {row['mean_predicted']:.2f}" if ok else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def heterogeneity_display(tests: pd.DataFrame) -> pd.DataFrame:
+    """The heterogeneity tests as read: LR chi-squared, df and p per group and grouping (or why untested)."""
+    rows = []
+    for _, row in tests.iterrows():
+        tested = row["p"] is not None and not pd.isna(row["p"])
+        rows.append(
+            {
+                "group": row["group"],
+                "grouping": row["grouping"],
+                "levels": str(int(row["levels"])),
+                "n": int(row["n"]),
+                "LR chi2": f"{row['lr']:.2f}" if tested else "",
+                "df": str(int(row["df"])) if tested else "",
+                "p": f"{row['p']:.3f}" if tested else (row.get("note") or ""),
+            }
+        )
+    return pd.DataFrame(rows)

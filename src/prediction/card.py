@@ -105,12 +105,15 @@ def patient_card(
     attribution: str = "",
     note: str = "",
     simulated: bool = False,
+    model_card: str | None = None,
 ) -> str:
     """The HTML card of one row of :func:`~src.prediction.score.predict_patients` (with
     :func:`~src.prediction.score.top_regions` columns when given); ``contributions`` are the patient's
     per-feature values of :func:`~src.prediction.score.local_attribution`, ``attribution`` says how they
     were computed, ``brain`` is them painted on the brain. ``simulated``: the model was trained on the
-    embedded simulated cohorts (said first, in the card's warning colour)."""
+    embedded simulated cohorts (said first, in the card's warning colour). ``model_card``: the model card's
+    address relative to the card (what the model is for, how it performed, its limits), linked above the
+    provenance; None: the model has no card yet (said)."""
     esc = html.escape
     probability = float(row["probability"])
     warnings = [w for w in str(row.get("warnings") or "").split("; ") if w]
@@ -183,6 +186,13 @@ def patient_card(
             parts.append('<p class="note">The same contributions on the brain (red: towards response).</p>')
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
+    if model_card:
+        parts.append(
+            f'<p>Model card: <a href="{esc(model_card)}">{esc(model_card)}</a> (intended use, population, '
+            "performance with CIs, subgroups, limitations).</p>"
+        )
+    else:
+        parts.append('<p class="note">No model card yet: `python -m src.evaluate` writes it.</p>')
     parts.append("<h2>Provenance</h2><table>")
     parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in provenance]
     parts.append("</table>")

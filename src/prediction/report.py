@@ -3,6 +3,7 @@ patient, and a few lines per patient on the console."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -48,9 +49,10 @@ def write_outputs(
     source: str,
     features_dir: Path,
     input_path: Path,
+    model_card: Path | None = None,
 ) -> pd.DataFrame:
     """Add each patient's top regions to ``result`` (:func:`predict_patients`), write ``predictions.csv``
-    and the cards, print the summary; return the table written."""
+    and the cards (linking ``model_card`` when it exists), print the summary; return the table written."""
     regions = read_feature_regions(features_dir)
     names = dict(zip(regions["column"], regions["name"], strict=True)) if regions is not None else {}
     names.update({c: f"{c.removeprefix(PREFIX)} (clinical)" for c in model.clinical_columns})
@@ -76,6 +78,9 @@ def write_outputs(
     if settings.card:
         cards.mkdir(exist_ok=True)
         provenance = provenance_rows(model, source, input_path)
+        card_link = None
+        if model_card is not None and model_card.is_file():
+            card_link = Path(os.path.relpath(model_card.resolve(), cards.resolve())).as_posix()
         for i, row in result.iterrows():
             contributions = None if values is None else values.iloc[i]
             brain = None
@@ -98,6 +103,7 @@ def write_outputs(
                 brain=brain,
                 attribution=method,
                 simulated=bool(model.info.get("simulated")),
+                model_card=card_link,
             )
             with atomic_path(cards / f"{row['participant_id']}.html") as tmp:
                 tmp.write_text(card, encoding="utf-8")

@@ -93,6 +93,68 @@ FIGURES = {
 
 
 @dataclass
+class Section:
+    """A report section read from an experiment's files: a note, tables, a figure and preformatted text."""
+
+    title: str
+    note: str = ""
+    tables: list[pd.DataFrame] = field(default_factory=list)
+    figure: Path | None = None
+    text: str | None = None
+
+
+SUBGROUP_NOTE = (
+    "Performance per subgroup (discovery: the out-of-fold ensemble; external, control: the locked model), "
+    "with stratified-bootstrap 95 % intervals; 'too small': fewer subjects than evaluation.subgroups.min_n or one "
+    "class only. Heterogeneity: likelihood-ratio test of score × subgroup in a logistic model of response. "
+    "Many subgroups are tested: read a single small p as a question for the next cohort, not as a finding."
+)
+
+
+def subgroup_section(eval_dir: Path) -> Section | None:
+    """The subgroup tables and forest plot of ``evaluate/subgroups/`` (None when absent)."""
+    folder = eval_dir / "subgroups"
+    if not (folder / "subgroups.csv").is_file():
+        return None
+    # lazy: the display helpers live with the evaluation's outputs (matplotlib, nilearn)
+    from src.evaluation.outputs import heterogeneity_display, subgroup_display
+
+    cells = pd.read_csv(folder / "subgroups.csv", dtype={"level": str})
+    tests = pd.read_csv(folder / "heterogeneity.csv")
+    tests["p"] = tests["p"].astype(object).where(tests["p"].notna(), None)
+    figure = folder / "forest.png"
+    return Section(
+        "Subgroups",
+        SUBGROUP_NOTE,
+        [heterogeneity_display(tests), subgroup_display(cells)],
+        figure if figure.is_file() else None,
+    )
+
+
+def plan_section(run_dir: Path) -> Section | None:
+    """The learning curve and the sample-size statements of ``plan/`` (``python -m src.plan``)."""
+    folder = run_dir / "plan"
+    if not (folder / "plan.md").is_file():
+        return None
+    figure = folder / "learning_curve.png"
+    return Section(
+        "Learning curve and sample size",
+        text=(folder / "plan.md").read_text(),
+        figure=figure if figure.is_file() else None,
+    )
+
+
+def model_card_section(eval_dir: Path) -> Section | None:
+    """The model card (``evaluate/model_card.md``) as written, also attached to the registered model."""
+    path = eval_dir / "model_card.md"
+    if not path.is_file():
+        return None
+    return Section(
+        "Model card", f"{path} (also on the registered model version in MLflow)", text=path.read_text()
+    )
+
+
+@dataclass
 class ExperimentResults:
     """Everything the train and evaluate stages wrote for one experiment."""
 
@@ -106,6 +168,8 @@ class ExperimentResults:
     tracking: dict[str, Any] = field(default_factory=dict)
     # a regressor's continuous results per cohort group (evaluate/continuous.csv)
     continuous: pd.DataFrame | None = None
+    # subgroups, learning curve and sample size, model card: as far as their files exist
+    extras: list[Section] = field(default_factory=list)
 
     @classmethod
     def load(cls, name: str, run_dir: Path) -> ExperimentResults:
@@ -137,6 +201,15 @@ class ExperimentResults:
             continuous=pd.read_csv(eval_dir / "continuous" / "continuous.csv")
             if evaluated and (eval_dir / "continuous" / "continuous.csv").is_file()
             else None,
+            extras=[
+                section
+                for section in (
+                    subgroup_section(eval_dir) if evaluated else None,
+                    plan_section(run_dir),
+                    model_card_section(eval_dir) if evaluated else None,
+                )
+                if section is not None
+            ],
         )
 
     @property
@@ -395,6 +468,22 @@ def render_markdown(
                 target = out / "figures" / f"{e.name}_{Path(filename).name}"
                 shutil.copyfile(e.figures[filename], target)
                 lines += [f"### {title}", "", f"![{title}](figures/{target.name})", ""]
+        for section in e.extras:
+            lines += [f"### {section.title}", ""]
+            lines += [section.note, ""] if section.note else []
+            lines += [line for table in section.tables for line in (markdown_table(table), "")]
+            if section.figure is not None:
+                target = out / "figures" / f"{e.name}_{section.figure.parent.name}_{section.figure.name}"
+                shutil.copyfile(section.figure, target)
+                lines += [f"![{section.title}](figures/{target.name})", ""]
+            if section.text:
+                lines += [
+                    "<details><summary>" + section.title + "</summary>",
+                    "",
+                    section.text,
+                    "</details>",
+                    "",
+                ]
         if s["regions"] is not None:
             lines += ["### Top regions", ""]
             lines += [s["regions_note"], ""] if s["regions_note"] else []
@@ -438,6 +527,9 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 {% if e.aligned %}<h3>After site alignment</h3><p class="note">{{ aligned_note }}</p>{{ e.aligned }}{% endif %}
 <h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
 {% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
+{% for x in e.extras %}<h3>{{ x.title }}</h3>{% if x.note %}<p class="note">{{ x.note }}</p>{% endif %}{% for t in x.tables %}{{ t }}{% endfor %}
+{% if x.figure %}<img alt="{{ x.title }}" src="data:image/png;base64,{{ x.figure }}">{% endif %}
+{% if x.text %}<details><summary>{{ x.title }}</summary><pre style="white-space:pre-wrap">{{ x.text }}</pre></details>{% endif %}{% endfor %}
 {% if e.regions %}<h3>Top regions</h3>{% if e.regions_note %}<p class="note">{{ e.regions_note }}</p>{% endif %}{{ e.regions }}{% endif %}
 <h3>Provenance</h3><table class="table">{% for k, v in e.provenance %}<tr><th>{{ k }}</th><td style="text-align:left">{{ v }}</td></tr>{% endfor %}</table>
 <h3>Methods (TRIPOD+AI)</h3><dl class="methods">{% for item, heading, text in e.methods %}<dt>{{ item }} {{ heading }}</dt><dd>{{ text }}</dd>{% endfor %}</dl>
@@ -476,6 +568,18 @@ def render_html(
                 ],
                 "provenance": provenance(e, dvc_hashes),
                 "methods": s["methods"],
+                "extras": [
+                    {
+                        "title": x.title,
+                        "note": x.note,
+                        "tables": [_markup(html_table(t)) for t in x.tables],
+                        "figure": None
+                        if x.figure is None
+                        else base64.b64encode(x.figure.read_bytes()).decode(),
+                        "text": x.text,
+                    }
+                    for x in e.extras
+                ],
             }
         )
     simulated = SIMULATED_BANNER if any(is_simulated(e.config.data) for e in experiments) else None

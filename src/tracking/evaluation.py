@@ -17,6 +17,7 @@ import pandas as pd
 
 from src.evaluation.locked import Evaluation
 from src.evaluation.results import CohortResult
+from src.evaluation.subgroups import SUBGROUPS_DIR, subgroup_metrics
 from src.tracking.store import (
     TrackingSettings,
     connect,
@@ -182,6 +183,11 @@ def log_evaluation(
     if continuous is not None:  # a regressor: the continuous outcome's numbers beside the responder ones
         for cohort in tables:
             numbers[cohort].update(continuous_metrics(continuous["results"][cohort]))
+    by_group = {}
+    if evaluation.subgroups is not None:  # per level BAC/AUC and each grouping's heterogeneity p
+        by_group = subgroup_metrics(evaluation.subgroups["cells"], evaluation.subgroups["heterogeneity"])
+        for cohort in tables:
+            numbers[cohort].update(by_group.get(cohort, {}))
     for cohort, table in tables.items():
         with (
             mlflow.start_run(
@@ -225,6 +231,7 @@ def log_evaluation(
         summary["specificity_interaction_p"] = specificity["interaction"]["p_value"]
     if continuous is not None and continuous.get("interaction"):
         summary["specificity_continuous_interaction_p"] = continuous["interaction"]["p_value"]
+    summary.update({f"discovery_{k}": v for k, v in by_group.get("discovery", {}).items()})
     client.log_batch(
         training["run_id"],
         metrics=[Metric(k, shown(v), now, 0) for k, v in summary.items() if np.isfinite(v)],
@@ -233,4 +240,6 @@ def log_evaluation(
     for path in sorted(outputs.iterdir()):
         if path.is_file() and path.name != TRACKING_FILE:  # written after logging, with the run ids
             client.log_artifact(training["run_id"], str(path), "evaluate")
+    if (outputs / SUBGROUPS_DIR).is_dir():
+        client.log_artifacts(training["run_id"], str(outputs / SUBGROUPS_DIR), f"evaluate/{SUBGROUPS_DIR}")
     return run_ids

@@ -82,6 +82,42 @@ def promote_if_passing(
     return f"model registry: '{alias}' not set ({verdict}){removed}"
 
 
+# the registry's description column holds 5000 characters (MLflow's SQL schema; PostgreSQL enforces it)
+DESCRIPTION_LIMIT = 5000
+MODEL_CARD_ARTIFACT = "model_card"
+
+
+def attach_model_card(settings: TrackingSettings, training: Mapping[str, Any], card: Path) -> str:
+    """The model card on the registered model: an artifact of the training run (``model_card/``), the
+    description of the run's model versions (the card, cut to the registry's limit with a pointer to the
+    artifact, then the latest evaluation paragraph) and the version tag ``model_card`` (the artifact URI).
+    Returns one line saying what was done."""
+    from mlflow.tracking import MlflowClient
+
+    connect(settings)
+    client = MlflowClient()
+    client.log_artifact(training["run_id"], str(card), MODEL_CARD_ARTIFACT)
+    uri = f"runs:/{training['run_id']}/{MODEL_CARD_ARTIFACT}/{card.name}"
+    name = training.get("registered_model")
+    if not name or not training.get("model_version"):
+        return f"model card: {uri} (the model was not registered)"
+    text = card.read_text()
+    updated = []
+    for registered in (name, name + SCORER_SUFFIX):
+        for version in _versions_of_run(client, registered, training["run_id"]):
+            before = version.description or ""
+            latest = before[before.rfind(EVALUATION_HEADING) :] if EVALUATION_HEADING in before else ""
+            pointer = f"\n\n… the whole card: {uri}\n\n"
+            room = DESCRIPTION_LIMIT - len(latest) - len(pointer)
+            head = text if len(text) <= room else text[: max(room, 0)]
+            client.update_model_version(
+                registered, version.version, (head + pointer + latest)[:DESCRIPTION_LIMIT]
+            )
+            client.set_model_version_tag(registered, version.version, "model_card", uri)
+            updated.append(f"{registered} v{version.version}")
+    return f"model card: {uri}, on {', '.join(updated) or 'no registered version'}"
+
+
 def load_by_alias(settings: TrackingSettings, alias: str, local_dir: Path) -> tuple[EnsembleModel, str]:
     """The registered model version carrying ``alias``, downloaded to ``local_dir`` and verified against the
     hash its training run recorded (``registry_model_sha256``). (model, ``models:/<name>@<alias> (version

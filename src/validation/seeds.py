@@ -17,6 +17,8 @@ class Stream(IntEnum):
     PERMUTATION = 3
     WEIGHT_PERMUTATION = 4
     META_SPLIT = 5  # the stacking meta-learner's folds
+    LEARNING_CURVE = 6  # the learning curve's subsamples and their nested CVs
+    PLANNING = 7  # the sample-size simulations
 
 
 def derive_seed(seed: int, stream: Stream, *keys: int) -> int:

@@ -1,0 +1,338 @@
+"""For whom does the model work: performance per subgroup, its heterogeneity test and the forest plot.
+
+Per cohort group (the discovery cohort's out-of-fold ensemble, the pooled external and control cohorts) and
+per grouping (sex, site, age band, baseline-severity tertile and every participants.tsv column listed in
+``evaluation.subgroups.columns``): n, responders, BAC, sensitivity, specificity, AUC and calibration-in-the-
+large (observed responder fraction vs mean predicted P(response)) per level, with stratified-bootstrap 95 %
+intervals (:func:`~src.evaluation.statistics.bootstrap_ci`). A level with fewer than ``min_n`` subjects, or
+with one class only, is reported as too small and not computed. The point estimates per level come from
+fairlearn's :class:`~fairlearn.metrics.MetricFrame` (the kept library for metrics disaggregated by a group).
+
+The heterogeneity test of a grouping is a likelihood-ratio test in a logistic model of response: ``response
+~ score + level`` against ``response ~ score * level`` (statsmodels), over the levels large enough to be
+reported; a small p says the score's relation to response differs between the levels.
+
+Cut points: age bands are fixed edges in years (``age_bands``); the severity tertiles and the tertiles of a
+numeric listed column with more than ``max_levels`` distinct values use the discovery cohort's tertiles for
+every group, so a level means the same patients' range in each cohort.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.evaluation.statistics import bootstrap_ci
+from src.validation.metrics import binary_metrics
+
+log = logging.getLogger(__name__)
+
+# the groupings every run reports (when the data has them), before the user's listed columns
+BUILT_IN = ("sex", "site", "age_band", "severity")
+CELL_METRICS = ("bac", "sensitivity", "specificity", "auc")
+TOO_SMALL = "too small"
+SUBGROUPS_DIR = "subgroups"  # evaluate/subgroups/
+
+
+def age_band_labels(age: pd.Series, edges: Sequence[float]) -> pd.Series:
+    """``age`` cut at ``edges`` (years): ``<30``, ``30-44``, ``>=45`` for edges (30, 45)."""
+    edges = sorted(float(e) for e in edges)
+    labels = [f"<{edges[0]:g}"]
+    labels += [f"{low:g}-{high - 1:g}" for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    labels.append(f">={edges[-1]:g}")
+    return pd.cut(age.astype(float), [-np.inf, *edges, np.inf], right=False, labels=labels).astype(str)
+
+
+def tertile_cuts(values: pd.Series) -> tuple[float, float]:
+    """The 1/3 and 2/3 quantiles of ``values`` (the discovery cohort's): the cut points of the tertiles."""
+    low, high = np.nanquantile(pd.to_numeric(values, errors="coerce").to_numpy(float), [1 / 3, 2 / 3])
+    return float(low), float(high)
+
+
+def tertile_labels(values: pd.Series, cuts: tuple[float, float]) -> pd.Series:
+    """``values`` in the tertiles of ``cuts``: ``T1 (<=a)``, ``T2 (a-b]``, ``T3 (>b)``; NaN stays NaN."""
+    low, high = cuts
+    labels = [f"T1 (<={low:.3g})", f"T2 ({low:.3g}-{high:.3g}]", f"T3 (>{high:.3g})"]
+    numeric = pd.to_numeric(values, errors="coerce")
+    out = pd.cut(numeric, [-np.inf, low, high, np.inf], labels=labels).astype(object)
+    return out.where(numeric.notna(), None)
+
+
+def grouping_columns(
+    table: pd.DataFrame,
+    participants: pd.DataFrame | None,
+    *,
+    columns: Sequence[str],
+    age_bands: Sequence[float],
+    severity: str | None,
+    cuts: Mapping[str, tuple[float, float]],
+) -> pd.DataFrame:
+    """One column per grouping, one row per row of ``table`` (which holds ``participant_id``, ``sex``,
+    ``site`` and ``age``): the built-in groupings and ``columns`` from ``participants`` (participants.tsv,
+    joined on ``participant_id``). ``cuts``: tertile cut points per numeric grouping (``severity`` and
+    listed numeric columns), from the discovery cohort (:func:`discovery_cuts`)."""
+    out = pd.DataFrame(index=table.index)
+    for name in ("sex", "site"):
+        if name in table:
+            out[name] = table[name].astype(str)
+    if "age" in table:
+        out["age_band"] = age_band_labels(table["age"], age_bands)
+    extra = [c for c in ([severity] if severity else []) + list(columns) if c]
+    if extra and participants is not None:
+        joined = table[["participant_id"]].merge(
+            participants[["participant_id", *dict.fromkeys(extra)]], on="participant_id", how="left"
+        )
+        joined.index = table.index
+        if severity and severity in joined and "severity" in cuts:
+            out["severity"] = tertile_labels(joined[severity], cuts["severity"])
+        for column in columns:
+            if column in cuts:
+                out[column] = tertile_labels(joined[column], cuts[column])
+            else:
+                out[column] = joined[column].map(lambda v: None if pd.isna(v) else str(v))
+    return out
+
+
+def discovery_cuts(
+    participants: pd.DataFrame, columns: Sequence[str], severity: str | None, max_levels: int
+) -> dict[str, tuple[float, float]]:
+    """Tertile cut points from the discovery cohort's participants.tsv: the severity column's, and each listed
+    numeric column's with more than ``max_levels`` distinct values (fewer: its values are the levels)."""
+    cuts = {}
+    if severity and severity in participants:
+        cuts["severity"] = tertile_cuts(participants[severity])
+    for column in columns:
+        values = participants[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().sum() == values.notna().sum() and numeric.nunique() > max_levels:
+            cuts[column] = tertile_cuts(numeric)
+    return cuts
+
+
+def check_columns(participants: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+    """Every listed subgroup column is in the cohort's participants.tsv (one error naming file and column)."""
+    from src.utils.errors import UserInputError
+
+    missing = [c for c in columns if c not in participants.columns]
+    if missing:
+        raise UserInputError(
+            f"evaluation.subgroups.columns: {missing} not in {where} (columns: {list(participants.columns)})"
+        )
+
+
+def _cell_metrics(
+    y: np.ndarray, decision: np.ndarray, probability: np.ndarray, groups: pd.Series
+) -> pd.DataFrame:
+    """Per level of ``groups``: n, responders, the binary metrics and calibration, by fairlearn's MetricFrame
+    (NaN where a level has one class only)."""
+    from fairlearn.metrics import MetricFrame  # lazy: only the evaluation needs fairlearn
+
+    def metric(name: str) -> Any:
+        return lambda y_true, y_score: binary_metrics(y_true, y_score)[name]
+
+    metrics: dict[str, Any] = {name: metric(name) for name in CELL_METRICS}
+    metrics["n"] = lambda y_true, y_score: len(y_true)
+    metrics["responders"] = lambda y_true, y_score: int(np.sum(y_true))
+    metrics["observed"] = lambda y_true, y_score: float(np.mean(y_true))
+    metrics["mean_predicted"] = lambda y_true, y_score, probability: float(np.mean(probability))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one-class levels: NaN metrics, reported as too small
+        frame = MetricFrame(
+            metrics=metrics,
+            y_true=y,
+            y_pred=decision,
+            sensitive_features=groups.rename("level"),
+            sample_params={"mean_predicted": {"probability": probability}},
+        )
+    return frame.by_group.reset_index()
+
+
+def subgroup_table(
+    y: np.ndarray,
+    decision: np.ndarray,
+    probability: np.ndarray,
+    groupings: pd.DataFrame,
+    *,
+    min_n: int,
+    n_boot: int,
+    seed: int,
+    group: str,
+) -> pd.DataFrame:
+    """One row per (grouping, level) of one cohort group: n, responders, BAC/sens/spec/AUC with bootstrap 95 %
+    intervals, observed vs mean predicted P(response), and ``status`` (``ok`` or ``too small``: fewer than
+    ``min_n`` subjects or a single class, metrics left empty). Subjects with no value of a grouping are left
+    out of that grouping."""
+    y, decision, probability = (np.asarray(a) for a in (y, decision, probability))
+    rows = []
+    for grouping in groupings.columns:
+        values = groupings[grouping]
+        known = values.notna().to_numpy()
+        if not known.any():
+            continue
+        cells = _cell_metrics(y[known], decision[known], probability[known], values[known].astype(str))
+        for cell in cells.to_dict("records"):
+            n, responders = int(cell["n"]), int(cell["responders"])
+            row: dict[str, Any] = {"group": group, "grouping": grouping, "level": cell["level"], "n": n}
+            row["responders"] = responders
+            small = n < min_n or responders in (0, n)
+            row["status"] = TOO_SMALL if small else "ok"
+            if not small:
+                member = known & (values.astype(str) == cell["level"]).to_numpy()
+                ci = bootstrap_ci(y[member], decision[member], n=n_boot, seed=seed)
+                for name in CELL_METRICS:
+                    row[name] = float(cell[name])
+                    row[f"{name}_low"], row[f"{name}_high"] = ci[name]
+                row["observed"] = float(cell["observed"])
+                row["mean_predicted"] = float(cell["mean_predicted"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def heterogeneity_test(y: np.ndarray, score: np.ndarray, levels: pd.Series) -> dict[str, Any]:
+    """Likelihood-ratio test of the score x level interaction in a logistic model of response.
+
+    ``response ~ score + C(level)`` (null) against ``response ~ score * C(level)``: chi-squared with
+    (levels - 1) degrees of freedom. The score is standardised first (its scale does not change the test).
+    Returns ``lr``, ``df``, ``p`` and ``levels``; ``p`` is None with a ``note`` when the models cannot be
+    fitted (one level, perfect separation)."""
+    import statsmodels.formula.api as smf  # lazy: statsmodels loads in ~1 s
+    from scipy.stats import chi2
+
+    frame = pd.DataFrame(
+        {"y": np.asarray(y, int), "score": np.asarray(score, float), "level": levels.astype(str).to_numpy()}
+    )
+    k = frame["level"].nunique()
+    result: dict[str, Any] = {"levels": int(k), "lr": None, "df": int(max(k - 1, 0)), "p": None}
+    if k < 2:
+        return {**result, "note": "one level"}
+    frame["score"] = (frame["score"] - frame["score"].mean()) / (frame["score"].std() or 1.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            null = smf.logit("y ~ score + C(level)", frame).fit(disp=0, maxiter=200)
+            full = smf.logit("y ~ score * C(level)", frame).fit(disp=0, maxiter=200)
+    except Exception as err:  # statsmodels: PerfectSeparationError, singular matrix (LinAlgError)
+        return {**result, "note": f"not estimable ({type(err).__name__})"}
+    lr = max(2.0 * (full.llf - null.llf), 0.0)
+    return {**result, "lr": float(lr), "p": float(chi2.sf(lr, k - 1))}
+
+
+def heterogeneity_table(
+    y: np.ndarray, score: np.ndarray, groupings: pd.DataFrame, cells: pd.DataFrame, *, group: str
+) -> pd.DataFrame:
+    """The heterogeneity test of each grouping of one cohort group, over its levels reported as ``ok``."""
+    rows = []
+    for grouping in groupings.columns:
+        ok = cells.query("grouping == @grouping and status == 'ok'")["level"].tolist() if len(cells) else []
+        values = groupings[grouping]
+        member = values.notna().to_numpy() & values.astype(str).isin(ok).to_numpy()
+        test = heterogeneity_test(np.asarray(y)[member], np.asarray(score)[member], values[member])
+        rows.append({"group": group, "grouping": grouping, "n": int(member.sum()), **test})
+    return pd.DataFrame(rows)
+
+
+def forest_figure(path: Path, table: pd.DataFrame) -> None:
+    """AUC and BAC with their 95 % intervals per subgroup level (rows) and cohort group (columns); levels too
+    small to report are listed without an estimate. Chance (0.5) is the dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(table["group"]))
+    metrics = [("auc", "AUC"), ("bac", "BAC")]
+    height = max(3.0, 0.28 * max(len(table[table["group"] == g]) for g in groups) + 1.2)
+    fig, axes = plt.subplots(
+        1, 2 * len(groups), figsize=(3.2 * 2 * len(groups), height), squeeze=False, sharex=True
+    )
+    for gi, group in enumerate(groups):
+        rows = table[table["group"] == group].reset_index(drop=True)
+        labels = [f"{r.grouping}: {r.level} (n={r.n})" for r in rows.itertuples()]
+        ypos = np.arange(len(rows))[::-1]
+        for mi, (metric, title) in enumerate(metrics):
+            ax = axes[0, 2 * gi + mi]
+            ok = (rows["status"] == "ok").to_numpy()
+            if ok.any():
+                est = rows.loc[ok, metric].to_numpy(float)
+                err = np.vstack([est - rows.loc[ok, f"{metric}_low"], rows.loc[ok, f"{metric}_high"] - est])
+                ax.errorbar(est, ypos[ok], xerr=np.clip(err, 0, None), fmt="o", color="#1f77b4", capsize=2)
+            for y_small in ypos[~ok]:
+                ax.text(0.5, y_small, TOO_SMALL, ha="center", va="center", fontsize=7, color="grey")
+            ax.axvline(0.5, color="grey", ls="--", lw=0.8)
+            ax.set_xlim(0, 1)
+            ax.set_yticks(ypos)
+            ax.set_yticklabels(labels if mi == 0 else [], fontsize=7)
+            ax.set_title(f"{group}: {title}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def read_participants(folder: Path) -> pd.DataFrame:
+    """A cohort's participants.tsv (``participant_id`` as text)."""
+    return pd.read_csv(folder / "participants.tsv", sep="\t", dtype={"participant_id": str})
+
+
+def evaluate_subgroups(
+    scored: Mapping[str, tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]],
+    participants: Mapping[str, pd.DataFrame],
+    settings: Any,
+    severity: str | None,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    """Subgroup performance and heterogeneity of each cohort group.
+
+    ``scored``: group -> (table with ``participant_id``/``sex``/``site``/``age``, labels, decision scores,
+    P(response)); ``participants``: group -> its cohorts' participants.tsv rows (the discovery group's first:
+    its tertile cut points serve every group); ``settings``: :class:`~src.config.settings.SubgroupSettings`;
+    ``severity``: the baseline-severity column (None: no severity grouping). Returns ``{"cells": one row per
+    (group, grouping, level), "heterogeneity": one row per (group, grouping)}``."""
+    columns = list(settings.columns)
+    severity = severity if settings.severity else None
+    first = next(iter(participants.values()))
+    cuts = discovery_cuts(first, columns, severity, settings.max_levels)
+    cells, tests = [], []
+    for group, (table, y, decision, probability) in scored.items():
+        groupings = grouping_columns(
+            table.reset_index(drop=True),
+            participants.get(group),
+            columns=columns,
+            age_bands=settings.age_bands,
+            severity=severity,
+            cuts=cuts,
+        )
+        table_cells = subgroup_table(
+            y, decision, probability, groupings, min_n=settings.min_n, n_boot=n_boot, seed=seed, group=group
+        )
+        cells.append(table_cells)
+        tests.append(heterogeneity_table(y, decision, groupings, table_cells, group=group))
+    return {
+        "cells": pd.concat(cells, ignore_index=True),
+        "heterogeneity": pd.concat(tests, ignore_index=True),
+    }
+
+
+def subgroup_metrics(cells: pd.DataFrame, heterogeneity: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """MLflow metrics per cohort group: ``subgroup_<metric>_<grouping>_<level>`` (levels reported as ok) and
+    ``heterogeneity_p_<grouping>``; names keep MLflow's allowed characters only."""
+
+    def clean(text: str) -> str:
+        return "".join(c if c.isalnum() or c in "_-." else "_" for c in str(text)).strip("_")
+
+    out: dict[str, dict[str, float]] = {}
+    for row in cells[cells["status"] == "ok"].itertuples():
+        for metric in ("bac", "auc"):
+            key = f"subgroup_{metric}_{clean(row.grouping)}_{clean(row.level)}"
+            out.setdefault(row.group, {})[key] = float(getattr(row, metric))
+    for row in heterogeneity.itertuples():
+        if row.p is not None and not pd.isna(row.p):
+            out.setdefault(row.group, {})[f"heterogeneity_p_{clean(row.grouping)}"] = float(row.p)
+    return out
