@@ -255,6 +255,9 @@ def test_evaluation_runs_linked_to_training_and_model(local_store, client):
     assert "evaluate/paper_table.md" in {
         a.path for a in client.list_artifacts(parent.info.run_id, "evaluate")
     }
+    assert "evaluate/subgroups/subgroups.csv" in {
+        a.path for a in client.list_artifacts(parent.info.run_id, "evaluate/subgroups")
+    }
 
 
 @pytest.mark.slow
@@ -278,6 +281,14 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
         if name == MODEL:  # the training's evidence written at registration stays first
             assert version.description.startswith("Nested CV on discovery")
         assert f"external: BAC {100 * document['cohorts']['external']['bac']:.1f} %" in version.description
+        # the model card: after the evidence, as a tag and an artifact of the training run, the file's text
+        card = (local_store / "out" / "gm_only" / "evaluate" / "model_card.md").read_text()
+        assert "<!-- model card -->\n# Model card: `gm_only`" in version.description
+        assert card[:1000] in version.description
+        assert version.tags["model_card"] == f"runs:/{version.run_id}/model_card/model_card.md"
+        assert [a.path for a in client.list_artifacts(version.run_id, "model_card")] == [
+            "model_card/model_card.md"
+        ]
     patients = pd.read_parquet(local_store / "features" / "gm_roi" / "external_b.parquet").head(4)
     patients.drop(columns=["response"]).to_csv(local_store / "new.csv", index=False)
     done = subprocess.run(

@@ -250,6 +250,9 @@ def regional_log_effects(
     scale = float(spec.get("signature_scale", 1.0)) if spec["treatment"] == "ketamine" else 0.0
     if scale and len(signature):
         centred = participants["response"].to_numpy()[:, None] - 0.5
+        sexes = sim["signature"].get("sexes")  # planted in these sexes only (a subgroup); default: everyone
+        if sexes:
+            centred = centred * participants["sex"].isin(list(sexes)).to_numpy()[:, None]
         shift = (signature["sign"] * signature["effect_size"]).to_numpy()[None, :] * sd * scale
         gm[:, signature["position"].to_numpy()] += centred * shift
     return {"GM": gm, "WM": wm, "biology": biology}

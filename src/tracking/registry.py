@@ -87,11 +87,16 @@ DESCRIPTION_LIMIT = 5000
 MODEL_CARD_ARTIFACT = "model_card"
 
 
+CARD_START, CARD_END = "<!-- model card -->", "<!-- /model card -->"
+
+
 def attach_model_card(settings: TrackingSettings, training: Mapping[str, Any], card: Path) -> str:
     """The model card on the registered model: an artifact of the training run (``model_card/``), the
-    description of the run's model versions (the card, cut to the registry's limit with a pointer to the
-    artifact, then the latest evaluation paragraph) and the version tag ``model_card`` (the artifact URI).
-    Returns one line saying what was done."""
+    version tag ``model_card`` (the artifact's URI) and a block at the end of the run's model versions'
+    descriptions (replacing an earlier card; the training's evidence and the evaluations stay before it; cut
+    to the registry's limit with a pointer to the artifact). Returns one line saying what was done."""
+    import re
+
     from mlflow.tracking import MlflowClient
 
     connect(settings)
@@ -102,17 +107,16 @@ def attach_model_card(settings: TrackingSettings, training: Mapping[str, Any], c
     if not name or not training.get("model_version"):
         return f"model card: {uri} (the model was not registered)"
     text = card.read_text()
+    pattern = re.compile(re.escape(CARD_START) + ".*?" + re.escape(CARD_END), re.S)
     updated = []
     for registered in (name, name + SCORER_SUFFIX):
         for version in _versions_of_run(client, registered, training["run_id"]):
-            before = version.description or ""
-            latest = before[before.rfind(EVALUATION_HEADING) :] if EVALUATION_HEADING in before else ""
-            pointer = f"\n\n… the whole card: {uri}\n\n"
-            room = DESCRIPTION_LIMIT - len(latest) - len(pointer)
-            head = text if len(text) <= room else text[: max(room, 0)]
-            client.update_model_version(
-                registered, version.version, (head + pointer + latest)[:DESCRIPTION_LIMIT]
-            )
+            before = pattern.sub("", version.description or "").strip()
+            pointer = f"\n\n(the whole card: {uri})"
+            room = DESCRIPTION_LIMIT - len(before) - len(pointer) - len(CARD_START) - len(CARD_END) - 8
+            body = text if len(text) <= room else text[: max(room, 0)] + pointer
+            block = f"{CARD_START}\n{body}\n{CARD_END}"
+            client.update_model_version(registered, version.version, f"{before}\n\n{block}".strip())
             client.set_model_version_tag(registered, version.version, "model_card", uri)
             updated.append(f"{registered} v{version.version}")
     return f"model card: {uri}, on {', '.join(updated) or 'no registered version'}"
