@@ -43,7 +43,7 @@ from src.utils.parallel import parallel_backend
 from src.validation.experiment import experiment_inputs, training_estimator
 from src.validation.learning_curve import curve_summary, learning_curve
 from src.validation.metrics import binary_metrics
-from src.validation.nested_cv import check_fold_sizes
+from src.validation.nested_cv import check_continuous, check_fold_sizes
 from src.validation.seeds import Stream, derive_seed
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,6 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, Any]:
     config = start(cfg)
     inputs = experiment_inputs(config)
-    if inputs.continuous:
-        raise UserInputError(
-            "src.plan: the sample-size statements are for a binary outcome (data.outcome.kind=binary); "
-            f"{config.name} predicts a continuous outcome"
-        )
     run_dir = Path(config.paths.run)
     oof_path = run_dir / "train" / "predictions.csv"
     if not oof_path.is_file():
@@ -66,8 +61,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"{oof_path} not found: run `python -m src.train +experiment={config.name}` first"
         )
     check_writable(run_dir)
-    scores = out_of_fold_scores(oof_path)
-    external = external_scores(config, run_dir / "evaluate" / "predictions.csv")
+    scores = None if inputs.continuous else out_of_fold_scores(oof_path)
+    external = (
+        None if inputs.continuous else external_scores(config, run_dir / "evaluate" / "predictions.csv")
+    )
 
     curve_settings = config.plan.learning_curve
     fractions, skipped = usable_fractions(inputs.y, curve_settings.fractions, config)
@@ -88,21 +85,25 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             progress=progress_wanted(),
         )
     status(f"{config.name}: sample sizes ...")
-    plan = sample_sizes(config, inputs, scores, external)
+    plan = (
+        continuous_plan(config, inputs)
+        if inputs.continuous
+        else sample_sizes(config, inputs, scores, external)
+    )
     plan["learning_curve"] = {
         "fractions": fractions,
         "skipped_fractions": skipped,
         "draws": curve_settings.draws,
         "repeats": curve_settings.repeats,
+        # a classifier's BAC, or a regressor's objective (mean_neg_mae: higher is better)
+        "statistic": curve.attrs.get("statistic"),
         "summary": curve_summary(curve).to_dict("records"),
     }
     out = run_dir / "plan"
     with atomic_directory(out) as tmp:
         curve.to_csv(tmp / "learning_curve.csv", index=False)
-        power = pd.concat(
-            [s["table"].assign(scenario=name) for name, s in plan.pop("_power_tables").items()],
-            ignore_index=True,
-        )
+        tables = [s["table"].assign(scenario=name) for name, s in plan.pop("_power_tables").items()]
+        power = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["n", "scenario"])
         power.to_csv(tmp / "power.csv", index=False)
         write_json_atomic(tmp / "plan.json", plan)
         write_text_atomic(tmp / "plan.md", plan_markdown(plan))
@@ -134,14 +135,16 @@ def external_scores(config: ExperimentConfig, path: Path) -> pd.DataFrame | None
 def usable_fractions(y: np.ndarray, fractions: list[float], config: ExperimentConfig) -> tuple[list, list]:
     """The fractions whose subsamples can fill the outer and inner folds (the others, with the reason)."""
     usable, skipped = [], []
+    continuous = config.data.outcome.kind == "continuous"
     for fraction in sorted(float(f) for f in fractions):
         size = len(y) if fraction >= 1 else int(round(fraction * len(y)))
-        # the class counts of a stratified subsample of that size
-        share = np.bincount(np.asarray(y, int), minlength=2) / len(y)
-        counts = np.round(share * size).astype(int)
-        trial = np.repeat([0, 1], counts)
+        where = f"learning curve at {fraction:g} ({size} subjects)"
         try:
-            check_fold_sizes(trial, config.cv, f"learning curve at {fraction:g} ({size} subjects)")
+            if continuous:
+                check_continuous(np.asarray(y, float)[:size], config.cv, where)
+            else:  # the class counts of a stratified subsample of that size
+                share = np.bincount(np.asarray(y, int), minlength=2) / len(y)
+                check_fold_sizes(np.repeat([0, 1], np.round(share * size).astype(int)), config.cv, where)
         except UserInputError as err:
             skipped.append({"fraction": fraction, "reason": str(err)})
             continue
@@ -167,6 +170,23 @@ def candidate_parameters(config: ExperimentConfig, inputs: Any) -> tuple[int, st
         how = f"at most {count} principal components of {len(features)} feature columns"
     total = count + numeric + levels
     return total, f"{how} + {numeric} numeric covariates + {levels} covariate levels"
+
+
+def continuous_plan(config: ExperimentConfig, inputs: Any) -> dict[str, Any]:
+    """A continuous outcome: the learning curve of its objective only (the sample-size statements here are
+    Riley's binary-outcome criteria and the responder tests; not computed, said)."""
+    note = (
+        "not computed for a continuous outcome (data.outcome.kind=continuous): the criteria here are those "
+        "of a binary outcome; Riley et al. 2020 give the continuous ones (pmsampsize type 'c')"
+    )
+    return {
+        "experiment": config.name,
+        "discovery": {"n": int(len(inputs.y))},
+        "development": {"note": note},
+        "external_validation": {},
+        "powers": list(config.plan.sample_size.powers),
+        "_power_tables": {},
+    }
 
 
 def sample_sizes(

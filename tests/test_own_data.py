@@ -203,6 +203,15 @@ def _project_copy(repo: Path) -> None:
     shutil.copy(ROOT / "mlruns" / ".gitignore", repo / "mlruns" / ".gitignore")
     (repo / "conf" / "data" / "mystudy.yaml").write_text(MYSTUDY)
     (repo / "conf" / "cv" / "tiny.yaml").write_text(TINY_CV_FILE)
+    # the lab lists a participants.tsv column of its own as a subgroup, and plans with fewer draws
+    config = (repo / "conf" / "config.yaml").read_text()
+    config = config.replace("subgroups: {columns: []", "subgroups: {columns: [smoker]")
+    config = config.replace(
+        "learning_curve: {fractions: [0.4, 0.6, 0.8, 1.0], draws: 5",
+        "learning_curve: {fractions: [0.5, 1.0], draws: 2",
+    )
+    assert "columns: [smoker]" in config and "draws: 2" in config
+    (repo / "conf" / "config.yaml").write_text(config)
 
 
 def test_signal_images_through_dvc_repro(tmp_path):
@@ -252,7 +261,16 @@ def test_signal_images_through_dvc_repro(tmp_path):
     params["feature_sets"] = ["gm_roi", "clinical", "gm_roi_clinical"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(repo, "dvc", "repro").stdout
-    for stage in ("cohorts", "features@gm_roi", "train@gm_only", "evaluate@gm_only", "compare", "report"):
+    stages = (
+        "cohorts",
+        "features@gm_roi",
+        "train@gm_only",
+        "evaluate@gm_only",
+        "plan@gm_only",
+        "compare",
+        "report",
+    )
+    for stage in stages:
         assert f"Running stage '{stage}'" in out, out
     for name in ("clinical_only", "gm_clinical_stack"):
         assert f"Running stage 'evaluate@{name}'" in out, out
@@ -293,6 +311,27 @@ def test_signal_images_through_dvc_repro(tmp_path):
     assert (evaluate / "maps" / "cvr_map.png").is_file()  # AAL regions painted back onto the atlas
     html = (repo / "reports" / "report.html").read_text()
     assert "Experiment <code>gm_only</code>" in html and "Does the scan add anything?" in html
+    for section in ("Subgroups", "Learning curve and sample size", "Model card"):
+        assert f"<h3>{section}</h3>" in html, section
+    # the lab's own subgroup column: its levels (the 5 % left empty are in none), n per level from the table
+    cells = pd.read_csv(evaluate / "subgroups" / "subgroups.csv")
+    hospital_a = pd.read_csv(repo / "data" / "bids" / "hospitalA" / "participants.tsv", sep="\t")
+    scored = pd.read_csv(repo / "outputs" / "gm_only" / "train" / "predictions.csv")[
+        "participant_id"
+    ].unique()
+    smoker = hospital_a.set_index("participant_id").loc[scored, "smoker"]
+    discovery = cells.query("group == 'discovery' and grouping == 'smoker'").set_index("level")["n"]
+    assert discovery.to_dict() == smoker.value_counts().to_dict()
+    assert set(cells.query("grouping == 'site'")["level"]) == {"north", "south", "east", "oslo", "leiden"}
+    tests = pd.read_csv(evaluate / "subgroups" / "heterogeneity.csv")
+    assert {"sex", "site", "age_band", "severity", "smoker"} <= set(tests["grouping"])
+    card = (evaluate / "model_card.md").read_text()
+    assert "sites: east (" in card and "Sites leiden, oslo were not in training" in card
+    assert f"model sha256: {metrics['provenance']['model_sha256']}" in card
+    plan = json.loads((repo / "outputs" / "gm_only" / "plan" / "plan.json").read_text())
+    assert [row["n"] for row in plan["learning_curve"]["summary"]] == [round(0.5 * train["n"]), train["n"]]
+    assert plan["development"]["discovery_n"] == train["n"] and plan["development"]["n"] > train["n"]
+    assert set(plan["external_validation"]) == {"discovery out-of-fold scores", "external cohorts' scores"}
     # the clinical columns as coded features: missing where the lab left them empty, one indicator per code
     clinical = pd.read_parquet(repo / "data" / "features" / "clinical" / "hospitalA.parquet")
     participants = pd.read_csv(repo / "data" / "bids" / "hospitalA" / "participants.tsv", sep="\t")

@@ -97,8 +97,8 @@ def curve_text(plan: dict[str, Any]) -> list[str]:
         slope = np.polyfit(np.log(table["n"]), table[metric], 1)[0]
         lines.append(
             f"From {int(before['n'])} to {int(last['n'])} patients the mean "
-            f"{metric.split('_')[0].upper()} moved by {last[metric] - before[metric]:+.3f}; over the whole "
-            f"curve {slope * np.log(2):+.3f} per "
+            f"{'BAC' if metric == 'bac_mean' else lc.get('statistic')} moved by "
+            f"{last[metric] - before[metric]:+.3f}; over the whole curve {slope * np.log(2):+.3f} per "
             "doubling of the cohort (least squares on log n). A curve still rising at the full cohort says "
             "more patients would still help."
         )
@@ -111,8 +111,11 @@ def plan_markdown(plan: dict[str, Any]) -> str:
     """``plan/plan.md``: the three answers with their tables and the assumptions."""
     lines = ["#### Learning curve", "", *curve_text(plan), ""]
     lines += ["#### Development sample size (Riley et al. 2020)", "", *development_text(plan), ""]
-    lines += ["#### External validation sample size", "", markdown_table(external_table(plan)), ""]
-    lines += [EXTERNAL_ASSUMPTIONS, ""]
+    lines += ["#### External validation sample size", ""]
+    if plan["external_validation"]:
+        lines += [markdown_table(external_table(plan)), "", EXTERNAL_ASSUMPTIONS, ""]
+    else:
+        lines += [plan["development"].get("note", "not computed"), ""]
     return "\n".join(lines)
 
 
@@ -122,7 +125,13 @@ def summary_lines(name: str, plan: dict[str, Any], out: Path) -> list[str]:
     for row in plan["learning_curve"]["summary"]:
         auc = f", AUC {row['auc_mean']:.3f}" if "auc_mean" in row else ""
         lines.append(
-            f"  learning curve n={row['n']}: BAC {row.get('bac_mean', row.get('statistic_mean')):.3f}{auc}"
+            f"  learning curve n={row['n']}: "
+            + (
+                f"BAC {row['bac_mean']:.3f}"
+                if "bac_mean" in row
+                else f"statistic {row['statistic_mean']:.3f}"
+            )
+            + auc
         )
     dev = plan["development"]
     if "n" in dev:
@@ -154,15 +163,15 @@ def plan_figure(path: Path, curve: pd.DataFrame, power: pd.DataFrame, plan: dict
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for metric, colour in (("bac", "#1f77b4"), ("auc", "#d62728")):
-        if metric not in curve:
-            continue
+    shown = [(m, c) for m, c in (("bac", "#1f77b4"), ("auc", "#d62728")) if m in curve]
+    for metric, colour in shown or [("statistic", "#1f77b4")]:
         left.scatter(curve["n"], curve[metric], s=12, alpha=0.4, color=colour)
         means = curve.groupby("n")[metric].mean()
         left.plot(
             means.index, means.to_numpy(), "o-", color=colour, label=f"{metric.upper()} (mean of draws)"
         )
-    left.axhline(0.5, color="grey", ls="--", lw=0.8)
+    if shown:
+        left.axhline(0.5, color="grey", ls="--", lw=0.8)
     left.set(xlabel="discovery patients in the nested CV", ylabel="out-of-fold value", title="Learning curve")
     left.legend(fontsize=8)
     styles = {"bac": "-", "auc": ":"}
@@ -175,17 +184,18 @@ def plan_figure(path: Path, curve: pd.DataFrame, power: pd.DataFrame, plan: dict
                 color=f"C{i}",
                 label=f"{metric.upper()}, {scenario}",
             )
-    for level in plan["external_validation"][next(iter(plan["external_validation"]))].get(
-        "powers", [0.8, 0.9]
-    ):
+    for level in plan["powers"]:
         right.axhline(level, color="grey", ls="--", lw=0.8)
+    if power.empty:
+        right.text(0.5, 0.5, "not computed", ha="center", transform=right.transAxes)
     right.set(
         xscale="log",
         xlabel="external cohort size",
         ylabel="power (one-sided alpha)",
         title="External validation",
     )
-    right.legend(fontsize=7)
+    if not power.empty:
+        right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

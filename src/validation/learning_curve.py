@@ -28,14 +28,23 @@ from src.validation.regression import NestedCVRegressor
 from src.validation.seeds import Stream, derive_seed
 
 
+def strata(y: np.ndarray) -> np.ndarray:
+    """What a subsample is stratified on: a binary label itself, a continuous outcome's quartile."""
+    y = np.asarray(y)
+    if len(np.unique(y)) <= 2:
+        return y
+    return pd.qcut(y, 4, labels=False, duplicates="drop")
+
+
 def subsample(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted row indices of a stratified subsample of ``fraction`` of ``y`` (all rows at 1.0)."""
+    """Sorted row indices of a subsample of ``fraction`` of ``y`` stratified on :func:`strata` (all rows at
+    1.0)."""
     n = len(y)
     if fraction >= 1.0:
         return np.arange(n)
     size = int(round(fraction * n))
     split = StratifiedShuffleSplit(n_splits=1, train_size=size, random_state=seed)
-    rows, _ = next(split.split(np.zeros(n), y))
+    rows, _ = next(split.split(np.zeros(n), strata(y)))
     return np.sort(rows)
 
 
