@@ -36,6 +36,8 @@ from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs
 from src.evaluation.planning import plan_figure, plan_markdown, summary_lines
 from src.evaluation.sample_size import cstat_to_r2cs, external_sample_size, riley_binary
+from src.tracking.evaluation import read_training_run
+from src.tracking.store import quiet_stderr
 from src.utils.errors import UserInputError, user_errors
 from src.utils.io import atomic_directory, check_writable, write_json_atomic, write_text_atomic
 from src.utils.logging import progress_wanted, status
@@ -108,8 +110,24 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(tmp / "plan.json", plan)
         write_text_atomic(tmp / "plan.md", plan_markdown(plan))
         plan_figure(tmp / "plan.png", curve, power, plan)
-    print("\n".join(summary_lines(config.name, plan, out)))
+    lines = summary_lines(config.name, plan, out)
+    training = read_training_run(run_dir / "train") if config.tracking.enabled else None
+    if training is not None:
+        lines.append("  " + _track(config, training, plan, out))
+    print("\n".join(lines))
     return plan
+
+
+def _track(config: ExperimentConfig, training: dict[str, Any], plan: dict[str, Any], out: Path) -> str:
+    """The plan on the training run in MLflow; a store that fails costs the MLflow copy only (warned)."""
+    from src.tracking.planning import log_plan  # lazy: MLflow loads in ~1 s
+
+    try:
+        with quiet_stderr():
+            return log_plan(config.tracking, training, plan, out)
+    except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
+        log.warning("MLflow logging of the plan failed (%s); it is complete in %s", type(err).__name__, out)
+        return f"MLflow: not logged ({type(err).__name__})"
 
 
 def out_of_fold_scores(path: Path) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -453,6 +454,16 @@ def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatc
     top = written["towards_response"].iloc[0].split(" (")[0]
     assert top in card  # the region names of the CSV are the bars' labels
     assert "Not checked: a left-right mirrored scan" in card  # the limit is said where the result is read
+    # the model card: none before src.evaluate (said); once written, linked (a relative link that resolves)
+    assert "No model card yet" in card
+    model_card = tmp_path / "out" / "gm_only" / "evaluate" / "model_card.md"
+    model_card.parent.mkdir(parents=True)
+    model_card.write_text("# Model card: `gm_only`\n")
+    runpy.run_module("src.predict", run_name="__main__")
+    cards = tmp_path / "out" / "gm_only" / "predict" / "cards"
+    card = (cards / "sub-ea002.html").read_text()
+    link = re.search(r'Model card: <a href="([^"]+)">', card).group(1)
+    assert (cards / link).resolve() == model_card.resolve() and "No model card yet" not in card
 
 
 def test_an_unseen_site_is_aligned_with_enough_unlabelled_scans_and_flagged_otherwise(locked):

@@ -261,6 +261,46 @@ def test_evaluation_runs_linked_to_training_and_model(local_store, client):
 
 
 @pytest.mark.slow
+def test_the_plan_is_logged_on_the_training_run(local_store, client):
+    """src.plan: its files under the training run's artifacts ``plan/``, its sizes and curve as metrics."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.plan",
+            "+experiment=gm_only",
+            f"paths.features={local_store / 'features'}",
+            f"paths.output={local_store / 'out'}",
+            f"hydra.run.dir={local_store}/hydra",
+            "cv.outer_folds=3",
+            "cv.inner_folds=3",
+            "cv.n_trials=4",
+            "plan.learning_curve.fractions=[0.7,1.0]",
+            "plan.learning_curve.draws=2",
+            "plan.sample_size.n_sim=200",
+            "n_jobs=1",
+        ],
+        cwd=local_store,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    plan = json.loads((local_store / "out" / "gm_only" / "plan" / "plan.json").read_text())
+    (parent,) = runs(client, "training")
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    assert metrics["plan_development_n"] == plan["development"]["n"]
+    external = plan["external_validation"]["discovery out-of-fold scores"]
+    if external["n_power80_bac"] is not None:
+        assert metrics["plan_external_power80_bac"] == external["n_power80_bac"]
+    for row in plan["learning_curve"]["summary"]:
+        assert metrics[f"plan_curve_bac_{row['n']}"] == logged(row["bac_mean"])
+    assert {"plan/plan.json", "plan/plan.md", "plan/plan.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "plan")
+    }
+
+
+@pytest.mark.slow
 def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(local_store, client):
     """The contract cohorts carry a planted signal: the pooled external p is below 0.05, so evaluation sets
     the alias on the model and its scorer; src.predict then loads the model by alias (verified), and a

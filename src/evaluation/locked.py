@@ -289,7 +289,8 @@ def subgroup_participants(
     config: ExperimentConfig, specs: list[Any], groups: Mapping[str, list[str]]
 ) -> dict[str, pd.DataFrame]:
     """The participants.tsv rows of the discovery cohort and of each pooled evaluation group (``external``,
-    ``control``), the discovery cohort's first; every listed subgroup column checked in every cohort."""
+    ``control``), the discovery cohort's first; every listed subgroup column checked in every cohort. A
+    group whose cohort folder has no participants.tsv (tables built elsewhere) is left out."""
     folders = {spec.name: spec.folder(config.data.root) for spec in specs}
     columns = list(config.evaluation.subgroups.columns)
     read = {}
@@ -299,8 +300,9 @@ def subgroup_participants(
     out = {"discovery": read[discovery_cohort(config.data)]}
     for name in ("external", "control"):
         if name in groups:
-            out[name] = pd.concat([read[c] for c in groups[name]], ignore_index=True)
-    return out
+            frames = [read[c] for c in groups[name]]
+            out[name] = None if any(f is None for f in frames) else pd.concat(frames, ignore_index=True)
+    return {name: frame for name, frame in out.items() if frame is not None}
 
 
 def responder_cut(model: EnsembleModel) -> float | None:

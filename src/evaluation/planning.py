@@ -48,7 +48,7 @@ def external_table(plan: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def development_text(plan: dict[str, Any]) -> list[str]:
+def development_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
     """The development statement: inputs, the three criteria and the minimum n against the discovery n."""
     dev = plan["development"]
     if "n" not in dev:
@@ -60,9 +60,7 @@ def development_text(plan: dict[str, Any]) -> list[str]:
         f"Anticipated C statistic {dev['anticipated_auc']:.3f}, responder prevalence {dev['prevalence']:.3f} "
         f"-> anticipated Cox-Snell R² {dev['r2cs']:.3f} (maximum {dev['max_r2cs']:.2f}); "
         f"{dev['parameters']} candidate parameters ({dev['parameters_counted']}).",
-        "",
-        markdown_table(table),
-        "",
+        table,
         f"**Minimum development sample size: {dev['n']} patients ({dev['events']:.0f} responders, "
         f"{dev['epp']:.2f} per candidate parameter); the discovery cohort has {dev['discovery_n']} "
         f"({share:.0f} % of it).** {DEVELOPMENT_CAVEAT}",
@@ -80,16 +78,14 @@ def _formatted(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def curve_text(plan: dict[str, Any]) -> list[str]:
+def curve_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
     """The learning curve's table and whether the curve still rises at the full cohort."""
     lc = plan["learning_curve"]
     table = pd.DataFrame(lc["summary"])
-    lines = [
+    lines: list[str | pd.DataFrame] = [
         f"The whole nested CV ({lc['repeats']} repeat) on {lc['draws']} stratified subsamples per size of "
         "the discovery cohort, each with its own splits; mean and SD across the draws.",
-        "",
-        markdown_table(_formatted(table)),
-        "",
+        _formatted(table),
     ]
     metric = "bac_mean" if "bac_mean" in table else "statistic_mean"
     if len(table) > 1:
@@ -107,16 +103,23 @@ def curve_text(plan: dict[str, Any]) -> list[str]:
     return lines
 
 
+def plan_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
+    """The three answers in order: headings (``#### ...``), paragraphs and tables (DataFrames), rendered as
+    markdown by :func:`plan_markdown` and as HTML by the report."""
+    parts: list[str | pd.DataFrame] = ["#### Learning curve", *curve_parts(plan)]
+    parts += ["#### Development sample size (Riley et al. 2020)", *development_parts(plan)]
+    parts.append("#### External validation sample size")
+    if plan["external_validation"]:
+        parts += [external_table(plan), EXTERNAL_ASSUMPTIONS]
+    else:
+        parts.append(plan["development"].get("note", "not computed"))
+    return parts
+
+
 def plan_markdown(plan: dict[str, Any]) -> str:
     """``plan/plan.md``: the three answers with their tables and the assumptions."""
-    lines = ["#### Learning curve", "", *curve_text(plan), ""]
-    lines += ["#### Development sample size (Riley et al. 2020)", "", *development_text(plan), ""]
-    lines += ["#### External validation sample size", ""]
-    if plan["external_validation"]:
-        lines += [markdown_table(external_table(plan)), "", EXTERNAL_ASSUMPTIONS, ""]
-    else:
-        lines += [plan["development"].get("note", "not computed"), ""]
-    return "\n".join(lines)
+    blocks = [markdown_table(p) if isinstance(p, pd.DataFrame) else p for p in plan_parts(plan)]
+    return "\n\n".join(blocks) + "\n"
 
 
 def summary_lines(name: str, plan: dict[str, Any], out: Path) -> list[str]:

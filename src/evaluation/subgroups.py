@@ -115,10 +115,16 @@ def discovery_cuts(
     return cuts
 
 
-def check_columns(participants: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+def check_columns(participants: pd.DataFrame | None, columns: Sequence[str], where: str) -> None:
     """Every listed subgroup column is in the cohort's participants.tsv (one error naming file and column)."""
     from src.utils.errors import UserInputError
 
+    if participants is None:
+        if columns:
+            raise UserInputError(
+                f"evaluation.subgroups.columns: {list(columns)} listed but {where} not found"
+            )
+        return
     missing = [c for c in columns if c not in participants.columns]
     if missing:
         raise UserInputError(
@@ -150,7 +156,19 @@ def _cell_metrics(
             sensitive_features=groups.rename("level"),
             sample_params={"mean_predicted": {"probability": probability}},
         )
-    return frame.by_group.reset_index()
+    cells = frame.by_group.reset_index()
+    return cells.iloc[sorted(range(len(cells)), key=lambda i: _level_order(cells["level"].iloc[i]))]
+
+
+def _level_order(level: str) -> tuple[float, str]:
+    """Levels in reading order: by the first number in the label (age bands ``<30``, ``30-44``, ``>=45``;
+    tertiles ``T1 (<=a)``...), else alphabetically."""
+    import re
+
+    if level.startswith("<"):
+        return (-np.inf, level)
+    match = re.search(r"-?\d+(\.\d+)?", level.removeprefix("T"))
+    return (float(match.group()) if match and not level.startswith("T") else np.inf, level)
 
 
 def subgroup_table(
@@ -238,26 +256,30 @@ def heterogeneity_table(
 
 
 def forest_figure(path: Path, table: pd.DataFrame) -> None:
-    """AUC and BAC with their 95 % intervals per subgroup level (rows) and cohort group (columns); levels too
-    small to report are listed without an estimate. Chance (0.5) is the dashed line."""
+    """AUC and BAC (columns) with their 95 % intervals per subgroup level, one row of panels per cohort group;
+    levels too small to report are listed without an estimate. Chance (0.5) is the dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(table["group"]))
-    metrics = [("auc", "AUC"), ("bac", "BAC")]
-    height = max(3.0, 0.28 * max(len(table[table["group"] == g]) for g in groups) + 1.2)
+    sizes = [int((table["group"] == g).sum()) for g in groups]
     fig, axes = plt.subplots(
-        1, 2 * len(groups), figsize=(3.2 * 2 * len(groups), height), squeeze=False, sharex=True
+        len(groups),
+        2,
+        figsize=(9, sum(0.26 * n + 0.9 for n in sizes)),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": sizes},
     )
     for gi, group in enumerate(groups):
         rows = table[table["group"] == group].reset_index(drop=True)
         labels = [f"{r.grouping}: {r.level} (n={r.n})" for r in rows.itertuples()]
         ypos = np.arange(len(rows))[::-1]
-        for mi, (metric, title) in enumerate(metrics):
-            ax = axes[0, 2 * gi + mi]
-            ok = (rows["status"] == "ok").to_numpy()
+        ok = (rows["status"] == "ok").to_numpy()
+        for mi, (metric, title) in enumerate([("auc", "AUC"), ("bac", "BAC")]):
+            ax = axes[gi, mi]
             if ok.any():
                 est = rows.loc[ok, metric].to_numpy(float)
                 err = np.vstack([est - rows.loc[ok, f"{metric}_low"], rows.loc[ok, f"{metric}_high"] - est])
@@ -266,6 +288,7 @@ def forest_figure(path: Path, table: pd.DataFrame) -> None:
                 ax.text(0.5, y_small, TOO_SMALL, ha="center", va="center", fontsize=7, color="grey")
             ax.axvline(0.5, color="grey", ls="--", lw=0.8)
             ax.set_xlim(0, 1)
+            ax.set_ylim(-0.7, len(rows) - 0.3)
             ax.set_yticks(ypos)
             ax.set_yticklabels(labels if mi == 0 else [], fontsize=7)
             ax.set_title(f"{group}: {title}", fontsize=9)
@@ -274,9 +297,13 @@ def forest_figure(path: Path, table: pd.DataFrame) -> None:
     plt.close(fig)
 
 
-def read_participants(folder: Path) -> pd.DataFrame:
-    """A cohort's participants.tsv (``participant_id`` as text)."""
-    return pd.read_csv(folder / "participants.tsv", sep="\t", dtype={"participant_id": str})
+def read_participants(folder: Path) -> pd.DataFrame | None:
+    """A cohort's participants.tsv (``participant_id`` as text); None when the folder has none (feature
+    tables built elsewhere: the subgroups then come from the tables' own columns)."""
+    path = folder / "participants.tsv"
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, sep="\t", dtype={"participant_id": str})
 
 
 def evaluate_subgroups(
@@ -291,14 +318,15 @@ def evaluate_subgroups(
     """Subgroup performance and heterogeneity of each cohort group.
 
     ``scored``: group -> (table with ``participant_id``/``sex``/``site``/``age``, labels, decision scores,
-    P(response)); ``participants``: group -> its cohorts' participants.tsv rows (the discovery group's first:
-    its tertile cut points serve every group); ``settings``: :class:`~src.config.settings.SubgroupSettings`;
-    ``severity``: the baseline-severity column (None: no severity grouping). Returns ``{"cells": one row per
-    (group, grouping, level), "heterogeneity": one row per (group, grouping)}``."""
+    P(response)); ``participants``: group -> its cohorts' participants.tsv rows (``discovery``'s tertile
+    cut points serve every group; a group absent: its table's own columns only); ``settings``:
+    :class:`~src.config.settings.SubgroupSettings`; ``severity``: the baseline-severity column (None: no
+    severity grouping). Returns ``{"cells": one row per (group, grouping, level), "heterogeneity": one row
+    per (group, grouping)}``."""
     columns = list(settings.columns)
     severity = severity if settings.severity else None
-    first = next(iter(participants.values()))
-    cuts = discovery_cuts(first, columns, severity, settings.max_levels)
+    first = participants.get("discovery")
+    cuts = {} if first is None else discovery_cuts(first, columns, severity, settings.max_levels)
     cells, tests = [], []
     for group, (table, y, decision, probability) in scored.items():
         groupings = grouping_columns(

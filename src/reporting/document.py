@@ -100,7 +100,10 @@ class Section:
     note: str = ""
     tables: list[pd.DataFrame] = field(default_factory=list)
     figure: Path | None = None
+    # a document shown collapsed (the model card's markdown)
     text: str | None = None
+    # paragraphs, ``#### `` headings and tables in order (the plan), shown open
+    parts: list[Any] = field(default_factory=list)
 
 
 SUBGROUP_NOTE = (
@@ -134,13 +137,16 @@ def subgroup_section(eval_dir: Path) -> Section | None:
 def plan_section(run_dir: Path) -> Section | None:
     """The learning curve and the sample-size statements of ``plan/`` (``python -m src.plan``)."""
     folder = run_dir / "plan"
-    if not (folder / "plan.md").is_file():
+    if not (folder / "plan.json").is_file():
         return None
-    figure = folder / "learning_curve.png"
+    from src.evaluation.planning import plan_parts  # lazy: matplotlib
+
+    figure = folder / "plan.png"
     return Section(
         "Learning curve and sample size",
-        text=(folder / "plan.md").read_text(),
+        "python -m src.plan: " + str(folder),
         figure=figure if figure.is_file() else None,
+        parts=plan_parts(json.loads((folder / "plan.json").read_text())),
     )
 
 
@@ -472,6 +478,8 @@ def render_markdown(
             lines += [f"### {section.title}", ""]
             lines += [section.note, ""] if section.note else []
             lines += [line for table in section.tables for line in (markdown_table(table), "")]
+            for part in section.parts:
+                lines += [markdown_table(part) if isinstance(part, pd.DataFrame) else part, ""]
             if section.figure is not None:
                 target = out / "figures" / f"{e.name}_{section.figure.parent.name}_{section.figure.name}"
                 shutil.copyfile(section.figure, target)
@@ -528,6 +536,7 @@ nav a{margin-right:1em} p.note{font-size:0.85em;color:#555}
 <h3>Treatment specificity</h3><p>{{ e.specificity }}</p>
 {% for title, data in e.figures %}<h3>{{ title }}</h3><img alt="{{ title }}" src="data:image/png;base64,{{ data }}">{% endfor %}
 {% for x in e.extras %}<h3>{{ x.title }}</h3>{% if x.note %}<p class="note">{{ x.note }}</p>{% endif %}{% for t in x.tables %}{{ t }}{% endfor %}
+{% for kind, part in x.parts %}{% if kind == "table" %}{{ part }}{% elif kind == "heading" %}<h4>{{ part }}</h4>{% else %}<p>{{ part }}</p>{% endif %}{% endfor %}
 {% if x.figure %}<img alt="{{ x.title }}" src="data:image/png;base64,{{ x.figure }}">{% endif %}
 {% if x.text %}<details><summary>{{ x.title }}</summary><pre style="white-space:pre-wrap">{{ x.text }}</pre></details>{% endif %}{% endfor %}
 {% if e.regions %}<h3>Top regions</h3>{% if e.regions_note %}<p class="note">{{ e.regions_note }}</p>{% endif %}{{ e.regions }}{% endif %}
@@ -577,6 +586,7 @@ def render_html(
                         if x.figure is None
                         else base64.b64encode(x.figure.read_bytes()).decode(),
                         "text": x.text,
+                        "parts": [_html_part(part) for part in x.parts],
                     }
                     for x in e.extras
                 ],
@@ -600,6 +610,16 @@ def render_html(
             "notes": fusion.notes,
         },
     )
+
+
+def _html_part(part: Any) -> tuple[str, Any]:
+    """A plan part for the HTML template: ("table", markup), ("heading", text) or ("text", text without
+    the markdown bold marks)."""
+    if isinstance(part, pd.DataFrame):
+        return "table", _markup(html_table(part))
+    if part.startswith("#### "):
+        return "heading", part.removeprefix("#### ")
+    return "text", part.replace("**", "")
 
 
 def _markup(fragment: str) -> markupsafe.Markup:
