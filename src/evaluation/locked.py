@@ -269,7 +269,8 @@ def evaluate_locked_model(
     )
     document["subgroups"] = {
         "settings": dataclasses.asdict(ev.subgroups),
-        "heterogeneity": subgroups["heterogeneity"].to_dict("records"),
+        # NaN (an untested grouping's LR, a tested one's note) as null: metrics.json stays strict JSON
+        "heterogeneity": _records(subgroups["heterogeneity"]),
     }
     return Evaluation(
         results,
@@ -283,6 +284,11 @@ def evaluate_locked_model(
         continuous,
         subgroups,
     )
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table's rows as mappings with None for missing values."""
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
 def subgroup_participants(

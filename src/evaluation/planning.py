@@ -55,6 +55,8 @@ def development_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
         return [dev.get("note", "not computed")]
     table = pd.DataFrame(dev["criteria"])[["criterion", "n", "shrinkage", "events", "epp"]]
     table["events"] = table["events"].map(lambda v: f"{v:.1f}")
+    table["shrinkage"] = table["shrinkage"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}")
+    table["epp"] = table["epp"].map(lambda v: f"{v:.2f}")
     share = 100 * dev["discovery_n"] / dev["n"]
     return [
         f"Anticipated C statistic {dev['anticipated_auc']:.3f}, responder prevalence {dev['prevalence']:.3f} "
@@ -81,7 +83,19 @@ def _formatted(table: pd.DataFrame) -> pd.DataFrame:
 def curve_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
     """The learning curve's table and whether the curve still rises at the full cohort."""
     lc = plan["learning_curve"]
-    table = pd.DataFrame(lc["summary"])
+    table = pd.DataFrame(lc["summary"])  # plan.json sorts the keys: the reading order again
+    order = [
+        "fraction",
+        "n",
+        "draws",
+        "bac_mean",
+        "bac_sd",
+        "auc_mean",
+        "auc_sd",
+        "statistic_mean",
+        "statistic_sd",
+    ]
+    table = table[[c for c in order if c in table]]
     lines: list[str | pd.DataFrame] = [
         f"The whole nested CV ({lc['repeats']} repeat) on {lc['draws']} stratified subsamples per size of "
         "the discovery cohort, each with its own splits; mean and SD across the draws.",
