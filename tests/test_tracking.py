@@ -295,6 +295,7 @@ def test_the_plan_is_logged_on_the_training_run(local_store, client):
         assert metrics["plan_external_power80_bac"] == external["n_power80_bac"]
     for row in plan["learning_curve"]["summary"]:
         assert metrics[f"plan_curve_bac_{row['n']}"] == logged(row["bac_mean"])
+    assert not [k for k in metrics if k.startswith("plan_") and k.endswith("sim")]  # settings are not results
     assert {"plan/plan.json", "plan/plan.md", "plan/plan.png"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id, "plan")
     }

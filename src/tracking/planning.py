@@ -21,7 +21,7 @@ def plan_metrics(plan: Mapping[str, Any]) -> dict[str, float]:
     for i, scenario in enumerate(plan["external_validation"].values()):
         prefix = "plan_external_" if i == 0 else "plan_external_observed_"
         for key, value in scenario.items():
-            if key.startswith("n_") and value is not None:
+            if key.startswith(("n_power", "n_precision")) and value is not None:
                 out[prefix + key.removeprefix("n_")] = float(value)
     for row in plan["learning_curve"]["summary"]:
         for metric in ("bac_mean", "auc_mean", "statistic_mean"):
