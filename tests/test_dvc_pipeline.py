@@ -74,6 +74,10 @@ def repo(tmp_path_factory) -> Path:
     (repo / "conf" / "data" / "tiny.yaml").write_text(TINY_DATA)
     (repo / "conf" / "cv" / "tiny.yaml").write_text(TINY_CV)
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    config = (repo / "conf" / "config.yaml").read_text()  # a short learning curve for the tiny cohorts
+    config = config.replace("fractions: [0.4, 0.6, 0.8, 1.0], draws: 5", "fractions: [0.6, 1.0], draws: 2")
+    assert "draws: 2" in config
+    (repo / "conf" / "config.yaml").write_text(config)
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.org")
     run(repo, "git", "config", "user.name", "test")
@@ -100,10 +104,19 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
         "train@gm_rbf",
         "evaluate@gm_only",
         "evaluate@gm_rbf",
+        "plan@gm_only",
+        "plan@gm_rbf",
         "compare",
         "report",
     }
     for experiment in PARAMS["experiments"]:
+        run_dir = repo / "outputs" / experiment
+        assert (run_dir / "evaluate" / "model_card.md").is_file()
+        assert (run_dir / "evaluate" / "subgroups" / "subgroups.csv").is_file()
+        assert json.loads((run_dir / "plan" / "plan.json").read_text())["learning_curve"]["fractions"] == [
+            0.6,
+            1.0,
+        ]
         # linear ensembles as arrays + JSON, others as skops
         saved = {"gm_only": "model.npz", "gm_rbf": "model.skops"}[experiment]
         assert sorted(
@@ -122,6 +135,8 @@ def test_repro_runs_every_stage_and_writes_outputs(repo, first_repro):
     for experiment in PARAMS["experiments"]:
         assert f"Experiment <code>{experiment}</code>" in report
     assert "paper BAC" in report and "TRIPOD+AI" in report and "12c Model type and tuning" in report
+    for section in ("Subgroups", "Learning curve and sample size", "Model card"):
+        assert f"<h3>{section}</h3>" in report, section
     assert 'src="http' not in report and "<script" not in report  # self-contained
     assert "## Experiment `gm_rbf`" in (repo / "reports" / "report.md").read_text()
     assert "Does the scan add anything?" in report  # the compare stage's pair, as the report shows it
@@ -159,6 +174,7 @@ def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):
         assert ran_stages(run(repo, "dvc", "repro")) == {
             "train@gm_rbf",
             "evaluate@gm_rbf",
+            "plan@gm_rbf",
             "compare",
             "report",
         }
@@ -166,7 +182,9 @@ def test_changing_one_experiment_reruns_only_its_stages(repo, first_repro):
         path.write_text(path.read_text().replace("# changed\n", ""))
         # the change was a comment: the outputs stand for the restored file too; record that instead of
         # rerunning (DVC's run cache does not restore these stages: their uncached metrics are not saved)
-        run(repo, "dvc", "commit", "-f", "train@gm_rbf", "evaluate@gm_rbf", "compare", "report")
+        run(
+            repo, "dvc", "commit", "-f", "train@gm_rbf", "evaluate@gm_rbf", "plan@gm_rbf", "compare", "report"
+        )
 
 
 def test_plots_render_offline(repo, first_repro):
