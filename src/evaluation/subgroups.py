@@ -95,8 +95,18 @@ def grouping_columns(
             if column in cuts:
                 out[column] = tertile_labels(joined[column], cuts[column])
             else:
-                out[column] = joined[column].map(lambda v: None if pd.isna(v) else str(v))
+                out[column] = joined[column].map(_level_text)
     return out
+
+
+def _level_text(value: Any) -> str | None:
+    """A level as text: None for a missing value, ``1`` (not ``1.0``) for a whole number read as float (an
+    integer-coded column with empty cells)."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def discovery_cuts(
