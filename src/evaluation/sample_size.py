@@ -35,8 +35,6 @@ import pandas as pd
 from scipy import integrate
 from scipy.stats import binom, hypergeom, mannwhitneyu, norm
 
-Z95 = 1.959964
-
 
 def cstat_to_r2cs(cstatistic: float, prevalence: float) -> float:
     """The Cox-Snell R² of a logistic model with C statistic ``cstatistic`` at outcome ``prevalence``.

@@ -19,7 +19,6 @@ every group, so a level means the same patients' range in each cohort.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,10 +30,6 @@ import pandas as pd
 from src.evaluation.statistics import bootstrap_ci
 from src.validation.metrics import binary_metrics
 
-log = logging.getLogger(__name__)
-
-# the groupings every run reports (when the data has them), before the user's listed columns
-BUILT_IN = ("sex", "site", "age_band", "severity")
 CELL_METRICS = ("bac", "sensitivity", "specificity", "auc")
 TOO_SMALL = "too small"
 SUBGROUPS_DIR = "subgroups"  # evaluate/subgroups/
