@@ -96,3 +96,59 @@ def test_a_back_import_is_caught(tmp_path):
         "utils -> models (src.models.pipeline)",
         "validation -> tracking (src.tracking.training)",
     ]
+
+
+def documented_layers(page: Path) -> dict[str, tuple[int, set[str]]]:
+    """The architecture page's layer table: layer -> (rank, the layers it says may be imported)."""
+    text = page.read_text()
+    section = text[text.index("## Layers") :]
+    rows = {}
+    for line in section.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].isdigit():
+            if rows:
+                break
+            continue
+        name = "<entry>" if cells[1] == "entry points" else cells[1]
+        imports = set() if cells[3] == "—" else {c.strip() for c in cells[3].split(",")}
+        rows[name] = (int(cells[0]), imports)
+    return rows
+
+
+def page_mismatches(page: Path) -> list[str]:
+    """Where the architecture page's table differs from the enforced ``LAYERS`` (rank, may-import set)."""
+    enforced = {
+        name: (rank, {other for other, r in LAYERS.items() if r < rank and other != "<entry>"})
+        for name, rank in LAYERS.items()
+    }
+    documented = documented_layers(page)
+    return [
+        f"{name}: page {documented.get(name)}, enforced {enforced.get(name)}"
+        for name in sorted(set(enforced) | set(documented))
+        if documented.get(name) != enforced.get(name)
+    ]
+
+
+def test_the_architecture_page_states_the_enforced_rule():
+    """docs/architecture.md's table: every layer, its rank, and what it may import = what is enforced."""
+    problems = page_mismatches(ROOT / "docs" / "architecture.md")
+    assert not problems, "docs/architecture.md and tests/test_architecture.py disagree:\n" + "\n".join(
+        problems
+    )
+
+
+def test_a_page_that_misstates_the_rule_is_caught(tmp_path):
+    """A wrong rank, a layer said to import one above it, a missing layer: each is a mismatch."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for wrong in (
+        page.replace("| 4 | validation |", "| 5 | validation |", 1),
+        page.replace(
+            "| 0 | utils | atomic writes, hashing, errors, logging, parallel backends, table formatting | — |",  # noqa: E501
+            "| 0 | utils | atomic writes | models |",
+            1,
+        ),
+        "\n".join(line for line in page.splitlines() if not line.startswith("| 3 | features |")),
+    ):
+        assert wrong != page
+        (tmp_path / "a.md").write_text(wrong)
+        assert len(page_mismatches(tmp_path / "a.md")) == 1
