@@ -1,4 +1,5 @@
-"""Screenshots for the README: the MLflow runs view of some experiments and the top of the report.
+"""Screenshots for the documentation: the MLflow runs view of some experiments, the top of the report and a
+patient card.
 
 Starts ``mlflow server`` on 127.0.0.1 at a free port against a store, opens the runs table of the
 experiments in headless Chromium (the classic "Model training" view, training runs only, the discovery,
@@ -8,7 +9,8 @@ it drives the system Chromium, no browser download).
 
 Usage::
 
-    python docs/screenshots.py --store mlruns --experiments gm_only gm_rbf --report reports/report.html
+    python docs/screenshots.py --store mlruns --experiments gm_only clinical_only gm_clinical_stack \
+        --card outputs/gm_only/predict/cards/sub-ea001.html
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def runs_view(browser: str, url: str, out: Path, size: str) -> None:
         if page.get_by_role("button", name="Close").count():  # the assistant panel
             page.get_by_role("button", name="Close").first.click()
         search = page.get_by_placeholder('metrics.rmse < 1 and params.model = "tree"')
-        search.fill("tags.run_role = 'training'")
+        search.fill("tags.run_role = 'training' and attributes.status = 'FINISHED'")
         search.press("Enter")
         page.wait_for_timeout(2500)
         page.get_by_role("button", name="Columns", exact=True).click()
@@ -106,8 +108,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--store", type=Path, default=ROOT / "mlruns")
-    parser.add_argument("--experiments", nargs="+", default=["gm_only", "gm_rbf"])
+    parser.add_argument("--experiments", nargs="+", default=["gm_only", "clinical_only", "gm_clinical_stack"])
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "report.html")
+    parser.add_argument("--card", type=Path, default=None, help="a patient card (src.predict) to capture too")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -126,10 +129,13 @@ def main() -> None:
         ids.append(experiment.experiment_id)
     with mlflow_server(uri) as url:
         runs_url = f"{url}/#/compare-experiments/s?experiments={urllib.parse.quote(json.dumps(ids))}"
-        runs_view(browser, runs_url, args.out / "mlflow_runs.png", "1900,330")
+        runs_view(browser, runs_url, args.out / "mlflow_runs.png", "1900,300")
     print(f"{args.out / 'mlflow_runs.png'} <- {runs_url}")
     screenshot(browser, args.report.resolve().as_uri(), args.out / "report_top.png", "1300,1100", 2_000)
     print(f"{args.out / 'report_top.png'} <- {args.report}")
+    if args.card is not None:
+        screenshot(browser, args.card.resolve().as_uri(), args.out / "predict_card.png", "1000,1950", 2_000)
+        print(f"{args.out / 'predict_card.png'} <- {args.card}")
 
 
 if __name__ == "__main__":
