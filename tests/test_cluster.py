@@ -24,6 +24,7 @@ from src.validation.permutation import permutation_test
 from src.validation.shards import merge_shards, parse_shard, read_permutation, shard_indices
 
 
+@pytest.mark.slow
 def test_dask_gives_bit_identical_folds_and_permutations_with_1_and_2_workers():
     """The same nested CV and permutation test on loky (n_jobs=1) and on a Dask LocalCluster of 1 and of 2
     workers: every out-of-fold score, every fold's chosen parameters and every null value identical."""

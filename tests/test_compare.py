@@ -43,6 +43,7 @@ def _compare(out, *overrides: str) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 def test_compare_two_experiments_on_the_discovery_cv(two_trained):
     work, out = two_trained
     done = _compare(out, "tracking.enabled=false")
@@ -134,6 +135,7 @@ def test_a_comparison_is_an_mlflow_run_beside_the_experiments(two_trained, tmp_p
     assert f"rbf vs linear: run {run.info.run_id}" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_dvc_stage_with_one_experiment_listed_writes_a_note_and_succeeds(tmp_path):
     """`dvc repro` with one experiment in params.yaml: the compare stage says there is nothing to compare and
     leaves its output folder (earlier comparisons in it are kept); asked explicitly, one experiment is an

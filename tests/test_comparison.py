@@ -53,6 +53,7 @@ def test_delong_equals_the_pairwise_definition_and_sklearn_auc():
     assert result.se == pytest.approx(se, rel=1e-10) and result.p_value == pytest.approx(p, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_delong_agrees_with_a_paired_bootstrap():
     """The paired bootstrap of the AUC difference (subjects resampled within class, both models together)
     gives DeLong's standard error within 10 % and a two-sided p within 0.02."""
@@ -115,6 +116,7 @@ def _null_comparison(seed: int, gain: float = 0.0) -> tuple[float, float]:
     return corrected, naive
 
 
+@pytest.mark.slow
 def test_the_correction_keeps_the_false_positive_rate_near_its_level():
     """100 null comparisons (equal true performance): the corrected test rejects at 5 % about as often as
     it should; the naive t-test on the same 100 folds (overlapping folds taken as independent) far more."""

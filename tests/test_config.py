@@ -98,6 +98,7 @@ def test_readme_first_section_has_two_commands_and_ci_runs_the_second():
     assert "dvc repro" in commands[0]
 
 
+@pytest.mark.slow
 def test_entry_points_on_a_tiny_simulation(tmp_path):
     """`python -m src.data.simulate` then `python -m src.features.build`, as a user runs them."""
     overrides = [

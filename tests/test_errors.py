@@ -147,6 +147,13 @@ CASES = {
 }
 
 
+def half_fast(cases: dict) -> list:
+    """The cases in name order, every second one marked slow: the fast subset (``-m "not slow"``) checks half
+    of the bad inputs of each entry point (about 1 s each, most of it Hydra composing the config twice), the
+    full suite all of them."""
+    return [pytest.param(c, marks=pytest.mark.slow) if i % 2 else c for i, c in enumerate(sorted(cases))]
+
+
 def refused(module: str, overrides: list[str], expected: str) -> str:
     """Run an entry point, in this process as ``python -m <module>`` runs it (Hydra, argument parsing, the
     error handler), on input it must refuse: exit status 2, the last line of stderr ``error: ...`` holding
@@ -185,7 +192,7 @@ def tree_state(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", half_fast(CASES))
 def test_prepare_refuses_bad_input_with_one_line(tmp_path, case):
     root = tmp_path / "cohorts"
     _cohorts(root)
@@ -207,6 +214,7 @@ def test_prepare_refuses_bad_input_with_one_line(tmp_path, case):
     assert not (tmp_path / "derived").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_full_trace_on_request(tmp_path):
     done = subprocess.run(
         [
@@ -312,7 +320,7 @@ TRAIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+@pytest.mark.parametrize("case", half_fast(TRAIN_CASES))
 def test_train_refuses_before_any_work(tmp_path, case):
     from test_train import contract_table
 

@@ -241,6 +241,7 @@ def test_region_names_to_hemisphere_and_lobe():
     )
 
 
+@pytest.mark.slow
 def test_interpretation_recovers_a_different_planted_signature(tmp_path, default_config):
     """Nothing is tied to frontal/cerebellar: plant temporal/occipital/parietal regions instead."""
     planted = [
@@ -275,6 +276,7 @@ def test_interpretation_recovers_a_different_planted_signature(tmp_path, default
     assert not by_size.head(4)["region"].str.startswith(("Frontal", "Cerebelum")).any()
 
 
+@pytest.mark.slow
 def test_evaluate_entry_point_and_column_check(tmp_path):
     features = tmp_path / "features" / "gm_roi"
     features.mkdir(parents=True)

@@ -59,6 +59,7 @@ def test_roi_volume_equals_hand_computed_sum(tmp_path):
     assert side["regions"].set_index("column").loc["gm_Cerebelum_6_L", "index"] == 9041
 
 
+@pytest.mark.slow
 def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
     data = {
         **DATA,

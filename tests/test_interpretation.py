@@ -85,6 +85,7 @@ def test_corrected_cvr_and_fdr_follow_nadeau_bengio_and_benjamini_hochberg():
     assert table["selected"].sum() == (q < 0.05).sum()
 
 
+@pytest.mark.slow
 def test_rbf_permutation_importance_ranks_the_planted_feature_first():
     """An RBF ensemble trained where only gm_0 carries the outcome: out-of-fold permutation importance puts
     gm_0 first, with an AUC drop well above the others'."""
@@ -153,6 +154,7 @@ def test_fdr_selection_is_on_q_not_on_the_raw_p():
     assert table.index[table["selected"]].tolist() == ["gm_0", "gm_1"]
 
 
+@pytest.mark.slow
 def test_fdr_selects_almost_nothing_under_pure_noise():
     """1000 ensembles of pure-noise weights (30 features, 500 fold models, no inflation): the share of
     ensembles with any region selected stays near the FDR level 0.05 (under the complete null, BH's FDR is
@@ -203,6 +205,7 @@ def test_weight_permutation_statistic_is_the_folds_linear_svc_weights():
     np.testing.assert_allclose(result["weight_z"], np.mean(expected, axis=0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_permutation_test_is_calibrated_under_the_null_and_finds_the_planted_feature():
     """20 pure-noise datasets (10 features): p < 0.05 for about 5 % of the features, any region selected
     (q < 0.05) in few of them; with gm_r0 planted, gm_r0 is selected and the selection is mostly it."""

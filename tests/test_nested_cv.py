@@ -463,6 +463,7 @@ def recovery_table(tmp_path_factory, default_config):
     return table, sim
 
 
+@pytest.mark.slow
 def test_recovery_of_the_planted_signature(recovery_table, default_config):
     """(d) Default model config on simulated data: the planted regions carry the largest weights,
     with the planted signs (frontal +, cerebellar -), once back-projected through the scaling."""

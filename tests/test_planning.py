@@ -44,6 +44,7 @@ def test_riley_criteria_equal_pmsampsizes_examples(inputs, sizes, epp):
 
 
 @pytest.mark.parametrize(("cstat", "prevalence"), [(0.81, 0.77), (0.75, 0.5), (0.65, 0.2)])
+@pytest.mark.slow
 def test_c_statistic_to_cox_snell_r2_as_pmsampsize_simulates_it(cstat, prevalence):
     rng = np.random.default_rng(123456)
     n = 1_000_000

@@ -122,6 +122,7 @@ def test_a_table_that_does_not_fit_the_model_is_refused(locked):
         predict_patients(model, holed)
 
 
+@pytest.mark.slow
 def test_predict_entry_point_scores_an_outcome_free_table(tmp_path, monkeypatch, capsys):
     """Train a small model, then score a .tsv of new patients with no outcome or treatment column."""
     import runpy
@@ -401,6 +402,7 @@ def test_a_bad_image_input_is_refused_with_the_reason(tmp_path, tiny_simulated, 
     assert expected in str(error.value)
 
 
+@pytest.mark.slow
 def test_one_image_end_to_end_with_its_card(tmp_path, tiny_simulated, monkeypatch, capsys):
     """Features built, a small model trained on the simulated discovery cohort, then `python -m src.predict`
     on one GM map: the numbers equal the model's on that subject's training-path features, and the card shows
@@ -579,6 +581,7 @@ def test_a_misregistered_scan_is_flagged_far_from_the_training_cohort(tmp_path, 
     assert percentiles["none"] < 99 and percentiles["flipped front-to-back"] == 100.0, percentiles
 
 
+@pytest.mark.slow
 def test_without_the_registry_alias_predict_uses_the_verified_dvc_copy(tmp_path):
     """Tracking on, a store that has no model with the alias: the DVC copy, verified against its recorded
     sha256, and the source says why; a swapped DVC model is refused rather than used."""

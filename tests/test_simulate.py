@@ -52,6 +52,7 @@ def test_written_cohorts_follow_the_contract(tiny_simulated):
     assert truth["cohorts"]["saline"]["signature_scale"] == 0.0
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_files(tmp_path, default_config):
     sim = small_simulation(default_config, {"discovery": (4, 2), "saline": (2, 1)}, resolution=8.0)
     simulate_cohorts(sim, tmp_path / "a", n_jobs=1, progress=False)

@@ -118,6 +118,7 @@ def test_nothing_fitted_for_a_fold_sees_its_outer_test_rows():
     assert again.model.intercept == pytest.approx(fold.model.intercept, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_a_permutation_refits_the_whole_stack():
     """Permutation i of the fused procedure = the whole stack (both blocks' tuning, the meta-learner) fitted
     on the labels permuted with the seed of (random_state, i): the same value, independently computed."""

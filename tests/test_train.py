@@ -127,6 +127,7 @@ def test_permutation_p_value_agrees_with_scipy():
     assert perm.p_value == pytest.approx(result.pvalue)
 
 
+@pytest.mark.slow
 def test_permutation_test_whole_procedure(small_result):
     table, X, result = small_result
     y = table["response"].to_numpy()
@@ -192,6 +193,7 @@ def _platt_reference(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(fit.x[0]), float(fit.x[1])
 
 
+@pytest.mark.slow
 def test_train_entry_point(tmp_path):
     features = tmp_path / "features" / "gm_roi"
     features.mkdir(parents=True)
