@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Paired comparison of the listed experiments (``python -m src.compare``); returns the comparison
+    document."""
     config = start(cfg)
     names = listed_experiments(config.compare.experiments, config.params_file, "compare.experiments")
     if config.compare.experiments is None:  # the DVC stage: the classifiers listed (regressors not yet)

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Score the locked model on the evaluation cohorts (``python -m src.evaluate``); returns the metrics
+    document."""
     config = start(cfg)
     train_dir = Path(config.paths.run) / "train"
     settings = config.tracking

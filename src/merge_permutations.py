@@ -49,6 +49,7 @@ def observed_decisions(train_dir: Path, ids: list[str], column: str = "decision"
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Merge permutation shards into the experiment's test (``python -m src.merge_permutations``)."""
     config = start(cfg)
     inputs = experiment_inputs(config)
     key = permutation_key(config, inputs)

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Learning curve and sample sizes of one experiment (``python -m src.plan``); returns the plan."""
     config = start(cfg)
     inputs = experiment_inputs(config)
     run_dir = Path(config.paths.run)

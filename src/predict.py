@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> pd.DataFrame:
+    """Score new patients with the locked model (``python -m src.predict input=<path>``); returns them."""
     config = start(cfg)
     if not config.input:
         raise UserInputError("no input: give a GM map, a cohort folder or a feature table with input=<path>")

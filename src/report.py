@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """The report of the listed experiments (``python -m src.report``); returns its summary."""
     config = start(cfg)
     names = listed_experiments(config.report.experiments, config.report.params_file, "report.experiments")
     experiments = [ExperimentResults.load(name, Path(config.paths.output) / name) for name in names]

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Repeated nested CV of one experiment, its permutation test and the locked model (``python -m
+    src.train``)."""
     # everything that can fail without the CV fails before it: config, inputs, class sizes, outputs, store
     config = start(cfg)
     inputs = experiment_inputs(config)

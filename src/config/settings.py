@@ -65,6 +65,7 @@ class CVConfig:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> CVConfig:
+        """The settings from the ``cv`` config group; an unknown key is an error."""
         reject_unknown_keys(cfg, cls.__dataclass_fields__, "cv")
         return cls(**cfg)
 
@@ -87,6 +88,8 @@ class PermutationSettings:
 
 @dataclass(frozen=True)
 class ChampionSettings:
+    """The registry alias set when the pooled external BAC's permutation p is below ``max_p``."""
+
     alias: str = "champion"
     max_p: float = field(default=0.05, metadata=_interval(0.0, 1.0, False, True))
 
@@ -210,15 +213,18 @@ class TrackingSettings:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TrackingSettings:
+        """The settings from the ``tracking`` config group; an unknown key is an error."""
         reject_unknown_keys(cfg, cls.__dataclass_fields__, "tracking")
         return cls(**cfg)
 
     @property
     def root_path(self) -> Path:
+        """The local store's folder (``root``), absolute."""
         return Path(self.root).expanduser().resolve()
 
     @property
     def tracking_uri(self) -> str:
+        """``uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite store ``<root>/mlflow.db``."""
         if self.uri:
             return str(self.uri)
         if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -227,6 +233,7 @@ class TrackingSettings:
 
     @property
     def is_local(self) -> bool:
+        """True for a store on this machine (SQLite or files), False for a tracking server."""
         return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
 
 

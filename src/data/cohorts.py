@@ -75,6 +75,7 @@ class CohortSpec:
     space: str | None = None
 
     def folder(self, root: str | Path) -> Path:
+        """The cohort's folder: its ``path``, else ``<root>/<name>``."""
         return Path(self.path) if self.path else Path(root) / self.name
 
     def regional_table(self, data: DataSettings) -> tuple[Path, str]:

@@ -75,6 +75,7 @@ class Cohort:
 
     @property
     def participant_ids(self) -> list[str]:
+        """The included subjects' ids, in participants.tsv order."""
         return self.participants["participant_id"].tolist()
 
     def __len__(self) -> int:
@@ -783,6 +784,8 @@ def single_image_cohort(
         (one not given is missing: imputed by the model).
     tissues : tuple of str
         The maps the features need (``GM``, ``WM``): found beside the GM map like the TIV ones.
+    on_grid_mismatch : {"error", "resample"}
+        A WM/CSF map on another grid than the GM map: refused, or resampled to it with a warning.
     clinical : sequence of ClinicalVariable
         The model's clinical predictors, validated as in :func:`load_cohort`.
     """

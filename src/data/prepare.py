@@ -33,6 +33,8 @@ from src.utils.io import write_json_atomic
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    """Validate the cohorts of the data config (or simulate the default ones) and what ``params.yaml`` asks of
+    them."""
     config = start(cfg)
     data = config.data
     specs = cohort_specs(data)  # roles are checked before anything is simulated or read

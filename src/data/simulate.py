@@ -339,6 +339,8 @@ def simulate_cohorts(
         Subset of ``sim["cohorts"]`` to write (default: all).
     n_jobs : int
         Parallel workers over subjects; the files are identical for any value.
+    progress : bool
+        Show a progress bar per cohort (stderr).
     """
     root = Path(root)
     anatomy = build_anatomy(float(sim["resolution"]), str(sim["atlas"]), sim["anatomy"])

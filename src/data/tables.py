@@ -67,6 +67,8 @@ def subject_id(name: str) -> str:
 
 
 def clean_column(name: str) -> str:
+    """A region name as a column name: letters, digits and ``_`` (``Left-Hippocampus`` ->
+    ``Left_Hippocampus``)."""
     return re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_")
 
 
@@ -108,6 +110,7 @@ def _clean_columns(table: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def read_plain(path: Path) -> RegionalTable:
+    """A TSV/CSV with ``participant_id`` and one column per region (ml)."""
     table = _read_delimited(path)
     if "participant_id" not in table.columns:
         raise TableFormatError(f"regional table {path} is missing column 'participant_id' (format 'plain')")
@@ -116,6 +119,7 @@ def read_plain(path: Path) -> RegionalTable:
 
 
 def read_cat12_roi(path: Path) -> RegionalTable:
+    """CAT12's ROI export (``Name``/``names`` + regions, any separator, trailing separators allowed)."""
     table = _read_delimited(path)
     first = table.columns[0]
     if first.lower() not in ("name", "names", "subject", "filename"):
@@ -141,6 +145,8 @@ def _split_tiv(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.Series
 
 
 def read_freesurfer_table(path: Path) -> RegionalTable:
+    """``aparcstats2table`` / ``asegstats2table`` output: mm³ to ml, whole-brain measures dropped, eTIV as
+    TIV."""
     table = _read_delimited(path)
     first = table.columns[0]
     if not (first.startswith("Measure:") or re.match(r"^[lr]h\.\w+\.\w+$", first)):
@@ -179,6 +185,7 @@ def parse_aseg_stats(path: Path) -> tuple[dict[str, float], float | None]:
 
 
 def read_freesurfer_aseg(subjects_dir: Path, participant_ids: list[str]) -> RegionalTable:
+    """Each subject's ``<subjects_dir>/<subject>/stats/aseg.stats``: structure volumes (mm³ -> ml), eTIV."""
     if not subjects_dir.is_dir():
         raise TableFormatError(f"FreeSurfer SUBJECTS_DIR {subjects_dir} not found (format 'freesurfer_aseg')")
     rows, tivs = [], {}

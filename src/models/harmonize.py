@@ -21,6 +21,8 @@ The aligned values are ``covariate part + mu + sd * (z - gamma) / sqrt(delta)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -75,8 +77,8 @@ class SiteAligner(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         feature_columns: list[str],
-        covariates=("age", "sex", "tiv"),
-        categorical=("sex",),
+        covariates: Sequence[str] = ("age", "sex", "tiv"),
+        categorical: Sequence[str] = ("sex",),
         min_site_size: int = 8,
         method: str = "location_scale",
     ) -> None:

@@ -179,6 +179,8 @@ class ExperimentResults:
 
     @classmethod
     def load(cls, name: str, run_dir: Path) -> ExperimentResults:
+        """An experiment's training and evaluation documents from ``<run_dir>/train`` and
+        ``<run_dir>/evaluate``."""
         train_dir, eval_dir = run_dir / "train", run_dir / "evaluate"
         if not (train_dir / "metrics.json").is_file():
             raise MissingInputError(
@@ -220,6 +222,7 @@ class ExperimentResults:
 
     @property
     def training_run_id(self) -> str | None:
+        """The MLflow run id of the training, or None when tracking was off."""
         return (self.tracking.get("train") or {}).get("run_id")
 
 
@@ -290,6 +293,7 @@ def _continuous_text(e: ExperimentResults) -> str | None:
 
 
 def provenance(e: ExperimentResults, dvc_hashes: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    """The report's provenance rows of one experiment: code, data and model hashes, seeds, MLflow run."""
     p = e.train.get("provenance", {})
     git = p.get("git", {})
     tracking = e.tracking.get("train") or {}

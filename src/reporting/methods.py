@@ -55,9 +55,12 @@ def tripod_ai_methods(
 
     Parameters
     ----------
-    config : the experiment's settings (its ``train/config.yaml``).
-    train : the train ``metrics.json`` document.
-    evaluation : the evaluate ``metrics.json`` document (None if the experiment was not evaluated).
+    config : ExperimentConfig
+        The experiment's settings (its ``train/config.yaml``).
+    train : mapping
+        The train ``metrics.json`` document.
+    evaluation : mapping or None
+        The evaluate ``metrics.json`` document (None if the experiment was not evaluated).
     """
     cohorts = (evaluation or {}).get("cohorts", {})
     environment = Environment(

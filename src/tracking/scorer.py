@@ -26,6 +26,7 @@ class PatientScorer(PythonModel):
     ``threshold``, ``coverage`` and ``distance_percentile`` (defaults: the training config's ``predict``)."""
 
     def load_context(self, context: Any) -> None:
+        """Load and verify the locked model file from the MLflow artifacts."""
         # lazy: MLflow loads this model-from-code file before the project is on its path
         from src.validation.ensemble import read_model_file
 
@@ -33,7 +34,10 @@ class PatientScorer(PythonModel):
         self.model = read_model_file(context.artifacts["model"], config["model_sha256"])
         self.settings = {key: float(config[key]) for key in SETTINGS}
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+    # no return annotation on purpose: MLflow reads predict's type hints to infer the model signature, and the
+    # scorer's signature is the one logged from the training table
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None):  # noqa: ANN201
+        """P(response), decision and the fold models' interval for each row of a feature table."""
         # lazy: MLflow loads this model-from-code file before the project is on its path
         from src.prediction.score import predict_patients
 

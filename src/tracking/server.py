@@ -27,6 +27,7 @@ def runs_page(base: str, experiment_id: str | None = None) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -59,11 +59,13 @@ class TrainingRun:
 
     @property
     def registry_uri(self) -> str | None:
+        """``models:/<name>/<version>`` of the registered model, or None."""
         if self.registered_model is None:
             return None
         return f"models:/{self.registered_model}/{self.model_version}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields and the registry URI, for ``tracking.json``."""
         return {**self.__dict__, "registry_uri": self.registry_uri}
 
 
@@ -118,6 +120,8 @@ def training_metrics(document: Mapping[str, Any]) -> dict[str, float]:
 def provenance_tags(
     config: ExperimentConfig, feature_tables: Mapping[str, str], dvc_md5: str | None
 ) -> dict[str, str]:
+    """MLflow tags tracing a run to its code (git commit, dirty state), data (feature-table md5s, DVC) and
+    config."""
     git = git_state()
     tags = {
         ROLE_TAG: TRAINING,

@@ -63,6 +63,7 @@ class RateLines:
         self.next = done + min(first, total - done)
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done; print a status line (rate, time left) at the next checkpoint."""
         self.done += n
         if not self.enabled or self.done < self.next or self.done >= self.total:
             return

@@ -42,6 +42,7 @@ class ParallelSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> ParallelSettings:
+        """The settings from the ``parallel`` config section."""
         return cls(**dict(cfg or {}))
 
 

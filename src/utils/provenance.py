@@ -65,6 +65,7 @@ def code_fingerprint(packages: tuple[str, ...] = ("src/models", "src/validation"
 
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Python's and the key packages' installed versions (``not installed`` when absent)."""
     out = {"python": platform.python_version()}
     for name in packages:
         try:

@@ -45,4 +45,5 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def html_table(table: pd.DataFrame) -> str:
+    """A DataFrame as an escaped HTML table with the project's number formatting."""
     return _formatted(table).to_html(index=False, border=0, classes="table", escape=True)
