@@ -284,13 +284,17 @@ def _imputed(X: pd.DataFrame, covariates: Sequence[str]) -> list[str]:
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Balanced accuracy of 0/1 labels, computed as sklearn's ``balanced_accuracy_score`` does (mean of the
-    per-class recalls of the confusion matrix), without its input checks: those take ~30x the arithmetic
-    and this runs once per inner fold per trial. tests/test_nested_cv.py checks equality with sklearn."""
-    classes = np.array([0, 1])
-    counts = (y_true[:, None] == classes).sum(axis=0)
-    hits = ((y_true == y_pred)[:, None] & (y_true[:, None] == classes)).sum(axis=0)
-    present = counts > 0
-    return float(np.mean(hits[present] / counts[present]))
+    per-class recalls of the confusion matrix; a class absent from ``y_true`` left out), without its input
+    checks: this runs once per inner fold per trial, 1500 times a permutation, where sklearn's checks took
+    ~30x the arithmetic and a vectorised numpy version still ~10x this one (the counts in two bincounts, the
+    mean of two numbers in Python: the same floating-point operations as ``np.mean``). tests/test_nested_cv.py
+    checks equality with sklearn."""
+    y_true = np.asarray(y_true).astype(np.intp, copy=False)
+    c0, c1 = np.bincount(y_true, minlength=2).tolist()
+    h0, h1 = np.bincount(y_true[y_true == y_pred], minlength=2).tolist()
+    if c0 and c1:
+        return (h0 / c0 + h1 / c1) / 2
+    return h0 / c0 if c0 else h1 / c1
 
 
 def _n_components(params: dict[str, Any], cumsum: np.ndarray, available: int) -> int:
@@ -392,7 +396,8 @@ def fit_outer_fold(
     study = optuna.create_study(direction="maximize", sampler=sampler)
     n_trials = min(cv.n_trials, space.grid_size()) if cv.sampler == "grid" else cv.n_trials
     study.optimize(objective, n_trials=n_trials)
-    best = select_best(study.trials)
+    # the study's own trial objects: `study.trials` deep-copies all of them (~4 % of a permutation's time)
+    best = select_best(study.get_trials(deepcopy=False))
     best_params = {**space.fixed, **{name: _py(best.params[name]) for name in space.params}}
     best_params = {k: from_choice(v) for k, v in best_params.items()}
     trials = pd.DataFrame()
