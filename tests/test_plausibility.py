@@ -61,3 +61,33 @@ def test_a_shifted_cohort_is_not_in_mni_space(lab):
         _rewrite(_gm(lab, i), affine=affine)
     with pytest.raises(CohortError, match=r"6 of 6 subjects, so the cohort's grid is not in MNI space"):
         _check(lab)
+
+
+def test_the_cached_brain_mask_is_nilearns(tmp_path, monkeypatch):
+    """The 2 mm brain mask kept on disk equals nilearn's, computed and then read back from the cache; a
+    damaged cache file is recomputed, and an unwritable cache folder still gives the mask."""
+    from nilearn import datasets
+
+    from src.data import templates
+
+    monkeypatch.setenv("KETAMINE_TRD_CACHE", str(tmp_path / "cache"))
+    expected = datasets.load_mni152_brain_mask(resolution=2)
+    for _ in range(2):  # computed (and written), then read from the file
+        templates.mni152_brain_mask_2mm.cache_clear()
+        mask = templates.mni152_brain_mask_2mm()
+        np.testing.assert_array_equal(np.asarray(mask.dataobj), np.asarray(expected.dataobj))
+        np.testing.assert_array_equal(mask.affine, expected.affine)
+        assert len(list((tmp_path / "cache").iterdir())) == 1
+    cached = next((tmp_path / "cache").iterdir())
+    cached.write_bytes(b"not a nifti")
+    templates.mni152_brain_mask_2mm.cache_clear()
+    np.testing.assert_array_equal(
+        np.asarray(templates.mni152_brain_mask_2mm().dataobj), np.asarray(expected.dataobj)
+    )
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("KETAMINE_TRD_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created
+    templates.mni152_brain_mask_2mm.cache_clear()
+    np.testing.assert_array_equal(
+        np.asarray(templates.mni152_brain_mask_2mm().dataobj), np.asarray(expected.dataobj)
+    )
+    templates.mni152_brain_mask_2mm.cache_clear()

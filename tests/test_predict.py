@@ -645,3 +645,29 @@ def test_the_card_says_simulated_and_uncertain_and_prints_no_folder_of_this_mach
     monkeypatch.chdir(tmp_path)
     assert shown_path(tmp_path / "in" / "a.tsv") == "in/a.tsv"
     assert shown_path(Path("/elsewhere/b.nii.gz")) == ".../b.nii.gz"
+
+
+def test_the_card_background_is_nilearns_template(tmp_path, monkeypatch):
+    """nilearn's plotting background loaded through the cached 2 mm template holds what nilearn's own load
+    gives (data, mask, affine, vmax): the brain figure is drawn on the same image, only sooner."""
+    from nilearn.plotting.image import utils
+
+    from src.data import templates
+    from src.prediction.card import cached_plot_background
+
+    monkeypatch.setenv("KETAMINE_TRD_CACHE", str(tmp_path))
+    templates.mni152_template_2mm.cache_clear()
+    reference = type(utils.MNI152TEMPLATE)()
+    reference.load()  # nilearn's way: resampled from the 1 mm template
+    for _ in range(2):  # the cache written, then read
+        primed = type(utils.MNI152TEMPLATE)()
+        monkeypatch.setattr(utils, "MNI152TEMPLATE", primed)
+        templates.mni152_template_2mm.cache_clear()
+        with cached_plot_background():
+            primed.load()
+        np.testing.assert_array_equal(primed.data.data, reference.data.data)
+        np.testing.assert_array_equal(primed.data.mask, reference.data.mask)
+        np.testing.assert_array_equal(primed._affine, reference._affine)
+        assert primed.vmax == reference.vmax and primed._shape == reference._shape
+    assert utils.load_mni152_template is not None and "cached" not in utils.load_mni152_template.__name__
+    templates.mni152_template_2mm.cache_clear()

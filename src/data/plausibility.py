@@ -19,11 +19,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nilearn import datasets, image
+from nilearn import image
 from nilearn.image.resampling import BoundingBoxError
 
 from src.config.settings import PlausibilitySettings
 from src.data.loader import Cohort, CohortError
+from src.data.templates import mni152_brain_mask_2mm
 
 # the bounds of check_gm_maps (``data.plausibility``; the defaults when the data config sets none)
 PlausibilityBounds = PlausibilitySettings
@@ -35,7 +36,7 @@ def _brain_mask_on(shape: tuple[int, ...], affine_key: tuple[float, ...]) -> np.
     target = nib.Nifti1Image(np.zeros(shape, np.int8), affine)
     try:
         mask = image.resample_to_img(
-            datasets.load_mni152_brain_mask(resolution=2),
+            mni152_brain_mask_2mm(),
             target,
             interpolation="nearest",
             force_resample=True,

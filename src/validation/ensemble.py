@@ -707,9 +707,6 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
         The file's hash differs from the recorded one (both named), it holds untrusted types (listed), or it
         is not a model file of this project.
     """
-    # lazy: skops 0.9 s (benchmarks/import_time.py), only for object (RBF) model files
-    import skops.io as sio
-
     path = Path(path)
     if sha256 is not None:
         if not is_sha256(sha256):
@@ -724,6 +721,10 @@ def read_model_file(path: str | Path, sha256: str | None = None) -> EnsembleMode
             )
     if path.suffix == ".npz":
         return check_consistent(read_linear_npz(path), path)
+    # lazy, and only here: importing skops costs 1-1.7 s (its trusted-type discovery walks every scikit-learn
+    # module; benchmarks/import_time.py), which a linear model's .npz never needs
+    import skops.io as sio
+
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ModelIntegrityError(f"model file {path} holds types this project does not trust: {untrusted}")
