@@ -16,7 +16,6 @@ XML reports) and a control cohort without ``tiv`` (TIV = GM + WM + CSF), a signa
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, subprocess_env
+from conftest import subprocess_env
 from owndata import (
     SIGNATURE,
     OwnCohort,
@@ -34,6 +33,7 @@ from owndata import (
     write_cat12_roi_csv,
     write_cohorts,
 )
+from tutorials import project_copy
 
 pytestmark = pytest.mark.slow
 
@@ -194,13 +194,7 @@ TINY_CV_FILE = "repeats: 2\nouter_folds: 3\ninner_folds: 3\nn_trials: 5\nsampler
 
 
 def _project_copy(repo: Path) -> None:
-    repo.mkdir()
-    for folder in ("src", "conf"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    (repo / "mlruns").mkdir()
-    shutil.copy(ROOT / "mlruns" / ".gitignore", repo / "mlruns" / ".gitignore")
+    project_copy(repo)  # what a user has after cloning (the tutorials' runner starts from the same)
     (repo / "conf" / "data" / "mystudy.yaml").write_text(MYSTUDY)
     (repo / "conf" / "cv" / "tiny.yaml").write_text(TINY_CV_FILE)
     # the lab lists a participants.tsv column of its own as a subgroup, and plans with fewer draws
