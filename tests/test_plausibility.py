@@ -63,6 +63,7 @@ def test_a_shifted_cohort_is_not_in_mni_space(lab):
         _check(lab)
 
 
+@pytest.mark.slow  # nilearn resamples its 1 mm template (3-5 s)
 def test_the_cached_brain_mask_is_nilearns(tmp_path, monkeypatch):
     """The 2 mm brain mask kept on disk equals nilearn's, computed and then read back from the cache; a
     damaged cache file is recomputed, and an unwritable cache folder still gives the mask."""

@@ -647,6 +647,7 @@ def test_the_card_says_simulated_and_uncertain_and_prints_no_folder_of_this_mach
     assert shown_path(Path("/elsewhere/b.nii.gz")) == ".../b.nii.gz"
 
 
+@pytest.mark.slow  # nilearn resamples its 1 mm template (3-5 s)
 def test_the_card_background_is_nilearns_template(tmp_path, monkeypatch):
     """nilearn's plotting background loaded through the cached 2 mm template holds what nilearn's own load
     gives (data, mask, affine, vmax): the brain figure is drawn on the same image, only sooner."""
