@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from src.config.cli import run, start
 from src.data.cohorts import discovery_cohort
 from src.data.plausibility import PlausibilityBounds
+from src.features.tables import read_feature_table
 from src.prediction import patient_features, predict_patients
 from src.prediction.report import write_outputs
 from src.prediction.score import align_unseen_sites, check_settings
@@ -70,7 +71,7 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     patients, notes = align_unseen_sites(
         model,
         patients,
-        pd.read_parquet(training) if training.is_file() else None,
+        read_feature_table(training) if training.is_file() else None,
         settings.align_unseen_sites,
         method=config.evaluation.alignment_method,
     )

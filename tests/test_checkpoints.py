@@ -46,6 +46,16 @@ def _column_name(config: ExperimentConfig, inputs: TrainingInputs) -> None:
     inputs.X = inputs.X.rename(columns={inputs.X.columns[-1]: "gm_renamed"})
 
 
+def _covariate(config: ExperimentConfig, inputs: TrainingInputs) -> None:
+    inputs.X = inputs.X.copy()
+    inputs.X.loc[inputs.X.index[2], "sex"] = "M" if inputs.X["sex"].iloc[2] == "F" else "F"
+
+
+def _age(config: ExperimentConfig, inputs: TrainingInputs) -> None:
+    inputs.X = inputs.X.copy()
+    inputs.X.iloc[0, 0] += 1.0
+
+
 def _seed(config: ExperimentConfig, inputs: TrainingInputs) -> ExperimentConfig:
     return dataclasses.replace(config, seed=2)
 
@@ -74,6 +84,8 @@ CHANGES = {
     "data": _data,
     "labels": _labels,
     "feature name": _column_name,
+    "categorical covariate": _covariate,
+    "numeric covariate": _age,
     "seed": _seed,
     "cv repeats": _cv("repeats", 3),
     "cv outer folds": _cv("outer_folds", 4),
@@ -93,6 +105,28 @@ def test_every_input_changes_the_checkpoint_key(kind, change):
     assert checkpoint_path(*_inputs()[:1], kind, _inputs()[1]) == before  # the same inputs: the same key
     config = CHANGES[change](config, inputs) or config
     assert checkpoint_path(config, kind, inputs) != before
+
+
+def test_the_key_of_a_table_does_not_depend_on_its_memory_layout():
+    """Voxel tables are read column-major, others row-major: the same values give the same key."""
+    import numpy as np
+    import pandas as pd
+
+    from src.validation.checkpoints import checkpoint_key
+
+    _, inputs = _inputs()
+    features = [c for c in inputs.X.columns if c.startswith("gm_")]
+    values = inputs.X[features].to_numpy(dtype=np.float32)  # a block of its own, as a voxel table's
+    covariates = inputs.X.drop(columns=features).reset_index(drop=True)
+    tables = [
+        pd.concat(
+            [covariates, pd.DataFrame(layout(values), columns=features, copy=False)], axis=1, copy=False
+        )
+        for layout in (np.ascontiguousarray, np.asfortranarray)
+    ]
+    flags = [t.iloc[:, -len(features) :].to_numpy().flags for t in tables]
+    assert flags[0]["C_CONTIGUOUS"] and flags[1]["F_CONTIGUOUS"]  # two layouts indeed
+    assert checkpoint_key(tables[0]) == checkpoint_key(tables[1])
 
 
 def test_permutation_repeats_change_the_permutation_key_only():

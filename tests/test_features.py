@@ -16,6 +16,8 @@ from src.data.loader import CohortError, load_cohort
 from src.data.templates import atlas_on_grid, mni_grid
 from src.features.extract import FeatureSet, build_feature_table
 from src.features.feature_sets import build_feature_set
+from src.features.tables import PACK_ABOVE, PACKED_COLUMN, read_feature_table, write_feature_table
+from src.utils.errors import UserInputError
 
 DATA = {
     "pipeline": None,
@@ -74,7 +76,7 @@ def test_feature_sets_on_simulated_cohorts(tmp_path, tiny_simulated):
         {"name": "gm_voxel", "kind": "voxel", "resolution": 8.0, "smoothing_fwhm": 8.0},
     ):
         manifest = build_feature_set(data_settings(**data), FeatureSet.from_config(cfg), tmp_path)
-        tables = {c: pd.read_parquet(tmp_path / cfg["name"] / f"{c}.parquet") for c in data["cohorts"]}
+        tables = {c: read_feature_table(tmp_path / cfg["name"] / f"{c}.parquet") for c in data["cohorts"]}
         shapes[cfg["name"]] = tables["discovery"].shape
         assert [len(t) for t in tables.values()] == [12, 5, 5, 6]
         assert manifest["cohorts"]["discovery"]["responders"] == 6
@@ -229,3 +231,59 @@ def test_non_responders_as_the_positive_class_end_to_end(tmp_path, tiny_simulate
     (responders, s_r), (non_responders, s_n) = scores["responder"], scores["non-responder"]
     np.testing.assert_array_equal(non_responders["response"], 1 - responders["response"])
     assert np.corrcoef(s_r, s_n)[0, 1] < -0.9
+
+
+def _wide_table(n_features: int, dtype: type, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    meta = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(6)],
+            "age": rng.normal(40, 9, 6),
+            "sex": ["F", "M"] * 3,
+            "site": "a",
+            "tiv": rng.normal(1500, 100, 6),
+            "treatment": "ketamine",
+            "response": [0, 1] * 3,
+            "outcome": rng.normal(50, 20, 6),
+        }
+    )
+    values = pd.DataFrame(
+        rng.random((6, n_features)).astype(dtype), columns=[f"v{i}" for i in range(n_features)]
+    )
+    return pd.concat([meta, values], axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_wide_table_is_stored_packed_and_read_back_exactly(tmp_path, dtype):
+    """A voxel-wide table is one list column in the file (parquet's per-column metadata made a 181 k-column
+    table cost ~0.9 GB to open) and reads back as the same wide DataFrame: names, order, float type and
+    every value bit for bit; a region table stays one column per feature, readable by any parquet reader."""
+    import pyarrow.parquet as pq
+
+    wide = _wide_table(PACK_ABOVE + 1, dtype)
+    write_feature_table(wide, tmp_path / "wide.parquet")
+    schema = pq.read_schema(tmp_path / "wide.parquet")
+    assert schema.names == [*wide.columns[: -(PACK_ABOVE + 1)], PACKED_COLUMN]
+    back = read_feature_table(tmp_path / "wide.parquet")
+    pd.testing.assert_frame_equal(back, wide, check_exact=True)
+    assert (back.dtypes.iloc[len(TABLE_META_COLUMNS) :] == dtype).all()
+    narrow = _wide_table(PACK_ABOVE, dtype)
+    write_feature_table(narrow, tmp_path / "narrow.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "narrow.parquet"), narrow, check_exact=True)
+    pd.testing.assert_frame_equal(read_feature_table(tmp_path / "narrow.parquet"), narrow, check_exact=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.parquet", "wide.parquet"]  # no temporary
+
+
+def test_a_packed_table_whose_names_do_not_match_its_values_is_refused(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "discovery.parquet"
+    write_feature_table(_wide_table(PACK_ABOVE + 3, np.float32), path)
+    stored = pq.read_table(path)
+    metadata = dict(stored.schema.metadata)
+    metadata[b"ketamine_trd.feature_columns"] = b'["v0", "v1"]'
+    pq.write_table(stored.replace_schema_metadata(metadata), path)
+    with pytest.raises(
+        UserInputError, match=r"discovery\.parquet: 4099 packed values per subject but 2 feature"
+    ):
+        read_feature_table(path)

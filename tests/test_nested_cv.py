@@ -88,12 +88,23 @@ KERNEL_CASES = [
 ]
 
 
+def _blocks_of(monkeypatch: pytest.MonkeyPatch, columns: int | None, rows: int) -> None:
+    """Make SplitKernel.build process ``columns`` feature columns per block (None: the default, one block
+    for these small tables), as it does for a wide voxel table."""
+    if columns is not None:
+        monkeypatch.setattr("src.validation.kernels._BLOCK_BYTES", 8 * rows * columns)
+
+
+@pytest.mark.parametrize("block_columns", [None, 7], ids=["one-block", "blocks-of-7"])
 @pytest.mark.parametrize("params", KERNEL_CASES, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
-def test_kernel_space_equals_refitting_the_pipeline_per_trial(params):
+def test_kernel_space_equals_refitting_the_pipeline_per_trial(params, block_columns, monkeypatch):
     """Each trial in kernel space (preprocessing fitted once per inner split, the kernel from its Gram
     matrix, PCA truncated in the eigenbasis of the centred Gram, libsvm on the precomputed kernel) scores as
-    the whole Pipeline refitted per trial and split by scikit-learn; and its decision scores agree."""
+    the whole Pipeline refitted per trial and split by scikit-learn; and its decision scores agree — also
+    when the preprocessing and kernels are built in column blocks, as for a wide voxel table."""
     from src.validation.kernels import CovariateCodes, SplitKernel, fit_decision
+
+    _blocks_of(monkeypatch, block_columns, 45)
 
     rng = np.random.default_rng(0)
     n = 60
@@ -135,12 +146,16 @@ def test_kernel_space_equals_refitting_the_pipeline_per_trial(params):
         {"kernel": "linear", "C": 1.0, "pca_variance": 0.7, "class_weight": "balanced"},
     ],
 )
-def test_affine_refit_equals_the_fitted_pipelines_affine_form(params):
+@pytest.mark.parametrize("block_columns", [None, 64], ids=["one-block", "blocks-of-64"])
+def test_affine_refit_equals_the_fitted_pipelines_affine_form(params, block_columns, monkeypatch):
     """The locked fold model derived in kernel space (no SVD of the rows x features matrix) has the weights,
-    covariate weights and intercept of ``AffineDecision.from_pipeline`` of the fitted Pipeline."""
+    covariate weights and intercept of ``AffineDecision.from_pipeline`` of the fitted Pipeline (also with
+    the preprocessing built in column blocks)."""
     from src.models.linear import AffineDecision
     from src.validation.kernels import CovariateCodes
     from src.validation.nested_cv import affine_refit
+
+    _blocks_of(monkeypatch, block_columns, 40)
 
     rng = np.random.default_rng(2)
     n = 50
@@ -159,6 +174,47 @@ def test_affine_refit_equals_the_fitted_pipelines_affine_form(params):
     assert got.intercept == pytest.approx(expected.intercept, rel=1e-9, abs=1e-9)
     assert got.residualizer.levels_ == expected.residualizer.levels_
     np.testing.assert_allclose(got.decision_function(X), expected.decision_function(X), rtol=0, atol=1e-8)
+
+
+def test_a_float32_table_scores_exactly_as_its_float64_copy(monkeypatch):
+    """A voxel table's features stay float32 in every worker (half the memory) and each block is cast to
+    float64 before any arithmetic, so the inner scores, decisions and locked weights equal those of the same
+    values stored as float64 bit for bit."""
+    from src.validation.nested_cv import affine_refit, feature_matrix
+
+    _blocks_of(monkeypatch, 16, 45)
+    rng = np.random.default_rng(5)
+    n = 60
+    values = pd.DataFrame(rng.normal(size=(n, 100)).astype(np.float32)).add_prefix("gm_")
+    y = rng.integers(0, 2, n)
+    values.loc[y == 1, "gm_3"] += np.float32(0.8)
+    covariates, categorical = ("age", "sex", "tiv", "site"), ("sex", "site")
+    X32 = pd.concat([_covariates_frame(n, rng), values], axis=1)
+    X64 = X32.astype(dict.fromkeys(values.columns, np.float64))
+    assert feature_matrix(X32, covariates).dtype == np.float32
+    assert feature_matrix(X64, covariates).dtype == np.float64
+    splitter = StratifiedKFold(4, shuffle=True, random_state=1)
+    linear, pca = {"kernel": "linear", "C": 0.1}, {"kernel": "linear", "C": 1.0, "pca_variance": 0.8}
+    # without covariates, nothing in float64 meets the values before scaling: the cast itself is tested
+    for params, names, kinds in (
+        (linear, covariates, categorical),
+        (linear, (), ()),
+        (pca, covariates, categorical),
+    ):
+        use_pca = "pca_variance" in params
+        tables = (
+            X32.drop(columns=[c for c in covariates if c not in names]),
+            X64.drop(columns=[c for c in covariates if c not in names]),
+        )
+        caches = [InnerKernels(X, y, np.arange(n), splitter, names, kinds, use_pca) for X in tables]
+        assert caches[0].score(params) == caches[1].score(params)
+        assert np.array_equal(*(c.inner_decision(np.arange(n), params) for c in caches))
+        assert np.array_equal(*(c.outer_decision(np.arange(45), np.arange(45, n), params) for c in caches))
+        models = [
+            affine_refit(feature_matrix(X, names), c.codes, y, np.arange(45), params, X.columns)
+            for X, c in zip(tables, caches, strict=True)
+        ]
+        assert np.array_equal(models[0].weights, models[1].weights)
 
 
 ENGINE_SPACES = {
@@ -396,6 +452,13 @@ def test_determinism_and_worker_count(tmp_path):
     pd.testing.assert_frame_equal(a.trials().drop(columns="duration"), b.trials().drop(columns="duration"))
     assert [f.best_params for f in a.folds] == [f.best_params for f in b.folds]
     assert not np.array_equal(a.decision_matrix(), c.decision_matrix())
+    # the fold models from the workers share one copy of the column names (181 k strings per model of a
+    # 2 mm voxel table), equal to the table's
+    designs = [f.model.residualizer for f in b.folds]
+    assert all(d.feature_names_in_ is designs[0].feature_names_in_ for d in designs)
+    assert all(d.feature_columns_ is designs[0].feature_columns_ for d in designs)
+    assert list(designs[0].feature_names_in_) == list(X.columns)
+    assert designs[0].feature_columns_ == list(X.columns[4:])
 
 
 def test_checkpointed_folds_resume_with_identical_results(tmp_path):

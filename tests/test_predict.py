@@ -672,3 +672,31 @@ def test_the_card_background_is_nilearns_template(tmp_path, monkeypatch):
         assert primed.vmax == reference.vmax and primed._shape == reference._shape
     assert utils.load_mni152_template is not None and "cached" not in utils.load_mni152_template.__name__
     templates.mni152_template_2mm.cache_clear()
+
+
+@pytest.mark.parametrize("n, p", [(30, 400), (12, 120)])
+def test_principal_axes_of_a_wide_table_equal_the_svd(n, p):
+    """Voxel tables take the axes of the distance from the n x n Gram matrix instead of the thin SVD (10 s at
+    99 x 181 k): the same leading singular values, the same axes up to sign, the same distances as sklearn's
+    PCA; with 12 subjects, six design columns leave 5 axes of real variance, and only those are kept."""
+    from sklearn.decomposition import PCA
+
+    from src.validation.ensemble import _principal_axes
+
+    rng = np.random.default_rng(n)
+    design = np.column_stack([np.ones(n), rng.normal(size=(n, 5))])
+    z = rng.normal(size=(n, p)) * rng.uniform(0.5, 3, p)
+    z -= design @ np.linalg.lstsq(design, z, rcond=None)[0]  # residualised: rank n - 6
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    assert p > 4 * n  # the Gram route
+    singular, axes = _principal_axes(z, 10)
+    expected = np.linalg.svd(z, compute_uv=False)
+    k = min(10, n - 6)
+    assert len(axes) == k
+    np.testing.assert_allclose(singular[:k], expected[:k], rtol=1e-10)
+    pca = PCA(n_components=k).fit(z)
+    np.testing.assert_allclose(np.abs(axes), np.abs(pca.components_), rtol=0, atol=1e-8)
+    new = rng.normal(size=(3, p))
+    ours = np.sqrt((((new @ axes.T) ** 2) / (singular[:k] ** 2 / (n - 1))).sum(axis=1))
+    theirs = np.sqrt((pca.transform(new) ** 2 / pca.explained_variance_).sum(axis=1))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-8)

@@ -14,7 +14,7 @@ from src.data.cohorts import cohort_specs, declared_clinical, load_configured
 from src.data.contract import TABLE_META_COLUMNS
 from src.data.loader import CohortError
 from src.features.extract import FeatureSet, build_feature_table
-from src.features.tables import feature_columns
+from src.features.tables import feature_columns, write_feature_table
 from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
 from src.utils.logging import status
 
@@ -93,7 +93,7 @@ def build_feature_set(
                     )
                 )
             path = tmp / f"{name}.parquet"
-            table.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
+            write_feature_table(table, path)
             manifest["cohorts"][name] = {
                 "n": len(table),
                 "responders": int(table["response"].sum()),

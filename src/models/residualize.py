@@ -168,7 +168,8 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         if missing:
             raise ValueError(f"covariate column(s) {missing} missing from the input")
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.feature_columns_ = [c for c in X.columns if c not in set(self.covariates)]
+        covariates = frozenset(self.covariates)
+        self.feature_columns_ = [c for c in X.columns if c not in covariates]
         self.n_features_in_ = X.shape[1]
         self.levels_ = {
             c: sorted(X[c].astype(str).unique()) for c in self.covariates if c in self.categorical
@@ -176,7 +177,7 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         unknown = [c for c in self.impute if c not in self.feature_columns_]
         if unknown:
             raise ValueError(f"impute column(s) {unknown[:5]} are not feature columns of the input")
-        features = X[self.feature_columns_].to_numpy(dtype=float)
+        features = self._features(X)
         position = {c: i for i, c in enumerate(self.feature_columns_)}
         self.impute_positions_ = np.asarray([position[c] for c in self.impute], dtype=np.intp)
         self.fill_ = column_means(features[:, self.impute_positions_])
@@ -188,13 +189,21 @@ class CovariateResidualizer(TransformerMixin, BaseEstimator):
         self.coef_ = least_squares(design, features)
         return self
 
+    def _features(self, X: pd.DataFrame) -> np.ndarray:
+        """The feature columns of ``X`` as float64, by position: ``X[columns]`` spends ~1 s checking the
+        labels of a 181 k-column voxel frame, ``get_indexer`` + ``iloc`` ~0.1 s."""
+        if not X.columns.is_unique:  # positions are ambiguous: pandas' own selection
+            return X[self.feature_columns_].to_numpy(dtype=float)
+        return X.iloc[:, X.columns.get_indexer(self.feature_columns_)].to_numpy(dtype=float)
+
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """The features minus what the fitted covariate model predicts for them (covariates dropped)."""
         check_is_fitted(self, "coef_")
-        missing = [c for c in self.feature_names_in_ if c not in X.columns]
-        if missing:
+        absent = ~pd.Index(self.feature_names_in_).isin(X.columns)
+        if absent.any():
+            missing = list(self.feature_names_in_[absent])
             raise ValueError(f"column(s) {missing[:5]} seen in fit are missing ({len(missing)} in all)")
-        features = self.filled(X[self.feature_columns_].to_numpy(dtype=float))
+        features = self.filled(self._features(X))
         if not len(self.covariates):
             return features
         return features - self._design(X, fitting=False) @ self.coef_

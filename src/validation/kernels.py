@@ -32,12 +32,18 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from src.models.pipeline import is_regressor
-from src.models.residualize import column_means, least_squares
+from src.models.residualize import column_means
 
 try:  # scikit-learn's own libsvm binding (private; the public SVC is the fallback)
     from sklearn.svm import _libsvm
 except ImportError:  # pragma: no cover - depends on the scikit-learn build
     _libsvm = None
+
+# Columns per block of the per-split preprocessing (residualise, scale, accumulate the kernels): each block's
+# float64 temporaries are ~16 MB whatever the number of features. Whole-matrix temporaries of a 2 mm voxel
+# table (181 k columns) were ~130 MB each with several alive at once; a region table is one block, computed
+# exactly as before.
+_BLOCK_BYTES = 2**24
 
 SVC_DEFAULTS = {"C": 1.0, "kernel": "rbf", "gamma": "scale", "degree": 3, "coef0": 0.0, "tol": 1e-3}
 
@@ -127,46 +133,79 @@ class SplitKernel:
         """Preprocessing fitted on the ``train`` rows and the split reduced to its Gram matrices; ``impute``:
         positions of the columns whose missing values are filled first with their ``train``-row means (as
         :class:`~src.models.residualize.CovariateResidualizer` does)."""
-        fa, fb = features[train], features[test]
-        fill = np.zeros(0)
-        if impute is not None and len(impute):
-            fill = column_means(fa[:, impute])
-            for part in (fa, fb):  # copies already (fancy indexing)
-                block = part[:, impute]
-                part[:, impute] = np.where(np.isnan(block), fill[None, :], block)
-        coef = np.zeros((0, features.shape[1]))
+        n_a, n_b, n_features = len(train), len(test), features.shape[1]
+        pinv = design_a = design_b = None
         if codes is not None:  # residualise: OLS on the training rows only, as CovariateResidualizer
             design_a, design_b = codes.design(train, train), codes.design(train, test)
-            coef = least_squares(design_a, fa)
-            fa, fb = fa - design_a @ coef, fb - design_b @ coef
-        scaler = StandardScaler().fit(fa)  # scaling statistics of the training rows only
-        za = scaler.transform(fa)
-        zb = scaler.transform(fb) if len(fb) else np.zeros((0, fa.shape[1]))
+            pinv = np.linalg.pinv(design_a)  # residualize.least_squares of every block, one SVD for all
+        impute = impute if impute is not None else np.zeros(0, dtype=np.intp)
+        gram, cross, test_norms, sum_train = np.zeros((n_a, n_a)), np.zeros((n_b, n_a)), np.zeros(n_b), 0.0
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in ("coef", "mean", "scale", "za", "fill")}
+        centring = (np.zeros(n_a), np.zeros(n_b), [0.0])  # PCA's: za @ mean, zb @ mean, mean @ mean
+        width = max(1, _BLOCK_BYTES // (8 * max(n_a, 1)))
+        for lo in range(0, n_features, width):
+            block = slice(lo, min(lo + width, n_features))
+            # float64 copies of the block's rows, whatever the stored type (a float32 table is cast exactly)
+            fa = features[train, block].astype(float, copy=False)
+            fb = features[test, block].astype(float, copy=False)
+            here = impute[(impute >= block.start) & (impute < block.stop)] - block.start
+            if len(here):  # fill missing values with their training-row means, as CovariateResidualizer
+                fill = column_means(fa[:, here])
+                for part in (fa, fb):
+                    values = part[:, here]
+                    part[:, here] = np.where(np.isnan(values), fill[None, :], values)
+                kept["fill"].append(fill)
+            coef = np.zeros((0, fa.shape[1]))
+            if pinv is not None:  # in place: the block copies are ours
+                coef = pinv @ fa
+                fa -= design_a @ coef
+                fb -= design_b @ coef
+            scaler = StandardScaler(copy=False).fit(fa)  # scaling statistics of the training rows only
+            za = scaler.transform(fa)  # in place, as the copy would be computed
+            zb = scaler.transform(fb) if n_b else np.zeros((0, fa.shape[1]))
+            gram += za @ za.T
+            cross += zb @ za.T
+            test_norms += np.einsum("ij,ij->i", zb, zb)
+            sum_train += float(za.sum())
+            if use_pca:
+                mean = za.mean(axis=0)
+                centring[0][:] += za @ mean
+                centring[1][:] += zb @ mean
+                centring[2][0] += float(mean @ mean)
+                kept.setdefault("pca_mean", []).append(mean)
+            if keep_transform:
+                for name, value in (
+                    ("coef", coef),
+                    ("mean", scaler.mean_),
+                    ("scale", scaler.scale_),
+                    ("za", za),
+                ):
+                    kept[name].append(value)
         split = cls(
             y=np.ascontiguousarray(y[train], dtype=float),
-            gram=za @ za.T,
-            cross=zb @ za.T,
-            test_norms=np.einsum("ij,ij->i", zb, zb),
-            n_features=za.shape[1],
-            sum_train=float(za.sum()),
+            gram=gram,
+            cross=cross,
+            test_norms=test_norms,
+            n_features=n_features,
+            sum_train=sum_train,
         )
         if use_pca:
-            split._add_pca(za, zb)
+            mean = np.concatenate(kept["pca_mean"]) if kept.get("pca_mean") else np.zeros(0)
+            split._add_pca(mean, *centring[:2], centring[2][0])
         if keep_transform:
             split.transform = {
-                "coef": coef,
-                "mean": scaler.mean_,
-                "scale": scaler.scale_,
-                "za": za,
-                "fill": fill,
+                "coef": np.hstack(kept["coef"]) if kept["coef"] else np.zeros((0, 0)),
+                "mean": np.concatenate(kept["mean"]) if kept["mean"] else np.zeros(0),
+                "scale": np.concatenate(kept["scale"]) if kept["scale"] else np.zeros(0),
+                "za": kept["za"],  # the blocks: linear_affine maps weights back block by block
+                "fill": np.concatenate(kept["fill"]) if kept["fill"] else np.zeros(0),
             }
         return split
 
-    def _add_pca(self, za: np.ndarray, zb: np.ndarray) -> None:
+    def _add_pca(self, mean: np.ndarray, pa: np.ndarray, pb: np.ndarray, mm: float) -> None:
         # PCA centres on the training mean (~0 after scaling, but not exactly): the Gram matrices of the
-        # centred rows, from the uncentred ones and two matrix-vector products (no second pass over p)
-        mean = za.mean(axis=0)
-        pa, pb, mm = za @ mean, zb @ mean, float(mean @ mean)
+        # centred rows, from the uncentred ones and the products with the mean accumulated with them (no
+        # second pass over the features)
         gram = self.gram - pa[:, None] - pa[None, :] + mm
         cross = self.cross - pb[:, None] - pa[None, :] + mm
         eigenvalues, vectors = np.linalg.eigh(gram)
@@ -224,14 +263,17 @@ def linear_affine(
     support, dual, intercept = fit_dual(gram, split.y, params)
     beta = np.zeros(len(split.y))
     beta[support] = dual  # SVC's signed dual coefficients (> 0 pushes towards class 1), or a regressor's
-    za = split.transform["za"]
+    blocks = split.transform["za"]  # the scaled training rows, in column blocks (SplitKernel.build)
     offset = intercept
     if n_components is None:
-        w = za.T @ beta
+        w = np.concatenate([za.T @ beta for za in blocks]) if blocks else np.zeros(0)
     else:
         mean, vectors, roots = split._pca
         a = split.scores[:, :n_components].T @ beta  # the SVC's weights on the m scores
-        w = (za - mean).T @ (vectors[:, :n_components] @ (a / roots[:n_components]))
+        u = vectors[:, :n_components] @ (a / roots[:n_components])
+        edges = np.cumsum([0, *(za.shape[1] for za in blocks)])
+        parts = zip(blocks, edges[:-1], edges[1:], strict=True)
+        w = np.concatenate([(za - mean[lo:hi]).T @ u for za, lo, hi in parts])
         offset -= float(w @ mean)
     v = w / split.transform["scale"]
     offset -= float(v @ split.transform["mean"])
