@@ -72,10 +72,10 @@ def _replay(study: optuna.Study, repeat: int, fold: int, space: SearchSpace, cv:
     )
     for old in recorded:
         trial = replay.ask()
-        params = space.suggest(trial)
+        space.suggest(trial)
         replay.tell(trial, old.value)
-        if {k: params[k] for k in old.params} != old.params:
-            raise SystemExit(f"replay of study {repeat}/{fold} proposed {params}, the engine {old.params}")
+        if trial.params != old.params:
+            raise SystemExit(f"study {repeat}/{fold}: replay {trial.params}, engine {old.params}")
     return time.process_time() - start
 
 

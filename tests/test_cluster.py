@@ -17,7 +17,7 @@ from sklearn.base import clone
 from test_train import SPACE, contract_table
 
 from src.utils.errors import UserInputError
-from src.utils.parallel import ParallelSettings, parallel_backend
+from src.utils.parallel import _CLIENT, ParallelSettings, parallel_backend
 from src.validation.estimator import NestedCVClassifier
 from src.validation.nested_cv import CVConfig
 from src.validation.permutation import permutation_test
@@ -38,6 +38,15 @@ def test_dask_gives_bit_identical_folds_and_permutations_with_1_and_2_workers():
     for workers in (1, 2):
         with parallel_backend(ParallelSettings(backend="dask", workers=workers), n_jobs=2) as where:
             assert where.startswith(f"dask, {workers} worker(s) at tcp://127.0.0.1:")
+            # the workers run without Dask's eager memory trimming and its stack profiler (each cost a
+            # permutation 5-13 % CPU)
+            settings = _CLIENT.get().run(
+                lambda: (
+                    __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_"),
+                    __import__("dask").config.get("distributed.worker.profile.enabled"),
+                )
+            )
+            assert list(settings.values()) == [(None, False)] * workers
             result = clone(method).set_params(n_jobs=2).fit(X, y)
             permuted = permutation_test(result, X, y, 4)
         np.testing.assert_array_equal(result.oof_decision_, reference.oof_decision_)

@@ -22,6 +22,16 @@ from joblib import Parallel
 from src.utils.errors import UserInputError
 
 BACKENDS = ("loky", "dask")
+# Dask's worker defaults that cost our tasks time (measured per gm_only permutation on one worker against the
+# same task in-process): the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which returns freed
+# memory to the OS so eagerly that the engine's many small temporaries are page-faulted back (+13 % CPU in
+# the task, as much as setting it for a plain process), and the statistical profiler samples the task's
+# stack every 10 ms (+5 % CPU in another thread, holding the GIL). Both are off for the clusters this module
+# starts; an existing scheduler's workers keep their own config (docs: how-to/cluster).
+WORKER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: not set at all
+    "distributed.worker.profile.enabled": False,
+}
 _CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar("dask_client", default=None)
 
 
@@ -57,6 +67,7 @@ def parallel_backend(settings: ParallelSettings, n_jobs: int) -> Iterator[str]:
         yield f"loky, n_jobs={n_jobs}"
         return
     # lazy: dask.distributed 0.26 s (benchmarks/import_time.py), only for parallel.backend=dask
+    import dask
     from dask.distributed import Client, LocalCluster
 
     cluster = None
@@ -66,9 +77,10 @@ def parallel_backend(settings: ParallelSettings, n_jobs: int) -> Iterator[str]:
         client = Client(scheduler_file=settings.scheduler_file, set_as_default=False)
     else:
         workers = settings.workers or (None if n_jobs == -1 else n_jobs)
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        with dask.config.set(WORKER_CONFIG):
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(cluster, set_as_default=False)
     token = _CLIENT.set(client)
     try:
