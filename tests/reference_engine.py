@@ -38,6 +38,7 @@ class FeatureSpaceInnerCache:
         categorical: Sequence[str],
         use_pca: bool,
         objective: str = "balanced_accuracy",  # the former engine classified only
+        features: np.ndarray | None = None,  # the engine's shared matrix; the former one made its own
     ) -> None:
         self.features = X.drop(columns=list(covariates)).to_numpy(dtype=float)
         self._y_all = y
