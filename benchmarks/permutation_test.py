@@ -69,4 +69,6 @@ def main() -> None:
 if __name__ == "__main__":
     from record import run_and_record
 
-    run_and_record("permutation_test", main)
+    # one recorded section per experiment (gm_only's keeps its former name)
+    experiment = sys.argv[sys.argv.index("--experiment") + 1] if "--experiment" in sys.argv else "gm_only"
+    run_and_record("permutation_test" + ("" if experiment == "gm_only" else f"_{experiment}"), main)
