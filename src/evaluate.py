@@ -30,7 +30,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.cli import run, start
+from src.config.cli import run, start, trained_settings
 from src.config.settings import ExperimentConfig, TrackingSettings
 from src.data.cohorts import cohort_specs, discovery_cohort, is_simulated
 from src.evaluation.locked import evaluate_locked_model
@@ -59,6 +59,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     # the registered model is downloaded here, verified, and built from the verified file
     with tempfile.TemporaryDirectory(prefix="ketamine-trd-model-") as local_dir:
         locked = load_locked_model(settings, train_dir, Path(local_dir))
+    # the documents (card, registry text, MLflow params) describe the trained model, not this command
+    config = trained_settings(config, train_dir)
     check_writable(train_dir.parent)
     if locked.training is not None:
         check_store(settings)  # before the work: a store that cannot be opened is one error
@@ -161,6 +163,7 @@ def card_of(config: ExperimentConfig, locked: Any, evaluation: Any) -> str:
         unseen_sites=sorted(evaluated_sites - set(table["site"].astype(str))),
         registry=locked.training,
         simulated=is_simulated(config.data),
+        n_fold_models=len(locked.model.models),
     )
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from src.config.cli import run, start
+from src.config.cli import run, start, trained_settings
 from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs
 from src.evaluation.planning import plan_figure, plan_markdown, summary_lines
@@ -56,13 +56,15 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Learning curve and sample sizes of one experiment (``python -m src.plan``); returns the plan."""
     config = start(cfg)
-    inputs = experiment_inputs(config)
     run_dir = Path(config.paths.run)
     oof_path = run_dir / "train" / "predictions.csv"
     if not oof_path.is_file():
         raise UserInputError(
             f"{oof_path} not found: run `python -m src.train +experiment={config.name}` first"
         )
+    # the learning curve and the sample sizes are those of the trained model's design, not this command's
+    config = trained_settings(config, run_dir / "train")
+    inputs = experiment_inputs(config)
     check_writable(run_dir)
     scores = None if inputs.continuous else out_of_fold_scores(oof_path)
     external = (

@@ -26,7 +26,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from src.config.cli import run, start
+from src.config.cli import run, start, trained_settings
 from src.data.cohorts import discovery_cohort
 from src.data.plausibility import PlausibilityBounds
 from src.features.tables import read_feature_table
@@ -48,6 +48,9 @@ def main(cfg: DictConfig) -> pd.DataFrame:
     config = start(cfg)
     if not config.input:
         raise UserInputError("no input: give a GM map, a cohort folder or a feature table with input=<path>")
+    if (Path(config.paths.run) / "train" / "config.yaml").is_file():
+        # the patients' features are those the trained model was built on, whatever this command says
+        config = trained_settings(config, Path(config.paths.run) / "train")
     settings, data = config.predict, config.data
     check_settings(settings.threshold, settings.coverage)
     out_dir = Path(settings.dir)

@@ -24,7 +24,8 @@ CONF = ROOT / "conf"
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for entry points run as subprocesses from any directory: the project importable, no
     tracking server inherited from the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # neither URI MLflow exports (a store this test process connected to must not reach the subprocess)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return {**env, **extra}
 

@@ -270,6 +270,14 @@ TRAIN_CASES = {
         None,
     ),
     "typo in a fixed parameter": (["+model.fixed.kernal=rbf"], "did you mean model.fixed.kernel?", None),
+    # any unknown name used to train an RBF SVC without a word
+    "unknown learner": (
+        ["+model.fixed.estimator=logreg_enet"],
+        "config key model.fixed.estimator='logreg_enet' is not a known learner (known: svc, svr, "
+        "kernel_ridge)",
+        None,
+    ),
+    "learner typo": (["+model.fixed.estimator=kernel_rige"], "(did you mean 'kernel_ridge'?", None),
     "empty search range": (["model.search_space.C.low=100"], "search space 'C': need low <= high", None),
     "unknown sampler": (["cv.sampler=bayes"], "cv.sampler must be tpe, random or grid", None),
     "too many inner folds": (["cv.inner_folds=60"], "fewer than cv.inner_folds=60", None),

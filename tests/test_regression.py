@@ -385,6 +385,28 @@ def test_entry_points_of_a_continuous_experiment(tmp_path, default_config):
     expected = model.decision_function(external_table.head(2))
     np.testing.assert_allclose(scored["predicted_outcome"], expected, rtol=1e-9)
     np.testing.assert_allclose(scored["probability"], model.calibrate(expected), rtol=1e-9)
+    # the served scorer (mlflow models serve, a real /invocations request) answers with the same numbers;
+    # removed once because the server inherited another store's MLFLOW_REGISTRY_URI from this process
+    # ("file is not a database"): model_server now sets both URIs to the store it serves (issue 37)
+    import urllib.request
+
+    from src.prediction import predict_patients
+    from src.tracking.server import model_server
+
+    request = external_table[["participant_id", *model.input_columns]].head(4)
+    body = json.dumps(
+        {"dataframe_split": {"columns": list(request.columns), "data": request.values.tolist()}}
+    )
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with model_server("models:/ketamine-trd-gm_only_change-scorer/1", uri) as url:
+        post = urllib.request.Request(
+            f"{url}/invocations", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(post, timeout=60) as response:
+            served = pd.DataFrame(json.loads(response.read())["predictions"])
+    local = predict_patients(model, request)
+    for column in ("predicted_outcome", "predicted_low", "predicted_high", "probability", "decision_score"):
+        np.testing.assert_allclose(served[column], local[column], rtol=1e-12, atol=0)
 
 
 def test_compare_refuses_a_continuous_experiment(tmp_path):

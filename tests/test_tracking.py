@@ -7,8 +7,10 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -614,6 +616,13 @@ def test_a_tracking_failure_keeps_the_results_and_a_rerun_logs_them(tmp_path):
     assert "MLflow logging failed" in failed.stdout + failed.stderr
     assert "run the same command again" in failed.stdout + failed.stderr
     assert json.loads((train / "tracking.json").read_text()) is None
+    # the half-logged run says what happened and how to log it again (not params and no fold runs)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (half,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("gm_only").experiment_id], "tags.run_role = 'training'"
+    )
+    assert half.info.status == "FAILED" and half.data.tags["tracking_error"]
+    assert half.data.tags["relog"].startswith("python -m src.train +experiment=gm_only ")
     first = (train / "metrics.json").read_text()
     (tmp_path / "mlruns" / "artifacts").unlink()
     logged = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
@@ -622,7 +631,6 @@ def test_a_tracking_failure_keeps_the_results_and_a_rerun_logs_them(tmp_path):
     assert "4 resumed from a checkpoint" in logged.stdout
     assert (train / "metrics.json").read_text() == first  # the same results, now in MLflow too
     tracked = json.loads((train / "tracking.json").read_text())
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     run = MlflowClient(uri).get_run(tracked["run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics["permutation_p"] > 0
 
@@ -682,3 +690,112 @@ def test_an_interruption_while_logging_fold_runs_leaves_none_running(tmp_path):
         _log_fold_runs(client, experiment, parent.info.run_id, result)
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and {run.info.status for run in children} == {"KILLED"}
+
+
+@pytest.mark.slow
+def test_a_server_serves_the_store_it_was_given_not_the_last_one_connected(tmp_path):
+    """One process opens two stores (as the suite and any script comparing stores do), registers the same
+    model name in each (a constant predictor: 1 in the first store, 2 in the second), and serves
+    ``models:/<name>/1`` from the second store after connecting to the first again: the answer is 2. MLflow's
+    ``set_registry_uri`` exports ``MLFLOW_REGISTRY_URI``; before ``connect`` restored it, the server inherited
+    the first store's registry and served its model (or died on "file is not a database")."""
+    import os
+    import urllib.request
+
+    from sklearn.dummy import DummyRegressor
+
+    from src.tracking.server import model_server
+    from src.tracking.store import URI_VARIABLES, connect
+
+    before = {name: os.environ.get(name) for name in URI_VARIABLES}
+    stores = {}
+    for constant in (1.0, 2.0):
+        settings = TrackingSettings(root=str(tmp_path / f"store{int(constant)}"), experiment="two-stores")
+        connect(settings)
+        model = DummyRegressor(strategy="constant", constant=constant).fit([[0.0]], [constant])
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("two-stores")):
+            mlflow.sklearn.log_model(model, name="model", registered_model_name="the-same-name")
+        stores[constant] = settings
+    connect(stores[1.0])  # the process is connected to the first store again
+    assert {name: os.environ.get(name) for name in URI_VARIABLES} == before  # nothing exported
+    body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[0.0]]}}).encode()
+    with model_server("models:/the-same-name/1", stores[2.0].tracking_uri) as url:
+        post = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=60) as response:
+            assert json.loads(response.read())["predictions"] == [2.0]
+
+
+def _log_the_same_input(uri: str, experiments: list[str], barrier: Any, results: Any) -> None:
+    """One of two writers: in each experiment a run of its own, then, at the same instant as the other writer
+    (the barrier), the same dataset as its input — the race of two trainings started together."""
+    from src.tracking.training import log_dataset_input
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    table = pd.DataFrame({"gm_a": np.arange(12.0), "gm_b": np.ones(12), "response": [0, 1] * 6})
+    for experiment in experiments:
+        run = client.create_run(experiment)
+        with mlflow.start_run(run_id=run.info.run_id):
+            barrier.wait(timeout=120)
+            try:
+                log_dataset_input(table, ["gm_a", "gm_b"], "discovery", "training", False)
+                results.put((experiment, run.info.run_id, "ok"))
+            except Exception as error:  # what the test reports: the loser's error
+                results.put((experiment, run.info.run_id, f"{type(error).__name__}: {str(error)[:200]}"))
+
+
+def _provoked_input_race(uri: str, tries: int) -> list[tuple[str, str, str]]:
+    """Two processes log the same dataset input into ``tries`` fresh experiments of one store, released
+    together by a barrier each time (without the retry, one of the two fails in every try on SQLite)."""
+    import multiprocessing
+
+    client = MlflowClient(uri)
+    stamp = f"{time.time_ns()}"
+    experiments = [client.create_experiment(f"race-{stamp}-{i}") for i in range(tries)]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    writers = [
+        context.Process(target=_log_the_same_input, args=(uri, experiments, barrier, results))
+        for _ in range(2)
+    ]
+    for writer in writers:
+        writer.start()
+    outcomes = [results.get(timeout=600) for _ in range(2 * tries)]
+    for writer in writers:
+        writer.join(timeout=60)
+    return outcomes
+
+
+def _assert_every_run_has_its_input(uri: str, outcomes: list[tuple[str, str, str]], tries: int) -> None:
+    failures = [o for o in outcomes if o[2] != "ok"]
+    assert not failures, f"{len(failures)} of {2 * tries} writers lost their input: {failures[:2]}"
+    client = MlflowClient(uri)
+    for _, run_id, _ in outcomes:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert [d.dataset.name for d in inputs] == ["discovery"]
+    # one dataset row per experiment, shared by its two runs
+    per_experiment = {}
+    for experiment, run_id, _ in outcomes:
+        digest = client.get_run(run_id).inputs.dataset_inputs[0].dataset.digest
+        per_experiment.setdefault(experiment, set()).add(digest)
+    assert len(per_experiment) == tries and all(len(d) == 1 for d in per_experiment.values())
+
+
+@pytest.mark.slow
+def test_two_writers_of_one_dataset_input_both_land_sqlite(tmp_path):
+    """The race provoked on purpose, 20 times: both writers' runs hold the input (MLflow's check-then-insert
+    loses one of them in every try without :func:`~src.tracking.training.log_input_once`'s retry)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _assert_every_run_has_its_input(uri, _provoked_input_race(uri, 20), 20)
+
+
+@pytest.mark.slow
+def test_two_writers_of_one_dataset_input_both_land_postgresql(tmp_path):
+    """The same race against PostgreSQL behind a real `mlflow server` (REST), 20 times."""
+    from src.tracking.server import postgres_server
+
+    with (
+        postgres_server(tmp_path / "pgdata") as database,
+        mlflow_server(database, tmp_path / "artifacts") as url,
+    ):
+        _assert_every_run_has_its_input(url, _provoked_input_race(url, 20), 20)

@@ -62,6 +62,9 @@ SECTION_KEYS, INTEGER_KEYS, NUMBER_KEYS, CHOICE_KEYS = _schema_tables(Experiment
 SVC_PARAMS = ("C", "kernel", "gamma", "class_weight", "degree", "coef0", "tol", "max_iter")
 # the regression siblings (src.validation.regression): "estimator" picks svr or kernel_ridge
 REGRESSION_PARAMS = ("estimator", "epsilon", "alpha")
+# the learners `model.fixed.estimator` can name (absent: the SVC). A name not listed is refused: it used to
+# fall through to an RBF SVC without a word
+ESTIMATORS = ("svc", "svr", "kernel_ridge")
 MODEL_PARAMS = frozenset({*SVC_PARAMS, *REGRESSION_PARAMS, "pca_variance", "pca_components"})
 SPEC_KEYS = frozenset({"type", "low", "high", "log", "grid", "choices"})
 
@@ -77,6 +80,7 @@ def check_config(cfg: Any) -> None:
             reject_unknown_keys(model.get(group), MODEL_PARAMS, f"model.{group}")
         for name, spec in (model.get("search_space") or {}).items():
             reject_unknown_keys(spec, SPEC_KEYS, f"model.search_space.{name}")
+        check_estimator_name((model.get("fixed") or {}).get("estimator"))
     for key, (minimum, nullable) in INTEGER_KEYS.items():
         value = _select(cfg, key)
         if value is None and nullable:
@@ -101,6 +105,18 @@ def check_config(cfg: Any) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(allowed)}"
             raise UserInputError(f"config key {key}={value!r} is not a known value ({hint})")
+
+
+def check_estimator_name(name: Any) -> None:
+    """Refuse a learner name this version does not know (``model.fixed.estimator``), listing the known
+    ones; ``None`` (absent) is the SVC."""
+    if name is not None and name not in ESTIMATORS:
+        close = difflib.get_close_matches(str(name), ESTIMATORS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserInputError(
+            f"config key model.fixed.estimator={name!r} is not a known learner ({hint}known: "
+            f"{', '.join(ESTIMATORS)})"
+        )
 
 
 def _select(cfg: Mapping[str, Any], key: str) -> Any:  # a DictConfig is a Mapping too

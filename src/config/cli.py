@@ -13,9 +13,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from src.config.checks import SECTION_KEYS, check_config
-from src.config.settings import ExperimentConfig, register, settings_from
-from src.utils.errors import EXIT_USER_ERROR, UserInputError, reject_unknown_keys
-from src.utils.logging import configure_logging
+from src.config.settings import ExperimentConfig, as_trained, register, saved_settings, settings_from
+from src.utils.errors import EXIT_USER_ERROR, MissingInputError, UserInputError, reject_unknown_keys
+from src.utils.logging import configure_logging, status
 
 SETTINGS = """
 Settings are Hydra overrides, key=value, e.g.:
@@ -35,6 +35,23 @@ def start(cfg: Any) -> ExperimentConfig:
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
     return settings_from(cfg)
+
+
+def trained_settings(config: ExperimentConfig, train_dir: Path) -> ExperimentConfig:
+    """The settings of a command that reads the model trained in ``train_dir``: what defines the model
+    (features, learner, CV design, outcome) from its own ``config.yaml``
+    (:func:`~src.config.settings.as_trained`), so that every document describes the model it describes;
+    where this invocation said otherwise, one line says so."""
+    saved = train_dir / "config.yaml"
+    if not saved.is_file():
+        raise MissingInputError(f"{saved} not found: the training's settings are needed (train again)")
+    merged, differences = as_trained(config, saved_settings(saved))
+    if differences:
+        status(
+            f"note: the model in {train_dir} was trained with other settings than this command's; its own "
+            f"are used: {'; '.join(differences)}"
+        )
+    return merged
 
 
 def composed(cfg: Any) -> dict[str, Any]:

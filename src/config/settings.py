@@ -477,6 +477,39 @@ def saved_settings(path: Path) -> ExperimentConfig:
         raise UserInputError(f"{path}: {err} (written by another version: train again)") from None
 
 
+# what makes a trained model what it is: the sections a document about the model takes from its own record
+TRAINED_SECTIONS = ("features", "model", "cv")
+
+
+def as_trained(config: ExperimentConfig, trained: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+    """This command's settings with what defines the model taken from the training's own record.
+
+    A command that reads a trained model (evaluate, predict, plan) describes *that* model: its feature set,
+    learner and CV design (:data:`TRAINED_SECTIONS`) and its outcome definition come from ``trained`` (the
+    run's saved ``config.yaml``, :func:`saved_settings`), whatever this invocation was given. Returns the
+    merged settings and one short phrase per difference in what matters (the sections above, the data
+    config's name, the outcome), for the one-line note the entry point prints; empty when they agree."""
+    changes = {name: getattr(trained, name) for name in TRAINED_SECTIONS}
+    merged = dataclasses.replace(
+        config, **changes, data=dataclasses.replace(config.data, outcome=trained.data.outcome)
+    )
+    differences = []
+    for name in TRAINED_SECTIONS:
+        ours, theirs = dataclasses.asdict(getattr(config, name)), dataclasses.asdict(getattr(trained, name))
+        keys = [k for k in theirs if ours.get(k) != theirs[k]]
+        differences += [f"{name}.{k} {_short(theirs[k])} (this command: {_short(ours.get(k))})" for k in keys]
+    if config.data.outcome != trained.data.outcome:
+        differences.append("data.outcome (the model's definition is used)")
+    if config.data.name != trained.data.name:
+        differences.append(f"data {trained.data.name!r} (this command: {config.data.name!r})")
+    return merged, differences
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _writable(node: Any) -> None:
     OmegaConf.set_readonly(node, None)
     if isinstance(node, DictConfig):

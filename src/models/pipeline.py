@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
-from src.config.checks import REGRESSION_PARAMS, SVC_PARAMS
+from src.config.checks import REGRESSION_PARAMS, SVC_PARAMS, check_estimator_name
 from src.models.residualize import CovariateResidualizer
 
 REGRESSORS = ("svr", "kernel_ridge")
@@ -57,6 +57,7 @@ def build_pipeline(
     unknown = set(params) - set(SVC_PARAMS) - set(REGRESSION_PARAMS) - {"pca_variance", "pca_components"}
     if unknown:
         raise ValueError(f"unknown model parameter(s) {sorted(unknown)}")
+    check_estimator_name(params.get("estimator"))
     if is_regressor(params):
         return build_regression_pipeline(params, covariates, categorical, impute)
     svc = SVC(**{k: v for k, v in params.items() if k in SVC_PARAMS})

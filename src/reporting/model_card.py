@@ -84,6 +84,7 @@ def model_card(
     unseen_sites: list[str],
     registry: Mapping[str, Any] | None = None,
     simulated: bool = False,
+    n_fold_models: int | None = None,
 ) -> str:
     """The card as markdown.
 
@@ -91,7 +92,9 @@ def model_card(
     ``training_table``: the discovery feature table's meta columns; ``participants``: its participants.tsv;
     ``subgroups``: :func:`~src.evaluation.subgroups.evaluate_subgroups`'s tables; ``calibration``: per cohort
     group (labels, P(response)); ``unseen_sites``: evaluation sites not in training; ``registry``: the MLflow
-    training record (model name and version) when tracked."""
+    training record (model name and version) when tracked; ``n_fold_models``: the locked ensemble's own count
+    of fold models. ``config`` is the trained model's own settings (its ``train/config.yaml``), never those of
+    the command that writes the card."""
     outcome = config.data.outcome
     model, features, cv = config.model, config.features, config.cv
     prov = evaluation.get("provenance", {})
@@ -113,7 +116,8 @@ def model_card(
         f"{', '.join(model.covariates) or 'none'} adjusted inside every training fold",
         f"- trained by repeated nested cross-validation: {cv.repeats} × {cv.outer_folds} outer × "
         f"{cv.inner_folds} inner folds, {cv.n_trials} Optuna trials per outer fold; the locked model is the "
-        f"ensemble of the {cv.repeats * cv.outer_folds} fold models (mean decision score, Platt-calibrated)",
+        f"ensemble of the {n_fold_models or cv.repeats * cv.outer_folds} fold models (mean decision score, "
+        "Platt-calibrated)",
         f"- registered model: {name} version {version}" if name else "- not registered in MLflow",
         "",
         "## Intended use",

@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from src.tracking.store import URI_VARIABLES, store_environment
+
 # MLflow 3's UI opens an experiment on the GenAI "Overview" of traces in a fresh browser, whatever the
 # experiment's mlflow.experimentKind tag says: the mode is a per-browser switch (GenAI / Model training)
 # that only the URL parameter sets from outside (seen in MLflow 3.17.2, tests/test_mlflow_ui.py)
@@ -49,7 +51,8 @@ def mlflow_server(
     command += ["--backend-store-uri", backend_store_uri, "--workers", "1"]
     if artifacts_destination is not None:
         command += ["--artifacts-destination", str(artifacts_destination)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # the server's registry is its backend store: no URI of this process's may point it elsewhere
+    env = {k: v for k, v in os.environ.items() if k not in URI_VARIABLES}
     with _running(command, f"http://{host}:{port}", env, timeout) as url:
         yield url
 
@@ -63,7 +66,7 @@ def model_server(
     port = free_port(host)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", host]
     command += ["-p", str(port), "--env-manager", "local"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    env = store_environment(tracking_uri)  # a models:/ URI resolves in this store's registry, no other
     with _running(command, f"http://{host}:{port}", env, timeout) as url:
         yield url
 

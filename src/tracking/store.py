@@ -42,21 +42,38 @@ def own_code_path() -> Iterator[None]:
         sys.path[:] = saved
 
 
+# the two variables MLflow exports to the environment when its URIs are set (for subprocesses)
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 def connect(settings: TrackingSettings) -> None:
-    """Point MLflow's tracking and registry at the configured store (creating the local folder)."""
+    """Point MLflow's tracking and registry at the configured store (creating the local folder).
+
+    MLflow's ``set_tracking_uri`` and ``set_registry_uri`` also export ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` to the environment; both are put back to what the user had, so that a later
+    :class:`TrackingSettings` in this process resolves its own store and a server started later (which
+    inherits the environment) does not open the last store connected's registry."""
     import mlflow
 
     if settings.is_local:
         settings.root_path.mkdir(parents=True, exist_ok=True)
-    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    before = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    # MLflow also exports the URI to the environment (for subprocesses); put back what the user had, so
-    # that a later TrackingSettings in this process resolves its own store, not the last one connected
-    if user_uri is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = user_uri
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def store_environment(tracking_uri: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process that serves or reads one store: ``base`` (default: this process's) with
+    the tracking *and* the registry URI set to ``tracking_uri``, so that a ``models:/`` URI resolves in that
+    store whatever this process connected to before."""
+    env = dict(os.environ if base is None else base)
+    env.update({name: tracking_uri for name in URI_VARIABLES})
+    return env
 
 
 # MLflow 3 opens an experiment on its GenAI "Overview" (traces, assistant) unless the experiment says it

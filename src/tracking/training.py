@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import shlex
+import sys
 import tempfile
 import time
 import warnings
@@ -69,6 +71,32 @@ class TrainingRun:
         return {**self.__dict__, "registry_uri": self.registry_uri}
 
 
+# what a store answers when another writer inserted the same row between MLflow's check and its insert
+# (SQLite, PostgreSQL directly or behind `mlflow server`, MySQL)
+INTEGRITY_MARKERS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+
+
+def log_input_once(dataset: Any, context: str, attempts: int = 8) -> None:
+    """``mlflow.log_input`` that survives a concurrent writer of the same dataset.
+
+    MLflow's ``log_inputs`` looks for the dataset (experiment, name, digest) and inserts it when absent, with
+    no lock: two trainings logging the same table at the same instant both find it absent, and the second
+    insert fails on the unique constraint (seen: the loser's run then held its params and none of its fold
+    runs). A retry finds the row the other writer committed and only links it to this run, which is what
+    MLflow would have done had the two not overlapped. Written here: MLflow offers no upsert for inputs."""
+    import mlflow
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            if attempt == attempts - 1 or not any(m in str(error) for m in INTEGRITY_MARKERS):
+                raise
+            log.info("dataset input %r logged concurrently by another run; retrying", dataset.name)
+            time.sleep(0.05 * (attempt + 1))
+
+
 def log_dataset_input(
     table: pd.DataFrame, input_columns: list[str], name: str, context: str, wide: bool, source: str = ""
 ) -> None:
@@ -87,14 +115,14 @@ def log_dataset_input(
         ):  # "source can be interpreted in multiple ways": a local file, as meant
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(data, source=source, targets="response", name=name)
-        mlflow.log_input(dataset, context=context)
+        log_input_once(dataset, context)
         return
     covariates = [c for c in input_columns if not pd.api.types.is_numeric_dtype(table[c])]
     numeric = table[[c for c in input_columns if c not in covariates]].to_numpy(dtype=np.float32)
     dataset = mlflow.data.from_numpy(
         numeric, targets=table["response"].to_numpy(dtype=np.int64), name=name, source=source
     )
-    mlflow.log_input(dataset, context=context)
+    log_input_once(dataset, context)
     mlflow.log_dict(
         {"numeric_columns": len(input_columns) - len(covariates), "categorical": covariates}, "dataset.json"
     )
@@ -188,11 +216,9 @@ def _log_training(
     outputs: Path,
     start_time: float | None,
 ) -> TrainingRun:
-    import mlflow
     from mlflow.tracking import MlflowClient
 
-    settings, model, document, result = config.tracking, outcome.model, outcome.document, outcome.result
-    start = time.perf_counter()
+    settings, document = config.tracking, outcome.document
     experiment_id = open_experiment(settings)
     client = MlflowClient()
     name = config.name
@@ -206,6 +232,46 @@ def _log_training(
         start_time=int(1000 * (start_time or time.time())),
         tags={**tags, "mlflow.runName": f"{name} seed {config.seed}"},
     )
+    try:
+        return _log_into_run(config, params, inputs, outcome, outputs, client, experiment_id, created)
+    except Exception as error:
+        mark_tracking_failure(client, created.info.run_id, error)
+        raise
+
+
+def relog_command() -> str:
+    """The command that logs a training again: this process's own (finished folds and permutations are read
+    back from their checkpoints, so only the final refits are computed)."""
+    return " ".join(["python -m src.train", *(shlex.quote(arg) for arg in sys.argv[1:])])
+
+
+def mark_tracking_failure(client: Any, run_id: str, error: BaseException) -> None:
+    """A training run whose logging failed part-way: FAILED, with the reason and the command that logs it
+    again as tags, so the MLflow view says what happened instead of showing a run with params and no fold
+    runs. Best effort: the store may be the thing that failed."""
+    reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"[:5000]
+    try:
+        client.set_tag(run_id, "tracking_error", reason)
+        client.set_tag(run_id, "relog", f"{relog_command()} (results are on disk; this logs them again)")
+        client.set_terminated(run_id, status="FAILED")
+    except Exception as second:  # the store itself is failing: the warning of the entry point says it
+        log.info("could not mark run %s as failed: %s", run_id, second)
+
+
+def _log_into_run(
+    config: ExperimentConfig,
+    params: Mapping[str, Any],
+    inputs: TrainingInputs,
+    outcome: TrainingOutcome,
+    outputs: Path,
+    client: Any,
+    experiment_id: str,
+    created: Any,
+) -> TrainingRun:
+    import mlflow
+
+    settings, model, document, result = config.tracking, outcome.model, outcome.document, outcome.result
+    start, name = time.perf_counter(), config.name
     with mlflow.start_run(run_id=created.info.run_id) as run, killed_on_interrupt():
         run_id = run.info.run_id
         mlflow.log_params(flatten(params))

@@ -1,0 +1,57 @@
+"""Where two features meet: a document about a trained model describes that model, whatever the command
+that writes it was given (issue 37)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, subprocess_env
+from test_errors import trained  # noqa: F401  (the module-scoped fixture: 1 x 3 outer x 3 inner folds)
+
+from src.config.settings import ExperimentConfig, as_trained, settings_from
+
+
+@pytest.mark.slow
+def test_the_model_card_describes_the_trained_design_not_the_evaluating_command(trained, tmp_path):  # noqa: F811
+    # trained with cv.repeats=1 outer_folds=3 inner_folds=3 n_trials=3; evaluated without those overrides
+    # (the composed default is 10 x 10 outer x 5 inner, 30 trials)
+    overrides = [
+        "+experiment=gm_only",
+        f"paths.features={trained / 'features'}",
+        f"paths.output={trained / 'out'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "evaluation.n_permutations=20",
+        "evaluation.n_bootstrap=20",
+        "evaluation.weight_permutations=0",
+        "tracking.enabled=false",
+        "n_jobs=1",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "src.evaluate", *overrides],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    card = (trained / "out" / "gm_only" / "evaluate" / "model_card.md").read_text()
+    assert "1 × 3 outer × 3 inner folds, 3 Optuna trials per outer fold" in card
+    assert "the ensemble of the 3 fold models" in card
+    assert "10 × 10" not in card and "100 fold models" not in card
+    # the difference is said in one line, naming what differs
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note: the model in")]
+    assert len(notes) == 1, done.stderr
+    assert "cv.repeats 1 (this command: 10)" in notes[0] and "cv.outer_folds 3" in notes[0]
+
+
+def test_as_trained_takes_what_defines_the_model_from_its_record():
+    record = settings_from({"cv": {"repeats": 1, "outer_folds": 3}, "model": {"name": "svc_rbf"}})
+    command = ExperimentConfig()
+    merged, differences = as_trained(command, record)
+    assert (merged.cv.repeats, merged.cv.outer_folds, merged.model.name) == (1, 3, "svc_rbf")
+    assert merged.evaluation == command.evaluation  # what the command itself does stays the command's
+    assert any(d.startswith("cv.repeats 1") for d in differences)
+    assert "model.name svc_rbf (this command: svc_linear)" in differences
+    assert as_trained(record, record)[1] == []
