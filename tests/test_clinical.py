@@ -284,3 +284,71 @@ def test_fusion_ground_truth_matches_the_closed_forms():
     assert truth["auc_imaging"] == pytest.approx(norm.cdf(distance / np.sqrt(2)), abs=0.003)
     assert truth["auc_clinical"] == pytest.approx(norm.cdf(0.8 / np.sqrt(2)), abs=0.003)
     assert truth["auc_fused"] == pytest.approx(norm.cdf(np.hypot(distance, 0.8) / np.sqrt(2)), abs=0.003)
+
+
+def _cohort_with_outcome_copies(root, n: int = 60):
+    """A cohort whose MADRS scores vary like a trial's, with a column per kind of copy of the outcome and a
+    legitimate strong predictor (a noisy early-improvement-like score, AUC ~0.8)."""
+    rng = np.random.default_rng(37)
+    baseline = rng.integers(25, 46, n)
+    reduction = np.clip(rng.normal(0.5, 0.25, n), 0.0, 1.0)
+    followup = np.round(baseline * (1 - reduction)).astype(int)
+    relative = (baseline - followup) / baseline
+    strong = relative + rng.normal(0, 0.25, n)  # informative, but far from a copy
+    rows = [
+        {
+            "participant_id": f"sub-c{i:02d}",
+            "age": 30 + i % 30,
+            "sex": "FM"[i % 2],
+            "site": "s1",
+            "treatment": "ketamine",
+            "madrs_baseline": int(baseline[i]),
+            "madrs_24h": int(followup[i]),
+            "madrs_day1": int(followup[i]),  # the follow-up score under another name
+            "pct_reduction": round(100 * relative[i], 1),  # the reduction itself
+            "noisy_copy": round(followup[i] + rng.normal(0, 2.0), 1),  # a noisy measurement of it
+            "responded": "yes" if relative[i] >= 0.5 else "no",  # the label, coded
+            "strong": round(float(strong[i]), 3),
+        }
+        for i in range(n)
+    ]
+    make_cohort(root, rows=rows, tissues=("GM",))
+    return root, relative >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("column", "spec", "statistic"),
+    [
+        ("madrs_day1", {"kind": "numeric", "range": [0, 60]}, "with the follow-up score"),
+        ("pct_reduction", {"kind": "numeric", "range": [0, 100]}, "with the relative reduction"),
+        ("noisy_copy", {"kind": "numeric"}, "with the follow-up score"),
+        ("responded", {"kind": "binary", "codes": ["no", "yes"]}, "for the response label on its own"),
+    ],
+)
+def test_a_copy_of_the_outcome_under_another_name_is_refused_by_its_content(
+    tmp_path, column, spec, statistic
+):
+    root, _ = _cohort_with_outcome_copies(tmp_path / "discovery")
+    declared = clinical_variables({column: spec, "strong": {"kind": "numeric"}})
+    with pytest.raises(
+        ClinicalError, match=f"clinical column '{column}' nearly determines the outcome"
+    ) as err:
+        load_cohort(root, with_images=False, clinical=declared)
+    assert statistic in str(err.value) and "allow_outcome_like" in str(err.value)
+    # the explicit override keeps it, with a warning that names it
+    allowed = clinical_variables({column: {**spec, "allow_outcome_like": True}})
+    cohort = load_cohort(root, with_images=False, clinical=allowed)
+    assert column in cohort.participants
+
+
+def test_a_legitimate_strong_predictor_passes_the_copy_check(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    root, label = _cohort_with_outcome_copies(tmp_path / "discovery")
+    cohort = load_cohort(
+        root, with_images=False, clinical=clinical_variables({"strong": {"kind": "numeric"}})
+    )
+    auc = roc_auc_score(label.astype(int), cohort.participants["strong"].astype(float))
+    assert 0.7 < auc < 0.95  # a real predictor (not a weak one) is not mistaken for a copy
+    # and a baseline score, the outcome's other ingredient, is a pre-treatment predictor that passes too
+    load_cohort(root, with_images=False, clinical=clinical_variables({"madrs_baseline": {"kind": "numeric"}}))

@@ -23,6 +23,10 @@ fits nothing. A code that the training cohort never had is all-zero in training:
 and it shifts no score (:func:`unseen_codes` reports it at evaluation and prediction).
 
 The outcome's own columns (the follow-up score, the response label) can never be predictors: refused by name.
+Nor can a copy of them under another name: :func:`check_outcome_copies` refuses, in every cohort with
+outcomes, a column whose values nearly determine the follow-up score, the relative reduction or the label
+(thresholds :data:`MAX_RANK_CORRELATION`, :data:`MAX_SINGLE_AUC`), unless its declaration says
+``allow_outcome_like: true`` (kept in the config, so in every run's logged params).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class ClinicalVariable:
     low: float | None = None
     high: float | None = None
     codes: tuple[str, ...] = ()
+    allow_outcome_like: bool = False
 
     @property
     def feature_columns(self) -> list[str]:
@@ -104,9 +109,14 @@ def clinical_variables(
             )
         if not isinstance(spec, Mapping):
             raise ClinicalError(f"{where}: expected a mapping such as {{kind: numeric, range: [0, 60]}}")
-        unknown = sorted(set(spec) - {"kind", "range", "codes"})
+        unknown = sorted(set(spec) - {"kind", "range", "codes", "allow_outcome_like"})
         if unknown:
-            raise ClinicalError(f"{where}: unknown key(s) {unknown} (allowed: kind, range, codes)")
+            raise ClinicalError(
+                f"{where}: unknown key(s) {unknown} (allowed: kind, range, codes, allow_outcome_like)"
+            )
+        allow = spec.get("allow_outcome_like", False)
+        if not isinstance(allow, bool):
+            raise ClinicalError(f"{where}: allow_outcome_like must be true or false, got {allow!r}")
         kind = spec.get("kind")
         if kind not in KINDS:
             raise ClinicalError(f"{where}: kind must be one of {list(KINDS)}, got {kind!r}")
@@ -139,8 +149,77 @@ def clinical_variables(
             raise ClinicalError(f"{where}: a {kind} column takes codes, not a range")
         if kind == "ordinal" and codes and low is not None:
             raise ClinicalError(f"{where}: an ordinal column takes either ordered codes or a numeric range")
-        out.append(ClinicalVariable(name, kind, low, high, codes))
+        out.append(ClinicalVariable(name, kind, low, high, codes, allow))
     return tuple(out)
+
+
+# A predictor this close to the outcome is a copy of it (the follow-up score renamed, the reduction itself, a
+# rescaled or noisy copy), not a clinical finding: the strongest pre-treatment predictors of antidepressant or
+# ketamine response reported (baseline severity, early improvement aside) reach AUCs of ~0.6-0.75 and rank
+# correlations with the follow-up score of ~0.3-0.6, far below these; a measurement of the follow-up itself,
+# even with noise, is above them. Both statistics are computed on the cohort's own rows with outcomes.
+MAX_RANK_CORRELATION = 0.9
+MAX_SINGLE_AUC = 0.95
+MIN_ROWS_FOR_COPY_CHECK = 10
+
+
+def check_outcome_copies(
+    coded: pd.DataFrame,
+    variables: Sequence[ClinicalVariable],
+    followup: pd.Series,
+    reduction: pd.Series,
+    label: pd.Series,
+    where: str,
+) -> list[str]:
+    """Refuse a clinical predictor that is a near-copy of the outcome or its ingredients.
+
+    For each declared variable (a categorical one as each of its indicators) the rows with a value and an
+    outcome give the absolute Spearman correlation with the follow-up score and with the relative reduction,
+    and the single-column AUC for the label (taken either way round). One of them at or above its threshold
+    (:data:`MAX_RANK_CORRELATION`, :data:`MAX_SINGLE_AUC`) is a :class:`ClinicalError` naming the column and
+    the statistic, unless the variable is declared ``allow_outcome_like: true``; then the finding is returned
+    (for a warning) instead. ``coded``: :func:`check_clinical`'s table, indexed like the outcome series."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    allowed = []
+    for variable in variables:
+        values = coded[variable.name]
+        columns = (
+            {code: (values.astype(str) == code).where(values.notna()).astype(float) for code in variable.codes}
+            if variable.kind == "categorical"
+            else {None: values.astype(float)}
+        )
+        for code, column in columns.items():
+            rows = column.notna() & followup.notna() & reduction.notna() & label.notna()
+            x = column[rows].to_numpy(float)
+            if rows.sum() < MIN_ROWS_FOR_COPY_CHECK or np.ptp(x) == 0:
+                continue
+            y = label[rows].to_numpy(int)
+            found = []
+            for target, series in (("the follow-up score", followup), ("the relative reduction", reduction)):
+                rho = abs(float(spearmanr(x, series[rows].to_numpy(float)).statistic))
+                if rho >= MAX_RANK_CORRELATION:
+                    found.append(f"Spearman |rho| = {rho:.2f} with {target}")
+            if len(np.unique(y)) == 2:
+                auc = float(roc_auc_score(y, x))
+                if max(auc, 1 - auc) >= MAX_SINGLE_AUC:
+                    found.append(f"AUC {max(auc, 1 - auc):.2f} for the response label on its own")
+            if not found:
+                continue
+            name = variable.name if code is None else f"{variable.name}={code}"
+            finding = (
+                f"{where}: clinical column {name!r} nearly determines the outcome ({'; '.join(found)}; "
+                f"thresholds |rho| {MAX_RANK_CORRELATION}, AUC {MAX_SINGLE_AUC})"
+            )
+            if not variable.allow_outcome_like:
+                raise ClinicalError(
+                    f"{finding}: a copy of the outcome under another name would leak it into the model. "
+                    f"Remove it from data.clinical, or declare it with allow_outcome_like: true if it truly "
+                    "is measured before treatment"
+                )
+            allowed.append(finding)
+    return allowed
 
 
 def _is_number(value: Any) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import OutcomeSettings
-from src.data.clinical import ClinicalVariable, check_clinical
+from src.data.clinical import ClinicalVariable, check_clinical, check_outcome_copies
 from src.data.contract import (
     DEFAULT_SPACE,
     IMAGE_PATH_COLUMNS,
@@ -247,6 +247,11 @@ def _validate_participants(
     responder = reduction >= outcome.threshold - 1e-12
     label = (responder if outcome.positive == "responder" else ~responder).astype(np.int64)
     df["response"] = label if require_outcome else label.where(reduction.notna())
+    if require_outcome and clinical:  # a copy of the outcome under another name: refused by its content
+        for finding in check_outcome_copies(
+            coded.loc[df.index], clinical, df[outcome.followup], reduction, df["response"], where
+        ):
+            log.warning("%s; kept: declared allow_outcome_like", finding)
     df["outcome"] = _continuous_outcome(df, name, where, outcome, reduction, require_outcome)
     keep = required + [c for c in ("tiv",) if c in df.columns] + ["response", "outcome"]
     keep += [c for c in IMAGE_PATH_COLUMNS.values() if c in df.columns]
