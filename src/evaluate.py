@@ -126,6 +126,8 @@ def _track(
                 champion.alias,
                 champion.max_p,
                 evidence_description(evaluation.results, evaluation.document["provenance"]),
+                simulated=bool(locked.model.info.get("simulated")),
+                allow_simulated=champion.allow_simulated,
             )
             card = attach_model_card(settings, locked.training, out / MODEL_CARD_FILE)
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
@@ -162,7 +164,7 @@ def card_of(config: ExperimentConfig, locked: Any, evaluation: Any) -> str:
         calibration={name: (y, p) for name, (y, _, p) in evaluation.curves.items()},
         unseen_sites=sorted(evaluated_sites - set(table["site"].astype(str))),
         registry=locked.training,
-        simulated=is_simulated(config.data),
+        simulated=bool(locked.model.info.get("simulated")) or is_simulated(config.data),
         n_fold_models=len(locked.model.models),
     )
 

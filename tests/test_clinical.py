@@ -64,7 +64,14 @@ def _participants(**columns) -> pd.DataFrame:
             ["22.5", "80", "n/a"],
             "subject sub-02 has 80 in clinical column 'bmi', outside its declared range",
         ),
-        ("bmi", ["22,5", "30", "31"], "subject sub-01 has non-numeric value '22,5' in clinical column 'bmi'"),
+        (
+            "bmi",
+            ["22,5", "30", "31"],
+            "subject sub-01 has non-numeric or infinite value '22,5' in clinical column 'bmi'",
+        ),
+        # without a declared range: infinite and absurd magnitudes refused here, not in scikit-learn's scaler
+        ("score", ["1", "inf", "2"], "subject sub-02 has non-numeric or infinite value 'inf' in clinical"),
+        ("score", ["1e308", "1", "2"], "subject sub-01 has 1e+308 in clinical column 'score', beyond ±1e+09"),
         ("fh", ["no", "maybe", "yes"], "subject sub-02 has 'maybe' in clinical column 'fh' (declared codes"),
         ("drug", ["ssri", "tca", None], "subject sub-02 has 'tca' in clinical column 'drug'"),
     ],
@@ -74,6 +81,8 @@ def test_a_value_outside_the_declaration_names_cohort_subject_and_column(column,
     table = _participants(
         bmi=["22", "23", "24"], fh=["no", "yes", "no"], failed=["2", "3", "4"], drug=["ssri"] * 3
     )
+    table["score"] = ["1", "2", "3"]
+    variables = (*variables, *clinical_variables({"score": {"kind": "numeric"}}))
     table[column] = values
     with pytest.raises(ClinicalError, match="cohort 'x'") as err:
         check_clinical(table, variables, "cohort 'x'")

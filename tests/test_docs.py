@@ -71,3 +71,31 @@ def test_a_benchmark_records_its_section_with_command_and_machine(tmp_path):
     assert text.count("<!-- bench:a:start -->") == 1 and "engine 2.0 s" in text and "engine 1.0 s" not in text
     assert "`python benchmarks/a.py` — 2026-11-30, commit abc, host" in text
     assert "`python benchmarks/b.py --n 3` — " in text and " cores, Python " in text and "p = 0.25" in text
+
+
+def test_the_published_results_come_from_the_pipelines_data_and_a_clean_commit():
+    """What the README and docs/results.md publish passes the writer's own refusal (issue 37: a tutorial's
+    60-subject run and a run from an uncommitted tree were once published as the default's)."""
+    import yaml
+
+    results = _results_module()
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]
+    for name in results.experiments():
+        assert results.publishable(name, *results.read_metrics(name), data) == []
+
+
+def test_the_results_writer_refuses_other_data_a_dirty_tree_and_a_foreign_evaluation():
+    results = _results_module()
+    clean = {"data": "simulated", "git": {"commit": "abc", "dirty": False}, "model_sha256": "m1"}
+    train, evaluation = {"provenance": dict(clean)}, {"provenance": dict(clean)}
+    assert results.publishable("gm_only", train, evaluation, "simulated") == []
+    mystudy = {"provenance": {**clean, "data": "mystudy"}}
+    assert results.publishable("gm_only", mystudy, evaluation, "simulated") == [
+        "gm_only/train: data 'mystudy', not params.yaml's 'simulated'"
+    ]
+    dirty = {"provenance": {**clean, "git": {"commit": "abc", "dirty": True}}}
+    assert "uncommitted tree" in results.publishable("gm_only", train, dirty, "simulated")[0]
+    other = {"provenance": {**clean, "model_sha256": "m2"}}
+    assert results.publishable("gm_only", train, other, "simulated") == [
+        "gm_only: the evaluation is of another model than the one trained"
+    ]

@@ -160,7 +160,8 @@ def test_metrics_show_lists_every_experiment(repo, first_repro):
         assert {"discovery_bac", "discovery_auc", "permutation_p"} <= set(train)
         evaluation = metrics[f"outputs/{experiment}/evaluate/summary.json"]
         assert {"external_bac", "external_auc", "control_bac", "specificity_p"} <= set(evaluation)
-    # metrics only, a screen wide: no provenance strings, no nested per-cohort documents
+    # metrics and the data's name only, a screen wide: no other provenance, no nested per-cohort documents
+    assert {m.pop("data") for m in metrics.values()} == {PARAMS["data"]}
     assert all(isinstance(v, float) for m in metrics.values() for v in m.values()), metrics
     assert sum(len(m) for m in metrics.values()) <= 15 * len(PARAMS["experiments"])
 

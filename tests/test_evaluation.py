@@ -332,6 +332,7 @@ def test_evaluate_entry_point_and_column_check(tmp_path):
     summary = json.loads((out / "summary.json").read_text())  # DVC's metrics: numbers only
     assert summary["external_bac"] == round(metrics["cohorts"]["external"]["bac"], 4)
     assert summary["control_p_bac"] == round(metrics["cohorts"]["control"]["p_bac"], 4)
+    assert summary.pop("data") == metrics["provenance"]["data"]  # which data each row comes from
     assert len(summary) == 7 and all(isinstance(v, float) for v in summary.values())
     for name in (
         "paper_table.csv",

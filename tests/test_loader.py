@@ -67,13 +67,24 @@ def test_custom_outcome_columns(tmp_path):
         (_set("participant_id", 1, "sub-t00"), r"duplicate participant_id \['sub-t00'\]"),
         (_set("participant_id", 1, "t01"), r"malformed participant_id \['t01'\]"),
         (_set("participant_id", 1, "sub-t_01"), r"malformed participant_id \['sub-t_01'\]"),
-        (_set("madrs_24h", 1, "ten"), r"subject sub-t01 has non-numeric value 'ten' in column 'madrs_24h'"),
+        (
+            _set("madrs_24h", 1, "ten"),
+            r"subject sub-t01 has non-numeric or infinite value 'ten' in column 'madrs_24h'",
+        ),
         (_set("madrs_baseline", 3, "61"), r"subject sub-t03 has MADRS 61.0 in column 'madrs_baseline'"),
         (_set("madrs_24h", 0, "-1"), r"subject sub-t00 has MADRS -1.0 in column 'madrs_24h'"),
         (_set("madrs_baseline", 2, "0"), r"subject sub-t02 has baseline MADRS 0"),
         (_set("treatment", 1, "esketamine"), r"subject sub-t01 has unknown treatment code 'esketamine'"),
         (_set("sex", 3, "male"), r"subject sub-t03 has unknown sex code 'male'"),
-        (_set("age", 0, "thirty"), r"subject sub-t00 has non-numeric value 'thirty' in column 'age'"),
+        (
+            _set("age", 0, "thirty"),
+            r"subject sub-t00 has non-numeric or infinite value 'thirty' in column 'age'",
+        ),
+        (_set("age", 2, "inf"), r"subject sub-t02 has non-numeric or infinite value 'inf' in column 'age'"),
+        (
+            lambda df: _set("tiv", 1, "1e999")(df.assign(tiv="1500")),
+            r"subject sub-t01 has non-numeric or infinite value '1e999' in column 'tiv'",
+        ),
     ],
     ids=[
         "missing-column",
@@ -87,6 +98,8 @@ def test_custom_outcome_columns(tmp_path):
         "unknown-treatment",
         "unknown-sex",
         "age-text",
+        "age-infinite",
+        "tiv-overflow",
     ],
 )
 def test_bad_participants_table(tmp_path, edit, expected):
@@ -218,7 +231,7 @@ def test_regional_table_aligned_to_participants(tmp_path):
         ([{"pid": "sub-t00", "A": 1}], "missing column 'participant_id'"),
         (
             [{"participant_id": f"sub-t{i:02d}", "A": "x" if i == 2 else 1} for i in range(4)],
-            r"subject sub-t02 has non-numeric or missing value 'x' in column 'A'",
+            r"subject sub-t02 has non-numeric, infinite or missing value 'x' in column 'A'",
         ),
         (
             [{"participant_id": f"sub-t{i:02d}", "A": 1} for i in range(3)],

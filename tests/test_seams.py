@@ -55,3 +55,46 @@ def test_as_trained_takes_what_defines_the_model_from_its_record():
     assert any(d.startswith("cv.repeats 1") for d in differences)
     assert "model.name svc_rbf (this command: svc_linear)" in differences
     assert as_trained(record, record)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "output", "features", "report"),
+    [
+        ([], "outputs", "data/features", "reports"),  # the pipeline's own data: its folders
+        (["data=bids"], "outputs/bids", "data/features/bids", "reports/bids"),  # other data: apart
+        (["data=bids", "paths.output=mine"], "mine", "data/features/bids", "reports/bids"),  # given: as given
+    ],
+)
+def test_runs_on_other_data_than_the_pipelines_live_apart(overrides, output, features, report):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from src.config.cli import namespace_by_data
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=gm_only", *overrides])
+    cfg.params_file = str(ROOT / "params.yaml")  # data: simulated
+    namespace_by_data(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["paths"]["output"] == output and resolved["paths"]["run"] == f"{output}/gm_only"
+    assert resolved["paths"]["features"] == features and resolved["report"]["dir"] == report
+    assert resolved["predict"]["dir"] == f"{output}/gm_only/predict"  # what interpolates them follows
+
+
+def test_an_error_line_shows_a_huge_cell_cut_with_its_length(tmp_path):
+    """A million-digit cell in participants.tsv: the one error line stays readable (it was printed whole,
+    1 MB), naming subject and column and the value's length; paths and words are untouched."""
+    from conftest import make_cohort, rewrite_participants
+
+    from src.data.loader import CohortError, load_cohort
+    from src.utils.errors import readable
+
+    root = make_cohort(tmp_path / "c")
+    rewrite_participants(root, lambda df: df.assign(age=["3" + "1" * 1_000_000, "30", "31", "32"]))
+    with pytest.raises(CohortError) as err:
+        load_cohort(root)
+    line = readable(str(err.value))
+    assert len(line) < 500 and "(1000003 characters)" in line  # the cell with its quotes
+    assert "subject sub-t00" in line and "column 'age'" in line
+    path = str(tmp_path / ("long_folder_name_" * 4) / "participants.tsv")
+    assert readable(f"error in {path}") == f"error in {path}"

@@ -154,3 +154,23 @@ def test_measured_tiv_and_site_effects_match_the_simulators_truth(large_cohorts)
     assert np.abs(planted).max() <= 2 * float(sim["anatomy"]["site_max"])
     assert np.corrcoef(measured, planted)[0, 1] > 0.9
     assert np.median(np.abs(measured - planted)) < 0.02  # seen: 0.012 (biology, noise, TIV estimate)
+
+
+def test_simulated_cohorts_carry_a_mark_that_any_data_config_reads(tiny_simulated, tmp_path):
+    """What makes data simulated is the simulator's mark in each cohort's dataset_description.json, not the
+    name of the data config: a config called anything else over the same folders is simulated, the same
+    config over a copy without the mark (a user's data) is not."""
+    import shutil
+
+    from conftest import data_settings
+
+    from src.data.cohorts import is_marked_simulated, is_simulated
+
+    assert all(is_marked_simulated(tiny_simulated / name) for name in ("discovery", "saline"))
+    cohorts = [{"name": "discovery", "role": "discovery", "treatment": "ketamine"}]
+    assert is_simulated(data_settings(name="mystudy", root=str(tiny_simulated), cohorts=cohorts))
+    own = tmp_path / "own"
+    shutil.copytree(tiny_simulated / "discovery", own / "discovery")
+    description = own / "discovery" / "dataset_description.json"
+    description.write_text(json.dumps({**json.loads(description.read_text()), "GeneratedBy": []}))
+    assert not is_simulated(data_settings(name="mystudy", root=str(own), cohorts=cohorts))

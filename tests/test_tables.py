@@ -140,3 +140,26 @@ def test_table_tiv_fills_a_missing_tiv_column(tmp_path):
     data["cohorts"][0].update(table="plain.tsv", table_format="plain")
     with pytest.raises(CohortError, match="format 'plain' carries no TIV: add a 'tiv' column"):
         build_feature_set(data_settings(**data), FeatureSet(name="gm_roi"), tmp_path / "features")
+
+
+def test_a_freesurfer_table_with_both_tiv_names_gives_one_tiv_or_names_both(tmp_path):
+    """asegstats2table's EstimatedTotalIntraCranialVol beside aparcstats2table's eTIV (two exports pasted
+    together): the same values are one TIV; different values are refused naming both columns (this used to
+    end in pandas' TypeError from renaming a column beside an existing one)."""
+    path = tmp_path / "aseg.tsv"
+    path.write_text(
+        ASEG_TABLE.replace("EstimatedTotalIntraCranialVol\n", "EstimatedTotalIntraCranialVol\teTIV\n")
+        .replace("1500000\n", "1500000\t1500000\n")
+        .replace("1600000\n", "1600000\t1600000\n")
+        .replace("1400000\n", "1400000\t1400000\n")
+        .replace("1450000\n", "1450000\t1450000\n")
+    )
+    table = read_regional_table(path, "freesurfer_table", IDS)
+    assert table.tiv.tolist() == [1500.0, 1600.0, 1400.0, 1450.0]
+    assert "eTIV" not in table.volumes.columns
+    path.write_text(path.read_text().replace("1600000\t1600000", "1600000\t1700000"))
+    with pytest.raises(
+        TableFormatError,
+        match="columns 'EstimatedTotalIntraCranialVol' and 'eTIV' both hold the TIV and disagree",
+    ):
+        read_regional_table(path, "freesurfer_table", IDS)

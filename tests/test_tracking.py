@@ -65,6 +65,8 @@ def run_pipeline(work: Path, repeats: int, folds: int, tracking: list[str]) -> N
         "evaluation.n_permutations=200",
         "evaluation.n_bootstrap=100",
         "evaluation.weight_permutations=200",
+        # the contract tables are read through the simulated data config: its models get the alias only so
+        "evaluation.champion.allow_simulated=true",
     ]
     for module, extra in (("src.train", train), ("src.evaluate", evaluate)):
         done = subprocess.run(
@@ -373,6 +375,11 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
     )
     assert description.index("' passed (") < description.index("' not passed (")
     passed = CohortResult.from_dict(document["cohorts"]["external"])
+    # a model of simulated data passes only when allowed: without the setting the alias is not set
+    line = promote_if_passing(settings, training, passed, "champion", 0.05, "simulated", simulated=True)
+    assert line.startswith("model registry: 'champion' not set (") and "trained on simulated data" in line
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(MODEL, "champion")
     promote_if_passing(
         settings, training, passed, "champion", 0.05, "re-evaluated"
     )  # restored for other tests

@@ -228,6 +228,8 @@ def test_train_entry_point(tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["discovery_bac"] == round(metrics["ensemble"]["bac"], 4)
     assert summary["permutation_p"] == round(metrics["permutation"]["p_value"], 4)
+    # and the data config each row comes from (dvc metrics show lists rows of several runs side by side)
+    assert summary.pop("data") == metrics["provenance"]["data"] == "simulated"
     assert len(summary) == 6 and all(isinstance(v, float) for v in summary.values())
     assert len(pd.read_csv(folder / "predictions.csv")) == 72
     assert len(pd.read_csv(folder / "trials.csv")) == 2 * 3 * 3

@@ -14,4 +14,6 @@ PAGE = ROOT / "docs" / "tutorials" / "fmriprep.md"
 def test_the_page_runs_as_written(tmp_path):
     done = run_page(PAGE, tmp_path)
     assert len(done) >= 5 and sum(len(step.shown) for step, _ in done) >= 10
-    assert (tmp_path / "project" / "reports" / "report.html").is_file()
+    # data=mystudy is not the pipeline's data (params.yaml): its report lives apart from the pipeline's
+    assert (tmp_path / "project" / "reports" / "mystudy" / "report.html").is_file()
+    assert not (tmp_path / "project" / "outputs" / "gm_only").exists()

@@ -31,10 +31,57 @@ Print the composed configuration with --cfg job; Hydra's own options with --hydr
 
 def start(cfg: Any) -> ExperimentConfig:
     """What every command does first: logging (quiet console, full log file), the config checked (types,
-    ranges, unknown keys: one line each) and built into the typed settings the library code takes."""
+    ranges, unknown keys: one line each), the outputs of other data put apart (:func:`namespace_by_data`)
+    and built into the typed settings the library code takes."""
     configure_logging(bool(cfg.verbose))
     check_config(cfg)
+    namespace_by_data(cfg)
     return settings_from(cfg)
+
+
+# the committed results' folders (conf/config.yaml): a run on other data than the pipeline's never writes here
+SHARED_FOLDERS = {
+    "paths.output": "outputs",
+    "paths.features": "${paths.data}/features",  # a feature set's folder is replaced whole when built
+    "report.dir": "reports",
+    "compare.dir": "comparisons",
+}
+
+
+def pipeline_data(params_file: str | Path) -> str:
+    """The data config ``dvc repro`` runs on (``data`` of ``params.yaml``; ``simulated`` without one)."""
+    path = Path(params_file)
+    params = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return str((params or {}).get("data") or "simulated")
+
+
+def data_choice(cfg: Any) -> str:
+    """The data config this command composed (``data=<name>``: the file ``conf/data/<name>.yaml``, what
+    ``params.yaml``'s ``data`` names); ``data.name`` outside a Hydra run."""
+    # lazy: Hydra's runtime state exists only inside a @hydra.main task
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().runtime.choices["data"])
+    except (ValueError, KeyError):  # not in a Hydra run, or no data group chosen
+        return str(cfg.data.name)
+
+
+def namespace_by_data(cfg: Any) -> None:
+    """Runs on other data than the pipeline's live apart: with a data config (:func:`data_choice`) other
+    than the ``data`` of ``params.yaml``, each of the folders of :data:`SHARED_FOLDERS` still at its default
+    (``outputs``, ``data/features``, ``reports``, ``comparisons``) gets the data's name as a subfolder
+    (``outputs/<data>/<experiment>/...``, ``data/features/<data>/<feature set>/``),
+    so that no tutorial, how-to or own-data run overwrites the committed results of the pipeline; a folder
+    given explicitly (``paths.output=...``) is used as given. Changes ``cfg`` in place (before it is
+    resolved, so that everything interpolating these folders follows)."""
+    data = data_choice(cfg)
+    if data == pipeline_data(cfg.params_file):
+        return
+    for key, default in SHARED_FOLDERS.items():
+        section, leaf = key.split(".")
+        if OmegaConf.to_container(cfg[section], resolve=False).get(leaf) == default:
+            cfg[section][leaf] = f"{default}/{data}"  # an interpolation stays one: it resolves later
 
 
 def trained_settings(config: ExperimentConfig, train_dir: Path) -> ExperimentConfig:

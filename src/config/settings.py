@@ -92,6 +92,9 @@ class ChampionSettings:
 
     alias: str = "champion"
     max_p: float = field(default=0.05, metadata=_interval(0.0, 1.0, False, True))
+    # a model trained on simulated data (the simulator's or the example's cohorts) never gets the alias
+    # unless this says so: src.predict loads the alias by default
+    allow_simulated: bool = False
 
 
 @dataclass(frozen=True)

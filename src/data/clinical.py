@@ -42,6 +42,9 @@ import pandas as pd
 from src.utils.errors import UserInputError
 
 KINDS: tuple[str, ...] = ("numeric", "binary", "ordinal", "categorical")
+# the magnitude a numeric clinical value without a declared range may have: beyond it a value is a broken cell
+# (1e308 passes as a number, then overflows the scaling inside the folds) rather than a measurement
+MAX_UNDECLARED = 1e9
 PREFIX = "clin_"
 MISSING = ("", "n/a", "N/A", "NA", "nan", "NaN")  # a missing value, as participants.tsv is read
 # columns that are never predictors: identifiers, the label and what defines it, the treatment, the images
@@ -186,7 +189,10 @@ def check_outcome_copies(
     for variable in variables:
         values = coded[variable.name]
         columns = (
-            {code: (values.astype(str) == code).where(values.notna()).astype(float) for code in variable.codes}
+            {
+                code: (values.astype(str) == code).where(values.notna()).astype(float)
+                for code in variable.codes
+            }
             if variable.kind == "categorical"
             else {None: values.astype(float)}
         )
@@ -266,12 +272,20 @@ def check_clinical(
                 out[variable.name] = text.map(known).where(given).astype(float)
             continue
         values = pd.to_numeric(text, errors="coerce")
+        values = values.where(~np.isinf(values))  # "inf", "1e999": not a measurement
         wrong = given & values.isna()
         if wrong.any():
             row = int(np.flatnonzero(wrong.to_numpy())[0])
             raise ClinicalError(
-                f"{where}: subject {ids[row]} has non-numeric value {raw.iloc[row]!r} in clinical column "
-                f"{variable.name!r} (a number is needed; decimal point, not comma)"
+                f"{where}: subject {ids[row]} has non-numeric or infinite value {raw.iloc[row]!r} in "
+                f"clinical column {variable.name!r} (a finite number is needed; decimal point, not comma)"
+            )
+        if variable.low is None and variable.high is None and (values.abs() > MAX_UNDECLARED).any():
+            row = int(np.flatnonzero((values.abs() > MAX_UNDECLARED).to_numpy())[0])
+            raise ClinicalError(
+                f"{where}: subject {ids[row]} has {values.iloc[row]:g} in clinical column {variable.name!r}, "
+                f"beyond ±{MAX_UNDECLARED:g} (no range declared): declare its range in data.clinical if "
+                "such values are real"
             )
         outside = given & (
             (values < (variable.low if variable.low is not None else -np.inf))

@@ -18,6 +18,7 @@ control).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 
 from src.config.settings import DataSettings
 from src.data.clinical import ClinicalVariable, clinical_variables
-from src.data.contract import DEFAULT_SPACE, TREATMENTS
+from src.data.contract import DEFAULT_SPACE, SIMULATOR, TREATMENTS
 from src.data.loader import Cohort, ImageLayout, load_cohort
 from src.utils.errors import UserInputError
 
@@ -225,6 +226,32 @@ def declared_clinical(data: DataSettings) -> tuple[ClinicalVariable, ...]:
     return clinical_variables(data.clinical, outcome_columns=(outcome.followup, *targets, "outcome"))
 
 
+def is_marked_simulated(folder: str | Path) -> bool:
+    """Whether the cohort folder's ``dataset_description.json`` says the simulator wrote it."""
+    path = Path(folder) / "dataset_description.json"
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    generated = description.get("GeneratedBy") if isinstance(description, dict) else None
+    return any(isinstance(g, dict) and g.get("Name") == SIMULATOR for g in generated or [])
+
+
 def is_simulated(data: DataSettings) -> bool:
-    """The data is the embedded simulation (its data config carries ``simulation``)."""
-    return data.name == "simulated" or data.simulation is not None
+    """The data is simulated: the embedded simulation's config (it carries ``simulation``), or any of its
+    cohort folders carries the simulator's mark (:data:`SIMULATOR_MARK`) — whatever the config is called."""
+    if data.name == "simulated" or data.simulation is not None:
+        return True
+    try:
+        specs = cohort_specs(data)
+    except Exception:  # a config whose cohorts cannot be listed has none to read a mark from
+        return False
+    return any(is_marked_simulated(spec.folder(data.root)) for spec in specs)
+
+
+def trained_on_simulated(train: Mapping[str, Any], data: DataSettings) -> bool:
+    """Whether a trained model's data were simulated: its training record (``provenance.simulated`` of the
+    train ``metrics.json``, written from the cohorts' mark when it trained), else :func:`is_simulated` of
+    its data config now (a record from before the mark was recorded)."""
+    recorded = (train.get("provenance") or {}).get("simulated")
+    return bool(recorded) if recorded is not None else is_simulated(data)

@@ -51,3 +51,13 @@ def image_relpath(participant_id: str, tissue: str, pipeline: str, space: str = 
 
 
 IMAGE_NAME = re.compile(r"^(sub-[^_]+)_space-([^_]+)_label-([A-Za-z]+)_probseg\.nii(\.gz)?$")
+
+
+# The mark a cohort written by this project's simulator carries (src.data.simulate; src.data.example copies
+# it), in its dataset_description.json's BIDS "GeneratedBy" list: what makes data simulated is this mark,
+# not the name of the data config that reads it
+SIMULATOR = "ketamine-trd-smri simulator"
+SIMULATOR_MARK = {
+    "Name": SIMULATOR,
+    "Description": "simulated cohort with a planted response signature: not patients",
+}

@@ -400,13 +400,19 @@ def _without_missing_outcome(
     return df, excluded
 
 
+# a regional volume above this (ml) is not one: the whole intracranial volume of an adult is ~1200-1900 ml
+MAX_REGION_ML = 3000.0
+
+
 def _numeric(df: pd.DataFrame, column: str, name: str, *, allow_missing: bool) -> pd.Series:
+    """A participants.tsv column as finite numbers (``inf`` is refused like text), naming the subject."""
     values = pd.to_numeric(df[column], errors="coerce")
+    values = values.where(~np.isinf(values))  # "inf", "-inf", "1e999": not a measurement
     bad = values.isna() & df[column].notna()
     if bad.any():
         row = df[bad].iloc[0]
         raise CohortError(
-            f"cohort {name!r}: subject {row['participant_id']} has non-numeric value "
+            f"cohort {name!r}: subject {row['participant_id']} has non-numeric or infinite value "
             f"{row[column]!r} in column '{column}'"
         )
     if not allow_missing and values.isna().any():
@@ -727,17 +733,23 @@ def load_regional_table(
     columns: dict[str, np.ndarray] = {}
     for column in features:
         values = pd.to_numeric(table[column], errors="coerce")
-        bad = values.isna()
+        bad = values.isna() | np.isinf(values)
         if bad.any():
             pid = table.index[np.flatnonzero(bad.to_numpy())[0]]
             raise CohortError(
-                f"cohort {cohort.name!r}: subject {pid} has non-numeric or missing value "
+                f"cohort {cohort.name!r}: subject {pid} has non-numeric, infinite or missing value "
                 f"{table.loc[pid, column]!r} in column '{column}' of {path}"
             )
         if (values < 0).any():
             pid = table.index[np.flatnonzero((values < 0).to_numpy())[0]]
             raise CohortError(
                 f"cohort {cohort.name!r}: subject {pid} has a negative volume in column '{column}'"
+            )
+        if (values > MAX_REGION_ML).any():  # no brain region holds more: mm³ (or a broken cell), not ml
+            pid = table.index[np.flatnonzero((values > MAX_REGION_ML).to_numpy())[0]]
+            raise CohortError(
+                f"cohort {cohort.name!r}: subject {pid} has {values[pid]:g} in column '{column}' of {path}, "
+                f"more than {MAX_REGION_ML:g} ml (a whole brain is ~1500 ml): volumes in mm³? (ml expected)"
             )
         columns[column] = values.to_numpy(dtype=float)
     out = pd.DataFrame(columns)

@@ -29,7 +29,7 @@ from joblib import Parallel, delayed
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
-from src.data.contract import DEFAULT_SPACE, image_relpath
+from src.data.contract import DEFAULT_SPACE, SIMULATOR_MARK, image_relpath
 from src.data.simulate_clinical import fusion_truth, signature_direction, signature_scores, simulate_clinical
 from src.data.templates import atlas_on_grid, load_tissue_templates
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
@@ -434,6 +434,8 @@ def _write_cohort_metadata(
             "BIDSVersion": "1.9.0",
             "DatasetType": "raw",
             "License": "CC0",
+            # the machine-readable mark every downstream document reads (src.data.cohorts.is_simulated)
+            "GeneratedBy": [SIMULATOR_MARK],
         },
     )
     write_json_atomic(

@@ -154,8 +154,16 @@ def read_freesurfer_table(path: Path) -> RegionalTable:
             f"regional table {path}: first column is {first!r}; aparcstats2table/asegstats2table write "
             "'lh.aparc.volume' or 'Measure:volume' there (format 'freesurfer_table')"
         )
-    tiv_column = next((c for c in _FREESURFER_TIV if c in table.columns), None)
-    table = table.rename(columns={tiv_column: "eTIV"}) if tiv_column else table
+    present = [c for c in _FREESURFER_TIV if c in table.columns]
+    if len(present) == 2:  # both names of one measure (tables merged from two exports): one TIV, or refused
+        long, short = (pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in present)
+        if not np.allclose(long, short, rtol=1e-3, equal_nan=True):
+            raise TableFormatError(
+                f"regional table {path}: columns {present[0]!r} and {present[1]!r} both hold the TIV and "
+                "disagree; keep one of them"
+            )
+        table = table.drop(columns=present[1])  # the same values: EstimatedTotalIntraCranialVol is kept
+    table = table.rename(columns={present[0]: "eTIV"}) if present else table
     out = _by_subject(table, first, path, 1000.0)  # mm³ -> ml
     volumes, tiv = _split_tiv(out, path)
     return RegionalTable(volumes, tiv, path)

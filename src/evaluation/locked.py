@@ -235,6 +235,9 @@ def evaluate_locked_model(
         "provenance": {
             "git": git_state(),
             "model_sha256": file_sha256(model_file(run / "train" / "model")),
+            # the data config of this evaluation's cohorts and whether the model's data were simulated
+            "data": str(config.data.name),
+            "simulated": bool(model.info.get("simulated")),
             **provenance,
         },
     }

@@ -118,14 +118,14 @@ def write_maps(out: Path, regions: pd.DataFrame, features_dir: Path) -> str:
     return ""
 
 
-SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers only, a screen wide
+SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers and the data's name, a screen wide
 
 
-def evaluation_summary_metrics(document: dict[str, Any]) -> dict[str, float]:
-    """The evaluation's DVC metrics: BAC, AUC and permutation p of the pooled groups (external, control),
-    and the treatment-specificity p (each cohort alone, CIs, site-aligned results and provenance stay in
-    ``metrics.json``)."""
-    out: dict[str, float] = {}
+def evaluation_summary_metrics(document: dict[str, Any]) -> dict[str, float | str]:
+    """The evaluation's DVC metrics: the data config of its cohorts, BAC, AUC and permutation p of the pooled
+    groups (external, control), and the treatment-specificity p (each cohort alone, CIs, site-aligned
+    results and provenance stay in ``metrics.json``)."""
+    out: dict[str, float | str] = {"data": str((document.get("provenance") or {}).get("data"))}
     for group in ("external", "control"):
         result = document["cohorts"].get(group)
         if result is None:

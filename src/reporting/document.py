@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import ExperimentConfig, saved_settings
-from src.data.cohorts import is_simulated
+from src.data.cohorts import is_simulated, trained_on_simulated
 from src.reporting.fusion import INTRO as FUSION_INTRO
 from src.reporting.fusion import FusionSection
 from src.reporting.methods import tripod_ai_methods
@@ -54,9 +54,9 @@ TESTED_COLUMNS = [
 ]
 FUSION_TITLE = "Does the scan add anything?"
 SIMULATED_BANNER = (
-    "Simulated data: these results come from the embedded simulated cohorts (a planted, known response "
-    "signature built from MNI templates), not from patients. Run the pipeline with data=bids (your cohorts) "
-    "for real results."
+    "Simulated data: these results come from simulated cohorts (the embedded default or the example study, "
+    "marked as such by the simulator: a planted, known response signature built from MNI templates), not from "
+    "patients. Run the pipeline on your own cohorts for real results."
 )
 DASH_NOTE = (
     "– : no value. In the paper columns, the paper does not report it; in our columns, the experiment was not "
@@ -176,6 +176,12 @@ class ExperimentResults:
     continuous: pd.DataFrame | None = None
     # subgroups, learning curve and sample size, model card: as far as their files exist
     extras: list[Section] = field(default_factory=list)
+
+    @property
+    def simulated(self) -> bool:
+        """Trained on simulated data: the training's own record (``provenance.simulated`` of its metrics,
+        read from the cohorts' mark when it trained), else its data config or cohort folders now."""
+        return trained_on_simulated(self.train, self.config.data)
 
     @classmethod
     def load(cls, name: str, run_dir: Path) -> ExperimentResults:
@@ -412,7 +418,7 @@ def _sections(e: ExperimentResults) -> dict[str, Any]:
             hits = int((e.regions["selected"] & is_planted(e.regions, planted)).sum())
             note += f" Simulated data: {hits} of the selected are among the {len(planted)} planted regions."
     return {
-        "simulated": is_simulated(e.config.data),
+        "simulated": e.simulated,
         "not_evaluated": (
             None
             if e.evaluation is not None
@@ -445,7 +451,7 @@ def render_markdown(
     """The report as markdown; figures are copied to ``out/figures/``."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     lines = ["# Ketamine response from structural MRI — report", ""]
-    if any(is_simulated(e.config.data) for e in experiments):
+    if any(e.simulated for e in experiments):
         lines += [f"> **{SIMULATED_BANNER}**", ""]
     lines += ["## Summary", "", markdown_table(summary_table(experiments)), "", DASH_NOTE, ""]
     if fusion is not None:
@@ -596,7 +602,7 @@ def render_html(
                 ],
             }
         )
-    simulated = SIMULATED_BANNER if any(is_simulated(e.config.data) for e in experiments) else None
+    simulated = SIMULATED_BANNER if any(e.simulated for e in experiments) else None
     return _TEMPLATE.render(
         summary=_markup(html_table(summary_table(experiments))),
         experiments=blocks,

@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from src.config.settings import ExperimentConfig, FeaturesSettings, ModelSettings
-from src.data.cohorts import discovery_cohort
+from src.data.cohorts import discovery_cohort, trained_on_simulated
 
 TEMPLATES = Path(__file__).parent / "templates"  # the methods prose: methods.txt.j2
 
@@ -63,6 +63,7 @@ def tripod_ai_methods(
         The evaluate ``metrics.json`` document (None if the experiment was not evaluated).
     """
     cohorts = (evaluation or {}).get("cohorts", {})
+    simulated = trained_on_simulated(train, config.data)
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=StrictUndefined,
@@ -71,7 +72,7 @@ def tripod_ai_methods(
     )
     environment.filters["repr"] = repr
     text = environment.get_template("methods.txt.j2").render(
-        simulated=config.data.name == "simulated",
+        simulated=simulated,
         continuous=(train.get("outcome") or {}).get("kind") == "continuous",
         data=config.data,
         signature=(config.data.simulation or {}).get("signature", {}),

@@ -176,6 +176,7 @@ def log_evaluation(
         "registered_model": str(training.get("registered_model")),
         "model_version": str(training.get("model_version")),
         "evaluation_id": group,
+        "data_simulated": str(bool(model.info.get("simulated"))).lower(),
     }
     run_ids: dict[str, str] = {}
     numbers = {cohort: cohort_metrics(results[cohort], aligned.get(cohort)) for cohort in tables}

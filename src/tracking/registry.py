@@ -41,6 +41,8 @@ def promote_if_passing(
     alias: str,
     max_p: float,
     evidence: str,
+    simulated: bool = False,
+    allow_simulated: bool = False,
 ) -> str:
     """Set ``alias`` on the training run's registered model (and scorer) when ``external.p_bac < max_p``;
     remove it from them when it fails. Either way the evaluation (date, verdict, ``evidence``) is appended to
@@ -59,6 +61,10 @@ def promote_if_passing(
         f"external BAC {100 * external.bac:.1f} % (p = {external.p_bac:.3g}, n = {external.n}) "
         f"{'<' if passed else '>='} {max_p:g}"
     )
+    if passed and simulated and not allow_simulated:
+        # a model of simulated cohorts is not a model of patients: src.predict must not pick it by default
+        passed = False
+        verdict += "; trained on simulated data: not set unless evaluation.champion.allow_simulated=true"
     changed = []
     # every evaluation, passed or not, is added to the version's description with its date: the registry
     # shows the bad news too (the training's evidence stays first, the evaluations follow in order)

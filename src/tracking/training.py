@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from src.config.settings import ExperimentConfig, PredictSettings, TrackingSettings
+from src.data.cohorts import is_simulated
 from src.interpretation.importance import model_regions
 from src.models.search_space import to_choice
 from src.tracking.figures import ensemble_figures, optuna_figures, permutation_figure, regression_figures
@@ -160,6 +161,8 @@ def provenance_tags(
         "host": platform.node(),
         "git_commit": str(git["commit"]),
         "git_dirty": str(git["dirty"]),
+        # simulated cohorts (the simulator's mark), whatever the data config is called
+        "data_simulated": str(is_simulated(config.data)).lower(),
         **{f"data_md5.{cohort}": md5 for cohort, md5 in feature_tables.items()},
         **{f"pkg.{name}": version for name, version in package_versions().items()},
     }
@@ -478,7 +481,12 @@ def describe_version(
         model_name,
         version,
         description=(
-            f"Nested CV on {document['cohort']} (n = {document['n']}, {document['responders']} responders, "
+            (
+                "SIMULATED DATA (cohorts marked by the simulator): not a model of patients. "
+                if prov.get("simulated")
+                else ""
+            )
+            + f"Nested CV on {document['cohort']} (n = {document['n']}, {document['responders']} responders, "
             f"{document['cv']['repeats']}x{document['cv']['outer_folds']} folds): {result_text}"
             + (f", permutation p = {perm['p_value']:.3g} (n = {perm['n']})" if perm else "")
             + f". Feature table md5 {prov.get('feature_table_md5')}, code {git.get('commit')}"

@@ -12,6 +12,7 @@ import difflib
 import errno
 import functools
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,7 +46,7 @@ def user_errors(task: F) -> F:
         except UserInputError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(getattr(cfg, "verbose", False)):
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {readable(str(err))}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except OSError as err:
             if err.errno not in DISK_FULL or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -62,6 +63,21 @@ def user_errors(task: F) -> F:
             raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# a run of non-blank characters longer than this in an error message is a user's value (a cell of a million
+# digits once made a 1 MB error line), not a word or a path: shown cut, with its length
+LONGEST_SHOWN = 200
+
+
+def readable(message: str, longest: int = LONGEST_SHOWN) -> str:
+    """``message`` with every run of non-blank characters longer than ``longest`` cut to its first and last
+    characters and its length: one readable line, whatever value a user's file held."""
+    return re.sub(
+        rf"\S{{{longest + 1},}}",
+        lambda m: f"{m.group()[:60]}…{m.group()[-10:]} ({len(m.group())} characters)",
+        message,
+    )
 
 
 # a full disk, a quota or a file-size limit: the user can fix them, and a rerun resumes

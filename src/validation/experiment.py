@@ -294,23 +294,29 @@ def metrics_document(
         "provenance": {
             "git": git_state(),
             "feature_table_md5": table_md5,
+            # which data config trained it, and whether its cohorts were simulated (the simulator's mark or
+            # the simulated data config), whatever that config is called
+            "data": str(config.data.name),
+            "simulated": is_simulated(config.data),
             "packages": package_versions(),
             "permutation_key": permutation_key(config, inputs),
         },
     }
 
 
-SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers only, a screen wide
+SUMMARY_FILE = "summary.json"  # what dvc.yaml declares as metrics: numbers and the data's name, a screen wide
 
 
-def training_summary_metrics(document: Mapping[str, Any]) -> dict[str, float]:
-    """The training's DVC metrics: the out-of-fold ensemble, the spread of the repeats' BAC and the
-    permutation p (the whole document, provenance included, stays in ``metrics.json``)."""
+def training_summary_metrics(document: Mapping[str, Any]) -> dict[str, float | str]:
+    """The training's DVC metrics: the data config it ran on (``dvc metrics show`` says which data each row
+    comes from), the out-of-fold ensemble, the spread of the repeats' BAC and the permutation p (the whole
+    document, provenance included, stays in ``metrics.json``)."""
     ensemble = document["ensemble"]
     keys = ("bac", "auc", "sensitivity", "specificity")
     if (document.get("outcome") or {}).get("kind") == "continuous":
         keys = tuple(k for k in (*REGRESSION_METRICS, *keys) if k in ensemble)
-    out = {f"discovery_{k}": round(float(ensemble[k]), 4) for k in keys}
+    out: dict[str, float | str] = {"data": str((document.get("provenance") or {}).get("data"))}
+    out.update({f"discovery_{k}": round(float(ensemble[k]), 4) for k in keys})
     main = "r2" if "r2" in ensemble else "bac"
     out[f"discovery_{main}_repeat_sd"] = round(float(document["repeats"][main]["sd"]), 4)
     permutation = document.get("permutation") or {}
