@@ -42,6 +42,7 @@ from src.evaluation.model_comparison import (
 from src.tracking.store import check_store
 from src.utils.errors import UserInputError, user_errors
 from src.utils.io import atomic_directory, write_json_atomic, write_text_atomic
+from src.utils.logging import status
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,19 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         return {}
     if len(names) < 2:
         raise UserInputError(f"compare.experiments lists {names}: a comparison needs at least two")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserInputError(
+            f"compare.experiments lists {', '.join(twice)} more than once: an experiment compared with "
+            "itself differs by nothing (list two different experiments)"
+        )
     experiments = [TrainedExperiment.load(name, Path(config.paths.output) / name) for name in names]
+    unevaluated = [e.name for e in experiments if e.evaluated is None]
+    if unevaluated:
+        status(
+            f"note: not evaluated: {', '.join(unevaluated)}; compared on the discovery CV only (run "
+            "`python -m src.evaluate +experiment=<name>` for the evaluation cohorts)"
+        )
     if config.tracking.enabled:
         check_store(config.tracking)  # before the work: a store that cannot be opened is one error
     rope = {"bac": config.compare.rope.bac, "auc": config.compare.rope.auc}

@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from src.config.cli import run, start, trained_settings
 from src.config.settings import ExperimentConfig
 from src.data.cohorts import cohort_specs
+from src.evaluation.artefacts import check_experiment
 from src.evaluation.planning import plan_figure, plan_markdown, summary_lines
 from src.evaluation.sample_size import cstat_to_r2cs, external_sample_size, riley_binary
 from src.tracking.evaluation import read_training_run
@@ -64,6 +65,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
     # the learning curve and the sample sizes are those of the trained model's design, not this command's
     config = trained_settings(config, run_dir / "train")
+    check_experiment(config.name, run_dir)  # the predictions it reads are the training's and evaluation's
     inputs = experiment_inputs(config)
     check_writable(run_dir)
     scores = None if inputs.continuous else out_of_fold_scores(oof_path)

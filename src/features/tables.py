@@ -92,7 +92,18 @@ def read_feature_table(path: str | Path, cohort: str | None = None) -> pd.DataFr
             f"feature table {path} not found{which}: build it with `python -m src.features.build "
             f"features={path.parent.name}` (or `dvc repro`), with the same data= as training"
         )
-    return _read_parquet(path)
+    try:
+        return _read_parquet(path)
+    except UserInputError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
+        # a truncated file, a foreign parquet, a packed table with a damaged row: one line naming the file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserInputError(
+            f"feature table {path} cannot be read ({type(err).__name__}: {first}): damaged or not a "
+            "feature table of this project; rebuild it with `python -m src.features.build "
+            f"features={path.parent.name}` (or `dvc repro`)"
+        ) from None
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:

@@ -19,10 +19,11 @@ import pandas as pd
 
 from src.config.settings import ExperimentConfig, saved_settings
 from src.data.cohorts import is_simulated, trained_on_simulated
+from src.evaluation.artefacts import check_experiment
 from src.reporting.fusion import INTRO as FUSION_INTRO
 from src.reporting.fusion import FusionSection
 from src.reporting.methods import tripod_ai_methods
-from src.utils.errors import MissingInputError, UserInputError
+from src.utils.errors import MissingInputError
 from src.utils.io import shown_uri
 from src.utils.provenance import training_model_uri
 from src.utils.tables import html_table, markdown_table
@@ -193,9 +194,7 @@ class ExperimentResults:
                 f"experiment {name!r}: {train_dir / 'metrics.json'} not found; run "
                 f"`python -m src.train +experiment={name}` (or `dvc repro`) first"
             )
-        evaluated = (eval_dir / "metrics.json").is_file()
-        if evaluated:
-            _same_model(name, train_dir, eval_dir)
+        evaluated = check_experiment(name, run_dir)  # tables as written, the evaluation of this model
         return cls(
             name=name,
             config=saved_settings(train_dir / "config.yaml"),
@@ -230,19 +229,6 @@ class ExperimentResults:
     def training_run_id(self) -> str | None:
         """The MLflow run id of the training, or None when tracking was off."""
         return (self.tracking.get("train") or {}).get("run_id")
-
-
-def _same_model(name: str, train_dir: Path, eval_dir: Path) -> None:
-    """Refuse an evaluate/ made with another model than train/ holds (retrained, not re-evaluated)."""
-    trained = (json.loads((train_dir / "metrics.json").read_text()).get("provenance") or {}).get(
-        "model_sha256"
-    )
-    used = (json.loads((eval_dir / "metrics.json").read_text()).get("provenance") or {}).get("model_sha256")
-    if trained and used != trained:
-        raise UserInputError(
-            f"experiment {name!r}: {eval_dir} was made with model sha256 {used}, but {train_dir} now holds "
-            f"{trained} (retrained since?); run `python -m src.evaluate +experiment={name}` (or `dvc repro`)"
-        )
 
 
 def _json_or_none(path: Path) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from src.utils.errors import DISK_FULL, DiskFullError, UserInputError, disk_full_message
+from src.utils.errors import DISK_FULL, DiskFullError, MissingInputError, UserInputError, disk_full_message
 
 
 @contextlib.contextmanager
@@ -188,3 +188,25 @@ def check_writable(folder: str | os.PathLike) -> None:
         raise UserInputError(
             f"output folder {folder} is not writable ({err.strerror}: {existing}); set paths.output"
         ) from err
+
+
+def file_record(folder: Path, names: list[str]) -> dict[str, str]:
+    """``{name: sha256}`` of the files ``names`` in ``folder`` that exist: what a results document records
+    of the tables written beside it, so that a reader tells an edited or swapped table from the one
+    written."""
+    return {name: file_sha256(folder / name) for name in names if (folder / name).is_file()}
+
+
+def check_file_record(folder: Path, record: dict[str, str] | None, what: str) -> None:
+    """Refuse a file of ``folder`` whose sha256 is not the one ``record`` holds (:func:`file_record`), in one
+    line naming the file and ``what`` recorded it. A missing record (written before records existed) is not
+    checked."""
+    for name, expected in (record or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise MissingInputError(f"{path} not found, though {what} records it")
+        if file_sha256(path) != expected:
+            raise UserInputError(
+                f"{path} is not the file {what} wrote (sha256 differs: edited or copied from another run); "
+                "rerun the stage that writes it (or `dvc checkout` / `dvc repro`)"
+            )

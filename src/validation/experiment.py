@@ -24,7 +24,7 @@ from src.data.cohorts import discovery_cohort, is_simulated
 from src.features.tables import continuous_outcome, feature_table_path, read_feature_table, training_arrays
 from src.models.search_space import SearchSpace
 from src.utils.errors import UserInputError
-from src.utils.io import atomic_directory, file_md5, write_json_atomic, write_text_atomic
+from src.utils.io import atomic_directory, file_md5, file_record, write_json_atomic, write_text_atomic
 from src.utils.logging import status
 from src.utils.provenance import code_fingerprint, git_state, package_versions
 from src.validation.checkpoints import checkpoint_key
@@ -325,6 +325,10 @@ def training_summary_metrics(document: Mapping[str, Any]) -> dict[str, float | s
     return out
 
 
+# the training's tables that compare, report and plan read (their sha256 in metrics.json's provenance)
+TRAINING_FILES = ("config.yaml", "predictions.csv", "folds.csv")
+
+
 def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml: str) -> None:
     """``${paths.run}/train`` in one atomic step: the model (its sha256 into the metrics document), metrics,
     the resolved config, out-of-fold predictions, folds, trials, their timings (``timings.csv``: the only
@@ -334,14 +338,16 @@ def write_training_outputs(out_dir: Path, outcome: TrainingOutcome, config_yaml:
     with atomic_directory(out_dir) as out:
         # the model's sha256 is recorded with the metrics (and in MLflow) and verified before every load
         document["provenance"]["model_sha256"] = outcome.model.save(out / "model", config_yaml)
-        write_json_atomic(out / "metrics.json", document)
-        write_json_atomic(out / SUMMARY_FILE, training_summary_metrics(document))
         write_text_atomic(out / "config.yaml", config_yaml)
         result.oof.to_csv(out / "predictions.csv", index=False)
         # timings apart: folds.csv and trials.csv are byte-identical for the same config (resumed or not)
         folds, trials = result.fold_table(), result.trials()
         folds.drop(columns="seconds").to_csv(out / "folds.csv", index=False)
         trials.drop(columns="duration").to_csv(out / "trials.csv", index=False)
+        # what later stages read of this training, hashed: a reader refuses an edited or swapped table
+        document["provenance"]["files"] = file_record(out, list(TRAINING_FILES))
+        write_json_atomic(out / "metrics.json", document)
+        write_json_atomic(out / SUMMARY_FILE, training_summary_metrics(document))
         timings = trials[["repeat", "fold", "number", "duration"]].rename(
             columns={"duration": "trial_seconds"}
         )
