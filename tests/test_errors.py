@@ -250,6 +250,14 @@ def _hole(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _constant_clinical(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(clin_bmi=np.where(np.arange(len(table)) % 3, 24.0, np.nan))
+
+
+def _empty_clinical(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(clin_bmi=np.nan)
+
+
 def _bad_label(table: pd.DataFrame) -> pd.DataFrame:
     table.loc[2, "response"] = 2
     return table
@@ -278,6 +286,12 @@ TRAIN_CASES = {
         None,
     ),
     "learner typo": (["+model.fixed.estimator=kernel_rige"], "(did you mean 'kernel_ridge'?", None),
+    # Hydra's lexer stops at a non-ASCII letter: one line with the quoting that works, checked to parse
+    "unquoted non-ASCII value": (
+        ["evaluation.subgroups.columns=[Zürich]"],
+        "quote the value for Hydra, as evaluation.subgroups.columns='[\"Zürich\"]' in the shell",
+        None,
+    ),
     "empty search range": (["model.search_space.C.low=100"], "search space 'C': need low <= high", None),
     "unknown sampler": (["cv.sampler=bayes"], "cv.sampler must be tpe, random or grid", None),
     "too many inner folds": (["cv.inner_folds=60"], "fewer than cv.inner_folds=60", None),
@@ -288,6 +302,13 @@ TRAIN_CASES = {
     "covariate column missing": ([], "column(s) ['tiv'] missing", _no_tiv),
     "one class only": ([], "only one class present", _one_class),
     "missing feature value": ([], "1 missing value(s), e.g. subject sub-x005, column 'gm_r3'", _hole),
+    # a clinical predictor without information: refused (it would be imputed, scaled and weighted)
+    "constant clinical predictor": (
+        [],
+        "clinical predictor 'bmi' is 24 for every subject",
+        _constant_clinical,
+    ),
+    "all-missing clinical predictor": ([], "clinical predictor 'bmi' is missing for every", _empty_clinical),
     "typo in a data key": (
         ["+data.on_grid_missmatch=resample"],
         "config key data.on_grid_missmatch is not a setting this project reads (did you mean "

@@ -148,13 +148,45 @@ def unknown_override_key(args: list[str], conf: Path = CONF) -> str | None:
     return None
 
 
+def unparsable_override(args: list[str]) -> str | None:
+    """The message for the first ``key=value`` argument Hydra's override grammar cannot read (a value with
+    a non-ASCII letter such as ``site=Zürich``, a space, a bracket left open), with the quoting that fixes
+    it; None if all parse. Hydra's own message is its lexer's (``LexerNoViableAltException``) and a link."""
+    # lazy: the grammar is Hydra's, needed only when a command starts
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's own flags (--cfg job, -m) and its positional arguments
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            key, _, value = arg.partition("=")
+            if value.startswith("[") and value.endswith("]"):  # a list: each element quoted
+                items = [item.strip().strip("'\"") for item in value[1:-1].split(",") if item.strip()]
+                fixed = "[" + ",".join(f'"{item}"' for item in items) + "]"
+            else:
+                fixed = '"' + value.strip("'\"") + '"'
+            return (
+                f"cannot read the override {arg!r}: quote the value for Hydra, as {key}='{fixed}' in the "
+                "shell (non-ASCII letters, spaces and other special characters need quotes)"
+            )
+    return None
+
+
 def run(main: Callable[[], object], doc: str | None) -> None:
     """Run a Hydra ``main``; ``--help``/``-h`` prints ``doc`` and the common settings instead. A config group
     option that does not exist is one ``error:`` line and exit status 2, before Hydra composes anything."""
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print((doc or "").strip() + "\n" + SETTINGS)
         return
-    problem = unknown_group_option(sys.argv[1:]) or unknown_override_key(sys.argv[1:])
+    problem = (
+        unparsable_override(sys.argv[1:])
+        or unknown_group_option(sys.argv[1:])
+        or unknown_override_key(sys.argv[1:])
+    )
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR)

@@ -136,7 +136,30 @@ def training_arrays(
             f"{where}: {count} missing value(s), e.g. subject {subject}, column {column!r}; rebuild the "
             "table or remove the subject"
         )
+    check_informative_clinical(X, where)
     return X, labels.to_numpy(dtype=int)
+
+
+def check_informative_clinical(X: pd.DataFrame, where: str | Path) -> None:
+    """Refuse a clinical predictor of the training table that carries no information: missing for every
+    subject, or one value for all who have one (it would be imputed, scaled and weighted as if it did). The
+    indicator of a categorical code nobody in training had is left to :func:`unseen_codes` (a declared
+    level, weight exactly 0)."""
+    for column in X.columns:
+        if not is_clinical_column(column) or "=" in column:
+            continue
+        given = X[column].dropna()
+        name = column.removeprefix("clin_")
+        if given.empty:
+            raise UserInputError(
+                f"{where}: clinical predictor {name!r} is missing for every subject of the training "
+                "cohort: it carries no information; remove it from data.clinical"
+            )
+        if given.nunique() == 1:
+            raise UserInputError(
+                f"{where}: clinical predictor {name!r} is {given.iloc[0]:g} for every subject of the "
+                "training cohort who has a value: it carries no information; remove it from data.clinical"
+            )
 
 
 def continuous_outcome(
