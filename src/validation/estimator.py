@@ -101,6 +101,70 @@ class NestedCVBase(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "result_")
 
+    def _target(self, y: Any) -> np.ndarray:
+        """``y`` as the engine takes it (a sibling with a continuous outcome makes it float)."""
+        return np.asarray(y)
+
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: Any,
+        *,
+        ids: Sequence[str] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> NestedCVBase:
+        """Run the repeated nested CV on ``X``, ``y`` and lock the fold models.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Covariate columns and feature columns (not modified).
+        y : array-like
+            The outcome: 0/1 labels (1 = the positive class) for a classifier, numbers for a regressor.
+        ids : sequence of str, optional
+            Subject identifiers in the order of ``y`` (out-of-fold tables, the locked model's record of which
+            subjects each fold model never saw).
+        info : dict, optional
+            Metadata recorded in the locked model (experiment, seed, data name, feature-table md5).
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                "X must be a DataFrame with the covariate columns "
+                f"{list(self.covariates)} and the feature columns, got {type(X).__name__}"
+            )
+        self.result_ = self._run(X, self._target(y), ids)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.oof_decision_ = self.result_.decision_matrix()
+        self.ensemble_ = self._lock(X, info)
+        return self
+
+    def _lock(self, X: pd.DataFrame, info: dict[str, Any] | None) -> EnsembleModel | None:
+        if not self.keep_models:
+            return None
+        # the training table also gives the covariate model that explains a new patient's prediction
+        return EnsembleModel.from_result(self.result_, info=info, training=X)
+
+    def _locked(self) -> EnsembleModel:
+        """The locked ensemble; :class:`~sklearn.exceptions.NotFittedError` before ``fit`` (every sibling
+        alike), ``AttributeError`` after a fit that kept no fold models."""
+        check_is_fitted(self)
+        if self.ensemble_ is None:
+            raise AttributeError("fitted with keep_models=False: out-of-fold results only, no locked model")
+        return self.ensemble_
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Mean fold weight of each feature (linear fold models only)."""
+        ensemble = self._locked()
+        if not ensemble.is_linear:
+            raise AttributeError("coef_ is only available for linear fold models")
+        return np.mean([m.weights for m in ensemble.models], axis=0)
+
     @property
     def folds_(self) -> list[FoldResult]:
         """One :class:`~src.validation.nested_cv.FoldResult` per (repeat, outer fold), in that order."""
@@ -174,62 +238,15 @@ class NestedCVClassifier(ClassifierMixin, NestedCVBase):
         ids: Sequence[str] | None = None,
         info: dict[str, Any] | None = None,
     ) -> NestedCVClassifier:
-        """Run the repeated nested CV on ``X``, ``y`` and lock the fold models.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Covariate columns and feature columns (not modified).
-        y : array-like of {0, 1}
-            Labels, 1 = the positive class (responders unless configured otherwise).
-        ids : sequence of str, optional
-            Subject identifiers in the order of ``y`` (out-of-fold tables, the locked model's record of which
-            subjects each fold model never saw).
-        info : dict, optional
-            Metadata recorded in the locked model (experiment, seed, data name, feature-table md5).
-
-        Returns
-        -------
-        self
-        """
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(
-                "X must be a DataFrame with the covariate columns "
-                f"{list(self.covariates)} and the feature columns, got {type(X).__name__}"
-            )
-        y = np.asarray(y)
-        self.result_ = self._run(X, y, ids)
+        """:meth:`NestedCVBase.fit` on 0/1 labels (1 = the positive class); sets ``classes_``."""
+        super().fit(X, y, ids=ids, info=info)
         self.classes_ = np.array([0, 1])
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
-        self.oof_decision_ = self.result_.decision_matrix()
-        self.ensemble_ = self._lock(X, info)
         return self
-
-    def _lock(self, X: pd.DataFrame, info: dict[str, Any] | None) -> EnsembleModel | None:
-        if not self.keep_models:
-            return None
-        # the training table also gives the covariate model that explains a new patient's prediction
-        return EnsembleModel.from_result(self.result_, info=info, training=X)
-
-    def _locked(self) -> EnsembleModel:
-        check_is_fitted(self)
-        if self.ensemble_ is None:
-            raise AttributeError("fitted with keep_models=False: out-of-fold scores only, no locked model")
-        return self.ensemble_
 
     @property
     def calibration_(self) -> tuple[float, float]:
         """Platt (slope, intercept) of the locked ensemble's decision score."""
         return self._locked().calibration
-
-    @property
-    def coef_(self) -> np.ndarray:
-        """Mean fold weight of each feature (linear fold models only)."""
-        ensemble = self._locked()
-        if not ensemble.is_linear:
-            raise AttributeError("coef_ is only available for linear fold models")
-        return np.mean([m.weights for m in ensemble.models], axis=0)
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Mean decision score of the fold models (> 0: the positive class)."""

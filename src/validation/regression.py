@@ -21,7 +21,6 @@ import pandas as pd
 from sklearn.base import RegressorMixin
 
 from src.models.search_space import SearchSpace
-from src.validation.ensemble import EnsembleModel
 from src.validation.estimator import DEFAULT_CATEGORICAL, DEFAULT_COVARIATES, DEFAULT_CV, NestedCVBase
 from src.validation.metrics import REGRESSION_OBJECTIVES, regression_score
 from src.validation.nested_cv import CVConfig, RegressionCVResult, run_nested_cv
@@ -127,50 +126,13 @@ class NestedCVRegressor(RegressorMixin, NestedCVBase):
             raise ValueError("NestedCVRegressor needs a regression model: search_space.fixed['estimator']")
         return result
 
-    def fit(
-        self,
-        X: pd.DataFrame,
-        y: Any,
-        *,
-        ids: Sequence[str] | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> NestedCVRegressor:
-        """Run the repeated nested CV on ``X`` (covariates + features) and the continuous ``y``, and lock the
-        fold models (``ids``, ``info``: as :meth:`NestedCVClassifier.fit`)."""
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(
-                "X must be a DataFrame with the covariate columns "
-                f"{list(self.covariates)} and the feature columns, got {type(X).__name__}"
-            )
-        y = np.asarray(y, dtype=float)
-        self.result_ = self._run(X, y, ids)
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
-        self.oof_decision_ = self.result_.decision_matrix()
-        self.ensemble_ = (
-            EnsembleModel.from_result(self.result_, info=info, training=X) if self.keep_models else None
-        )
-        return self
+    def _target(self, y: Any) -> np.ndarray:
+        return np.asarray(y, dtype=float)
 
     @property
     def oof_prediction_(self) -> np.ndarray:
         """(n_samples, repeats) out-of-fold predicted outcomes."""
         return self.oof_decision_
-
-    def _locked(self) -> EnsembleModel:
-        if self.ensemble_ is None:
-            raise AttributeError(
-                "fitted with keep_models=False: out-of-fold predictions only, no locked model"
-            )
-        return self.ensemble_
-
-    @property
-    def coef_(self) -> np.ndarray:
-        """Mean fold weight of each feature (linear fold models only)."""
-        ensemble = self._locked()
-        if not ensemble.is_linear:
-            raise AttributeError("coef_ is only available for linear fold models")
-        return np.mean([m.weights for m in ensemble.models], axis=0)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """The mean of the fold models' predicted outcomes."""
