@@ -61,12 +61,8 @@ def test_atlas_map_round_trip_paints_each_region_with_its_value():
     np.testing.assert_array_equal(map_values(table)["cvr"], [0.0, -4.0, 9.0])
 
 
-def test_corrected_cvr_and_fdr_follow_nadeau_bengio_and_benjamini_hochberg():
-    """CVR / sqrt((1/J + n_test/n_train) J), then BH over the two-sided normal p: checked against the
-    formulas computed here from the weights and statsmodels' multipletests."""
-    from scipy.stats import norm
-    from statsmodels.stats.multitest import multipletests
-
+def test_corrected_cvr_follows_nadeau_bengio_and_selects_nothing_by_itself():
+    """CVR / sqrt((1/J + n_test/n_train) J), checked against the formula computed here from the weights."""
     from src.models.linear import AffineDecision
     from src.models.residualize import CovariateResidualizer
 
@@ -80,9 +76,9 @@ def test_corrected_cvr_and_fdr_follow_nadeau_bengio_and_benjamini_hochberg():
     cvr = W.mean(0) / (W.std(0, ddof=1) / np.sqrt(J))
     corrected = cvr / np.sqrt((1 / J + 0.2 / 0.8) * J)
     np.testing.assert_allclose(table.loc[[f"gm_{j}" for j in range(p)], "cvr_corrected"], corrected)
-    q = multipletests(2 * norm.sf(np.abs(corrected)), method="fdr_bh")[1]
-    np.testing.assert_allclose(table.loc[[f"gm_{j}" for j in range(p)], "q_value"], q)
-    assert table["selected"].sum() == (q < 0.05).sum()
+    # one answer per question: the corrected CVR is a reliability figure, never a normal-theory q-value
+    # (it called null clinical predictors significant); selection is the permutation test's alone
+    assert "q_value" not in table and "selected" not in table
 
 
 @pytest.mark.slow
@@ -119,58 +115,6 @@ def test_rbf_permutation_importance_ranks_the_planted_feature_first():
     assert importance.iloc[0]["feature"] == features[0]
     assert importance.iloc[0]["auc_drop_mean"] > 0.1 > importance.iloc[1:]["auc_drop_mean"].max()
     pd.testing.assert_frame_equal(permutation_importance_table(model, table, seed=0, n_jobs=2), importance)
-
-
-def _models_with_cvr(targets: np.ndarray, J: int = 40) -> list:
-    """J affine fold models whose weights have exactly the CV-ratio ``targets`` (mean / SE across folds)."""
-    from src.models.linear import AffineDecision
-    from src.models.residualize import CovariateResidualizer
-
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(J, len(targets)))
-    z = (z - z.mean(0)) / z.std(0, ddof=1)  # mean 0, SD 1 in every column: SE = 1 / sqrt(J)
-    W = np.asarray(targets, float) / np.sqrt(J) + z
-    design = CovariateResidualizer.from_parts((), (), {}, [f"gm_{j}" for j in range(len(targets))])
-    return [AffineDecision(w, np.zeros(1), 0.0, design) for w in W]
-
-
-def test_fdr_selection_is_on_q_not_on_the_raw_p():
-    """Regions with p < 0.05 but q >= 0.05 exist here (CVRs 2.2, 2.0, 1.97 among 20): they are not selected;
-    the two with q < 0.05 are, as statsmodels' Benjamini-Hochberg says, element by element."""
-    from scipy.stats import norm
-    from statsmodels.stats.multitest import multipletests
-
-    targets = np.r_[5.0, -4.0, 2.2, -2.0, 1.97, np.linspace(-0.9, 0.9, 15)]
-    names = [f"gm_{j}" for j in range(len(targets))]
-    # test_fraction 0: no Nadeau-Bengio inflation, so the corrected CVR is the CVR itself
-    table = (
-        weight_summary(_models_with_cvr(targets), names, test_fraction=0.0).set_index("feature").loc[names]
-    )
-    np.testing.assert_allclose(table["cvr_corrected"], targets, atol=1e-9)
-    p = 2 * norm.sf(np.abs(targets))
-    q = multipletests(p, method="fdr_bh")[1]
-    assert ((p < 0.05) & (q >= 0.05)).sum() == 3  # the data can tell selection on p from selection on q
-    np.testing.assert_array_equal(table["selected"].to_numpy(), q < 0.05)
-    assert table.index[table["selected"]].tolist() == ["gm_0", "gm_1"]
-
-
-@pytest.mark.slow
-def test_fdr_selects_almost_nothing_under_pure_noise():
-    """1000 ensembles of pure-noise weights (30 features, 500 fold models, no inflation): the share of
-    ensembles with any region selected stays near the FDR level 0.05 (under the complete null, BH's FDR is
-    the chance of any selection); selecting on the raw p would select in ~80 % of them."""
-    rng = np.random.default_rng(11)
-    from src.models.linear import AffineDecision
-    from src.models.residualize import CovariateResidualizer
-
-    names = [f"gm_{j}" for j in range(30)]
-    design = CovariateResidualizer.from_parts((), (), {}, names)
-    any_selected = []
-    for _ in range(1000):
-        W = rng.normal(size=(500, 30))
-        models = [AffineDecision(w, np.zeros(1), 0.0, design) for w in W]
-        any_selected.append(weight_summary(models, names, test_fraction=0.0)["selected"].any())
-    assert np.mean(any_selected) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 1000)  # alpha + 3 MC standard errors
 
 
 def _weight_test_inputs(table: pd.DataFrame, folds: int = 5, seed: int = 0, C: float = 0.5):

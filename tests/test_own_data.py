@@ -130,7 +130,8 @@ def test_null_tables_through_the_readme_commands(tmp_path):
     assert [p.name for p in maps.iterdir()] == ["README.txt"]
     regions = pd.read_csv(tmp_path / "outputs" / "gm_only" / "evaluate" / "regions.csv")
     assert len(regions) == hospital_a.volumes.shape[1] and regions["atlas"].eq("table:cat12_roi").all()
-    html = (tmp_path / "reports" / "report.html").read_text()
+    # data=bids is not params.yaml's data: the report (report.dir at its default) lives apart
+    html = (tmp_path / "reports" / "bids" / "report.html").read_text()
     assert "Experiment <code>gm_only</code>" in html
     # the continuous analysis of the same null tables: the percentage reduction is not predicted (R² <= ~0,
     # r near 0, the permutation test of the whole procedure not significant), in discovery and external
@@ -159,7 +160,7 @@ def test_null_tables_through_the_readme_commands(tmp_path):
         tmp_path, sys.executable, "-m", "src.report", "report.experiments=[gm_only,gm_only_change]", *data
     )
     assert "gm_only_change" in both.stdout
-    assert "<h3>Continuous outcome</h3>" in (tmp_path / "reports" / "report.html").read_text()
+    assert "<h3>Continuous outcome</h3>" in (tmp_path / "reports" / "bids" / "report.html").read_text()
     # new patients from a feature table: the predicted reduction and P(response) of the locked regressor
     features = tmp_path / "derived" / "features" / "gm_roi" / "hospitalB.parquet"
     patients = tmp_path / "patients.csv"

@@ -84,10 +84,13 @@ def test_report_of_a_trained_but_not_evaluated_experiment(tmp_path):
     assert summary_row.count("–") >= 6  # external and control BAC/AUC/p: not evaluated
     html = render_html([experiment], {})
     assert "Not evaluated yet" in html and 'class="banner"' in html
-    # a user's data config (no simulation settings): no banner
+    # a training recorded as not simulated (a user's cohorts, no simulator's mark): no banner, whatever the
+    # data config the report is made with
     user = ExperimentResults.load("gm_only", run)
     user.config = dataclasses.replace(user.config, data=DataSettings(name="bids", cohorts=[]))
-    assert SIMULATED_BANNER not in render_markdown([user], {}, tmp_path / "report2")
+    assert SIMULATED_BANNER in render_markdown([user], {}, tmp_path / "report2")  # the record says simulated
+    user.train["provenance"]["simulated"] = False
+    assert SIMULATED_BANNER not in render_markdown([user], {}, tmp_path / "report3")
 
 
 def test_console_summary_rounds_and_leaves_out_a_spread_of_one_repeat():

@@ -183,3 +183,49 @@ def test_the_model_card_carries_the_runs_own_numbers():
     changed = _card({**train, "responders": 50}, {"external": {**result.to_dict(), "auc": 0.123}})
     assert "n = 99, 50 responders" in changed and "0.12 (0.60–0.90)" in changed
     assert "n = 99, 52 responders" not in changed
+
+
+def test_the_lr_statistic_and_its_degrees_of_freedom_match_an_independent_fit():
+    """The statistic against scikit-learn's unpenalised logistic fits of the same two models (one-hot
+    levels), the degrees of freedom against the count of extra parameters of the full model, and the
+    asymptotic p against scipy's chi-squared with that count (a df of k instead of k - 1 fails here)."""
+    from scipy.stats import chi2
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(11)
+    n = 300
+    levels = pd.Series(rng.choice(["a", "b", "c", "d"], n))
+    score = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.8 * score + 0.6 * score * (levels == "c"))))).astype(int)
+    z = (score - score.mean()) / score.std(ddof=1)
+    dummies = pd.get_dummies(levels, drop_first=True).to_numpy(float)
+    null = np.column_stack([z, dummies])
+    full = np.column_stack([null, z[:, None] * dummies])
+
+    def loglik(X):
+        fitted = LogisticRegression(penalty=None, max_iter=10_000, tol=1e-10).fit(X, y)
+        return -log_loss(y, fitted.predict_proba(X)[:, 1], normalize=False)
+
+    lr = 2 * (loglik(full) - loglik(null))
+    extra = full.shape[1] - null.shape[1]
+    test = heterogeneity_test(y, score, levels, n_bootstrap=19)
+    assert test["lr"] == pytest.approx(lr, rel=1e-4) and test["df"] == extra == 3
+    assert test["p_asymptotic"] == pytest.approx(chi2.sf(lr, extra), rel=1e-3)
+
+
+def test_the_bootstrap_p_of_the_heterogeneity_test_is_used_in_small_cells_and_chi2_in_large():
+    rng = np.random.default_rng(5)
+    small_n, large_n = 90, 600
+    for n, method in ((small_n, "parametric bootstrap"), (large_n, "chi2")):
+        levels = pd.Series(rng.choice(["T1", "T2", "T3"], n))
+        y = rng.integers(0, 2, n)
+        test = heterogeneity_test(y, rng.normal(size=n) + y, levels, seed=1, n_bootstrap=49)
+        assert test["method"].startswith(method), test
+        if method == "chi2":
+            assert test["p"] == test["p_asymptotic"]
+        else:  # on the bootstrap's grid: (1 + count) / (draws + 1)
+            assert (test["p"] * 50) == pytest.approx(round(test["p"] * 50))
+    # reproducible from its seed
+    levels = pd.Series(rng.choice(["T1", "T2", "T3"], small_n))
+    y, s = rng.integers(0, 2, small_n), rng.normal(size=small_n)
+    assert heterogeneity_test(y, s, levels, seed=4)["p"] == heterogeneity_test(y, s, levels, seed=4)["p"]

@@ -323,8 +323,10 @@ def test_a_passing_evaluation_makes_the_model_champion_and_predict_loads_it(loca
             r"External evaluation: \d{4}-\d\d-\d\d \d\d:\d\d, 'champion' passed \(external BAC",
             version.description,
         )
-        if name == MODEL:  # the training's evidence written at registration stays first
-            assert version.description.startswith("Nested CV on discovery")
+        if name == MODEL:  # the training's evidence written at registration stays first, marked simulated
+            # (the contract tables are read through the simulated data config)
+            assert version.description.startswith("SIMULATED DATA (cohorts marked by the simulator)")
+            assert "Nested CV on discovery" in version.description.split("\n")[0]
         assert f"external: BAC {100 * document['cohorts']['external']['bac']:.1f} %" in version.description
         # the model card: after the evidence, as a tag and an artifact of the training run, the file's text
         card = (local_store / "out" / "gm_only" / "evaluate" / "model_card.md").read_text()

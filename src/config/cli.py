@@ -39,10 +39,11 @@ def start(cfg: Any) -> ExperimentConfig:
     return settings_from(cfg)
 
 
-# the committed results' folders (conf/config.yaml): a run on other data than the pipeline's never writes here
+# the pipeline's folders, as they resolve by default (conf/config.yaml): a run on other data than the
+# pipeline's never writes into them
 SHARED_FOLDERS = {
     "paths.output": "outputs",
-    "paths.features": "${paths.data}/features",  # a feature set's folder is replaced whole when built
+    "paths.features": "data/features",  # a feature set's folder is replaced whole when built
     "report.dir": "reports",
     "compare.dir": "comparisons",
 }
@@ -71,17 +72,17 @@ def namespace_by_data(cfg: Any) -> None:
     """Runs on other data than the pipeline's live apart: with a data config (:func:`data_choice`) other
     than the ``data`` of ``params.yaml``, each of the folders of :data:`SHARED_FOLDERS` still at its default
     (``outputs``, ``data/features``, ``reports``, ``comparisons``) gets the data's name as a subfolder
-    (``outputs/<data>/<experiment>/...``, ``data/features/<data>/<feature set>/``),
-    so that no tutorial, how-to or own-data run overwrites the committed results of the pipeline; a folder
-    given explicitly (``paths.output=...``) is used as given. Changes ``cfg`` in place (before it is
-    resolved, so that everything interpolating these folders follows)."""
+    (``outputs/<data>/<experiment>/...``, ``data/features/<data>/<feature set>/``), so that no tutorial,
+    how-to or own-data run overwrites the committed results of the pipeline; a folder that resolves
+    elsewhere (``paths.output=...``, ``paths.data=...``) is used as given. Changes ``cfg`` in place (before
+    it is resolved, so that everything interpolating these folders follows)."""
     data = data_choice(cfg)
     if data == pipeline_data(cfg.params_file):
         return
     for key, default in SHARED_FOLDERS.items():
-        section, leaf = key.split(".")
-        if OmegaConf.to_container(cfg[section], resolve=False).get(leaf) == default:
-            cfg[section][leaf] = f"{default}/{data}"  # an interpolation stays one: it resolves later
+        if OmegaConf.select(cfg, key) == default:  # resolved: paths.data=elsewhere moves the features too
+            section, leaf = key.split(".")
+            cfg[section][leaf] = f"{default}/{data}"
 
 
 def trained_settings(config: ExperimentConfig, train_dir: Path) -> ExperimentConfig:

@@ -181,6 +181,10 @@ def write_evaluation(out: Path, evaluation: Evaluation, features_dir: Path) -> N
     write_text_atomic(out / "paper_table.md", markdown_table(evaluation.paper_table) + "\n")
     columns = ["participant_id", "_cohort", "site", "treatment", "response", "decision", "probability"]
     scored = pd.concat(evaluation.scored.values(), ignore_index=True).drop_duplicates("participant_id")
+    # the label the cohort metrics count (a positive decision score), beside the calibrated probability:
+    # Platt's intercept moves P = 0.5 away from decision 0, so the two can differ near the boundary
+    scored["predicted"] = (scored["decision"] > 0).astype(int)
+    columns.insert(columns.index("probability"), "predicted")
     scored[columns].rename(columns={"_cohort": "cohort"}).to_csv(out / "predictions.csv", index=False)
     # what compare and plan read of this evaluation, hashed (src.evaluation.artefacts checks them)
     evaluation.document["provenance"]["files"] = file_record(out, ["predictions.csv", "paper_table.csv"])
@@ -262,7 +266,14 @@ def subgroup_display(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def heterogeneity_display(tests: pd.DataFrame) -> pd.DataFrame:
-    """The heterogeneity tests as read: LR chi-squared, df and p per group and grouping (or why untested)."""
+    """The heterogeneity tests as read: LR chi-squared, df, the calibrated p (parametric bootstrap in small
+    cells), Holm's adjustment over the group's groupings, and the asymptotic p beside them (or why
+    untested)."""
+
+    def shown(row: pd.Series, key: str) -> str:
+        value = row.get(key)
+        return "" if value is None or pd.isna(value) else f"{float(value):.3f}"
+
     rows = []
     for _, row in tests.iterrows():
         tested = row["p"] is not None and not pd.isna(row["p"])
@@ -274,7 +285,9 @@ def heterogeneity_display(tests: pd.DataFrame) -> pd.DataFrame:
                 "n": int(row["n"]),
                 "LR chi2": f"{row['lr']:.2f}" if tested else "",
                 "df": str(int(row["df"])) if tested else "",
-                "p": f"{row['p']:.3f}" if tested else (row.get("note") or ""),
+                "p": shown(row, "p") if tested else (row.get("note") or ""),
+                "p (Holm)": shown(row, "p_holm") if tested else "",
+                "p (chi2)": shown(row, "p_asymptotic") if tested else "",
             }
         )
     return pd.DataFrame(rows)

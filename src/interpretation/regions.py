@@ -11,7 +11,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.maskers import NiftiLabelsMasker, NiftiMasker
-from scipy.stats import false_discovery_control, norm
 
 from src.data.clinical import PREFIX, is_clinical_column
 from src.data.templates import ATLASES, load_atlas
@@ -74,7 +73,6 @@ def weight_summary(
     training: pd.DataFrame | None = None,
     regions: pd.DataFrame | None = None,
     test_fraction: float | None = None,
-    fdr: float = 0.05,
 ) -> pd.DataFrame:
     """Mean, SE, CV-ratio and sign consistency of each feature's weight across the fold models.
 
@@ -86,9 +84,10 @@ def weight_summary(
     With ``test_fraction`` (outer test rows / all rows, 1/K for K folds): the CVR treats the R x K fold
     models as independent, but any two share most of their training rows, so |CVR| > 2 is passed by most
     regions. ``cvr_corrected`` divides it by Nadeau & Bengio's (2003) correction of the resampled variance,
-    ``sqrt((1/J + n_test/n_train) / (1/J))`` for J models; ``q_value`` is the Benjamini-Hochberg FDR of
-    the two-sided normal p of ``cvr_corrected`` (``scipy.stats.false_discovery_control``) and ``selected``
-    marks q < ``fdr``: the regions the map and the report show.
+    ``sqrt((1/J + n_test/n_train) / (1/J))`` for J models: a reliability figure of the weight, not a test.
+    No region is *selected* here: a normal-theory q of the corrected CVR called null clinical predictors
+    significant (q = 4e-4); selection is the weights' label-permutation test's alone
+    (:func:`~src.interpretation.importance.model_regions`: ``p_perm``, ``q_perm``, ``selected``).
     """
     W = np.vstack([feature_weights(m) for m in models])
     mean = W.mean(axis=0)
@@ -110,9 +109,6 @@ def weight_summary(
     if test_fraction is not None and len(W) > 1:
         inflation = np.sqrt((1 / len(W) + test_fraction / (1 - test_fraction)) * len(W))
         table["cvr_corrected"] = cvr / inflation
-        p = 2 * norm.sf(np.abs(np.nan_to_num(table["cvr_corrected"].to_numpy())))
-        table["q_value"] = false_discovery_control(p)
-        table["selected"] = table["q_value"] < fdr
     table["direction"] = np.where(mean > 0, "response", "non-response")
     if regions is not None and "column" in regions:
         info = regions.set_index("column")
@@ -135,12 +131,13 @@ def weight_summary(
 
 def map_values(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """What the brain maps show, per row of a :func:`weight_summary` table: ``weight`` = mean weight;
-    ``cvr`` = the corrected CVR of the FDR-selected features (0 elsewhere) when the table has them, else
-    the raw CVR."""
+    ``cvr`` = the corrected CVR of the features the weights' permutation test selected (0 elsewhere) when
+    the table has that test, else the corrected CVR (the raw CVR without fold records)."""
+    reliability = table["cvr_corrected"] if "cvr_corrected" in table else table["cvr"]
     cvr = (
-        np.where(table["selected"], table["cvr_corrected"], 0.0)
+        np.where(table["selected"], reliability, 0.0)
         if "selected" in table
-        else table["cvr"].fillna(0).to_numpy()
+        else reliability.fillna(0).to_numpy()
     )
     return {"weight": table["mean_weight"].to_numpy(float), "cvr": np.asarray(cvr, float)}
 

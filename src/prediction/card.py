@@ -24,6 +24,7 @@ import nibabel as nib  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from src.data.templates import mni152_template_2mm  # noqa: E402
+from src.prediction.score import call_of  # noqa: E402
 
 RESPONSE, NON_RESPONSE = "#b2182b", "#2166ac"  # one colour per direction, on every panel
 BARS = 8  # regions shown per direction
@@ -124,13 +125,12 @@ def brain_figure(image: nib.Nifti1Image) -> str:
 
 
 def headline(row: Mapping[str, object], threshold: float) -> str:
-    """``predicted responder`` / ``predicted non-responder``, or, when the fold models' interval reaches
-    across the threshold (the models trained on other subsets disagree about the side),
-    ``uncertain (leans responder)``."""
-    low, high = float(row["interval_low"]), float(row["interval_high"])
-    if low < threshold <= high:
-        return f"uncertain (leans {row['prediction']})"
-    return f"predicted {row['prediction']}"
+    """``predicted responder`` / ``predicted non-responder``, or ``uncertain (leans responder)``: the row's
+    ``call`` (:func:`~src.prediction.score.call_of`, what predictions.csv holds), worded for a title."""
+    call = row.get("call") or call_of(
+        str(row["prediction"]), float(row["interval_low"]), float(row["interval_high"]), threshold
+    )
+    return str(call) if str(call).startswith("uncertain") else f"predicted {call}"
 
 
 def patient_card(
@@ -146,6 +146,7 @@ def patient_card(
     note: str = "",
     simulated: bool = False,
     model_card: str | None = None,
+    decision_zero: float | None = None,
 ) -> str:
     """The HTML card of one row of :func:`~src.prediction.score.predict_patients` (with
     :func:`~src.prediction.score.top_regions` columns when given); ``contributions`` are the patient's
@@ -153,16 +154,18 @@ def patient_card(
     were computed, ``brain`` is them painted on the brain. ``simulated``: the model was trained on the
     embedded simulated cohorts (said first, in the card's warning colour). ``model_card``: the model card's
     address relative to the card (what the model is for, how it performed, its limits), linked above the
-    provenance; None: the model has no card yet (said)."""
+    provenance; None: the model has no card yet (said). ``decision_zero``: P(response) at a decision score
+    of 0 (where the cohort metrics put the boundary), said beside the card's own rule."""
     esc = html.escape
     probability = float(row["probability"])
     warnings = [w for w in str(row.get("warnings") or "").split("; ") if w]
     parts = []
     if simulated:
         parts.append(
-            '<div class="warn"><b>Model trained on simulated data.</b> This model was trained on the '
-            "embedded simulated cohorts (a planted signature), not on patients: this card shows what the "
-            "tool does and says nothing about this person.</div>"
+            '<div class="warn"><b>Model trained on simulated data.</b> This model was trained on '
+            "simulated cohorts (the embedded default or the example study, marked by the simulator: a "
+            "planted signature), not on patients: this card shows what the tool does and says nothing about "
+            "this person.</div>"
         )
     parts += [
         f"<h1>{esc(str(row['participant_id']))}: {esc(headline(row, threshold))}</h1>",
@@ -189,7 +192,14 @@ def patient_card(
         parts.append(
             '<p class="note">Probability: Platt calibration fitted on the out-of-fold scores of the '
             "discovery cohort. Interval: the spread of the cross-validation fold models (how much models "
-            "trained on different subsets disagree), not a confidence interval.</p>"
+            "trained on different subsets disagree), not a confidence interval. The call: responder when "
+            f"P(response) &ge; {threshold:.2f}; &ldquo;uncertain&rdquo; when the fold models&rsquo; interval "
+            "reaches across that threshold (the words of predictions.csv&rsquo;s <code>call</code>). The "
+            "cohort metrics (BAC, sensitivity, specificity) count a positive decision score instead, which "
+            f"calibration puts at P = {decision_zero:.2f}: a patient between the two is called differently "
+            "there.</p>"
+            if decision_zero is not None
+            else ""
         )
     if warnings:
         parts.append('<div class="warn"><b>Check before use</b><ul>')

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from src.config.settings import PredictSettings
@@ -104,6 +105,7 @@ def write_outputs(
                 attribution=method,
                 simulated=bool(model.info.get("simulated")),
                 model_card=card_link,
+                decision_zero=None if model.is_regression else float(model.calibrate(np.zeros(1))[0]),
             )
             with atomic_path(cards / f"{row['participant_id']}.html") as tmp:
                 tmp.write_text(card, encoding="utf-8")

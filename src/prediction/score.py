@@ -140,7 +140,8 @@ def predict_patients(
     model, :func:`~src.validation.ensemble.residual_model`), ``distance`` and
     ``distance_percentile`` (to the training cohort, :meth:`EnsembleModel.distance_percentile`; a warning at
     or above ``distance_percentile``), ``warnings`` and ``prediction``
-    (``responder`` when the probability reaches ``threshold``)."""
+    (``responder`` when the probability reaches ``threshold``) and ``call`` (:func:`call_of`: the same, or
+    ``uncertain (leans ...)``; the words the console and the card show)."""
     check_settings(threshold, coverage)
     model.checked_inputs(table, where)
     folds = model.decision_matrix(table)  # (patients, R x K)
@@ -169,16 +170,23 @@ def predict_patients(
         for d, p in zip(distance, percentile, strict=True)
     ]
     positive = probability >= threshold
+    prediction = np.where(positive, "responder", "non-responder")
+    interval_low, interval_high = model.calibrate(low), model.calibrate(high)
     return pd.DataFrame(
         {
             "participant_id": table["participant_id"].astype(str).to_numpy(),
             "decision_score": decision,
             "probability": probability,
-            "interval_low": model.calibrate(low),
-            "interval_high": model.calibrate(high),
+            "interval_low": interval_low,
+            "interval_high": interval_high,
             "fold_agreement": np.mean((folds > 0) == (decision > 0)[:, None], axis=1),
             **continuous,
-            "prediction": np.where(positive, "responder", "non-responder"),
+            "prediction": prediction,
+            # the words the console, the card and the server show, from the same rule
+            "call": [
+                call_of(str(p), lo, hi, threshold)
+                for p, lo, hi in zip(prediction, interval_low, interval_high, strict=True)
+            ],
             "distance": distance,
             "distance_percentile": percentile,
             "warnings": [
@@ -193,6 +201,15 @@ def predict_patients(
             ],
         }
     )
+
+
+def call_of(prediction: str, interval_low: float, interval_high: float, threshold: float) -> str:
+    """The one decision rule's words: ``prediction`` (``responder`` when P(response) reaches ``threshold``,
+    else ``non-responder``), or ``uncertain (leans <prediction>)`` when the fold models' interval of
+    P(response) reaches across the threshold (models trained on other subsets disagree about the side)."""
+    if interval_low < threshold <= interval_high:
+        return f"uncertain (leans {prediction})"
+    return prediction
 
 
 def align_unseen_sites(

@@ -36,7 +36,6 @@ REGION_COLUMNS = [
     "lobe",
     "standardised_weight",
     "cvr_corrected",
-    "q_value",
     "sign_consistency",
     "direction",
 ]
@@ -64,10 +63,10 @@ DASH_NOTE = (
     "evaluated on that cohort group (or has none), or the test was not run (permutation.n=0)."
 )
 REGIONS_NOTE = (
-    "Regions whose weight is stable across the fold models beyond chance: the CV-ratio (mean / SE of the "
-    "weight over the R×K fold models) corrected for the overlap of their training sets (Nadeau & Bengio "
-    "2003), Benjamini-Hochberg FDR q < 0.05; ranked by the standardised weight (per SD of the region's "
-    "volume). Positive: larger volume → response."
+    "The regions with the largest standardised weight (per SD of the region's volume); no region is called "
+    "selected without the weights' permutation test (evaluation.weight_permutations > 0). Beside each: the "
+    "CV-ratio (mean / SE of the weight over the R×K fold models) corrected for the overlap of their training "
+    "sets (Nadeau & Bengio 2003), a reliability figure, not a test. Positive: larger volume → response."
 )
 TESTED_NOTE = (
     "The regions with the smallest permutation p of their weight: the first CV repeat's fold models refitted "
@@ -368,7 +367,7 @@ def top_regions(
         if planted is not None:
             table = table.assign(planted=np.where(is_planted(table, planted), "yes", ""))
         return table[[c for c in TESTED_COLUMNS if c in table.columns]].reset_index(drop=True)
-    table = regions[regions["selected"]] if "selected" in regions else regions
+    table = regions
     table = table.reindex(table["standardised_weight"].abs().sort_values(ascending=False).index).head(n)
     table = table.assign(rank=np.arange(1, len(table) + 1))
     return table[[c for c in REGION_COLUMNS if c in table.columns]].reset_index(drop=True)

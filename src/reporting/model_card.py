@@ -156,12 +156,19 @@ def model_card(
     if subgroups is not None and len(subgroups["heterogeneity"]):
         tests = subgroups["heterogeneity"]
         tested = tests[tests["p"].notna()]
+        # the calibrated p (parametric bootstrap in small cells), never the asymptotic one; Holm beside it
         small = tested[tested["p"].astype(float) < 0.05]
+        holm = "p_holm" in tested
         lines.append(
-            f"{len(tested)} heterogeneity tests (score × subgroup, LR test) over "
-            f"{tests['grouping'].nunique()} groupings; p < 0.05: "
+            f"{len(tested)} heterogeneity tests (score × subgroup, likelihood-ratio statistic, p by "
+            f"parametric bootstrap in small cells) over {tests['grouping'].nunique()} groupings; p < 0.05: "
             + (
-                ", ".join(f"{r.grouping} in {r.group} (p = {float(r.p):.3g})" for r in small.itertuples())
+                ", ".join(
+                    f"{r.grouping} in {r.group} (p = {float(r.p):.3g}"
+                    + (f", Holm-adjusted {float(r.p_holm):.3g}" if holm else "")
+                    + ")"
+                    for r in small.itertuples()
+                )
                 or "none"
             )
             + ". Per level with CIs: `evaluate/subgroups/` and the report. Many tests: a single small p is a "

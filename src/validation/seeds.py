@@ -19,6 +19,7 @@ class Stream(IntEnum):
     META_SPLIT = 5  # the stacking meta-learner's folds
     LEARNING_CURVE = 6  # the learning curve's subsamples and their nested CVs
     PLANNING = 7  # the sample-size simulations
+    HETEROGENEITY = 8  # the subgroup heterogeneity tests' parametric bootstrap
 
 
 def derive_seed(seed: int, stream: Stream, *keys: int) -> int:
