@@ -48,6 +48,7 @@ from src.validation.learning_curve import curve_summary, learning_curve
 from src.validation.metrics import binary_metrics
 from src.validation.nested_cv import check_continuous, check_fold_sizes
 from src.validation.seeds import Stream, derive_seed
+from src.validation.shards import read_permutation
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         if inputs.continuous
         else sample_sizes(config, inputs, scores, external)
     )
+    plan["discovery_significance"] = discovery_significance(read_permutation(run_dir))
     plan["learning_curve"] = {
         "fractions": fractions,
         "skipped_fractions": skipped,
@@ -133,6 +135,29 @@ def _track(config: ExperimentConfig, training: dict[str, Any], plan: dict[str, A
     except Exception as err:  # MLflow, SQLAlchemy and network errors have no common base
         log.warning("MLflow logging of the plan failed (%s); it is complete in %s", type(err).__name__, out)
         return f"MLflow: not logged ({type(err).__name__})"
+
+
+def discovery_significance(permutation: dict[str, Any] | None, alpha: float = 0.05) -> dict[str, Any]:
+    """Whether the discovery model itself beat chance (its permutation test of the whole nested CV), with
+    the caveat every power figure then carries: sample sizes planned from a performance that chance
+    explains rest on nothing."""
+    p = None if not permutation else permutation.get("p_value")
+    n = None if not permutation else permutation.get("n")
+    if p is None:
+        note = (
+            "The discovery model has no permutation test (permutation.n=0): whether its performance beats "
+            "chance is unknown, and the sample sizes below assume that it does."
+        )
+    elif p >= alpha:
+        note = (
+            f"The discovery model is not significant: its permutation p is {p:.3g} ({n} permutations of the "
+            "whole nested CV), so chance explains its discovery performance. The external-validation sample "
+            "sizes below are computed from that performance as if it were real; they are what a study would "
+            "need if it were, not evidence that it is."
+        )
+    else:
+        note = f"The discovery model beats chance: permutation p = {p:.3g} ({n} permutations)."
+    return {"p_value": p, "n_permutations": n, "significant": p is not None and p < alpha, "note": note}
 
 
 def out_of_fold_scores(path: Path) -> pd.DataFrame:

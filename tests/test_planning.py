@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,3 +135,30 @@ def test_each_learning_curve_point_is_the_nested_cv_on_its_subsample():
     assert full["bac"].nunique() == 2 or full["auc"].nunique() == 2
     summary = curve_summary(curve).set_index("fraction")
     assert summary.loc[1.0, "bac_mean"] == pytest.approx(full["bac"].mean())
+
+
+def test_the_plan_says_plainly_when_the_discovery_model_is_not_significant():
+    """src.plan's power figures rest on the discovery performance: a model whose own permutation p is 0.178
+    gets that said in the plan, its markdown and the console (it used to be computed without a word)."""
+    from src.plan import discovery_significance
+
+    null = discovery_significance({"p_value": 0.178, "n": 1000})
+    assert not null["significant"] and "not significant: its permutation p is 0.178 (1000" in null["note"]
+    assert discovery_significance({"p_value": 0.004, "n": 1000})["significant"]
+    assert "no permutation test" in discovery_significance(None)["note"]
+    from src.evaluation.planning import plan_parts, summary_lines
+
+    plan = {
+        "discovery_significance": null,
+        "external_validation": {},
+        "development": {"note": "not computed"},
+        "learning_curve": {
+            "summary": [],
+            "skipped_fractions": [],
+            "fractions": [1.0],
+            "repeats": 1,
+            "draws": 2,
+        },
+    }
+    assert any(isinstance(part, str) and part == null["note"] for part in plan_parts(plan))
+    assert any("not significant" in line for line in summary_lines("gm_only", plan, Path("out")))

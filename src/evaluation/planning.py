@@ -123,6 +123,9 @@ def plan_parts(plan: dict[str, Any]) -> list[str | pd.DataFrame]:
     parts: list[str | pd.DataFrame] = ["#### Learning curve", *curve_parts(plan)]
     parts += ["#### Development sample size (Riley et al. 2020)", *development_parts(plan)]
     parts.append("#### External validation sample size")
+    significance = plan.get("discovery_significance") or {}
+    if significance.get("note"):
+        parts.append(significance["note"])
     if plan["external_validation"]:
         parts += [external_table(plan), EXTERNAL_ASSUMPTIONS]
     else:
@@ -167,6 +170,9 @@ def summary_lines(name: str, plan: dict[str, Any], out: Path) -> list[str]:
             f"  external, {scenario}: > chance with {'/'.join(powers)} % power: BAC {sizes['bac']}, AUC "
             f"{sizes['auc']}; BAC within ±{s['precision']:g}: {_n(s['n_precision_bac'], s['max_n'])}"
         )
+    significance = plan.get("discovery_significance") or {}
+    if significance and not significance.get("significant"):
+        lines.append(f"  note: {significance['note']}")
     lines.append(f"  written to {out}")
     return lines
 
