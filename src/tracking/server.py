@@ -40,7 +40,7 @@ def mlflow_server(
     backend_store_uri: str,
     artifacts_destination: str | Path | None = None,
     host: str = "127.0.0.1",
-    timeout: float = 90.0,
+    timeout: float = 300.0,
 ) -> Iterator[str]:
     """Run ``mlflow server`` against ``backend_store_uri`` until the block ends; yields its URL.
 
@@ -59,7 +59,7 @@ def mlflow_server(
 
 @contextlib.contextmanager
 def model_server(
-    model_uri: str, tracking_uri: str, host: str = "127.0.0.1", timeout: float = 120.0
+    model_uri: str, tracking_uri: str, host: str = "127.0.0.1", timeout: float = 300.0
 ) -> Iterator[str]:
     """Run ``mlflow models serve`` of ``model_uri`` (e.g. ``models:/<name>-scorer@champion``, resolved in
     ``tracking_uri``) in this Python environment until the block ends; yields its URL (``/invocations``)."""
@@ -78,12 +78,19 @@ def _running(command: list[str], url: str, env: dict[str, str], timeout: float) 
     with tempfile.TemporaryFile("w+") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.time() + timeout
+            started = time.time()
             while not _healthy(url):
-                if server.poll() is not None or time.time() > deadline:
+                exited = server.poll()
+                if exited is not None or time.time() > started + timeout:
                     log.seek(0)
+                    why = (
+                        f"exited with status {exited}"
+                        if exited is not None
+                        else f"no answer from {url}/health within {timeout:.0f} s"
+                    )
                     raise RuntimeError(
-                        f"{' '.join(command[1:5])} did not start on {url}:\n{log.read()[-3000:]}"
+                        f"{' '.join(command[1:5])} did not start on {url} ({why}, polled every 0.5 s for "
+                        f"{time.time() - started:.0f} s):\n{log.read()[-3000:]}"
                     )
                 time.sleep(0.5)
             yield url
