@@ -65,6 +65,10 @@ def test_every_dvc_stage_passes_its_params_to_hydra():
             "permutation.n=${item.permutations}",
         ],
         "evaluate": ["+experiment=${key}", "data=${data}", "cv=${cv}", "seed=${seed}"],
+        "plan": ["+experiment=${key}", "data=${data}"],
+        "compare": ["data=${data}"],
+        # the report reads the experiments where the pipeline's data put them (outputs/<data>/ otherwise)
+        "report": ["data=${data}"],
     }
     for stage, overrides in expected.items():
         cmd = (stages[stage].get("do") or stages[stage])["cmd"]

@@ -163,7 +163,11 @@ def clinical_variables(
 # even with noise, is above them. Both statistics are computed on the cohort's own rows with outcomes.
 MAX_RANK_CORRELATION = 0.9
 MAX_SINGLE_AUC = 0.95
-MIN_ROWS_FOR_COPY_CHECK = 10
+# rows with a value and an outcome below which a statistic is not judged: chance alone reaches the thresholds
+# in small cohorts (a null AUC's SD is ~0.13 at 20 patients, ~0.11 at 30, so 0.95 is ~4 SD away there; a null
+# Spearman rho reaches 0.9 with p < 1e-7 at 20). A renamed follow-up score has |rho| = 1 at any size.
+MIN_ROWS_FOR_CORRELATION = 20
+MIN_ROWS_FOR_AUC = 30
 
 
 def check_outcome_copies(
@@ -173,6 +177,7 @@ def check_outcome_copies(
     reduction: pd.Series,
     label: pd.Series,
     where: str,
+    baseline: str | None = None,
 ) -> list[str]:
     """Refuse a clinical predictor that is a near-copy of the outcome or its ingredients.
 
@@ -181,12 +186,17 @@ def check_outcome_copies(
     and the single-column AUC for the label (taken either way round). One of them at or above its threshold
     (:data:`MAX_RANK_CORRELATION`, :data:`MAX_SINGLE_AUC`) is a :class:`ClinicalError` naming the column and
     the statistic, unless the variable is declared ``allow_outcome_like: true``; then the finding is returned
-    (for a warning) instead. ``coded``: :func:`check_clinical`'s table, indexed like the outcome series."""
+    (for a warning) instead. ``coded``: :func:`check_clinical`'s table, indexed like the outcome series;
+    ``baseline``: the outcome's baseline column, a pre-treatment value by definition (not checked).
+    Cohorts below :data:`MIN_ROWS_FOR_CORRELATION` / :data:`MIN_ROWS_FOR_AUC` rows are not judged by that
+    statistic."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     allowed = []
     for variable in variables:
+        if variable.name == baseline:
+            continue  # the outcome's pre-treatment ingredient: a predictor by design, never a copy
         values = coded[variable.name]
         columns = (
             {
@@ -199,7 +209,7 @@ def check_outcome_copies(
         for code, column in columns.items():
             rows = column.notna() & followup.notna() & reduction.notna() & label.notna()
             x = column[rows].to_numpy(float)
-            if rows.sum() < MIN_ROWS_FOR_COPY_CHECK or np.ptp(x) == 0:
+            if rows.sum() < MIN_ROWS_FOR_CORRELATION or np.ptp(x) == 0:
                 continue
             y = label[rows].to_numpy(int)
             found = []
@@ -207,7 +217,7 @@ def check_outcome_copies(
                 rho = abs(float(spearmanr(x, series[rows].to_numpy(float)).statistic))
                 if rho >= MAX_RANK_CORRELATION:
                     found.append(f"Spearman |rho| = {rho:.2f} with {target}")
-            if len(np.unique(y)) == 2:
+            if rows.sum() >= MIN_ROWS_FOR_AUC and len(np.unique(y)) == 2:
                 auc = float(roc_auc_score(y, x))
                 if max(auc, 1 - auc) >= MAX_SINGLE_AUC:
                     found.append(f"AUC {max(auc, 1 - auc):.2f} for the response label on its own")

@@ -249,7 +249,13 @@ def _validate_participants(
     df["response"] = label if require_outcome else label.where(reduction.notna())
     if require_outcome and clinical:  # a copy of the outcome under another name: refused by its content
         for finding in check_outcome_copies(
-            coded.loc[df.index], clinical, df[outcome.followup], reduction, df["response"], where
+            coded.loc[df.index],
+            clinical,
+            df[outcome.followup],
+            reduction,
+            df["response"],
+            where,
+            baseline=outcome.baseline,
         ):
             log.warning("%s; kept: declared allow_outcome_like", finding)
     df["outcome"] = _continuous_outcome(df, name, where, outcome, reduction, require_outcome)

@@ -157,11 +157,11 @@ def model_card(
         tests = subgroups["heterogeneity"]
         tested = tests[tests["p"].notna()]
         # the calibrated p (parametric bootstrap in small cells), never the asymptotic one; Holm beside it
-        small = tested[tested["p"].astype(float) < 0.05]
+        small = tested[tested["p"].astype(float) <= 0.05]  # a Monte Carlo p: rejected at p <= alpha
         holm = "p_holm" in tested
         lines.append(
             f"{len(tested)} heterogeneity tests (score × subgroup, likelihood-ratio statistic, p by "
-            f"parametric bootstrap in small cells) over {tests['grouping'].nunique()} groupings; p < 0.05: "
+            f"parametric bootstrap in small cells) over {tests['grouping'].nunique()} groupings; p <= 0.05: "
             + (
                 ", ".join(
                     f"{r.grouping} in {r.group} (p = {float(r.p):.3g}"
