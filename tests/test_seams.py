@@ -44,6 +44,30 @@ def test_the_model_card_describes_the_trained_design_not_the_evaluating_command(
     notes = [line for line in done.stderr.splitlines() if line.startswith("note: the model in")]
     assert len(notes) == 1, done.stderr
     assert "cv.repeats 1 (this command: 10)" in notes[0] and "cv.outer_folds 3" in notes[0]
+    # the report (its Methods and the card it shows), made by yet another invocation, agrees
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.report",
+            "report.experiments=[gm_only]",
+            f"paths.output={trained / 'out'}",
+            f"report.dir={tmp_path / 'report'}",
+            f"compare.dir={tmp_path / 'comparisons'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "tracking.enabled=false",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "1 repeats × 3 stratified outer folds" in markdown and "the ensemble of the 3 fold models" in markdown
+    )
+    assert "10 repeats" not in markdown and "100 fold models" not in markdown
 
 
 def test_as_trained_takes_what_defines_the_model_from_its_record():

@@ -105,8 +105,9 @@ def model_card(
     lines = [f"# Model card: `{config.name}`", ""]
     if simulated:
         lines += [
-            "> **Trained on simulated data** (the embedded cohorts with a planted signature): this card shows "
-            "what the platform reports, not a model of patients.",
+            "> **Trained on simulated data** (cohorts the simulator marked: the embedded default or the example "
+            "study, with a planted signature): this card shows what the platform reports, not a model of "
+            "patients.",
             "",
         ]
     lines += [
