@@ -26,7 +26,14 @@ PACKAGES = (
 )
 
 
-DVC_WRITES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore", ":(exclude,glob)**/metrics.json")
+DVC_WRITES = (
+    ":(exclude)dvc.lock",
+    ":(exclude,glob)**/.gitignore",
+    ":(exclude,glob)**/metrics.json",
+    # the DVC metrics beside metrics.json: removed and rewritten while `dvc repro` runs (counting them made
+    # every result of a clean checkout's repro say "uncommitted changes")
+    ":(exclude,glob)**/summary.json",
+)
 
 # the checkout this code runs from (not the current directory: runs may start anywhere)
 CODE_ROOT = Path(__file__).resolve().parents[2]
