@@ -230,18 +230,11 @@ class NestedCVClassifier(ClassifierMixin, NestedCVBase):
     n_features_in_ : int
     """
 
-    def fit(
-        self,
-        X: pd.DataFrame,
-        y: Any,
-        *,
-        ids: Sequence[str] | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> NestedCVClassifier:
-        """:meth:`NestedCVBase.fit` on 0/1 labels (1 = the positive class); sets ``classes_``."""
-        super().fit(X, y, ids=ids, info=info)
-        self.classes_ = np.array([0, 1])
-        return self
+    @property
+    def classes_(self) -> np.ndarray:
+        """``[0, 1]`` once fitted (0/1 labels, 1 = the positive class)."""
+        check_is_fitted(self)
+        return np.array([0, 1])
 
     @property
     def calibration_(self) -> tuple[float, float]:
