@@ -3,12 +3,10 @@ that writes it was given (issue 37)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT, subprocess_env
+from conftest import ROOT
 from test_errors import trained  # noqa: F401  (the module-scoped fixture: 1 x 3 outer x 3 inner folds)
+from test_regression import _entry  # an entry point as a subprocess, asserting it succeeded
 
 from src.config.settings import ExperimentConfig, as_trained, settings_from
 
@@ -28,14 +26,7 @@ def test_the_model_card_describes_the_trained_design_not_the_evaluating_command(
         "tracking.enabled=false",
         "n_jobs=1",
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "src.evaluate", *overrides],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _entry(ROOT, "src.evaluate", *overrides)
     card = (trained / "out" / "gm_only" / "evaluate" / "model_card.md").read_text()
     assert "1 × 3 outer × 3 inner folds, 3 Optuna trials per outer fold" in card
     assert "the ensemble of the 3 fold models" in card
@@ -45,24 +36,16 @@ def test_the_model_card_describes_the_trained_design_not_the_evaluating_command(
     assert len(notes) == 1, done.stderr
     assert "cv.repeats 1 (this command: 10)" in notes[0] and "cv.outer_folds 3" in notes[0]
     # the report (its Methods and the card it shows), made by yet another invocation, agrees
-    report = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.report",
-            "report.experiments=[gm_only]",
-            f"paths.output={trained / 'out'}",
-            f"report.dir={tmp_path / 'report'}",
-            f"compare.dir={tmp_path / 'comparisons'}",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-            "tracking.enabled=false",
-        ],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    _entry(
+        ROOT,
+        "src.report",
+        "report.experiments=[gm_only]",
+        f"paths.output={trained / 'out'}",
+        f"report.dir={tmp_path / 'report'}",
+        f"compare.dir={tmp_path / 'comparisons'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        "tracking.enabled=false",
     )
-    assert report.returncode == 0, report.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert (
         "1 repeats × 3 stratified outer folds" in markdown and "the ensemble of the 3 fold models" in markdown
